@@ -1,1 +1,42 @@
-//! placeholder
+//! Work on bytes that the data path hands off: content-defined chunk boundaries, BLAKE3
+//! chunk ids, whole-object digests (MD5 for S3 ETags, CRC32/CRC32C/CRC64NVME/SHA1/SHA256
+//! for S3 checksums) and compression.
+//!
+//! Callers never run the kernels themselves: they describe a [`Job`] (a chain of
+//! [`Step`]s over one buffer), submit batches to an [`Offload`] handle and await the
+//! completions. The engine behind the handle decides where the work runs; the portable
+//! default is [`CpuEngine`], a pool of worker threads away from the async reactor.
+//!
+//! Modules:
+//! - [`kernels`]: the byte-crunching functions (for engines and benchmarks only);
+//! - [`job`]: jobs, steps, outputs and errors, the engine-neutral description of work;
+//! - [`engine`]: the [`Engine`] trait and the [`Offload`] handle the store calls;
+//! - [`cpu`]: the CPU engine;
+//! - [`metrics`]: per-operation counters every engine keeps.
+//!
+//! ```
+//! # tokio_test_runtime();
+//! # fn tokio_test_runtime() {
+//! # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+//! # rt.block_on(async {
+//! use hw_offload::{Job, Offload, Step};
+//! let offload = Offload::cpu(1);
+//! let out = offload.run(Job::new(&b"hello"[..], vec![Step::ChunkId])).await.unwrap();
+//! assert_eq!(out.chunk_id.unwrap().to_hex(), blake3::hash(b"hello").to_hex().as_str());
+//! # });
+//! # }
+//! ```
+
+pub mod cpu;
+pub mod engine;
+pub mod job;
+pub mod kernels;
+pub mod metrics;
+
+pub use cpu::CpuEngine;
+pub use engine::{Completion, Engine, Offload};
+pub use job::{Job, JobError, JobOutput, Step};
+pub use kernels::cdc::{ChunkerConfig, ChunkerConfigError};
+pub use kernels::codec::Codec;
+pub use kernels::digest::{ChecksumAlgo, ChunkId, Digests, StreamDigests};
+pub use metrics::{EngineMetrics, OpKind};

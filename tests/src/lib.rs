@@ -1,1 +1,88 @@
-//! placeholder
+//! Helpers shared by the cross-crate integration tests: deterministic data, and the
+//! real `clusster` binary started as a daemon.
+//!
+//! - [`content`]: reproducible object bytes from a seed;
+//! - [`Daemon`]: a `clusster serve` child process on loopback ports, stopped on drop
+//!   (used by the binary's tests in `transfer-daemon/tests/`).
+
+use rand::{RngCore, SeedableRng};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Reproducible bytes: `size` bytes from `seed`, the first 8 replaced by `marker` so
+/// that objects from one seed share all chunks but the first.
+pub fn content(seed: u64, size: usize, marker: u64) -> Vec<u8> {
+    let mut data = vec![0u8; size];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    let m = marker.to_le_bytes();
+    let n = size.min(8);
+    data[..n].copy_from_slice(&m[..n]);
+    data
+}
+
+/// A running `clusster serve`.
+pub struct Daemon {
+    /// the child process
+    pub child: Child,
+    /// its data dir
+    pub data_dir: PathBuf,
+    /// the listeners it reported, as printed on startup
+    pub listeners: serde_json::Value,
+}
+
+impl Daemon {
+    /// Starts `bin` (the `clusster` binary: `env!("CARGO_BIN_EXE_clusster")` in the
+    /// daemon's own tests, so cargo rebuilds it first) on `data_dir` with every listener
+    /// on a free loopback port, and waits for the line it prints once all are bound.
+    pub fn start(bin: &str, data_dir: &Path, extra_args: &[&str]) -> Self {
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn clusster serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut reader = BufReader::new(stdout);
+        reader.read_line(&mut line).expect("read the daemon's startup line");
+        assert!(Instant::now() < deadline, "daemon took over a minute to start");
+        let listeners: serde_json::Value =
+            serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("startup line {line:?} is not JSON: {e}"));
+        Self { child, data_dir: data_dir.to_path_buf(), listeners }
+    }
+
+    /// The admin listener's base URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.listeners["admin"].as_str().expect("admin address"))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) with a pid we own and a valid signal has no memory effects.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the daemon") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

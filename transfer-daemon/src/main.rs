@@ -1,1 +1,217 @@
-fn main() {}
+//! `clusster`: the site daemon and its command-line tool.
+//!
+//! Exit codes: 0 success; 1 the operation failed (the message says why); 2 invalid
+//! usage or configuration; 3 a scrub or check found damage (the report lists it).
+
+mod admin;
+mod client;
+mod config;
+mod metrics;
+mod serve;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use config::{CONFIG_FILE, DEFAULT_DATA_DIR, Overrides, RawConfig};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "clusster",
+    version,
+    about = "Data plane of a federated research cloud: S3 gateway, dedup transfers, catalog"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data dir with a documented config file.
+    Init {
+        /// Where to create it.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the site daemon until SIGINT or SIGTERM.
+    Serve {
+        /// Config file (default: <data-dir>/clusster.toml if present, else built-in defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data dir, overriding the config.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Admin listener address (IP:PORT, port 0 = any free port), overriding the config.
+        #[arg(long)]
+        admin_listen: Option<String>,
+    },
+    /// Run garbage collection now on the running daemon.
+    Gc(AdminArgs),
+    /// Verify every stored chunk now on the running daemon; exit 3 if any is corrupt.
+    Scrub(AdminArgs),
+    /// Recount references and look for missing chunks; exit 3 on any inconsistency.
+    Check(AdminArgs),
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Admin address of the daemon (default: read from <data-dir>/listen.json).
+    #[arg(long)]
+    admin: Option<String>,
+    /// The daemon's data dir, to find its admin address.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Failures that map to exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+/// A report showing damage: exit code 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct DamageFound(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("clusster: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clusster: {e:#}");
+            if e.is::<UsageError>() {
+                ExitCode::from(2)
+            } else if e.is::<DamageFound>() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init { data_dir, json } => init(&data_dir, json),
+        Command::Serve { config, data_dir, admin_listen } => {
+            let (raw, base) = load_config(config.as_deref(), data_dir.as_deref())?;
+            let overrides = Overrides { data_dir, admin_listen };
+            let settings = raw.settle(&overrides, &base).map_err(|e| UsageError(format!("{e:#}")))?;
+            serve::serve(settings).await
+        }
+        Command::Gc(args) => {
+            let report = admin_call(&args, reqwest::Method::POST, "/admin/gc").await?;
+            print_report(&args, &report, |r| {
+                format!(
+                    "gc: {} chunks, {} packs deleted, {} compacted, {} orphan packs, {} bytes freed",
+                    r["chunks_deleted"],
+                    r["packs_deleted"],
+                    r["packs_compacted"],
+                    r["orphan_packs_deleted"],
+                    r["bytes_freed"]
+                )
+            });
+            Ok(())
+        }
+        Command::Scrub(args) => {
+            let report = admin_call(&args, reqwest::Method::POST, "/admin/scrub").await?;
+            print_report(&args, &report, |r| {
+                format!(
+                    "scrub: {} chunks ({} bytes) verified, {} corrupt",
+                    r["chunks_checked"],
+                    r["bytes_checked"],
+                    r["corrupt"].as_array().map_or(0, Vec::len)
+                )
+            });
+            match report["corrupt"].as_array().map_or(0, Vec::len) {
+                0 => Ok(()),
+                n => Err(DamageFound(format!("{n} corrupt chunks quarantined; repair them from a replica")).into()),
+            }
+        }
+        Command::Check(args) => {
+            let report = admin_call(&args, reqwest::Method::GET, "/admin/check").await?;
+            let mismatches = report["refcount_mismatches"].as_array().map_or(0, Vec::len);
+            let missing = report["missing_chunks"].as_array().map_or(0, Vec::len);
+            print_report(&args, &report, |r| {
+                format!(
+                    "check: {} objects, {} parts, {} chunks referenced, {mismatches} count mismatches, {missing} missing chunks",
+                    r["objects"], r["parts"], r["chunks_referenced"]
+                )
+            });
+            if mismatches + missing > 0 {
+                return Err(DamageFound("the store is inconsistent; see the report".into()).into());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn init(data_dir: &Path, json: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+    let config = data_dir.join(CONFIG_FILE);
+    if config.exists() {
+        return Err(
+            UsageError(format!("{} exists already; edit it or choose another --data-dir", config.display())).into()
+        );
+    }
+    std::fs::write(&config, RawConfig::documented_default(Path::new(".")))
+        .with_context(|| format!("cannot write {}", config.display()))?;
+    if json {
+        println!("{}", serde_json::json!({ "data_dir": data_dir, "config": config }));
+    } else {
+        println!("created {}\nrun: clusster serve --config {}", data_dir.display(), config.display());
+    }
+    Ok(())
+}
+
+/// The config to use and the directory its relative paths are taken from.
+fn load_config(config: Option<&Path>, data_dir: Option<&Path>) -> anyhow::Result<(RawConfig, PathBuf)> {
+    let cwd = std::env::current_dir()?;
+    let path = match config {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let candidate = data_dir.unwrap_or(Path::new(DEFAULT_DATA_DIR)).join(CONFIG_FILE);
+            candidate.exists().then_some(candidate)
+        }
+    };
+    match path {
+        Some(p) => {
+            let raw = RawConfig::load(&p).map_err(|e| UsageError(format!("{e:#}")))?;
+            let base = p.canonicalize()?.parent().map_or(cwd, Path::to_path_buf);
+            Ok((raw, base))
+        }
+        None => Ok((RawConfig::default(), cwd)),
+    }
+}
+
+async fn admin_call(args: &AdminArgs, method: reqwest::Method, path: &str) -> anyhow::Result<serde_json::Value> {
+    let base = client::admin_url(args.admin.as_deref(), args.data_dir.as_deref())?;
+    client::call(&base, method, path).await
+}
+
+fn print_report(args: &AdminArgs, report: &serde_json::Value, human: impl Fn(&serde_json::Value) -> String) {
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("{}", human(report));
+    }
+}

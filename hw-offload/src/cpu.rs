@@ -1,0 +1,289 @@
+//! The portable engine: a pool of worker threads running the kernels, so the async
+//! reactor threads never hash or compress.
+
+use crate::Codec;
+use crate::engine::{Completion, Engine};
+use crate::job::{Job, JobError, JobOutput, Step};
+use crate::kernels::{cdc, codec, digest::ChunkId};
+use crate::metrics::{EngineMetrics, OpKind};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+type BatchResults = Vec<Result<JobOutput, JobError>>;
+
+/// Collects a batch's results as workers finish its jobs; the last one sends them.
+struct Batch {
+    results: Mutex<Vec<Option<Result<JobOutput, JobError>>>>,
+    remaining: AtomicUsize,
+    done: Mutex<Option<oneshot::Sender<BatchResults>>>,
+}
+
+impl Batch {
+    fn complete(&self, index: usize, result: Result<JobOutput, JobError>) {
+        self.results.lock()[index] = Some(result);
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let results = std::mem::take(&mut *self.results.lock());
+            let results = results.into_iter().map(|r| r.expect("every job completed")).collect();
+            if let Some(tx) = self.done.lock().take() {
+                // The submitter may have stopped waiting; nothing to do then.
+                let _ = tx.send(results);
+            }
+        }
+    }
+}
+
+struct Work {
+    job: Job,
+    batch: Arc<Batch>,
+    index: usize,
+}
+
+/// A pool of threads running jobs in FIFO order.
+pub struct CpuEngine {
+    queue: crossbeam_channel::Sender<Work>,
+    metrics: Arc<EngineMetrics>,
+}
+
+impl CpuEngine {
+    /// Starts `threads` workers (0 = one per available core).
+    pub fn new(threads: usize) -> Self {
+        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+        let (queue, rx) = crossbeam_channel::unbounded::<Work>();
+        let metrics = Arc::new(EngineMetrics::default());
+        for i in 0..threads {
+            let rx = rx.clone();
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name(format!("offload-cpu-{i}"))
+                .spawn(move || {
+                    let mut worker = Worker::new(metrics);
+                    // Ends when the engine (the only sender) is dropped.
+                    for work in rx {
+                        let result = worker.run(work.job);
+                        work.batch.complete(work.index, result);
+                    }
+                })
+                .expect("spawn offload worker thread");
+        }
+        Self { queue, metrics }
+    }
+}
+
+impl Engine for CpuEngine {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+
+    fn submit(&self, jobs: Vec<Job>) -> Completion {
+        let (tx, completion) = Completion::channel(self.name(), jobs.len());
+        if jobs.is_empty() {
+            let _ = tx.send(Vec::new());
+            return completion;
+        }
+        let batch = Arc::new(Batch {
+            results: Mutex::new((0..jobs.len()).map(|_| None).collect()),
+            remaining: AtomicUsize::new(jobs.len()),
+            done: Mutex::new(Some(tx)),
+        });
+        for (index, job) in jobs.into_iter().enumerate() {
+            // Fails only when every worker is gone; the completion then reports EngineGone.
+            let _ = self.queue.send(Work { job, batch: batch.clone(), index });
+        }
+        completion
+    }
+
+    fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+}
+
+/// One worker's reusable codec contexts.
+struct Worker {
+    metrics: Arc<EngineMetrics>,
+    compressor: Option<(i32, zstd::bulk::Compressor<'static>)>,
+    decompressor: zstd::bulk::Decompressor<'static>,
+}
+
+impl Worker {
+    fn new(metrics: Arc<EngineMetrics>) -> Self {
+        Self {
+            metrics,
+            compressor: None,
+            decompressor: zstd::bulk::Decompressor::new().expect("zstd decompression context"),
+        }
+    }
+
+    fn compressor(&mut self, level: i32) -> Result<&mut zstd::bulk::Compressor<'static>, JobError> {
+        if self.compressor.as_ref().is_none_or(|(l, _)| *l != level) {
+            let c = zstd::bulk::Compressor::new(level)
+                .map_err(|e| JobError::Invalid(format!("zstd level {level}: {e}")))?;
+            self.compressor = Some((level, c));
+        }
+        Ok(&mut self.compressor.as_mut().expect("set above").1)
+    }
+
+    fn run(&mut self, job: Job) -> Result<JobOutput, JobError> {
+        let result = self.run_steps(job);
+        if result.is_err() {
+            self.metrics.record_error();
+        }
+        result
+    }
+
+    fn run_steps(&mut self, job: Job) -> Result<JobOutput, JobError> {
+        let mut out = JobOutput { data: job.data, codec: job.codec, chunk_id: None, cuts: Vec::new(), digests: None };
+        for step in job.steps {
+            let started = Instant::now();
+            let len = out.data.len();
+            let op = match step {
+                Step::Boundaries { chunker, eof } => {
+                    require_plain(&out, "Boundaries")?;
+                    out.cuts = cdc::cut_points(&out.data, &chunker, eof);
+                    OpKind::Boundaries
+                }
+                Step::Digest(mut digests) => {
+                    require_plain(&out, "Digest")?;
+                    digests.update(&out.data);
+                    out.digests = Some(digests);
+                    OpKind::Digest
+                }
+                Step::ChunkId => {
+                    require_plain(&out, "ChunkId")?;
+                    out.chunk_id = Some(ChunkId::of(&out.data));
+                    OpKind::ChunkId
+                }
+                Step::Verify(expected) => {
+                    require_plain(&out, "Verify")?;
+                    let actual = ChunkId::of(&out.data);
+                    if actual != expected {
+                        return Err(JobError::Corrupt { expected, actual });
+                    }
+                    out.chunk_id = Some(actual);
+                    OpKind::ChunkId
+                }
+                Step::Compress { codec: target, level } => {
+                    require_plain(&out, "Compress")?;
+                    match target {
+                        Codec::Raw => {}
+                        Codec::Zstd => {
+                            let compressor = self.compressor(level)?;
+                            let packed = codec::compress(compressor, &out.data)
+                                .map_err(|e| JobError::Encode { codec: target, reason: e.to_string() })?;
+                            if let Some(packed) = packed {
+                                out.data = Bytes::from(packed);
+                                out.codec = Codec::Zstd;
+                            }
+                        }
+                    }
+                    OpKind::Compress
+                }
+                Step::Decompress { codec: source, plain_len } => {
+                    if source != out.codec {
+                        return Err(JobError::Invalid(format!(
+                            "asked to decode {source:?} but the data is {:?}",
+                            out.codec
+                        )));
+                    }
+                    match source {
+                        Codec::Raw => {
+                            if out.data.len() != plain_len as usize {
+                                return Err(JobError::Decode {
+                                    codec: source,
+                                    reason: format!("raw payload is {} bytes, expected {plain_len}", out.data.len()),
+                                });
+                            }
+                        }
+                        Codec::Zstd => {
+                            let plain = codec::decompress(&mut self.decompressor, &out.data, plain_len as usize)
+                                .map_err(|e| JobError::Decode { codec: source, reason: e.to_string() })?;
+                            out.data = Bytes::from(plain);
+                        }
+                    }
+                    out.codec = Codec::Raw;
+                    OpKind::Decompress
+                }
+            };
+            self.metrics.record(op, len, started.elapsed());
+        }
+        Ok(out)
+    }
+}
+
+fn require_plain(out: &JobOutput, step: &str) -> Result<(), JobError> {
+    if out.codec == Codec::Raw {
+        Ok(())
+    } else {
+        Err(JobError::Invalid(format!("{step} needs plain data; decompress the {:?} payload first", out.codec)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ChecksumAlgo, ChunkerConfig, Offload, StreamDigests};
+
+    #[tokio::test]
+    async fn hash_compress_then_decompress_verify_round_trips() {
+        let offload = Offload::cpu(2);
+        let text = Bytes::from(b"clusster moves research data\n".repeat(4096));
+        let stored = offload
+            .run(Job::new(text.clone(), vec![Step::ChunkId, Step::Compress { codec: Codec::Zstd, level: 1 }]))
+            .await
+            .unwrap();
+        assert_eq!(stored.codec, Codec::Zstd);
+        let id = stored.chunk_id.unwrap();
+        let plain = offload
+            .run(Job::encoded(
+                stored.data.clone(),
+                Codec::Zstd,
+                vec![Step::Decompress { codec: Codec::Zstd, plain_len: text.len() as u32 }, Step::Verify(id)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(plain.data, text);
+        assert_eq!(plain.codec, Codec::Raw);
+
+        let wrong = ChunkId::of(b"something else");
+        let err = offload
+            .run(Job::encoded(
+                stored.data,
+                Codec::Zstd,
+                vec![Step::Decompress { codec: Codec::Zstd, plain_len: text.len() as u32 }, Step::Verify(wrong)],
+            ))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, JobError::Corrupt { .. }));
+    }
+
+    #[tokio::test]
+    async fn batch_results_come_back_in_order() {
+        let offload = Offload::cpu(2);
+        let jobs: Vec<Job> = (0..64u32).map(|i| Job::new(i.to_be_bytes().to_vec(), vec![Step::ChunkId])).collect();
+        let results = offload.submit(jobs).await;
+        for (i, r) in results.into_iter().enumerate() {
+            assert_eq!(r.unwrap().chunk_id.unwrap(), ChunkId::of(&(i as u32).to_be_bytes()));
+        }
+    }
+
+    #[tokio::test]
+    async fn digest_state_travels_with_jobs() {
+        let offload = Offload::cpu(1);
+        let mut digests = Box::new(StreamDigests::new(&[ChecksumAlgo::Crc32c]));
+        for part in [&b"1234"[..], b"56789"] {
+            let out = offload.run(Job::new(part.to_vec(), vec![Step::Digest(digests)])).await.unwrap();
+            digests = out.digests.unwrap();
+        }
+        let d = digests.finish();
+        assert_eq!(d.checksums[0].1, 0xE306_9283u32.to_be_bytes());
+        let cuts = offload
+            .run(Job::new(vec![1u8; 300_000], vec![Step::Boundaries { chunker: ChunkerConfig::default(), eof: true }]))
+            .await
+            .unwrap()
+            .cuts;
+        assert_eq!(cuts.iter().sum::<u32>(), 300_000);
+    }
+}

@@ -1,0 +1,117 @@
+//! The engine-neutral description of work: a [`Job`] is one buffer and a chain of
+//! [`Step`]s applied in order; transforming steps (compress, decompress) replace the
+//! buffer for the steps after them.
+
+use crate::kernels::cdc::ChunkerConfig;
+use crate::kernels::codec::Codec;
+use crate::kernels::digest::{ChunkId, StreamDigests};
+use bytes::Bytes;
+
+/// One step of a job's chain.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Step {
+    /// FastCDC chunk lengths of the data, which starts on a boundary
+    /// (see [`crate::kernels::cdc::cut_points`] for `eof`).
+    Boundaries {
+        /// chunk size bounds
+        chunker: ChunkerConfig,
+        /// whether the data ends the stream
+        eof: bool,
+    },
+    /// Feeds the data to running whole-object digests, handed back in
+    /// [`JobOutput::digests`]. Jobs carrying the same digests must be run in order.
+    Digest(Box<StreamDigests>),
+    /// BLAKE3 of the current data, into [`JobOutput::chunk_id`].
+    ChunkId,
+    /// Compresses the current data; it stays [`Codec::Raw`] when compression does not pay.
+    Compress {
+        /// the codec to try
+        codec: Codec,
+        /// its level
+        level: i32,
+    },
+    /// Decodes the current data, which must expand to exactly `plain_len` bytes.
+    Decompress {
+        /// the codec the data is in
+        codec: Codec,
+        /// the expected decoded length
+        plain_len: u32,
+    },
+    /// The BLAKE3 of the current data must equal this id.
+    Verify(ChunkId),
+}
+
+/// A buffer and the steps to run over it.
+#[derive(Debug)]
+pub struct Job {
+    /// The input bytes.
+    pub data: Bytes,
+    /// The codec `data` is in when the job starts (Raw unless it is a stored payload).
+    pub codec: Codec,
+    /// The chain of steps.
+    pub steps: Vec<Step>,
+}
+
+impl Job {
+    /// A job over plain bytes.
+    pub fn new(data: impl Into<Bytes>, steps: Vec<Step>) -> Self {
+        Self { data: data.into(), codec: Codec::Raw, steps }
+    }
+
+    /// A job over a stored payload in `codec`.
+    pub fn encoded(data: Bytes, codec: Codec, steps: Vec<Step>) -> Self {
+        Self { data, codec, steps }
+    }
+}
+
+/// What a job produced.
+#[derive(Debug)]
+pub struct JobOutput {
+    /// The data after the last transforming step.
+    pub data: Bytes,
+    /// The codec `data` is in.
+    pub codec: Codec,
+    /// From [`Step::ChunkId`].
+    pub chunk_id: Option<ChunkId>,
+    /// From [`Step::Boundaries`]: chunk lengths.
+    pub cuts: Vec<u32>,
+    /// From [`Step::Digest`]: the digests, advanced by this job's data.
+    pub digests: Option<Box<StreamDigests>>,
+}
+
+/// Why a job failed. A failed job never yields partial output.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JobError {
+    /// The data does not hash to the id it should have.
+    #[error("checksum mismatch: expected chunk {expected}, data hashes to {actual}")]
+    Corrupt {
+        /// the id asked for
+        expected: ChunkId,
+        /// what the data hashes to
+        actual: ChunkId,
+    },
+    /// The payload could not be decoded.
+    #[error("cannot decode {codec:?} payload: {reason}")]
+    Decode {
+        /// the codec tried
+        codec: Codec,
+        /// what the decoder said
+        reason: String,
+    },
+    /// The payload could not be encoded (an internal fault of the codec library).
+    #[error("cannot encode with {codec:?}: {reason}")]
+    Encode {
+        /// the codec tried
+        codec: Codec,
+        /// what the encoder said
+        reason: String,
+    },
+    /// The job asks for something this engine cannot do with this input.
+    #[error("invalid job: {0}")]
+    Invalid(String),
+    /// The engine stopped before running the job.
+    #[error("offload engine {0} is shut down")]
+    EngineGone(String),
+}

@@ -1,0 +1,215 @@
+//! Digests: BLAKE3 chunk ids, and the whole-object digests S3 clients check (MD5 for the
+//! ETag; CRC32, CRC32C, CRC64NVME, SHA1, SHA256 for `x-amz-checksum-*`).
+
+use md5::Digest as _;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A chunk's name: the BLAKE3 hash of its plain (uncompressed) bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChunkId(pub [u8; 32]);
+
+impl ChunkId {
+    /// BLAKE3 of `data`.
+    pub fn of(data: &[u8]) -> Self {
+        // Large buffers go through BLAKE3's tree in parallel SIMD lanes already; a
+        // chunk is at most a few MiB, too small for rayon's threads to pay.
+        Self(*blake3::hash(data).as_bytes())
+    }
+
+    /// Lower-case hex, as used in chunk paths and logs.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut id = [0u8; 32];
+        hex::decode_to_slice(text, &mut id).ok()?;
+        Some(Self(id))
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkId({})", &self.to_hex()[..16])
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// The whole-object checksums S3 defines (`x-amz-checksum-<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ChecksumAlgo {
+    /// CRC32 (ISO HDLC), 4 bytes.
+    Crc32,
+    /// CRC32C (Castagnoli), 4 bytes.
+    Crc32c,
+    /// CRC64/NVME, 8 bytes.
+    Crc64Nvme,
+    /// SHA-1, 20 bytes.
+    Sha1,
+    /// SHA-256, 32 bytes.
+    Sha256,
+}
+
+impl ChecksumAlgo {
+    /// Every algorithm, in a fixed order.
+    pub const ALL: [ChecksumAlgo; 5] = [Self::Crc32, Self::Crc32c, Self::Crc64Nvme, Self::Sha1, Self::Sha256];
+
+    /// The lower-case name S3 uses in header names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Crc32 => "crc32",
+            Self::Crc32c => "crc32c",
+            Self::Crc64Nvme => "crc64nvme",
+            Self::Sha1 => "sha1",
+            Self::Sha256 => "sha256",
+        }
+    }
+
+    /// One-shot checksum of `data`, big-endian bytes as S3 encodes them.
+    pub fn checksum(self, data: &[u8]) -> Vec<u8> {
+        let mut state = ChecksumState::new(self);
+        state.update(data);
+        state.finish()
+    }
+}
+
+#[derive(Clone)]
+enum ChecksumState {
+    Crc32(crc32fast::Hasher),
+    Crc32c(u32),
+    Crc64Nvme(crc64fast_nvme::Digest),
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+}
+
+impl ChecksumState {
+    fn new(algo: ChecksumAlgo) -> Self {
+        match algo {
+            ChecksumAlgo::Crc32 => Self::Crc32(crc32fast::Hasher::new()),
+            ChecksumAlgo::Crc32c => Self::Crc32c(0),
+            ChecksumAlgo::Crc64Nvme => Self::Crc64Nvme(crc64fast_nvme::Digest::new()),
+            ChecksumAlgo::Sha1 => Self::Sha1(sha1::Sha1::new()),
+            ChecksumAlgo::Sha256 => Self::Sha256(sha2::Sha256::new()),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Crc32(h) => h.update(data),
+            Self::Crc32c(crc) => *crc = crc32c::crc32c_append(*crc, data),
+            Self::Crc64Nvme(h) => h.write(data),
+            Self::Sha1(h) => h.update(data),
+            Self::Sha256(h) => h.update(data),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Self::Crc32(h) => h.finalize().to_be_bytes().to_vec(),
+            Self::Crc32c(crc) => crc.to_be_bytes().to_vec(),
+            Self::Crc64Nvme(h) => h.sum64().to_be_bytes().to_vec(),
+            Self::Sha1(h) => h.finalize().to_vec(),
+            Self::Sha256(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+/// Running digests over a whole object, fed in order buffer by buffer.
+///
+/// MD5 is always kept (it is the S3 ETag); the S3 checksums only when asked for.
+#[derive(Clone)]
+pub struct StreamDigests {
+    md5: md5::Md5,
+    checksums: Vec<(ChecksumAlgo, ChecksumState)>,
+    bytes: u64,
+}
+
+impl StreamDigests {
+    /// MD5 plus the given checksums.
+    pub fn new(checksums: &[ChecksumAlgo]) -> Self {
+        let mut algos = checksums.to_vec();
+        algos.dedup();
+        Self {
+            md5: md5::Md5::new(),
+            checksums: algos.into_iter().map(|a| (a, ChecksumState::new(a))).collect(),
+            bytes: 0,
+        }
+    }
+
+    /// Feeds the next bytes of the object.
+    pub fn update(&mut self, data: &[u8]) {
+        self.md5.update(data);
+        for (_, state) in &mut self.checksums {
+            state.update(data);
+        }
+        self.bytes += data.len() as u64;
+    }
+
+    /// How many bytes were fed.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The final values.
+    pub fn finish(self) -> Digests {
+        Digests {
+            md5: self.md5.finalize().into(),
+            checksums: self.checksums.into_iter().map(|(a, s)| (a, s.finish())).collect(),
+        }
+    }
+}
+
+impl fmt::Debug for StreamDigests {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let algos: Vec<_> = self.checksums.iter().map(|(a, _)| a.name()).collect();
+        f.debug_struct("StreamDigests").field("bytes", &self.bytes).field("checksums", &algos).finish()
+    }
+}
+
+/// Final whole-object digests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    /// MD5 of the object.
+    pub md5: [u8; 16],
+    /// The S3 checksums that were asked for, big-endian bytes.
+    pub checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_vectors() {
+        // "123456789" is the check input of the CRC catalogue.
+        let d = b"123456789";
+        assert_eq!(ChecksumAlgo::Crc32.checksum(d), 0xCBF4_3926u32.to_be_bytes());
+        assert_eq!(ChecksumAlgo::Crc32c.checksum(d), 0xE306_9283u32.to_be_bytes());
+        assert_eq!(ChecksumAlgo::Crc64Nvme.checksum(d), 0xAE8B_1486_0A79_9888u64.to_be_bytes());
+        assert_eq!(hex::encode(ChecksumAlgo::Sha1.checksum(b"abc")), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        let mut s = StreamDigests::new(&[ChecksumAlgo::Sha256]);
+        s.update(b"a");
+        s.update(b"bc");
+        let out = s.finish();
+        assert_eq!(hex::encode(out.md5), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            hex::encode(&out.checksums[0].1),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn chunk_id_hex_round_trip() {
+        let id = ChunkId::of(b"x");
+        assert_eq!(ChunkId::from_hex(&id.to_hex()), Some(id));
+        assert_eq!(ChunkId::from_hex("zz"), None);
+    }
+}

@@ -1,0 +1,138 @@
+//! Store errors, named by what happened.
+
+use hw_offload::{ChunkId, JobError};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The bucket does not exist.
+    #[error("bucket {0:?} does not exist")]
+    NoSuchBucket(String),
+    /// The bucket exists already.
+    #[error("bucket {0:?} already exists")]
+    BucketExists(String),
+    /// The bucket still holds objects or uploads.
+    #[error("bucket {0:?} is not empty")]
+    BucketNotEmpty(String),
+    /// The object does not exist.
+    #[error("object {key:?} does not exist in bucket {bucket:?}")]
+    NoSuchKey {
+        /// bucket
+        bucket: String,
+        /// key
+        key: String,
+    },
+    /// The multipart upload does not exist (never created, completed or aborted).
+    #[error("multipart upload {0} does not exist")]
+    NoSuchUpload(String),
+    /// A part listed for completion is missing or has another ETag.
+    #[error("part {part} is missing or its ETag does not match")]
+    InvalidPart {
+        /// part number
+        part: u32,
+    },
+    /// Parts listed for completion are not in ascending order.
+    #[error("parts must be listed in ascending order")]
+    InvalidPartOrder,
+    /// A part other than the last is smaller than the minimum part size.
+    #[error("part {part} is {size} bytes; every part but the last must be at least {min} bytes")]
+    PartTooSmall {
+        /// part number
+        part: u32,
+        /// its size
+        size: u64,
+        /// the minimum
+        min: u64,
+    },
+    /// The requested range starts beyond the object.
+    #[error("range starts at {start}, beyond the object's {size} bytes")]
+    InvalidRange {
+        /// requested start
+        start: u64,
+        /// object size
+        size: u64,
+    },
+    /// The body does not match the digest the client sent.
+    #[error("{algo} of the body is {actual}, the request said {expected}")]
+    DigestMismatch {
+        /// which digest
+        algo: &'static str,
+        /// what the client sent (hex)
+        expected: String,
+        /// what the body has (hex)
+        actual: String,
+    },
+    /// The body is larger than allowed.
+    #[error("body exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// the limit
+        limit: u64,
+    },
+    /// A stored chunk failed verification; it has been quarantined.
+    #[error("chunk {id} is corrupt ({reason}); it was quarantined, repair it from another site's replica")]
+    CorruptChunk {
+        /// the chunk
+        id: ChunkId,
+        /// what was wrong
+        reason: String,
+    },
+    /// A chunk an object needs is not in the index (quarantined or lost).
+    #[error("chunk {0} is missing from the store (quarantined or lost); repair it from another site's replica")]
+    MissingChunk(ChunkId),
+    /// A metadata value has a format version this build does not know.
+    #[error("{kind} record has format version {version}, which this build does not know; upgrade clusster")]
+    UnknownFormat {
+        /// record type
+        kind: &'static str,
+        /// stored version
+        version: u8,
+    },
+    /// A metadata value could not be decoded.
+    #[error("{kind} record is corrupt: {reason}")]
+    CorruptMetadata {
+        /// record type
+        kind: &'static str,
+        /// decoder message
+        reason: String,
+    },
+    /// The disk (or quota) is full.
+    #[error("no space left: {0}; free space or add capacity, nothing stored was changed")]
+    DiskFull(String),
+    /// RocksDB failed.
+    #[error("metadata database error: {0}")]
+    Metadata(String),
+    /// The chunk backend failed.
+    #[error("chunk store error: {0}")]
+    Backend(String),
+    /// Reading the request body failed (client disconnect, bad framing).
+    #[error("reading the body failed: {0}")]
+    Body(String),
+    /// The offload engine failed.
+    #[error("offload engine: {0}")]
+    Offload(#[from] JobError),
+    /// The configuration is invalid.
+    #[error("invalid store configuration: {0}")]
+    Config(String),
+}
+
+impl From<object_store::Error> for StoreError {
+    fn from(e: object_store::Error) -> Self {
+        let text = e.to_string();
+        if text.contains("No space left") || text.contains("Disk quota exceeded") {
+            StoreError::DiskFull(format!("chunk store: {text}"))
+        } else {
+            StoreError::Backend(text)
+        }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+            StoreError::DiskFull(e.to_string())
+        } else {
+            StoreError::Backend(e.to_string())
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The write pipeline: body stream → FastCDC → BLAKE3 + compression on the offload
+//! engine → dedup against the index → new chunks appended to packs.
+//!
+//! Memory stays bounded whatever the object size: one segment being cut, a bounded
+//! number of chunk jobs in flight and one open pack. Nothing is visible until
+//! [`crate::Store`] commits the returned [`Ingested`] in one metadata batch.
+
+use crate::Store;
+use crate::claims::ClaimSet;
+use crate::error::StoreError;
+use crate::frame;
+use crate::meta::{cf, keys, values::ChunkLoc, values::ChunkRef, values::PackRecord};
+use crate::metrics::StoreMetrics;
+use bytes::{Bytes, BytesMut};
+use futures::stream::FuturesOrdered;
+use futures::{Stream, StreamExt};
+use hw_offload::{ChecksumAlgo, ChunkId, Codec, Completion, Digests, Job, Offload, Step, StreamDigests};
+use std::collections::HashSet;
+use std::pin::pin;
+
+/// Bytes cut per boundaries job; the carry-over is at most one chunk.
+const SEGMENT_BYTES: usize = 2 << 20;
+/// Chunk jobs in flight per writer: enough to keep every engine thread busy while the
+/// writer awaits pack I/O, bounded so a fast client cannot queue the whole object.
+const CHUNK_JOBS_IN_FLIGHT: usize = 32;
+/// Segments queued for the whole-object digests.
+const DIGEST_QUEUE: usize = 4;
+
+/// What an ingest should compute and allow.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// S3 checksums to compute over the whole body (MD5 is always computed).
+    pub checksums: Vec<ChecksumAlgo>,
+    /// Whether a small body may be kept inline in metadata.
+    pub allow_inline: bool,
+    /// Reject bodies longer than this.
+    pub max_bytes: u64,
+}
+
+/// How the body is stored.
+#[derive(Debug)]
+pub(crate) enum IngestedBody {
+    Inline(Vec<u8>),
+    Chunks(Vec<ChunkRef>),
+}
+
+/// A body written to packs but not yet committed: invisible, and released (its packs
+/// left to GC) if dropped.
+#[derive(Debug)]
+pub struct Ingested {
+    pub(crate) body: IngestedBody,
+    pub(crate) size: u64,
+    pub(crate) digests: Digests,
+    pub(crate) new_chunks: Vec<(ChunkId, ChunkLoc)>,
+    pub(crate) packs: Vec<(u64, PackRecord)>,
+    /// Held for its `Drop`: the claims end when the ingest is committed or dropped.
+    pub(crate) _claims: ClaimSet,
+    pub(crate) stats: IngestStats,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IngestStats {
+    pub(crate) payload_written: u64,
+    pub(crate) deduplicated: u64,
+    pub(crate) compression_saved: u64,
+    pub(crate) chunks_written: u64,
+    pub(crate) chunks_deduplicated: u64,
+}
+
+impl Ingested {
+    /// Bytes in the body.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The body's digests.
+    pub fn digests(&self) -> &Digests {
+        &self.digests
+    }
+
+    pub(crate) fn record(&self, metrics: &StoreMetrics) {
+        StoreMetrics::add(&metrics.bytes_ingested, self.size);
+        StoreMetrics::add(&metrics.bytes_written, self.stats.payload_written);
+        StoreMetrics::add(&metrics.bytes_deduplicated, self.stats.deduplicated);
+        StoreMetrics::add(&metrics.compression_saved, self.stats.compression_saved);
+        StoreMetrics::add(&metrics.chunks_written, self.stats.chunks_written);
+        StoreMetrics::add(&metrics.chunks_deduplicated, self.stats.chunks_deduplicated);
+        StoreMetrics::add(&metrics.packs_written, self.packs.len() as u64);
+    }
+}
+
+/// Runs the whole-object digests in order on the engine, fed segment by segment.
+struct DigestPipe {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    task: tokio::task::JoinHandle<Result<Box<StreamDigests>, StoreError>>,
+}
+
+impl DigestPipe {
+    fn start(offload: Offload, checksums: &[ChecksumAlgo]) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(DIGEST_QUEUE);
+        let mut state = Box::new(StreamDigests::new(checksums));
+        let task = tokio::spawn(async move {
+            while let Some(data) = rx.recv().await {
+                let out = offload.run(Job::new(data, vec![Step::Digest(state)])).await?;
+                state = out.digests.expect("a Digest step returns its state");
+            }
+            Ok(state)
+        });
+        Self { tx, task }
+    }
+
+    async fn feed(&self, data: Bytes) -> Result<(), StoreError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.tx.send(data).await.is_err() {
+            // The task ended early, which it does only on an engine error: surface it.
+            return Err(StoreError::Backend("digest pipeline stopped".into()));
+        }
+        Ok(())
+    }
+
+    async fn finish(self) -> Result<Digests, StoreError> {
+        drop(self.tx);
+        let state = self.task.await.map_err(|e| StoreError::Backend(format!("digest task: {e}")))??;
+        Ok(state.finish())
+    }
+}
+
+/// Appends new chunk frames to packs, sealing each at the target size.
+struct Packer<'a> {
+    store: &'a Store,
+    frames: Vec<Bytes>,
+    pack: Option<u64>,
+    pack_bytes: u64,
+    new_chunks: Vec<(ChunkId, ChunkLoc)>,
+    packs: Vec<(u64, PackRecord)>,
+}
+
+impl Packer<'_> {
+    async fn append(
+        &mut self,
+        claims: &mut ClaimSet,
+        id: ChunkId,
+        frame: Bytes,
+        plain_len: u32,
+    ) -> Result<(), StoreError> {
+        let pack = match self.pack {
+            Some(p) => p,
+            None => {
+                let p = rand::random::<u64>();
+                claims.open_pack(p);
+                self.pack = Some(p);
+                p
+            }
+        };
+        let loc = ChunkLoc { pack, offset: self.pack_bytes, frame_len: frame.len() as u32, plain_len };
+        self.pack_bytes += frame.len() as u64;
+        self.frames.push(frame);
+        self.new_chunks.push((id, loc));
+        if self.pack_bytes >= self.store.config.pack_target_bytes {
+            self.seal().await?;
+        }
+        Ok(())
+    }
+
+    async fn seal(&mut self) -> Result<(), StoreError> {
+        let Some(pack) = self.pack.take() else { return Ok(()) };
+        let frames = std::mem::take(&mut self.frames);
+        let bytes = self.store.chunks.put_pack(pack, frames).await?;
+        self.packs.push((pack, PackRecord { bytes, created_ms: crate::now_ms() }));
+        self.pack_bytes = 0;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Reads `body` through the pipeline into packs. The result is invisible until
+    /// committed (as an object or a part).
+    #[tracing::instrument(level = "debug", skip_all)]
+    pub async fn ingest<S, E>(&self, body: S, opts: &IngestOptions) -> Result<Ingested, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let mut body = pin!(body);
+        let offload = self.offload.clone();
+        let digests = DigestPipe::start(offload.clone(), &opts.checksums);
+        let mut claims = ClaimSet::new(self.claims.clone());
+        let mut packer = Packer {
+            store: self,
+            frames: Vec::new(),
+            pack: None,
+            pack_bytes: 0,
+            new_chunks: Vec::new(),
+            packs: Vec::new(),
+        };
+        let mut stats = IngestStats::default();
+        let mut manifest: Vec<ChunkRef> = Vec::new();
+        let mut seen: HashSet<ChunkId> = HashSet::new();
+        let mut jobs: FuturesOrdered<ChunkJob> = FuturesOrdered::new();
+        let mut carry = BytesMut::new();
+        let mut size = 0u64;
+        let mut eof = false;
+        let mut first = true;
+        let inline_max = if opts.allow_inline { self.config.inline_max_bytes as usize } else { 0 };
+
+        while !eof {
+            let carried = carry.len();
+            while !eof && carry.len() < SEGMENT_BYTES {
+                match body.next().await {
+                    Some(Ok(data)) => {
+                        size += data.len() as u64;
+                        if size > opts.max_bytes {
+                            return Err(StoreError::TooLarge { limit: opts.max_bytes });
+                        }
+                        carry.extend_from_slice(&data);
+                    }
+                    Some(Err(e)) => return Err(StoreError::Body(e.to_string())),
+                    None => eof = true,
+                }
+            }
+            let segment = carry.split().freeze();
+            digests.feed(segment.slice(carried..)).await?;
+            if first && eof && segment.len() <= inline_max {
+                let digests = digests.finish().await?;
+                return Ok(Ingested {
+                    body: IngestedBody::Inline(segment.to_vec()),
+                    size,
+                    digests,
+                    new_chunks: Vec::new(),
+                    packs: Vec::new(),
+                    _claims: claims,
+                    stats,
+                });
+            }
+            first = false;
+            let cuts = offload
+                .run(Job::new(segment.clone(), vec![Step::Boundaries { chunker: self.config.chunker, eof }]))
+                .await?
+                .cuts;
+            let mut offset = 0usize;
+            for len in cuts {
+                let chunk = segment.slice(offset..offset + len as usize);
+                offset += len as usize;
+                jobs.push_back(self.chunk_job(chunk));
+                while jobs.len() >= CHUNK_JOBS_IN_FLIGHT {
+                    let done = jobs.next().await.expect("queue is not empty");
+                    self.keep_chunk(done?, &mut claims, &mut seen, &mut packer, &mut manifest, &mut stats).await?;
+                }
+            }
+            carry.extend_from_slice(&segment[offset..]);
+        }
+        while let Some(done) = jobs.next().await {
+            self.keep_chunk(done?, &mut claims, &mut seen, &mut packer, &mut manifest, &mut stats).await?;
+        }
+        packer.seal().await?;
+        let digests = digests.finish().await?;
+        Ok(Ingested {
+            body: IngestedBody::Chunks(manifest),
+            size,
+            digests,
+            new_chunks: packer.new_chunks,
+            packs: packer.packs,
+            _claims: claims,
+            stats,
+        })
+    }
+
+    fn chunk_job(&self, chunk: Bytes) -> ChunkJob {
+        let mut steps = vec![Step::ChunkId];
+        if let Some(level) = self.config.zstd_level {
+            steps.push(Step::Compress { codec: Codec::Zstd, level });
+        }
+        ChunkJob { plain_len: chunk.len() as u32, completion: self.offload.submit(vec![Job::new(chunk, steps)]) }
+    }
+
+    /// Dedups one hashed chunk or appends it to the pack.
+    async fn keep_chunk(
+        &self,
+        done: HashedChunk,
+        claims: &mut ClaimSet,
+        seen: &mut HashSet<ChunkId>,
+        packer: &mut Packer<'_>,
+        manifest: &mut Vec<ChunkRef>,
+        stats: &mut IngestStats,
+    ) -> Result<(), StoreError> {
+        manifest.push(ChunkRef { id: done.id, len: done.plain_len });
+        if !seen.insert(done.id) {
+            stats.deduplicated += done.plain_len as u64;
+            return Ok(());
+        }
+        // Claim before looking: see claims.rs for why the order matters.
+        claims.claim_chunk(done.id);
+        if self.meta.contains(cf::CHUNKS, &keys::chunk_key(&done.id))? {
+            stats.deduplicated += done.plain_len as u64;
+            stats.chunks_deduplicated += 1;
+            return Ok(());
+        }
+        let frame = frame::encode(&done.id, done.codec, done.plain_len, &done.payload);
+        stats.payload_written += done.payload.len() as u64;
+        stats.compression_saved += (done.plain_len as u64).saturating_sub(done.payload.len() as u64);
+        stats.chunks_written += 1;
+        packer.append(claims, done.id, frame, done.plain_len).await
+    }
+}
+
+struct HashedChunk {
+    id: ChunkId,
+    plain_len: u32,
+    codec: Codec,
+    payload: Bytes,
+}
+
+/// A chunk's hash-and-compress job.
+struct ChunkJob {
+    plain_len: u32,
+    completion: Completion,
+}
+
+impl std::future::Future for ChunkJob {
+    type Output = Result<HashedChunk, StoreError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let plain_len = self.plain_len;
+        std::pin::Pin::new(&mut self.completion).poll(cx).map(|mut results| {
+            let out = results.pop().expect("one result per job")?;
+            Ok(HashedChunk {
+                id: out.chunk_id.expect("ChunkId step ran"),
+                plain_len,
+                codec: out.codec,
+                payload: out.data,
+            })
+        })
+    }
+}

@@ -1,0 +1,25 @@
+//! Column family names: the one list of what the metadata database holds.
+
+/// bucket name → [`BucketRecord`](super::values::BucketRecord)
+pub const BUCKETS: &str = "buckets";
+/// [`object_key`](super::keys::object_key) → [`ObjectRecord`](super::values::ObjectRecord)
+pub const OBJECTS: &str = "objects";
+/// manifest id (u64 BE) → [`ManifestRecord`](super::values::ManifestRecord): the chunk
+/// list of an object, kept apart so listings never decode manifests
+pub const MANIFESTS: &str = "manifests";
+/// chunk id → [`ChunkLoc`](super::values::ChunkLoc): where the chunk's frame lives
+pub const CHUNKS: &str = "chunks";
+/// chunk id → reference count (merge operator adds deltas)
+pub const REFCOUNTS: &str = "refcounts";
+/// pack id → [`PackRecord`](super::values::PackRecord)
+pub const PACKS: &str = "packs";
+/// [`upload_key`](super::keys::upload_key) → [`UploadRecord`](super::values::UploadRecord)
+pub const UPLOADS: &str = "uploads";
+/// [`part_key`](super::keys::part_key) → [`PartRecord`](super::values::PartRecord)
+pub const PARTS: &str = "parts";
+/// chunk id → [`QuarantineRecord`](super::values::QuarantineRecord): chunks scrub or a
+/// read found corrupt, kept out of the index until repaired
+pub const QUARANTINE: &str = "quarantine";
+
+/// Every column family, in creation order.
+pub const ALL: [&str; 9] = [BUCKETS, OBJECTS, MANIFESTS, CHUNKS, REFCOUNTS, PACKS, UPLOADS, PARTS, QUARANTINE];

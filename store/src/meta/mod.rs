@@ -1,0 +1,185 @@
+//! The metadata database. All RocksDB access is in this module, so that another engine
+//! (a distributed one, for a site that outgrows one machine) can replace it later.
+//!
+//! - [`cf`]: column family names;
+//! - [`keys`]: key encoders and decoders;
+//! - [`values`]: versioned record formats.
+
+pub mod cf;
+pub mod keys;
+pub mod values;
+
+use crate::error::StoreError;
+use hw_offload::ChunkId;
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, IteratorMode, MergeOperands, Options, ReadOptions, WriteBatch, WriteOptions,
+};
+use std::path::Path;
+use std::sync::Arc;
+use values::{Record, refcount};
+
+/// A raw key/value pair as RocksDB returns it.
+pub type RawEntry = (Box<[u8]>, Box<[u8]>);
+
+/// The metadata database of one site.
+pub struct MetaDb {
+    db: DB,
+}
+
+impl std::fmt::Debug for MetaDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaDb").field("path", &self.db.path()).finish()
+    }
+}
+
+fn add_refcounts(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    // None makes RocksDB report corruption for this key instead of inventing a count.
+    let mut total = match existing {
+        Some(raw) => refcount::decode(raw)?,
+        None => 0,
+    };
+    for op in operands {
+        total += refcount::decode(op)?;
+    }
+    Some(refcount::encode(total).to_vec())
+}
+
+pub(crate) fn db_error(e: rocksdb::Error) -> StoreError {
+    let text = e.into_string();
+    if text.contains("No space left") {
+        StoreError::DiskFull(format!("metadata database: {text}"))
+    } else {
+        StoreError::Metadata(text)
+    }
+}
+
+impl MetaDb {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Arc<Self>, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Zstd);
+        // Bounded memory whatever the number of families: 8 MiB write buffers.
+        opts.set_write_buffer_size(8 << 20);
+        let descriptors = cf::ALL.iter().map(|&name| {
+            let mut cf_opts = Options::default();
+            cf_opts.set_compression_type(rocksdb::DBCompressionType::Zstd);
+            cf_opts.set_write_buffer_size(8 << 20);
+            if name == cf::REFCOUNTS {
+                cf_opts.set_merge_operator_associative("clusster_refcount_add", add_refcounts);
+            }
+            ColumnFamilyDescriptor::new(name, cf_opts)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(db_error)?;
+        Ok(Arc::new(Self { db }))
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).unwrap_or_else(|| panic!("column family {name} is created at open"))
+    }
+
+    /// Reads and decodes one record.
+    pub fn get<R: Record>(&self, cf: &str, key: &[u8]) -> Result<Option<R>, StoreError> {
+        match self.db.get_pinned_cf(self.cf(cf), key).map_err(db_error)? {
+            Some(raw) => R::decode(&raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `key` is present in `cf`.
+    pub fn contains(&self, cf: &str, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(cf), key).map_err(db_error)?.is_some())
+    }
+
+    /// A chunk's reference count (0 when it has none).
+    pub fn refcount(&self, id: &ChunkId) -> Result<i64, StoreError> {
+        match self.db.get_pinned_cf(self.cf(cf::REFCOUNTS), keys::chunk_key(id)).map_err(db_error)? {
+            Some(raw) => refcount::decode(&raw).ok_or(StoreError::CorruptMetadata {
+                kind: "refcount",
+                reason: format!("undecodable count for chunk {id}"),
+            }),
+            None => Ok(0),
+        }
+    }
+
+    /// Raw key/value pairs of `cf` from `start` (inclusive) to `end` (exclusive).
+    pub fn scan_raw<'a>(
+        &'a self,
+        cf: &'static str,
+        start: &[u8],
+        end: Option<Vec<u8>>,
+    ) -> impl Iterator<Item = Result<RawEntry, StoreError>> + use<'a> {
+        let mut ro = ReadOptions::default();
+        if let Some(end) = end {
+            ro.set_iterate_upper_bound(end);
+        }
+        // A full scan (GC, scrub) should not evict the hot blocks reads rely on.
+        ro.fill_cache(false);
+        self.db
+            .iterator_cf_opt(self.cf(cf), ro, IteratorMode::From(start, rocksdb::Direction::Forward))
+            .map(|r| r.map_err(db_error))
+    }
+
+    /// Decoded records of `cf` whose keys start with `prefix`, from `start` on.
+    pub fn scan<'a, R: Record + 'a>(
+        &'a self,
+        cf: &'static str,
+        prefix: &[u8],
+        start: &[u8],
+    ) -> impl Iterator<Item = Result<(Box<[u8]>, R), StoreError>> + use<'a, R> {
+        let start = if start > prefix { start } else { prefix };
+        self.scan_raw(cf, start, keys::prefix_successor(prefix)).map(|r| r.and_then(|(k, v)| Ok((k, R::decode(&v)?))))
+    }
+
+    /// Starts a batch of writes, committed atomically by [`MetaDb::write`].
+    pub fn batch(self: &Arc<Self>) -> Batch {
+        Batch { db: self.clone(), inner: WriteBatch::default() }
+    }
+
+    /// Commits a batch, synced to the WAL before returning: once this returns, the batch
+    /// survives a crash or power loss.
+    pub fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch.inner, &opts).map_err(db_error)
+    }
+
+    /// Flushes memtables (used before a clean shutdown so restart needs no WAL replay).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for name in cf::ALL {
+            self.db.flush_cf(self.cf(name)).map_err(db_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes to commit together.
+pub struct Batch {
+    db: Arc<MetaDb>,
+    inner: WriteBatch,
+}
+
+impl Batch {
+    /// Puts a record.
+    pub fn put<R: Record>(&mut self, cf: &str, key: &[u8], value: &R) {
+        self.inner.put_cf(self.db.cf(cf), key, value.encode());
+    }
+
+    /// Deletes a key.
+    pub fn delete(&mut self, cf: &str, key: &[u8]) {
+        self.inner.delete_cf(self.db.cf(cf), key);
+    }
+
+    /// Adds `delta` to a chunk's reference count.
+    pub fn add_ref(&mut self, id: &ChunkId, delta: i64) {
+        if delta != 0 {
+            self.inner.merge_cf(self.db.cf(cf::REFCOUNTS), keys::chunk_key(id), refcount::encode(delta));
+        }
+    }
+
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+}

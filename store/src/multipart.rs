@@ -1,0 +1,296 @@
+//! Multipart uploads: parts are ingested like objects (never inline) and hold their
+//! chunks' references until the upload is completed (the object takes them over) or
+//! aborted (they are released).
+
+use crate::Store;
+use crate::error::StoreError;
+use crate::ingest::{IngestOptions, IngestedBody};
+use crate::meta::values::{Body, ManifestRecord, ObjectMeta, ObjectRecord, PartRecord, UploadRecord};
+use crate::meta::{cf, keys};
+use crate::objects::{ObjectInfo, PutOptions, check_digests};
+use bytes::Bytes;
+use futures::Stream;
+use hw_offload::{ChecksumAlgo, ChunkId};
+use md5::Digest as _;
+use std::collections::HashMap;
+
+/// S3's minimum size of every part but the last.
+pub const MIN_PART_BYTES: u64 = 5 << 20;
+/// S3's part numbers run from 1 to 10,000.
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+/// An upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadInfo {
+    /// the key it will create
+    pub key: String,
+    /// its id
+    pub upload_id: String,
+    /// creation time, ms since the Unix epoch
+    pub created_ms: i64,
+}
+
+/// An uploaded part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartInfo {
+    /// part number
+    pub part: u32,
+    /// length
+    pub size: u64,
+    /// ETag (hex MD5), unquoted
+    pub etag: String,
+    /// S3 checksums of the part
+    pub checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
+    /// upload time, ms since the Unix epoch
+    pub mtime_ms: i64,
+}
+
+impl PartInfo {
+    fn from_record(part: u32, r: &PartRecord) -> Self {
+        Self { part, size: r.size, etag: hex::encode(r.md5), checksums: r.checksums.clone(), mtime_ms: r.mtime_ms }
+    }
+}
+
+fn parse_upload_id(upload_id: &str) -> Result<[u8; keys::UPLOAD_ID_LEN], StoreError> {
+    let mut id = [0u8; keys::UPLOAD_ID_LEN];
+    hex::decode_to_slice(upload_id, &mut id).map_err(|_| StoreError::NoSuchUpload(upload_id.to_owned()))?;
+    Ok(id)
+}
+
+fn unquote(etag: &str) -> &str {
+    etag.trim().trim_matches('"')
+}
+
+impl Store {
+    /// Starts an upload; returns its id.
+    pub async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: ObjectMeta,
+        checksum: Option<ChecksumAlgo>,
+    ) -> Result<String, StoreError> {
+        self.bucket(bucket)?;
+        let id: [u8; keys::UPLOAD_ID_LEN] = rand::random();
+        let mut batch = self.meta.batch();
+        batch.put(
+            cf::UPLOADS,
+            &keys::upload_key(bucket, key, &id),
+            &UploadRecord { created_ms: crate::now_ms(), meta, checksum },
+        );
+        self.commit(batch).await?;
+        Ok(hex::encode(id))
+    }
+
+    fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<([u8; 16], UploadRecord), StoreError> {
+        let id = parse_upload_id(upload_id)?;
+        let record = self
+            .meta
+            .get::<UploadRecord>(cf::UPLOADS, &keys::upload_key(bucket, key, &id))?
+            .ok_or_else(|| StoreError::NoSuchUpload(upload_id.to_owned()))?;
+        Ok((id, record))
+    }
+
+    /// Streams one part in, replacing an earlier part of the same number.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upload_part<S, E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part: u32,
+        body: S,
+        opts: &PutOptions,
+    ) -> Result<PartInfo, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        self.upload(bucket, key, upload_id)?;
+        let mut checksums = opts.checksums.clone();
+        checksums.extend(opts.expected_checksums.iter().map(|(a, _)| *a));
+        let ingest_opts = IngestOptions { checksums, allow_inline: false, max_bytes: MIN_PART_BYTES * 1024 };
+        let ingested = self.ingest(body, &ingest_opts).await?;
+        check_digests(&ingested, opts.expected_md5, &opts.expected_checksums)?;
+
+        let _guard = self.lock_upload(upload_id).await;
+        let (id, _) = self.upload(bucket, key, upload_id)?;
+        let chunks = match &ingested.body {
+            IngestedBody::Chunks(c) => c.clone(),
+            IngestedBody::Inline(_) => unreachable!("parts are ingested with allow_inline = false"),
+        };
+        let record = PartRecord {
+            size: ingested.size,
+            md5: ingested.digests.md5,
+            checksums: ingested.digests.checksums.clone(),
+            mtime_ms: crate::now_ms(),
+            chunks,
+        };
+        let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
+        for c in &record.chunks {
+            *deltas.entry(c.id).or_default() += 1;
+        }
+        let pkey = keys::part_key(&id, part);
+        if let Some(old) = self.meta.get::<PartRecord>(cf::PARTS, &pkey)? {
+            for c in &old.chunks {
+                *deltas.entry(c.id).or_default() -= 1;
+            }
+        }
+        let mut batch = self.meta.batch();
+        self.stage_new_chunks(&mut batch, &ingested)?;
+        batch.put(cf::PARTS, &pkey, &record);
+        for (chunk, delta) in deltas {
+            batch.add_ref(&chunk, delta);
+        }
+        self.commit(batch).await?;
+        ingested.record(self.metrics());
+        Ok(PartInfo::from_record(part, &record))
+    }
+
+    fn parts(&self, id: &[u8; 16]) -> Result<Vec<(u32, PartRecord)>, StoreError> {
+        self.meta
+            .scan::<PartRecord>(cf::PARTS, id, id)
+            .map(|r| {
+                let (k, v) = r?;
+                let (_, n) = keys::decode_part_key(&k)
+                    .ok_or(StoreError::CorruptMetadata { kind: "part key", reason: hex::encode(&k) })?;
+                Ok((n, v))
+            })
+            .collect()
+    }
+
+    /// Completes an upload from the listed parts (number, ETag) in ascending order.
+    /// Parts not listed are released. `checksums` are stored as the object's checksums.
+    pub async fn complete_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        listed: &[(u32, String)],
+        checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
+    ) -> Result<ObjectInfo, StoreError> {
+        let _guard = self.lock_upload(upload_id).await;
+        let (id, upload) = self.upload(bucket, key, upload_id)?;
+        let mut parts: HashMap<u32, PartRecord> = self.parts(&id)?.into_iter().collect();
+        if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(StoreError::InvalidPartOrder);
+        }
+        let mut chunks = Vec::new();
+        let mut part_sizes = Vec::with_capacity(listed.len());
+        let mut md5s = md5::Md5::new();
+        let mut size = 0u64;
+        let mut batch = self.meta.batch();
+        for (i, (n, etag)) in listed.iter().enumerate() {
+            let part = parts.remove(n).filter(|p| hex::encode(p.md5) == unquote(etag));
+            let part = part.ok_or(StoreError::InvalidPart { part: *n })?;
+            if i + 1 < listed.len() && part.size < MIN_PART_BYTES {
+                return Err(StoreError::PartTooSmall { part: *n, size: part.size, min: MIN_PART_BYTES });
+            }
+            md5s.update(part.md5);
+            size += part.size;
+            part_sizes.push(part.size);
+            chunks.extend_from_slice(&part.chunks);
+            batch.delete(cf::PARTS, &keys::part_key(&id, *n));
+        }
+        // Parts uploaded but not listed are dropped with the upload.
+        let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
+        for (n, part) in parts {
+            for c in &part.chunks {
+                *deltas.entry(c.id).or_default() -= 1;
+            }
+            batch.delete(cf::PARTS, &keys::part_key(&id, n));
+        }
+        batch.delete(cf::UPLOADS, &keys::upload_key(bucket, key, &id));
+        let manifest_id = rand::random::<u64>();
+        batch.put(cf::MANIFESTS, &manifest_id.to_be_bytes(), &ManifestRecord { chunks });
+        let record = ObjectRecord {
+            size,
+            etag: format!("{}-{}", hex::encode(md5s.finalize()), listed.len()),
+            checksums,
+            mtime_ms: crate::now_ms(),
+            meta: upload.meta,
+            part_sizes,
+            body: Body::Manifest(manifest_id),
+        };
+        self.replace_object(bucket, key, record, batch, deltas).await
+    }
+
+    /// Aborts an upload, releasing its parts.
+    pub async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        let _guard = self.lock_upload(upload_id).await;
+        let (id, _) = self.upload(bucket, key, upload_id)?;
+        let mut batch = self.meta.batch();
+        let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
+        for (n, part) in self.parts(&id)? {
+            for c in &part.chunks {
+                *deltas.entry(c.id).or_default() -= 1;
+            }
+            batch.delete(cf::PARTS, &keys::part_key(&id, n));
+        }
+        for (chunk, delta) in deltas {
+            batch.add_ref(&chunk, delta);
+        }
+        batch.delete(cf::UPLOADS, &keys::upload_key(bucket, key, &id));
+        self.commit(batch).await
+    }
+
+    /// Parts of an upload numbered above `after`, at most `max`; and whether more follow.
+    pub fn list_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        after: u32,
+        max: usize,
+    ) -> Result<(Vec<PartInfo>, bool), StoreError> {
+        let (id, _) = self.upload(bucket, key, upload_id)?;
+        let mut parts: Vec<PartInfo> =
+            self.parts(&id)?.iter().filter(|(n, _)| *n > after).map(|(n, p)| PartInfo::from_record(*n, p)).collect();
+        let truncated = parts.len() > max;
+        parts.truncate(max);
+        Ok((parts, truncated))
+    }
+
+    /// Uploads in progress in `bucket` under `prefix`, after (`key_marker`,
+    /// `upload_id_marker`), at most `max`; and whether more follow.
+    pub fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        key_marker: &str,
+        upload_id_marker: &str,
+        max: usize,
+    ) -> Result<(Vec<UploadInfo>, bool), StoreError> {
+        self.bucket(bucket)?;
+        let scan_prefix = keys::object_key(bucket, prefix);
+        let start = if key_marker.is_empty() {
+            scan_prefix.clone()
+        } else {
+            match parse_upload_id(upload_id_marker) {
+                Ok(marker_id) => {
+                    let mut k = keys::upload_key(bucket, key_marker, &marker_id);
+                    k.push(0);
+                    k
+                }
+                // No upload id marker: start after every upload of key_marker.
+                Err(_) => keys::prefix_successor(&{
+                    let mut k = keys::object_key(bucket, key_marker);
+                    k.push(0);
+                    k
+                })
+                .unwrap_or_default(),
+            }
+        };
+        let mut out = Vec::new();
+        for item in self.meta.scan::<UploadRecord>(cf::UPLOADS, &scan_prefix, &start) {
+            let (raw, record) = item?;
+            if out.len() == max {
+                return Ok((out, true));
+            }
+            let (_, key, id) = keys::decode_upload_key(&raw)
+                .ok_or(StoreError::CorruptMetadata { kind: "upload key", reason: hex::encode(&raw) })?;
+            out.push(UploadInfo { key: key.to_owned(), upload_id: hex::encode(id), created_ms: record.created_ms });
+        }
+        Ok((out, false))
+    }
+}

@@ -1,0 +1,544 @@
+//! Buckets and objects: commit, read, list, copy, delete.
+
+use crate::Store;
+use crate::error::StoreError;
+use crate::frame;
+use crate::ingest::{IngestOptions, Ingested, IngestedBody};
+use crate::meta::cf;
+use crate::meta::keys;
+use crate::meta::values::{
+    Body, BucketRecord, ChunkLoc, ChunkRef, ManifestRecord, ObjectMeta, ObjectRecord, QuarantineRecord,
+};
+use crate::metrics::StoreMetrics;
+use bytes::Bytes;
+use futures::{Stream, StreamExt, stream::BoxStream};
+use hw_offload::{ChecksumAlgo, ChunkId, Job, JobError, Step};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// An object's bytes as a stream of verified pieces.
+pub type ObjectStream = BoxStream<'static, Result<Bytes, StoreError>>;
+
+/// What a caller learns about an object (everything but its bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// key
+    pub key: String,
+    /// length
+    pub size: u64,
+    /// ETag, unquoted
+    pub etag: String,
+    /// S3 checksums
+    pub checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
+    /// last modification, ms since the Unix epoch
+    pub mtime_ms: i64,
+    /// HTTP metadata
+    pub meta: ObjectMeta,
+    /// part sizes, for multipart objects
+    pub part_sizes: Vec<u64>,
+}
+
+impl ObjectInfo {
+    fn from_record(key: &str, r: ObjectRecord) -> Self {
+        Self {
+            key: key.to_owned(),
+            size: r.size,
+            etag: r.etag,
+            checksums: r.checksums,
+            mtime_ms: r.mtime_ms,
+            meta: r.meta,
+            part_sizes: r.part_sizes,
+        }
+    }
+}
+
+/// What a single-request write asks for and checks.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// S3 checksums to compute and store.
+    pub checksums: Vec<ChecksumAlgo>,
+    /// Content-MD5 the client sent: a mismatch stores nothing.
+    pub expected_md5: Option<[u8; 16]>,
+    /// Checksums the client sent up front: a mismatch stores nothing.
+    pub expected_checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// objects, in key order
+    pub objects: Vec<ObjectInfo>,
+    /// keys rolled up at the delimiter, in order
+    pub common_prefixes: Vec<String>,
+    /// whether more entries follow
+    pub truncated: bool,
+    /// the last key or prefix returned, to continue after
+    pub next_marker: Option<String>,
+}
+
+impl Store {
+    // ---- buckets ----
+
+    /// Creates a bucket owned by `owner`.
+    pub async fn create_bucket(&self, bucket: &str, owner: &str) -> Result<(), StoreError> {
+        let _guard = self.lock_key(bucket, "").await;
+        if self.meta.contains(cf::BUCKETS, bucket.as_bytes())? {
+            return Err(StoreError::BucketExists(bucket.to_owned()));
+        }
+        let mut batch = self.meta.batch();
+        batch.put(
+            cf::BUCKETS,
+            bucket.as_bytes(),
+            &BucketRecord { created_ms: crate::now_ms(), owner: owner.to_owned() },
+        );
+        self.commit(batch).await
+    }
+
+    /// A bucket's record.
+    pub fn bucket(&self, bucket: &str) -> Result<BucketRecord, StoreError> {
+        self.meta
+            .get::<BucketRecord>(cf::BUCKETS, bucket.as_bytes())?
+            .ok_or_else(|| StoreError::NoSuchBucket(bucket.to_owned()))
+    }
+
+    /// Every bucket with its record, by name.
+    pub fn list_buckets(&self) -> Result<Vec<(String, BucketRecord)>, StoreError> {
+        self.meta
+            .scan::<BucketRecord>(cf::BUCKETS, b"", b"")
+            .map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)))
+            .collect()
+    }
+
+    /// Deletes an empty bucket.
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        let _guard = self.lock_key(bucket, "").await;
+        self.bucket(bucket)?;
+        let prefix = keys::bucket_prefix(bucket);
+        let has_objects = self.meta.scan_raw(cf::OBJECTS, &prefix, keys::prefix_successor(&prefix)).next().is_some();
+        let has_uploads = self.meta.scan_raw(cf::UPLOADS, &prefix, keys::prefix_successor(&prefix)).next().is_some();
+        if has_objects || has_uploads {
+            return Err(StoreError::BucketNotEmpty(bucket.to_owned()));
+        }
+        let mut batch = self.meta.batch();
+        batch.delete(cf::BUCKETS, bucket.as_bytes());
+        self.commit(batch).await
+    }
+
+    // ---- writes ----
+
+    /// Streams `body` in and commits it as `bucket/key`, replacing any object there.
+    pub async fn put_object<S, E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: ObjectMeta,
+        body: S,
+        opts: &PutOptions,
+    ) -> Result<ObjectInfo, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        self.bucket(bucket)?;
+        let mut checksums = opts.checksums.clone();
+        checksums.extend(opts.expected_checksums.iter().map(|(a, _)| *a));
+        let ingest_opts = IngestOptions { checksums, allow_inline: true, max_bytes: self.config.max_object_bytes };
+        let ingested = self.ingest(body, &ingest_opts).await?;
+        check_digests(&ingested, opts.expected_md5, &opts.expected_checksums)?;
+        let etag = hex::encode(ingested.digests.md5);
+        self.commit_object(bucket, key, meta, ingested, etag, Vec::new()).await
+    }
+
+    /// Commits an ingested body as `bucket/key` in one batch: the object record, its
+    /// manifest, the new chunks and packs, and every reference count change.
+    pub async fn commit_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: ObjectMeta,
+        ingested: Ingested,
+        etag: String,
+        part_sizes: Vec<u64>,
+    ) -> Result<ObjectInfo, StoreError> {
+        let mut batch = self.meta.batch();
+        let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
+        let body = match &ingested.body {
+            IngestedBody::Inline(data) => Body::Inline(data.clone()),
+            IngestedBody::Chunks(chunks) => {
+                for c in chunks {
+                    *deltas.entry(c.id).or_default() += 1;
+                }
+                let id = rand::random::<u64>();
+                batch.put(cf::MANIFESTS, &id.to_be_bytes(), &ManifestRecord { chunks: chunks.clone() });
+                Body::Manifest(id)
+            }
+        };
+        self.stage_new_chunks(&mut batch, &ingested)?;
+        let record = ObjectRecord {
+            size: ingested.size,
+            etag,
+            checksums: ingested.digests.checksums.clone(),
+            mtime_ms: crate::now_ms(),
+            meta,
+            part_sizes,
+            body,
+        };
+        let info = self.replace_object(bucket, key, record, batch, deltas).await?;
+        ingested.record(self.metrics());
+        // Claims are released only now that the commit is durable.
+        drop(ingested);
+        Ok(info)
+    }
+
+    /// Adds an ingest's new chunks and packs to a batch.
+    pub(crate) fn stage_new_chunks(
+        &self,
+        batch: &mut crate::meta::Batch,
+        ingested: &Ingested,
+    ) -> Result<(), StoreError> {
+        for (id, loc) in &ingested.new_chunks {
+            let key = keys::chunk_key(id);
+            batch.put(cf::CHUNKS, &key, loc);
+            // A chunk written again after quarantine is repaired by this write.
+            if self.meta.contains(cf::QUARANTINE, &key)? {
+                batch.delete(cf::QUARANTINE, &key);
+            }
+        }
+        for (pack, record) in &ingested.packs {
+            batch.put(cf::PACKS, &keys::pack_key(*pack), record);
+        }
+        Ok(())
+    }
+
+    /// Writes `record` at `bucket/key` with `batch` and `deltas`, releasing what the
+    /// previous object there referenced. Serialised per key.
+    pub(crate) async fn replace_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: ObjectRecord,
+        mut batch: crate::meta::Batch,
+        mut deltas: HashMap<ChunkId, i64>,
+    ) -> Result<ObjectInfo, StoreError> {
+        let _guard = self.lock_key(bucket, key).await;
+        self.bucket(bucket)?;
+        let okey = keys::object_key(bucket, key);
+        if let Some(old) = self.meta.get::<ObjectRecord>(cf::OBJECTS, &okey)? {
+            self.release_body(&mut batch, &old.body, &mut deltas)?;
+        }
+        batch.put(cf::OBJECTS, &okey, &record);
+        for (id, delta) in deltas {
+            batch.add_ref(&id, delta);
+        }
+        self.commit(batch).await?;
+        Ok(ObjectInfo::from_record(key, record))
+    }
+
+    /// Stages the deletion of a body's manifest and the release of its chunks.
+    fn release_body(
+        &self,
+        batch: &mut crate::meta::Batch,
+        body: &Body,
+        deltas: &mut HashMap<ChunkId, i64>,
+    ) -> Result<(), StoreError> {
+        if let Body::Manifest(id) = body {
+            for c in self.manifest(*id)? {
+                *deltas.entry(c.id).or_default() -= 1;
+            }
+            batch.delete(cf::MANIFESTS, &id.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn manifest(&self, id: u64) -> Result<Vec<ChunkRef>, StoreError> {
+        Ok(self
+            .meta
+            .get::<ManifestRecord>(cf::MANIFESTS, &id.to_be_bytes())?
+            .ok_or(StoreError::CorruptMetadata { kind: "manifest", reason: format!("manifest {id:016x} is missing") })?
+            .chunks)
+    }
+
+    /// Deletes `bucket/key`; deleting a missing key succeeds, as in S3.
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        let _guard = self.lock_key(bucket, key).await;
+        self.bucket(bucket)?;
+        let okey = keys::object_key(bucket, key);
+        let Some(old) = self.meta.get::<ObjectRecord>(cf::OBJECTS, &okey)? else { return Ok(()) };
+        let mut batch = self.meta.batch();
+        let mut deltas = HashMap::new();
+        self.release_body(&mut batch, &old.body, &mut deltas)?;
+        batch.delete(cf::OBJECTS, &okey);
+        for (id, delta) in deltas {
+            batch.add_ref(&id, delta);
+        }
+        self.commit(batch).await
+    }
+
+    /// Server-side copy: the new object shares the source's chunks, no data is copied.
+    /// `meta` replaces the source's metadata when given (S3's REPLACE directive); a copy
+    /// onto itself is how clients update metadata.
+    pub async fn copy_object(
+        &self,
+        src_bucket: &str,
+        src_key: &str,
+        dst_bucket: &str,
+        dst_key: &str,
+        meta: Option<ObjectMeta>,
+    ) -> Result<ObjectInfo, StoreError> {
+        let src = self.object_record(src_bucket, src_key)?;
+        let mut batch = self.meta.batch();
+        let mut deltas = HashMap::new();
+        let body = match &src.body {
+            Body::Inline(data) => Body::Inline(data.clone()),
+            Body::Manifest(id) => {
+                let chunks = self.manifest(*id)?;
+                for c in &chunks {
+                    *deltas.entry(c.id).or_default() += 1;
+                }
+                let new_id = rand::random::<u64>();
+                batch.put(cf::MANIFESTS, &new_id.to_be_bytes(), &ManifestRecord { chunks });
+                Body::Manifest(new_id)
+            }
+        };
+        let record = ObjectRecord { mtime_ms: crate::now_ms(), meta: meta.unwrap_or(src.meta), body, ..src };
+        self.replace_object(dst_bucket, dst_key, record, batch, deltas).await
+    }
+
+    // ---- reads ----
+
+    fn object_record(&self, bucket: &str, key: &str) -> Result<ObjectRecord, StoreError> {
+        self.meta.get::<ObjectRecord>(cf::OBJECTS, &keys::object_key(bucket, key))?.ok_or_else(|| {
+            match self.bucket(bucket) {
+                Err(e) => e,
+                Ok(_) => StoreError::NoSuchKey { bucket: bucket.to_owned(), key: key.to_owned() },
+            }
+        })
+    }
+
+    /// An object's metadata.
+    pub fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectInfo, StoreError> {
+        Ok(ObjectInfo::from_record(key, self.object_record(bucket, key)?))
+    }
+
+    /// An object's bytes, or the `range` of them (end exclusive, clamped to the size).
+    /// Only the chunks covering the range are read, each verified before it is sent.
+    pub fn get_object(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectInfo, Range<u64>, ObjectStream), StoreError> {
+        let record = self.object_record(bucket, key)?;
+        let size = record.size;
+        let range = match range {
+            Some(r) if r.start >= size && !(r.start == 0 && size == 0) => {
+                return Err(StoreError::InvalidRange { start: r.start, size });
+            }
+            Some(r) => r.start..r.end.min(size),
+            None => 0..size,
+        };
+        let stream: ObjectStream = match &record.body {
+            Body::Inline(data) => {
+                let piece = Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]);
+                StoreMetrics::add(&self.metrics().bytes_read, piece.len() as u64);
+                futures::stream::once(async move { Ok(piece) }).boxed()
+            }
+            Body::Manifest(id) => {
+                let pieces = covering_chunks(&self.manifest(*id)?, range.clone());
+                let store = self.clone();
+                futures::stream::iter(pieces)
+                    .map(move |(chunk, within)| {
+                        let store = store.clone();
+                        async move {
+                            let data = store.read_chunk(&chunk).await?;
+                            StoreMetrics::add(&store.metrics().bytes_read, within.len() as u64);
+                            Ok(data.slice(within))
+                        }
+                    })
+                    .buffered(self.config.read_ahead_chunks)
+                    .boxed()
+            }
+        };
+        Ok((ObjectInfo::from_record(key, record), range, stream))
+    }
+
+    /// Reads one chunk, decoded and verified. A chunk that fails is quarantined.
+    pub async fn read_chunk(&self, chunk: &ChunkRef) -> Result<Bytes, StoreError> {
+        let key = keys::chunk_key(&chunk.id);
+        let mut attempts = 0;
+        let (loc, raw) = loop {
+            let loc = self.meta.get::<ChunkLoc>(cf::CHUNKS, &key)?.ok_or(StoreError::MissingChunk(chunk.id))?;
+            match self.chunks.read(loc.pack, loc.offset, loc.frame_len).await {
+                Ok(raw) => break (loc, raw),
+                // GC may have moved the chunk to a new pack between our two reads.
+                Err(_) if attempts == 0 => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        let (header, payload) = match frame::decode(&raw) {
+            Ok(decoded) => decoded,
+            Err(e) => return Err(self.quarantine(chunk.id, loc, e.to_string()).await),
+        };
+        if header.id != chunk.id || header.plain_len != chunk.len {
+            let reason = format!("frame names chunk {} of {} bytes", header.id, header.plain_len);
+            return Err(self.quarantine(chunk.id, loc, reason).await);
+        }
+        let job = Job::encoded(
+            payload,
+            header.codec,
+            vec![Step::Decompress { codec: header.codec, plain_len: header.plain_len }, Step::Verify(chunk.id)],
+        );
+        match self.offload.run(job).await {
+            Ok(out) => Ok(out.data),
+            Err(e @ (JobError::Corrupt { .. } | JobError::Decode { .. })) => {
+                Err(self.quarantine(chunk.id, loc, e.to_string()).await)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes a corrupt chunk out of the index so nothing reads or dedups against it;
+    /// the next write of the same bytes stores a good copy.
+    pub(crate) async fn quarantine(&self, id: ChunkId, loc: ChunkLoc, reason: String) -> StoreError {
+        tracing::error!(chunk = %id, pack = format_args!("{:016x}", loc.pack), offset = loc.offset, %reason, "corrupt chunk quarantined");
+        StoreMetrics::add(&self.metrics().chunks_corrupt, 1);
+        let mut batch = self.meta.batch();
+        let key = keys::chunk_key(&id);
+        batch.delete(cf::CHUNKS, &key);
+        batch.put(cf::QUARANTINE, &key, &QuarantineRecord { loc, reason: reason.clone(), found_ms: crate::now_ms() });
+        if let Err(e) = self.commit(batch).await {
+            tracing::error!(chunk = %id, error = %e, "could not record quarantine");
+        }
+        StoreError::CorruptChunk { id, reason }
+    }
+
+    /// Lists `bucket` in key order: keys starting with `prefix`, after `start_after`,
+    /// rolled up at `delimiter`, at most `max` entries (objects plus prefixes).
+    pub fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: &str,
+        max: usize,
+    ) -> Result<ListPage, StoreError> {
+        self.bucket(bucket)?;
+        let mut page = ListPage::default();
+        let bucket_prefix = keys::bucket_prefix(bucket);
+        let scan_prefix = keys::object_key(bucket, prefix);
+        let delimiter = delimiter.filter(|d| !d.is_empty());
+        let mut from = keys::object_key(bucket, start_after);
+        from.push(0); // strictly after start_after
+        // A marker inside a rolled-up prefix (the prefix itself, as NextMarker gives it)
+        // continues after everything under that prefix: it was returned already.
+        if let Some(d) = delimiter
+            && let Some(rest) = start_after.strip_prefix(prefix)
+            && let Some(pos) = rest.find(d)
+        {
+            let common = &start_after[..prefix.len() + pos + d.len()];
+            match keys::prefix_successor(&keys::object_key(bucket, common)) {
+                Some(next) => from = next,
+                None => return Ok(page),
+            }
+        }
+        'scan: loop {
+            let mut restart = None;
+            for item in self.meta.scan::<ObjectRecord>(cf::OBJECTS, &scan_prefix, &from) {
+                let (raw_key, record) = item?;
+                let key = std::str::from_utf8(&raw_key[bucket_prefix.len()..])
+                    .map_err(|e| StoreError::CorruptMetadata { kind: "object key", reason: e.to_string() })?;
+                if page.objects.len() + page.common_prefixes.len() >= max {
+                    page.truncated = true;
+                    break 'scan;
+                }
+                if let Some(d) = delimiter
+                    && let Some(pos) = key[prefix.len()..].find(d)
+                {
+                    let common = &key[..prefix.len() + pos + d.len()];
+                    page.common_prefixes.push(common.to_owned());
+                    page.next_marker = Some(common.to_owned());
+                    // Skip every key under this prefix in one seek.
+                    match keys::prefix_successor(&keys::object_key(bucket, common)) {
+                        Some(next) => restart = Some(next),
+                        None => break 'scan,
+                    }
+                    break;
+                }
+                page.next_marker = Some(key.to_owned());
+                page.objects.push(ObjectInfo::from_record(key, record));
+            }
+            match restart {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        if !page.truncated {
+            page.next_marker = None;
+        }
+        Ok(page)
+    }
+}
+
+/// Checks a body against the digests the client declared.
+pub(crate) fn check_digests(
+    ingested: &Ingested,
+    md5: Option<[u8; 16]>,
+    expected: &[(ChecksumAlgo, Vec<u8>)],
+) -> Result<(), StoreError> {
+    if let Some(md5) = md5
+        && md5 != ingested.digests.md5
+    {
+        return Err(StoreError::DigestMismatch {
+            algo: "md5",
+            expected: hex::encode(md5),
+            actual: hex::encode(ingested.digests.md5),
+        });
+    }
+    for (algo, want) in expected {
+        let got = ingested.digests.checksums.iter().find(|(a, _)| a == algo).map(|(_, v)| v);
+        if got != Some(want) {
+            return Err(StoreError::DigestMismatch {
+                algo: algo.name(),
+                expected: hex::encode(want),
+                actual: got.map(hex::encode).unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The chunks covering `range`, each with the slice of it that falls in the range.
+fn covering_chunks(chunks: &[ChunkRef], range: Range<u64>) -> Vec<(ChunkRef, Range<usize>)> {
+    let mut out = Vec::new();
+    let mut start = 0u64;
+    for chunk in chunks {
+        let end = start + chunk.len as u64;
+        if end > range.start && start < range.end {
+            let from = range.start.saturating_sub(start) as usize;
+            let to = (range.end.min(end) - start) as usize;
+            out.push((*chunk, from..to));
+        }
+        if end >= range.end {
+            break;
+        }
+        start = end;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covering_chunks_touches_only_the_range() {
+        let c = |n: u8, len| ChunkRef { id: ChunkId([n; 32]), len };
+        let chunks = [c(0, 10), c(1, 10), c(2, 10)];
+        let got: Vec<_> = covering_chunks(&chunks, 5..15).into_iter().map(|(c, r)| (c.id.0[0], r)).collect();
+        assert_eq!(got, [(0, 5..10), (1, 0..5)]);
+        let got: Vec<_> = covering_chunks(&chunks, 20..30).into_iter().map(|(c, r)| (c.id.0[0], r)).collect();
+        assert_eq!(got, [(2, 0..10)]);
+        assert!(covering_chunks(&chunks, 0..0).is_empty());
+    }
+}

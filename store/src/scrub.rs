@@ -1,0 +1,133 @@
+//! Scrub and check.
+//!
+//! - [`Store::scrub`] reads and verifies every indexed chunk; corrupt ones are
+//!   quarantined (repair from another site comes with the transfer protocol).
+//! - [`Store::check`] recounts references from every object and part and compares
+//!   them with the stored counts, and finds referenced chunks missing from the index.
+
+use crate::Store;
+use crate::error::StoreError;
+use crate::meta::values::{Body, ChunkLoc, ChunkRef, ObjectRecord, PartRecord, refcount};
+use crate::meta::{cf, keys};
+use hw_offload::ChunkId;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Chunks verified concurrently by a scrub.
+const SCRUB_PARALLEL: usize = 4;
+
+/// What a scrub found.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// chunks read and verified
+    pub chunks_checked: u64,
+    /// plain bytes verified
+    pub bytes_checked: u64,
+    /// chunks found corrupt (now quarantined), with the reason
+    pub corrupt: Vec<(String, String)>,
+}
+
+/// What a check found.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct CheckReport {
+    /// objects examined
+    pub objects: u64,
+    /// parts of uploads in progress examined
+    pub parts: u64,
+    /// distinct chunks referenced
+    pub chunks_referenced: u64,
+    /// chunks whose stored count differs from the recount: (id, stored, recounted)
+    pub refcount_mismatches: Vec<(String, i64, i64)>,
+    /// referenced chunks absent from the index (quarantined or lost)
+    pub missing_chunks: Vec<String>,
+}
+
+impl CheckReport {
+    /// Whether everything agreed.
+    pub fn is_clean(&self) -> bool {
+        self.refcount_mismatches.is_empty() && self.missing_chunks.is_empty()
+    }
+}
+
+impl Store {
+    /// Verifies every stored chunk.
+    #[tracing::instrument(skip(self))]
+    pub async fn scrub(&self) -> Result<ScrubReport, StoreError> {
+        use futures::StreamExt;
+        let _one_at_a_time = self.maintenance.lock().await;
+        let mut chunks = Vec::new();
+        for item in self.meta.scan::<ChunkLoc>(cf::CHUNKS, b"", b"") {
+            let (k, loc) = item?;
+            if let Some(id) = keys::decode_chunk_key(&k) {
+                chunks.push(ChunkRef { id, len: loc.plain_len });
+            }
+        }
+        let mut report = ScrubReport::default();
+        let mut results = futures::stream::iter(chunks)
+            .map(|c| async move { (c, self.read_chunk(&c).await) })
+            .buffer_unordered(SCRUB_PARALLEL);
+        while let Some((chunk, result)) = results.next().await {
+            report.chunks_checked += 1;
+            match result {
+                Ok(data) => report.bytes_checked += data.len() as u64,
+                Err(StoreError::CorruptChunk { id, reason }) => report.corrupt.push((id.to_hex(), reason)),
+                // GC removed it since the scan: nothing to verify.
+                Err(StoreError::MissingChunk(_)) => report.chunks_checked -= 1,
+                Err(StoreError::Backend(reason)) => {
+                    // The pack itself is unreadable (deleted by hand, lost disk).
+                    if let Some(loc) = self.meta.get::<ChunkLoc>(cf::CHUNKS, &keys::chunk_key(&chunk.id))? {
+                        let err = self.quarantine(chunk.id, loc, format!("pack unreadable: {reason}")).await;
+                        report.corrupt.push((chunk.id.to_hex(), err.to_string()));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::info!(checked = report.chunks_checked, corrupt = report.corrupt.len(), "scrub done");
+        Ok(report)
+    }
+
+    /// Recounts references and compares them with the stored counts.
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let mut report = CheckReport::default();
+        let mut counts: HashMap<ChunkId, i64> = HashMap::new();
+        for item in self.meta.scan::<ObjectRecord>(cf::OBJECTS, b"", b"") {
+            let (_, record) = item?;
+            report.objects += 1;
+            if let Body::Manifest(id) = record.body {
+                for c in self.manifest(id)? {
+                    *counts.entry(c.id).or_default() += 1;
+                }
+            }
+        }
+        for item in self.meta.scan::<PartRecord>(cf::PARTS, b"", b"") {
+            let (_, part) = item?;
+            report.parts += 1;
+            for c in part.chunks {
+                *counts.entry(c.id).or_default() += 1;
+            }
+        }
+        report.chunks_referenced = counts.len() as u64;
+        for item in self.meta.scan_raw(cf::REFCOUNTS, b"", None) {
+            let (k, v) = item?;
+            let id = keys::decode_chunk_key(&k)
+                .ok_or(StoreError::CorruptMetadata { kind: "refcount key", reason: hex::encode(&k) })?;
+            let stored = refcount::decode(&v).unwrap_or(i64::MIN);
+            let actual = counts.remove(&id).unwrap_or(0);
+            if stored != actual {
+                report.refcount_mismatches.push((id.to_hex(), stored, actual));
+            }
+        }
+        for (id, actual) in counts {
+            report.refcount_mismatches.push((id.to_hex(), 0, actual));
+        }
+        // Every chunk with a positive count must be findable.
+        for item in self.meta.scan_raw(cf::REFCOUNTS, b"", None) {
+            let (k, v) = item?;
+            if refcount::decode(&v).unwrap_or(0) > 0 && !self.meta.contains(cf::CHUNKS, &k)? {
+                report.missing_chunks.push(hex::encode(&k));
+            }
+        }
+        Ok(report)
+    }
+}

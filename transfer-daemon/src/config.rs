@@ -1,0 +1,274 @@
+//! The daemon's TOML configuration, in two steps: [`RawConfig`] mirrors the file (every
+//! field documented and defaulted), [`Settings`] is what the code uses once checked.
+
+use anyhow::{Context, bail};
+use hw_offload::ChunkerConfig;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use store::StoreConfig;
+
+/// The name of the config file `clusster init` writes into a data dir.
+pub const CONFIG_FILE: &str = "clusster.toml";
+/// The file `clusster serve` writes with the addresses it bound.
+pub const LISTEN_FILE: &str = "listen.json";
+/// The data dir used when neither flag nor config names one.
+pub const DEFAULT_DATA_DIR: &str = "clusster-data";
+
+/// The config file as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// This site.
+    pub site: RawSite,
+    /// The content-addressed store.
+    pub store: RawStore,
+    /// Where checksum and compression work runs.
+    pub offload: RawOffload,
+    /// The operator's HTTP listener: /health, /metrics, maintenance.
+    pub admin: RawAdmin,
+}
+
+/// `[site]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSite {
+    /// The site's name in the federation.
+    pub name: String,
+    /// Where metadata and (by default) chunk packs live. Relative paths are taken from
+    /// the directory of the config file.
+    pub data_dir: PathBuf,
+}
+
+impl Default for RawSite {
+    fn default() -> Self {
+        Self { name: "local".into(), data_dir: PathBuf::from(DEFAULT_DATA_DIR) }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawStore {
+    /// Put chunk packs in any object_store URL instead of `<data_dir>/chunks`
+    /// (`s3://bucket/prefix`, `file:///path`). Empty: the data dir.
+    pub chunk_store_url: String,
+    /// Options for that URL, e.g. `aws_endpoint = "http://127.0.0.1:9000"`.
+    pub chunk_store_options: std::collections::BTreeMap<String, String>,
+    /// FastCDC minimum chunk size, bytes.
+    pub chunk_min_bytes: u32,
+    /// FastCDC average chunk size, bytes (a power of two).
+    pub chunk_avg_bytes: u32,
+    /// FastCDC maximum chunk size, bytes.
+    pub chunk_max_bytes: u32,
+    /// Objects up to this size are stored inside the metadata, not chunked.
+    pub inline_max_bytes: u32,
+    /// A pack object is sealed at this size, bytes.
+    pub pack_target_bytes: u64,
+    /// zstd level for chunks; 0 stores chunks uncompressed.
+    pub zstd_level: i32,
+    /// Chunks read ahead of the client on a GET.
+    pub read_ahead_chunks: usize,
+    /// Seconds between garbage collection passes; 0 disables them.
+    pub gc_interval_secs: u64,
+    /// Seconds between scrubs of every chunk; 0 disables them.
+    pub scrub_interval_secs: u64,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        let d = StoreConfig::new(".");
+        Self {
+            chunk_store_url: String::new(),
+            chunk_store_options: Default::default(),
+            chunk_min_bytes: d.chunker.min_bytes,
+            chunk_avg_bytes: d.chunker.avg_bytes,
+            chunk_max_bytes: d.chunker.max_bytes,
+            inline_max_bytes: d.inline_max_bytes,
+            pack_target_bytes: d.pack_target_bytes,
+            zstd_level: d.zstd_level.unwrap_or(0),
+            read_ahead_chunks: d.read_ahead_chunks,
+            gc_interval_secs: 3600,
+            scrub_interval_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// `[offload]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawOffload {
+    /// CPU engine worker threads; 0 = one per core.
+    pub cpu_threads: usize,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address of the admin HTTP listener (port 0 picks a free port).
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9470".into() }
+    }
+}
+
+/// What the command line overrides.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// --data-dir
+    pub data_dir: Option<PathBuf>,
+    /// --admin-listen
+    pub admin_listen: Option<String>,
+}
+
+/// Checked settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// site name
+    pub site_name: String,
+    /// absolute data dir
+    pub data_dir: PathBuf,
+    /// store settings
+    pub store: StoreConfig,
+    /// CPU engine threads
+    pub cpu_threads: usize,
+    /// admin listener
+    pub admin_listen: SocketAddr,
+    /// GC period (None: off)
+    pub gc_interval: Option<std::time::Duration>,
+    /// scrub period (None: off)
+    pub scrub_interval: Option<std::time::Duration>,
+}
+
+impl RawConfig {
+    /// Reads a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    /// The file `clusster init` writes: every field, with its documentation.
+    pub fn documented_default(data_dir: &Path) -> String {
+        let d = RawConfig::default();
+        format!(
+            r#"# clusster site configuration. Every field is optional; shown are the defaults.
+
+[site]
+# The site's name in the federation.
+name = "{name}"
+# Metadata (RocksDB) and, unless chunk_store_url is set, chunk packs live here.
+# A relative path is taken from this file's directory.
+data_dir = "{data_dir}"
+
+[store]
+# Chunk packs in any object_store URL instead of <data_dir>/chunks
+# (s3://bucket/prefix, file:///path). Empty: the data dir.
+chunk_store_url = ""
+# FastCDC chunk sizes in bytes (average a power of two). Changing them affects only
+# new data; stored objects stay readable and keep deduplicating.
+chunk_min_bytes = {min}
+chunk_avg_bytes = {avg}
+chunk_max_bytes = {max}
+# Objects up to this size are stored inside the metadata, not chunked.
+inline_max_bytes = {inline}
+# A pack object is sealed at this size (one fsync per pack).
+pack_target_bytes = {pack}
+# zstd level for chunks (incompressible chunks are stored raw); 0 disables compression.
+zstd_level = {zstd}
+# Chunks read ahead of the client on a GET.
+read_ahead_chunks = {ahead}
+# Seconds between garbage collection passes (0: off) and full scrubs (0: off).
+gc_interval_secs = {gc}
+scrub_interval_secs = {scrub}
+
+[store.chunk_store_options]
+# e.g. aws_endpoint = "http://127.0.0.1:9000"
+
+[offload]
+# CPU engine worker threads; 0 = one per core.
+cpu_threads = {threads}
+
+[admin]
+# /health, /metrics and maintenance endpoints. Port 0 picks a free port; the bound
+# address is written to <data_dir>/{listen_file}.
+listen = "{admin}"
+"#,
+            name = d.site.name,
+            data_dir = data_dir.display(),
+            min = d.store.chunk_min_bytes,
+            avg = d.store.chunk_avg_bytes,
+            max = d.store.chunk_max_bytes,
+            inline = d.store.inline_max_bytes,
+            pack = d.store.pack_target_bytes,
+            zstd = d.store.zstd_level,
+            ahead = d.store.read_ahead_chunks,
+            gc = d.store.gc_interval_secs,
+            scrub = d.store.scrub_interval_secs,
+            threads = d.offload.cpu_threads,
+            listen_file = LISTEN_FILE,
+            admin = d.admin.listen,
+        )
+    }
+
+    /// Applies overrides and checks everything. `base` resolves relative paths.
+    pub fn settle(self, overrides: &Overrides, base: &Path) -> anyhow::Result<Settings> {
+        let data_dir = overrides.data_dir.clone().unwrap_or(self.site.data_dir);
+        let data_dir = if data_dir.is_absolute() { data_dir } else { base.join(data_dir) };
+        let admin = overrides.admin_listen.clone().unwrap_or(self.admin.listen);
+        let admin_listen: SocketAddr =
+            admin.parse().with_context(|| format!("admin listen address {admin:?} is not IP:PORT"))?;
+        if self.site.name.is_empty() {
+            bail!("[site] name must not be empty");
+        }
+        let s = self.store;
+        let mut store = StoreConfig::new(&data_dir);
+        store.chunk_store_url = (!s.chunk_store_url.is_empty()).then_some(s.chunk_store_url);
+        store.chunk_store_options = s.chunk_store_options.into_iter().collect();
+        store.chunker =
+            ChunkerConfig { min_bytes: s.chunk_min_bytes, avg_bytes: s.chunk_avg_bytes, max_bytes: s.chunk_max_bytes };
+        store.inline_max_bytes = s.inline_max_bytes;
+        store.pack_target_bytes = s.pack_target_bytes;
+        store.zstd_level = (s.zstd_level != 0).then_some(s.zstd_level);
+        store.read_ahead_chunks = s.read_ahead_chunks;
+        store.validate().context("invalid [store] section")?;
+        let period = |secs: u64| (secs > 0).then(|| std::time::Duration::from_secs(secs));
+        Ok(Settings {
+            site_name: self.site.name,
+            data_dir,
+            store,
+            cpu_threads: self.offload.cpu_threads,
+            admin_listen,
+            gc_interval: period(s.gc_interval_secs),
+            scrub_interval: period(s.scrub_interval_secs),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_default_parses_to_the_defaults() {
+        let raw: RawConfig = toml::from_str(&RawConfig::documented_default(Path::new("/srv/site"))).unwrap();
+        let settings = raw.settle(&Overrides::default(), Path::new("/")).unwrap();
+        assert_eq!(settings.data_dir, Path::new("/srv/site"));
+        assert_eq!(settings.store.chunker, ChunkerConfig::default());
+        assert_eq!(settings.admin_listen.to_string(), "127.0.0.1:9470");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_reason() {
+        let raw: RawConfig = toml::from_str("[store]\nchunk_avg_bytes = 65000\n").unwrap();
+        let err = raw.settle(&Overrides::default(), Path::new("/")).unwrap_err();
+        assert!(format!("{err:#}").contains("power of two"), "{err:#}");
+        assert!(toml::from_str::<RawConfig>("[store]\nno_such_field = 1\n").is_err());
+        let raw = RawConfig::default();
+        let bad = Overrides { admin_listen: Some("localhost".into()), ..Default::default() };
+        assert!(raw.settle(&bad, Path::new("/")).is_err());
+    }
+}

@@ -1,0 +1,44 @@
+//! Prometheus text exposition of the store's and the offload engines' counters.
+
+use std::fmt::Write;
+use store::Store;
+
+/// Renders every counter in the Prometheus text format.
+pub fn render(store: &Store) -> String {
+    let mut out = String::new();
+    for (name, help, value) in store.metrics().counters() {
+        let _ = writeln!(out, "# HELP clusster_{name} {help}\n# TYPE clusster_{name} counter\nclusster_{name} {value}");
+    }
+    let engines = store.offload().engines();
+    for (metric, help) in [
+        ("offload_jobs_total", "Offload steps run"),
+        ("offload_bytes_total", "Input bytes of offload steps"),
+        ("offload_busy_seconds_total", "Thread time spent in offload steps"),
+    ] {
+        let _ = writeln!(out, "# HELP clusster_{metric} {help}\n# TYPE clusster_{metric} counter");
+        for engine in &engines {
+            for op in hw_offload::OpKind::ALL {
+                let s = engine.metrics().op(op);
+                let value = match metric {
+                    "offload_jobs_total" => s.jobs.to_string(),
+                    "offload_bytes_total" => s.bytes.to_string(),
+                    _ => format!("{:.6}", s.busy_ns as f64 / 1e9),
+                };
+                let _ = writeln!(out, "clusster_{metric}{{engine=\"{}\",op=\"{}\"}} {value}", engine.name(), op.name());
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP clusster_offload_errors_total Failed offload jobs\n# TYPE clusster_offload_errors_total counter"
+    );
+    for engine in &engines {
+        let _ = writeln!(
+            out,
+            "clusster_offload_errors_total{{engine=\"{}\"}} {}",
+            engine.name(),
+            engine.metrics().errors()
+        );
+    }
+    out
+}

@@ -1,0 +1,107 @@
+//! `clusster serve`: opens the store, binds every listener, serves until SIGINT or
+//! SIGTERM, then drains and flushes.
+
+use crate::admin::{self, AdminState};
+use crate::config::{LISTEN_FILE, Settings};
+use anyhow::Context;
+use hw_offload::Offload;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use store::Store;
+use tokio::sync::watch;
+
+/// Runs the daemon to completion.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // Installed first: a signal that arrives once we report ready must stop us cleanly.
+    let signals = shutdown_signals()?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    let offload = Offload::cpu(settings.cpu_threads);
+    let store = Store::open(settings.store.clone(), offload)
+        .await
+        .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+
+    // Bind everything before reporting ready, so /health means "every listener is up".
+    let admin_listener = tokio::net::TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("cannot bind the admin listener on {}", settings.admin_listen))?;
+    let listeners = serde_json::json!({
+        "site": settings.site_name,
+        "admin": admin_listener.local_addr()?.to_string(),
+    });
+    let listen_file = settings.data_dir.join(LISTEN_FILE);
+    write_atomically(&listen_file, &format!("{listeners}\n"))?;
+
+    let state = Arc::new(AdminState { store: store.clone(), ready: false.into(), listeners: listeners.clone() });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let admin_server = tokio::spawn({
+        let router = admin::router(state.clone());
+        let mut rx = shutdown_rx.clone();
+        async move {
+            axum::serve(admin_listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        }
+    });
+    let maintenance = tokio::spawn(maintenance_loop(store.clone(), settings.clone(), shutdown_rx.clone()));
+
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(site = %settings.site_name, data_dir = %settings.data_dir.display(), %listeners, "ready");
+    println!("{listeners}");
+
+    signals.await?;
+    tracing::info!("shutting down: draining requests");
+    state.ready.store(false, Ordering::Release);
+    let _ = shutdown_tx.send(true);
+    admin_server.await.context("admin server task")?.context("admin server")?;
+    maintenance.await.context("maintenance task")?;
+    store.flush().await.context("flushing metadata")?;
+    let _ = std::fs::remove_file(&listen_file);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM; the handlers are in place when this returns.
+fn shutdown_signals() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    })
+}
+
+/// Periodic GC and scrub, stopped by shutdown.
+async fn maintenance_loop(store: Arc<Store>, settings: Settings, mut shutdown: watch::Receiver<bool>) {
+    let far = std::time::Duration::from_secs(u64::MAX / 4);
+    let mut gc = tokio::time::interval(settings.gc_interval.unwrap_or(far));
+    let mut scrub = tokio::time::interval(settings.scrub_interval.unwrap_or(far));
+    // Both intervals fire at once on creation; skip that so start-up stays quick.
+    gc.tick().await;
+    scrub.tick().await;
+    loop {
+        tokio::select! {
+            // The only change ever sent is the shutdown itself.
+            _ = shutdown.changed() => return,
+            _ = gc.tick(), if settings.gc_interval.is_some() => {
+                if let Err(e) = store.gc().await { tracing::error!(error = %e, "periodic gc failed"); }
+            }
+            _ = scrub.tick(), if settings.scrub_interval.is_some() => {
+                if let Err(e) = store.scrub().await { tracing::error!(error = %e, "periodic scrub failed"); }
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
