@@ -1,5 +1,51 @@
-//! The S3 protocol over the store.
+//! The S3 protocol over the store, built on `s3s` (routing, XML, SigV4, aws-chunked):
+//! this crate is the backend.
 //!
-//! Not built yet: the S3 gateway issue fills this crate (an `s3s` backend over
-//! `store`, split by operation group). Until then it exports nothing and
-//! `clusster serve` opens no S3 listener.
+//! Modules:
+//! - [`config`]: limits and addressing ([`GatewayConfig`]);
+//! - [`access`]: access keys (SigV4 secrets from the store), per-project bucket access,
+//!   refusal of SigV2 and of presigned URLs valid for more than 7 days;
+//! - `error`: store errors to S3 error codes, in one place;
+//! - `checksum`: Content-MD5 and `x-amz-checksum-*` in headers and trailers;
+//! - `buckets`, `objects`, `list`, `multipart`: the operations, by group;
+//! - `ops`: the `s3s::S3` trait, delegating to the groups;
+//! - [`server`]: the HTTP(S) accept loop with graceful shutdown.
+
+pub mod access;
+mod buckets;
+mod checksum;
+pub mod config;
+mod error;
+mod list;
+mod multipart;
+mod objects;
+mod ops;
+pub mod server;
+
+pub use config::GatewayConfig;
+
+use std::sync::Arc;
+use store::Store;
+
+/// The backend behind `s3s`.
+pub(crate) struct Gateway {
+    pub(crate) store: Arc<Store>,
+    pub(crate) config: GatewayConfig,
+}
+
+/// Builds the S3 service for `store`.
+pub fn service(store: Arc<Store>, config: GatewayConfig) -> Result<s3s::service::S3Service, String> {
+    let mut builder = s3s::service::S3ServiceBuilder::new(Gateway { store: store.clone(), config: config.clone() });
+    builder.set_auth(access::KeyAuth::new(store.clone()));
+    builder.set_access(access::ProjectAccess::new(store, &config));
+    if let Some(domain) = &config.domain {
+        let host = s3s::host::SingleDomain::new(domain).map_err(|e| format!("s3 domain {domain:?}: {e}"))?;
+        builder.set_host(host);
+    }
+    let mut s3_config = s3s::config::S3Config::default();
+    s3_config.xml_max_body_size = config.xml_max_body_bytes;
+    // Browser form uploads are refused (see access.rs); keep s3s from buffering one.
+    s3_config.post_object_max_file_size = 0;
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3_config))));
+    Ok(builder.build())
+}

@@ -111,6 +111,9 @@ pub enum StoreError {
     /// The offload engine failed.
     #[error("offload engine: {0}")]
     Offload(#[from] JobError),
+    /// A name (project, bucket) is not acceptable.
+    #[error("invalid name: {0}")]
+    InvalidName(String),
     /// The configuration is invalid.
     #[error("invalid store configuration: {0}")]
     Config(String),

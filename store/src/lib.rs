@@ -2,6 +2,7 @@
 //! RocksDB, hashing and compression on the offload engine.
 //!
 //! Modules:
+//! - [`access`]: access keys and bucket grants;
 //! - [`config`]: store settings;
 //! - [`meta`]: the metadata database (all RocksDB access), keys and record formats;
 //! - [`chunks`]: pack objects on the chunk backend, durable local writes;
@@ -24,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod chunks;
 mod claims;
 pub mod config;
@@ -43,7 +45,7 @@ pub use error::StoreError;
 pub use ingest::{IngestOptions, Ingested};
 pub use meta::values::{ObjectMeta, ObjectRecord};
 pub use metrics::StoreMetrics;
-pub use objects::{ListPage, ObjectInfo, ObjectStream, PutOptions};
+pub use objects::{ListPage, ObjectInfo, ObjectStream, OpenObject, PutOptions, check_digests};
 
 use claims::Claims;
 use hw_offload::Offload;

@@ -4,7 +4,7 @@
 
 use crate::Store;
 use crate::error::StoreError;
-use crate::ingest::{IngestOptions, IngestedBody};
+use crate::ingest::{IngestOptions, Ingested, IngestedBody};
 use crate::meta::values::{Body, ManifestRecord, ObjectMeta, ObjectRecord, PartRecord, UploadRecord};
 use crate::meta::{cf, keys};
 use crate::objects::{ObjectInfo, PutOptions, check_digests};
@@ -112,12 +112,26 @@ impl Store {
         let ingest_opts = IngestOptions { checksums, allow_inline: false, max_bytes: MIN_PART_BYTES * 1024 };
         let ingested = self.ingest(body, &ingest_opts).await?;
         check_digests(&ingested, opts.expected_md5, &opts.expected_checksums)?;
+        self.commit_part(bucket, key, upload_id, part, ingested).await
+    }
 
+    /// Commits an ingested body (ingested with `allow_inline: false`) as part `part`,
+    /// replacing an earlier part of the same number.
+    pub async fn commit_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part: u32,
+        ingested: Ingested,
+    ) -> Result<PartInfo, StoreError> {
         let _guard = self.lock_upload(upload_id).await;
         let (id, _) = self.upload(bucket, key, upload_id)?;
         let chunks = match &ingested.body {
             IngestedBody::Chunks(c) => c.clone(),
-            IngestedBody::Inline(_) => unreachable!("parts are ingested with allow_inline = false"),
+            IngestedBody::Inline(_) => {
+                return Err(StoreError::Config("parts must be ingested with allow_inline = false".into()));
+            }
         };
         let record = PartRecord {
             size: ingested.size,
@@ -145,6 +159,16 @@ impl Store {
         self.commit(batch).await?;
         ingested.record(self.metrics());
         Ok(PartInfo::from_record(part, &record))
+    }
+
+    /// The checksum algorithm an upload declared at creation.
+    pub fn upload_checksum(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<ChecksumAlgo>, StoreError> {
+        Ok(self.upload(bucket, key, upload_id)?.1.checksum)
     }
 
     fn parts(&self, id: &[u8; 16]) -> Result<Vec<(u32, PartRecord)>, StoreError> {

@@ -122,6 +122,9 @@ impl Store {
         }
         let mut batch = self.meta.batch();
         batch.delete(cf::BUCKETS, bucket.as_bytes());
+        for grant in self.meta.scan_raw(cf::GRANTS, &prefix, keys::prefix_successor(&prefix)) {
+            batch.delete(cf::GRANTS, &grant?.0);
+        }
         self.commit(batch).await
     }
 
@@ -321,46 +324,24 @@ impl Store {
         Ok(ObjectInfo::from_record(key, self.object_record(bucket, key)?))
     }
 
-    /// An object's bytes, or the `range` of them (end exclusive, clamped to the size).
-    /// Only the chunks covering the range are read, each verified before it is sent.
+    /// Opens an object: its metadata now, its bytes when [`OpenObject::read`] is called.
+    /// Reads follow the object as it was when opened, even if it is replaced meanwhile.
+    pub fn open_object(self: &Arc<Self>, bucket: &str, key: &str) -> Result<OpenObject, StoreError> {
+        let record = self.object_record(bucket, key)?;
+        let body = record.body.clone();
+        Ok(OpenObject { store: self.clone(), info: ObjectInfo::from_record(key, record), body })
+    }
+
+    /// An object's bytes, or the `range` of them (see [`OpenObject::read`]).
     pub fn get_object(
         self: &Arc<Self>,
         bucket: &str,
         key: &str,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectInfo, Range<u64>, ObjectStream), StoreError> {
-        let record = self.object_record(bucket, key)?;
-        let size = record.size;
-        let range = match range {
-            Some(r) if r.start >= size && !(r.start == 0 && size == 0) => {
-                return Err(StoreError::InvalidRange { start: r.start, size });
-            }
-            Some(r) => r.start..r.end.min(size),
-            None => 0..size,
-        };
-        let stream: ObjectStream = match &record.body {
-            Body::Inline(data) => {
-                let piece = Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]);
-                StoreMetrics::add(&self.metrics().bytes_read, piece.len() as u64);
-                futures::stream::once(async move { Ok(piece) }).boxed()
-            }
-            Body::Manifest(id) => {
-                let pieces = covering_chunks(&self.manifest(*id)?, range.clone());
-                let store = self.clone();
-                futures::stream::iter(pieces)
-                    .map(move |(chunk, within)| {
-                        let store = store.clone();
-                        async move {
-                            let data = store.read_chunk(&chunk).await?;
-                            StoreMetrics::add(&store.metrics().bytes_read, within.len() as u64);
-                            Ok(data.slice(within))
-                        }
-                    })
-                    .buffered(self.config.read_ahead_chunks)
-                    .boxed()
-            }
-        };
-        Ok((ObjectInfo::from_record(key, record), range, stream))
+        let open = self.open_object(bucket, key)?;
+        let (range, stream) = open.read(range)?;
+        Ok((open.info, range, stream))
     }
 
     /// Reads one chunk, decoded and verified. A chunk that fails is quarantined.
@@ -480,8 +461,56 @@ impl Store {
     }
 }
 
+/// An opened object: metadata, and the means to stream any range of its bytes.
+pub struct OpenObject {
+    store: Arc<Store>,
+    /// what the object is
+    pub info: ObjectInfo,
+    body: Body,
+}
+
+impl OpenObject {
+    /// The object's bytes, or the `range` of them (end exclusive, clamped to the size).
+    /// Only the chunks covering the range are read, each verified before it is sent.
+    pub fn read(&self, range: Option<Range<u64>>) -> Result<(Range<u64>, ObjectStream), StoreError> {
+        let size = self.info.size;
+        let range = match range {
+            Some(r) if r.start >= size && !(r.start == 0 && size == 0) => {
+                return Err(StoreError::InvalidRange { start: r.start, size });
+            }
+            Some(r) => r.start..r.end.min(size),
+            None => 0..size,
+        };
+        let store = &self.store;
+        let stream: ObjectStream = match &self.body {
+            Body::Inline(data) => {
+                let piece = Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]);
+                StoreMetrics::add(&store.metrics().bytes_read, piece.len() as u64);
+                futures::stream::once(async move { Ok(piece) }).boxed()
+            }
+            Body::Manifest(id) => {
+                let pieces = covering_chunks(&store.manifest(*id)?, range.clone());
+                let store = store.clone();
+                let read_ahead = store.config.read_ahead_chunks;
+                futures::stream::iter(pieces)
+                    .map(move |(chunk, within)| {
+                        let store = store.clone();
+                        async move {
+                            let data = store.read_chunk(&chunk).await?;
+                            StoreMetrics::add(&store.metrics().bytes_read, within.len() as u64);
+                            Ok(data.slice(within))
+                        }
+                    })
+                    .buffered(read_ahead)
+                    .boxed()
+            }
+        };
+        Ok((range, stream))
+    }
+}
+
 /// Checks a body against the digests the client declared.
-pub(crate) fn check_digests(
+pub fn check_digests(
     ingested: &Ingested,
     md5: Option<[u8; 16]>,
     expected: &[(ChecksumAlgo, Vec<u8>)],

@@ -1,9 +1,11 @@
-//! The admin HTTP listener: `/health`, `/metrics` and maintenance endpoints.
-//! Errors are RFC 9457 problem documents.
+//! The admin HTTP listener: `/health` and `/metrics` for monitoring, and `/admin/*`
+//! (maintenance, access keys, bucket grants) for the operator, behind the bearer token
+//! kept in `<data_dir>/admin.token`. Errors are RFC 9457 problem documents.
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -19,6 +21,36 @@ pub struct AdminState {
     pub ready: AtomicBool,
     /// site name and bound addresses, reported by /health
     pub listeners: serde_json::Value,
+    /// the bearer token /admin/* requires
+    pub token: String,
+}
+
+/// The admin token file in a data dir.
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// Reads the admin token, creating it (readable by the owner only) on first start.
+pub fn ensure_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(file, "{token}")?;
+    file.sync_all()?;
+    Ok(token)
 }
 
 /// An error as `application/problem+json`.
@@ -26,6 +58,12 @@ pub struct Problem {
     status: StatusCode,
     title: &'static str,
     detail: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, title, detail: detail.into() }
+    }
 }
 
 impl IntoResponse for Problem {
@@ -42,8 +80,15 @@ impl IntoResponse for Problem {
 
 impl From<store::StoreError> for Problem {
     fn from(e: store::StoreError) -> Self {
-        tracing::error!(error = %e, "admin request failed");
-        Problem { status: StatusCode::INTERNAL_SERVER_ERROR, title: "store error", detail: e.to_string() }
+        use store::StoreError as E;
+        match e {
+            E::NoSuchBucket(_) => Problem::new(StatusCode::NOT_FOUND, "no such bucket", e.to_string()),
+            E::InvalidName(_) => Problem::new(StatusCode::BAD_REQUEST, "invalid name", e.to_string()),
+            _ => {
+                tracing::error!(error = %e, "admin request failed");
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "store error", e.to_string())
+            }
+        }
     }
 }
 
@@ -53,20 +98,44 @@ fn json<T: Serialize>(value: &T) -> Response {
 
 /// The router.
 pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
+    let operator = Router::new()
         .route("/admin/gc", post(gc))
         .route("/admin/scrub", post(scrub))
         .route("/admin/check", get(check))
+        .route("/admin/keys", post(create_key).get(list_keys))
+        .route("/admin/keys/{id}", axum::routing::delete(delete_key))
+        .route("/admin/buckets/{bucket}/grants/{project}", axum::routing::put(grant).delete(revoke))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(operator)
         .fallback(|| async {
-            Problem {
-                status: StatusCode::NOT_FOUND,
-                title: "not found",
-                detail: "no such endpoint; see the README's admin API".into(),
-            }
+            Problem::new(StatusCode::NOT_FOUND, "not found", "no such endpoint; see the README's admin API")
         })
         .with_state(state)
+}
+
+async fn require_token(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Compare in constant time: the token is the only credential here.
+    let ok = presented.is_some_and(|p| {
+        p.len() == state.token.len() && p.bytes().zip(state.token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    if ok {
+        next.run(request).await
+    } else {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("send Authorization: Bearer <token>; the token is in the data dir's {TOKEN_FILE}"),
+        )
+        .into_response()
+    }
 }
 
 async fn health(State(state): State<Arc<AdminState>>) -> Response {
@@ -92,6 +161,60 @@ async fn gc(State(state): State<Arc<AdminState>>) -> Result<Response, Problem> {
 
 async fn scrub(State(state): State<Arc<AdminState>>) -> Result<Response, Problem> {
     Ok(json(&state.store.scrub().await?))
+}
+
+#[derive(serde::Deserialize)]
+struct NewKey {
+    project: String,
+}
+
+async fn create_key(
+    State(state): State<Arc<AdminState>>,
+    body: Result<axum::Json<NewKey>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let axum::Json(req) = body.map_err(|e| {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid request", format!("{e}; send {{\"project\": \"NAME\"}}"))
+    })?;
+    let (id, secret) = state.store.create_access_key(&req.project).await?;
+    Ok((
+        StatusCode::CREATED,
+        json(&serde_json::json!({ "access_key_id": id, "secret_access_key": secret, "project": req.project })),
+    )
+        .into_response())
+}
+
+async fn list_keys(State(state): State<Arc<AdminState>>) -> Result<Response, Problem> {
+    let keys: Vec<_> = state
+        .store
+        .list_access_keys()?
+        .into_iter()
+        .map(|(id, r)| serde_json::json!({ "access_key_id": id, "project": r.project, "created_ms": r.created_ms }))
+        .collect();
+    Ok(json(&keys))
+}
+
+async fn delete_key(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Response, Problem> {
+    if state.store.delete_access_key(&id).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(Problem::new(StatusCode::NOT_FOUND, "no such key", format!("access key {id} does not exist")))
+    }
+}
+
+async fn grant(
+    State(state): State<Arc<AdminState>>,
+    Path((bucket, project)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    state.store.grant_bucket(&bucket, &project).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn revoke(
+    State(state): State<Arc<AdminState>>,
+    Path((bucket, project)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    state.store.revoke_bucket(&bucket, &project).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn check(State(state): State<Arc<AdminState>>) -> Result<Response, Problem> {

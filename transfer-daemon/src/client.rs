@@ -1,44 +1,78 @@
 //! CLI verbs that ask the running daemon through its admin listener.
 
+use crate::admin::TOKEN_FILE;
 use crate::config::{DEFAULT_DATA_DIR, LISTEN_FILE};
 use anyhow::{Context, bail};
 use std::path::Path;
 
-/// The admin base URL: `--admin` if given, else the address the daemon wrote into its
-/// data dir.
-pub fn admin_url(admin: Option<&str>, data_dir: Option<&Path>) -> anyhow::Result<String> {
-    if let Some(addr) = admin {
-        return Ok(if addr.starts_with("http") { addr.to_owned() } else { format!("http://{addr}") });
-    }
-    let dir = data_dir.unwrap_or(Path::new(DEFAULT_DATA_DIR));
-    let file = dir.join(LISTEN_FILE);
-    let text = std::fs::read_to_string(&file).with_context(|| {
-        format!(
-            "cannot read {}: is `clusster serve` running with this data dir? (or pass --admin ADDR)",
-            file.display()
-        )
-    })?;
-    let listeners: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
-    let addr = listeners["admin"].as_str().with_context(|| format!("{} names no admin address", file.display()))?;
-    Ok(format!("http://{addr}"))
+/// Where and how to reach the daemon's admin API.
+pub struct AdminClient {
+    base: String,
+    token: Option<String>,
 }
 
-/// Calls an admin endpoint and returns its JSON answer; a problem document becomes the
-/// error message.
-pub async fn call(base: &str, method: reqwest::Method, path: &str) -> anyhow::Result<serde_json::Value> {
-    let url = format!("{base}{path}");
-    let response = reqwest::Client::new()
-        .request(method, &url)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the daemon at {base}: is it running?"))?;
-    let status = response.status();
-    let body: serde_json::Value =
-        response.json().await.with_context(|| format!("{url} answered {status} without JSON"))?;
-    if !status.is_success() {
-        let detail = body["detail"].as_str().unwrap_or("no detail");
-        bail!("{url}: {status}: {detail}");
+impl AdminClient {
+    /// `--admin` if given, else the address the daemon wrote into its data dir; the
+    /// token from `CLUSSTER_ADMIN_TOKEN` or the data dir.
+    pub fn locate(admin: Option<&str>, data_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let dir = data_dir.unwrap_or(Path::new(DEFAULT_DATA_DIR));
+        let token = std::env::var("CLUSSTER_ADMIN_TOKEN")
+            .ok()
+            .or_else(|| std::fs::read_to_string(dir.join(TOKEN_FILE)).ok())
+            .map(|t| t.trim().to_owned());
+        let base = match admin {
+            Some(addr) if addr.starts_with("http") => addr.to_owned(),
+            Some(addr) => format!("http://{addr}"),
+            None => {
+                let file = dir.join(LISTEN_FILE);
+                let text = std::fs::read_to_string(&file).with_context(|| {
+                    format!(
+                        "cannot read {}: is `clusster serve` running with this data dir? (or pass --admin ADDR)",
+                        file.display()
+                    )
+                })?;
+                let listeners: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+                let addr = listeners["admin"]
+                    .as_str()
+                    .with_context(|| format!("{} names no admin address", file.display()))?;
+                format!("http://{addr}")
+            }
+        };
+        Ok(Self { base, token })
     }
-    Ok(body)
+
+    /// Calls an endpoint; returns its JSON answer (`Null` for an empty one). A problem
+    /// document becomes the error message.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = reqwest::Client::new().request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the daemon at {}: is it running?", self.base))?;
+        let status = response.status();
+        let text = response.text().await.with_context(|| format!("reading the answer of {url}"))?;
+        let body: serde_json::Value = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("{url} answered {status} without JSON"))?
+        };
+        if !status.is_success() {
+            let detail = body["detail"].as_str().unwrap_or("no detail");
+            bail!("{url}: {status}: {detail}");
+        }
+        Ok(body)
+    }
 }

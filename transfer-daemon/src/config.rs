@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub offload: RawOffload,
     /// The operator's HTTP listener: /health, /metrics, maintenance.
     pub admin: RawAdmin,
+    /// The S3 gateway.
+    pub s3: RawS3,
 }
 
 /// `[site]`
@@ -116,6 +118,35 @@ impl Default for RawAdmin {
     }
 }
 
+/// `[s3]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawS3 {
+    /// Address of the S3 listener (port 0 picks a free port).
+    pub listen: String,
+    /// Region reported to clients.
+    pub region: String,
+    /// Base domain for virtual-hosted-style addressing (`bucket.<domain>`), port
+    /// included as clients send it; empty serves path-style only.
+    pub domain: String,
+    /// PEM certificate chain for HTTPS; empty serves plain HTTP.
+    pub tls_cert: PathBuf,
+    /// PEM private key for HTTPS.
+    pub tls_key: PathBuf,
+}
+
+impl Default for RawS3 {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9000".into(),
+            region: "us-east-1".into(),
+            domain: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+        }
+    }
+}
+
 /// What the command line overrides.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -123,6 +154,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// --admin-listen
     pub admin_listen: Option<String>,
+    /// --s3-listen
+    pub s3_listen: Option<String>,
 }
 
 /// Checked settings.
@@ -142,6 +175,12 @@ pub struct Settings {
     pub gc_interval: Option<std::time::Duration>,
     /// scrub period (None: off)
     pub scrub_interval: Option<std::time::Duration>,
+    /// S3 listener
+    pub s3_listen: SocketAddr,
+    /// S3 gateway settings
+    pub s3: s3_gateway::GatewayConfig,
+    /// certificate and key for HTTPS on the S3 listener
+    pub s3_tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl RawConfig {
@@ -194,8 +233,21 @@ cpu_threads = {threads}
 
 [admin]
 # /health, /metrics and maintenance endpoints. Port 0 picks a free port; the bound
-# address is written to <data_dir>/{listen_file}.
+# address is written to <data_dir>/{listen_file}. Maintenance endpoints need the token
+# in <data_dir>/admin.token, which the CLI reads.
 listen = "{admin}"
+
+[s3]
+# The S3 gateway. Port 0 picks a free port.
+listen = "{s3_listen}"
+# Region reported to clients.
+region = "{s3_region}"
+# Base domain for virtual-hosted-style requests (bucket.<domain>), port included as
+# clients send it; empty serves path-style only.
+domain = ""
+# PEM certificate chain and private key for HTTPS; both empty serves plain HTTP.
+tls_cert = ""
+tls_key = ""
 "#,
             name = d.site.name,
             data_dir = data_dir.display(),
@@ -211,6 +263,8 @@ listen = "{admin}"
             threads = d.offload.cpu_threads,
             listen_file = LISTEN_FILE,
             admin = d.admin.listen,
+            s3_listen = d.s3.listen,
+            s3_region = d.s3.region,
         )
     }
 
@@ -221,6 +275,20 @@ listen = "{admin}"
         let admin = overrides.admin_listen.clone().unwrap_or(self.admin.listen);
         let admin_listen: SocketAddr =
             admin.parse().with_context(|| format!("admin listen address {admin:?} is not IP:PORT"))?;
+        let s3_addr = overrides.s3_listen.clone().unwrap_or(self.s3.listen);
+        let s3_listen: SocketAddr =
+            s3_addr.parse().with_context(|| format!("s3 listen address {s3_addr:?} is not IP:PORT"))?;
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let s3_tls = match (self.s3.tls_cert.as_os_str().is_empty(), self.s3.tls_key.as_os_str().is_empty()) {
+            (true, true) => None,
+            (false, false) => Some((resolve(self.s3.tls_cert), resolve(self.s3.tls_key))),
+            _ => bail!("[s3] tls_cert and tls_key must be set together"),
+        };
+        let s3 = s3_gateway::GatewayConfig {
+            region: self.s3.region,
+            domain: (!self.s3.domain.is_empty()).then_some(self.s3.domain),
+            ..Default::default()
+        };
         if self.site.name.is_empty() {
             bail!("[site] name must not be empty");
         }
@@ -244,6 +312,9 @@ listen = "{admin}"
             admin_listen,
             gc_interval: period(s.gc_interval_secs),
             scrub_interval: period(s.scrub_interval_secs),
+            s3_listen,
+            s3,
+            s3_tls,
         })
     }
 }

@@ -48,6 +48,19 @@ enum Command {
         /// Admin listener address (IP:PORT, port 0 = any free port), overriding the config.
         #[arg(long)]
         admin_listen: Option<String>,
+        /// S3 listener address (IP:PORT, port 0 = any free port), overriding the config.
+        #[arg(long)]
+        s3_listen: Option<String>,
+    },
+    /// Manage S3 access keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Manage which projects may use a bucket.
+    Bucket {
+        #[command(subcommand)]
+        command: BucketCommand,
     },
     /// Run garbage collection now on the running daemon.
     Gc(AdminArgs),
@@ -55,6 +68,51 @@ enum Command {
     Scrub(AdminArgs),
     /// Recount references and look for missing chunks; exit 3 on any inconsistency.
     Check(AdminArgs),
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key for a project; prints the id and the secret (shown only once).
+    Create {
+        /// The project the key acts for: it reaches the project's buckets and those granted to it.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List keys (without secrets).
+    List(AdminArgs),
+    /// Delete a key.
+    Delete {
+        /// The access key id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum BucketCommand {
+    /// Let a project use a bucket it does not own.
+    Allow {
+        /// The bucket.
+        bucket: String,
+        /// The project to let in.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Withdraw a project's access to a bucket it does not own.
+    Revoke {
+        /// The bucket.
+        bucket: String,
+        /// The project to shut out.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -111,14 +169,30 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init { data_dir, json } => init(&data_dir, json),
-        Command::Serve { config, data_dir, admin_listen } => {
+        Command::Serve { config, data_dir, admin_listen, s3_listen } => {
             let (raw, base) = load_config(config.as_deref(), data_dir.as_deref())?;
-            let overrides = Overrides { data_dir, admin_listen };
+            let overrides = Overrides { data_dir, admin_listen, s3_listen };
             let settings = raw.settle(&overrides, &base).map_err(|e| UsageError(format!("{e:#}")))?;
             serve::serve(settings).await
         }
+        Command::Key { command } => key(command).await,
+        Command::Bucket { command } => {
+            let (method, bucket, project, admin, verb) = match command {
+                BucketCommand::Allow { bucket, project, admin } => {
+                    (reqwest::Method::PUT, bucket, project, admin, "allowed")
+                }
+                BucketCommand::Revoke { bucket, project, admin } => {
+                    (reqwest::Method::DELETE, bucket, project, admin, "revoked")
+                }
+            };
+            admin_call(&admin, method, &format!("/admin/buckets/{bucket}/grants/{project}"), None).await?;
+            print_report(&admin, &serde_json::json!({ "bucket": bucket, "project": project, verb: true }), |_| {
+                format!("{verb}: project {project} on bucket {bucket}")
+            });
+            Ok(())
+        }
         Command::Gc(args) => {
-            let report = admin_call(&args, reqwest::Method::POST, "/admin/gc").await?;
+            let report = admin_call(&args, reqwest::Method::POST, "/admin/gc", None).await?;
             print_report(&args, &report, |r| {
                 format!(
                     "gc: {} chunks, {} packs deleted, {} compacted, {} orphan packs, {} bytes freed",
@@ -132,7 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Scrub(args) => {
-            let report = admin_call(&args, reqwest::Method::POST, "/admin/scrub").await?;
+            let report = admin_call(&args, reqwest::Method::POST, "/admin/scrub", None).await?;
             print_report(&args, &report, |r| {
                 format!(
                     "scrub: {} chunks ({} bytes) verified, {} corrupt",
@@ -147,7 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Check(args) => {
-            let report = admin_call(&args, reqwest::Method::GET, "/admin/check").await?;
+            let report = admin_call(&args, reqwest::Method::GET, "/admin/check", None).await?;
             let mismatches = report["refcount_mismatches"].as_array().map_or(0, Vec::len);
             let missing = report["missing_chunks"].as_array().map_or(0, Vec::len);
             print_report(&args, &report, |r| {
@@ -203,9 +277,59 @@ fn load_config(config: Option<&Path>, data_dir: Option<&Path>) -> anyhow::Result
     }
 }
 
-async fn admin_call(args: &AdminArgs, method: reqwest::Method, path: &str) -> anyhow::Result<serde_json::Value> {
-    let base = client::admin_url(args.admin.as_deref(), args.data_dir.as_deref())?;
-    client::call(&base, method, path).await
+async fn admin_call(
+    args: &AdminArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let client = client::AdminClient::locate(args.admin.as_deref(), args.data_dir.as_deref())?;
+    client.call(method, path, body).await
+}
+
+async fn key(command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Create { project, admin } => {
+            let key = admin_call(
+                &admin,
+                reqwest::Method::POST,
+                "/admin/keys",
+                Some(serde_json::json!({ "project": project })),
+            )
+            .await?;
+            print_report(&admin, &key, |k| {
+                format!(
+                    "access key id:     {}\nsecret access key: {}\nproject:           {}\n(the secret is not shown again)",
+                    k["access_key_id"].as_str().unwrap_or(""),
+                    k["secret_access_key"].as_str().unwrap_or(""),
+                    k["project"].as_str().unwrap_or("")
+                )
+            });
+        }
+        KeyCommand::List(admin) => {
+            let keys = admin_call(&admin, reqwest::Method::GET, "/admin/keys", None).await?;
+            print_report(&admin, &keys, |k| {
+                let rows: Vec<String> = k
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|k| {
+                        format!(
+                            "{}  {}",
+                            k["access_key_id"].as_str().unwrap_or(""),
+                            k["project"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                if rows.is_empty() { "no keys".to_owned() } else { rows.join("\n") }
+            });
+        }
+        KeyCommand::Delete { id, admin } => {
+            admin_call(&admin, reqwest::Method::DELETE, &format!("/admin/keys/{id}"), None).await?;
+            print_report(&admin, &serde_json::json!({ "deleted": id }), |_| format!("deleted key {id}"));
+        }
+    }
+    Ok(())
 }
 
 fn print_report(args: &AdminArgs, report: &serde_json::Value, human: impl Fn(&serde_json::Value) -> String) {

@@ -25,14 +25,30 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(settings.admin_listen)
         .await
         .with_context(|| format!("cannot bind the admin listener on {}", settings.admin_listen))?;
+    let s3_listener = tokio::net::TcpListener::bind(settings.s3_listen)
+        .await
+        .with_context(|| format!("cannot bind the S3 listener on {}", settings.s3_listen))?;
+    let s3_tls = match &settings.s3_tls {
+        Some((cert, key)) => Some(s3_gateway::server::load_tls(cert, key).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let s3_service = s3_gateway::service(store.clone(), settings.s3.clone()).map_err(anyhow::Error::msg)?;
+    let scheme = if s3_tls.is_some() { "https" } else { "http" };
     let listeners = serde_json::json!({
         "site": settings.site_name,
         "admin": admin_listener.local_addr()?.to_string(),
+        "s3": format!("{scheme}://{}", s3_listener.local_addr()?),
     });
+    let admin_token = crate::admin::ensure_token(&settings.data_dir)?;
     let listen_file = settings.data_dir.join(LISTEN_FILE);
     write_atomically(&listen_file, &format!("{listeners}\n"))?;
 
-    let state = Arc::new(AdminState { store: store.clone(), ready: false.into(), listeners: listeners.clone() });
+    let state = Arc::new(AdminState {
+        store: store.clone(),
+        ready: false.into(),
+        listeners: listeners.clone(),
+        token: admin_token,
+    });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin_server = tokio::spawn({
         let router = admin::router(state.clone());
@@ -45,6 +61,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 .await
         }
     });
+    let s3_server = tokio::spawn(s3_gateway::server::serve(s3_listener, s3_service, s3_tls, shutdown_rx.clone()));
     let maintenance = tokio::spawn(maintenance_loop(store.clone(), settings.clone(), shutdown_rx.clone()));
 
     state.ready.store(true, Ordering::Release);
@@ -56,6 +73,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     state.ready.store(false, Ordering::Release);
     let _ = shutdown_tx.send(true);
     admin_server.await.context("admin server task")?.context("admin server")?;
+    s3_server.await.context("s3 server task")?;
     maintenance.await.context("maintenance task")?;
     store.flush().await.context("flushing metadata")?;
     let _ = std::fs::remove_file(&listen_file);

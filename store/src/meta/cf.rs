@@ -21,5 +21,12 @@ pub const PARTS: &str = "parts";
 /// read found corrupt, kept out of the index until repaired
 pub const QUARANTINE: &str = "quarantine";
 
+/// access key id → [`AccessKeyRecord`](super::values::AccessKeyRecord)
+pub const ACCESS_KEYS: &str = "access_keys";
+/// [`grant_key`](super::keys::grant_key) → [`GrantRecord`](super::values::GrantRecord):
+/// projects allowed into a bucket besides its owner
+pub const GRANTS: &str = "grants";
+
 /// Every column family, in creation order.
-pub const ALL: [&str; 9] = [BUCKETS, OBJECTS, MANIFESTS, CHUNKS, REFCOUNTS, PACKS, UPLOADS, PARTS, QUARANTINE];
+pub const ALL: [&str; 11] =
+    [BUCKETS, OBJECTS, MANIFESTS, CHUNKS, REFCOUNTS, PACKS, UPLOADS, PARTS, QUARANTINE, ACCESS_KEYS, GRANTS];

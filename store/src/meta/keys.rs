@@ -85,6 +85,13 @@ pub fn decode_pack_key(raw: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(raw.try_into().ok()?))
 }
 
+/// `[len(bucket)][bucket][project]`: a bucket's grants are contiguous.
+pub fn grant_key(bucket: &str, project: &str) -> Vec<u8> {
+    let mut k = bucket_prefix(bucket);
+    k.extend_from_slice(project.as_bytes());
+    k
+}
+
 /// The smallest key greater than every key starting with `prefix`, if any.
 pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();

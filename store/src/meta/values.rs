@@ -204,6 +204,35 @@ impl Record for QuarantineRecord {
     const VERSION: u8 = 1;
 }
 
+/// An S3 access key. The secret is kept in clear because SigV4 verification needs it
+/// (as in every S3 server); the data dir is the operator's to protect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKeyRecord {
+    /// the secret
+    pub secret: String,
+    /// the project whose buckets this key reaches
+    pub project: String,
+    /// creation time, ms since the Unix epoch
+    pub created_ms: i64,
+}
+
+impl Record for AccessKeyRecord {
+    const KIND: &'static str = "access key";
+    const VERSION: u8 = 1;
+}
+
+/// A project allowed into another project's bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// when it was granted, ms since the Unix epoch
+    pub created_ms: i64,
+}
+
+impl Record for GrantRecord {
+    const KIND: &'static str = "grant";
+    const VERSION: u8 = 1;
+}
+
 /// Reference counts: `[version][i64 BE]`, summed by RocksDB's merge operator so that
 /// concurrent commits never read-modify-write.
 pub mod refcount {

@@ -1,0 +1,141 @@
+//! Who may do what.
+//!
+//! - [`KeyAuth`] gives s3s the secret of an access key (SigV4 verification is s3s's).
+//! - [`ProjectAccess`] runs before any body is read: it refuses anonymous requests,
+//!   SigV2, browser form uploads and presigned URLs valid for more than the limit; then
+//!   lets a key reach only buckets its project owns or was granted.
+
+use crate::GatewayConfig;
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::dto::{CopyObjectInput, CopySource, UploadPartCopyInput};
+use s3s::path::S3Path;
+use s3s::{S3Request, S3Result, s3_error};
+use std::sync::Arc;
+use store::{Store, StoreError};
+
+/// Secrets from the store's access keys.
+pub struct KeyAuth {
+    store: Arc<Store>,
+}
+
+impl KeyAuth {
+    /// Over `store`'s keys.
+    pub fn new(store: Arc<Store>) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Auth for KeyAuth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        match self.store.access_key(access_key).map_err(crate::error::from_store)? {
+            Some(record) => Ok(SecretKey::from(record.secret)),
+            None => Err(s3_error!(InvalidAccessKeyId, "the access key {access_key} does not exist")),
+        }
+    }
+}
+
+/// Per-project bucket access.
+pub struct ProjectAccess {
+    store: Arc<Store>,
+    max_presign_secs: u64,
+}
+
+impl ProjectAccess {
+    /// Over `store`'s keys and grants.
+    pub fn new(store: Arc<Store>, config: &GatewayConfig) -> Self {
+        Self { store, max_presign_secs: config.max_presign_secs }
+    }
+
+    fn project_of(&self, access_key: &str) -> S3Result<String> {
+        match self.store.access_key(access_key).map_err(crate::error::from_store)? {
+            Some(record) => Ok(record.project),
+            None => Err(s3_error!(InvalidAccessKeyId)),
+        }
+    }
+
+    /// Whether `project` may use `bucket`; a missing bucket passes, so the operation
+    /// itself answers NoSuchBucket.
+    fn check_bucket(&self, project: &str, bucket: &str) -> S3Result<()> {
+        match self.store.bucket_allows(bucket, project) {
+            Ok(true) | Err(StoreError::NoSuchBucket(_)) => Ok(()),
+            Ok(false) => Err(s3_error!(AccessDenied, "project {project} has no access to bucket {bucket}")),
+            Err(e) => Err(crate::error::from_store(e)),
+        }
+    }
+
+    fn check_copy_source<T>(&self, req: &S3Request<T>, source: &CopySource) -> S3Result<()> {
+        let Some(credentials) = &req.credentials else { return Err(s3_error!(AccessDenied)) };
+        let project = self.project_of(&credentials.access_key)?;
+        match source {
+            CopySource::Bucket { bucket, .. } => self.check_bucket(&project, bucket),
+            _ => Err(s3_error!(NotImplemented, "copy sources other than buckets are not supported")),
+        }
+    }
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
+#[async_trait::async_trait]
+impl S3Access for ProjectAccess {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let query = cx.uri().query().unwrap_or("");
+        let sig_v2_header = cx
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("AWS "));
+        if sig_v2_header || query_param(query, "Signature").is_some() || query_param(query, "AWSAccessKeyId").is_some()
+        {
+            return Err(s3_error!(AccessDenied, "signature version 2 is not accepted; sign requests with SigV4"));
+        }
+        if cx.s3_op().name() == "PostObject" {
+            return Err(s3_error!(NotImplemented, "browser form uploads (POST Object) are not supported; use PUT"));
+        }
+        if let Some(expires) = query_param(query, "X-Amz-Expires") {
+            let secs: u64 = expires
+                .parse()
+                .map_err(|_| s3_error!(AuthorizationQueryParametersError, "X-Amz-Expires is not a number"))?;
+            if secs > self.max_presign_secs {
+                return Err(s3_error!(
+                    AuthorizationQueryParametersError,
+                    "X-Amz-Expires must be at most {} seconds (7 days)",
+                    self.max_presign_secs
+                ));
+            }
+        }
+        let Some(credentials) = cx.credentials() else {
+            return Err(s3_error!(AccessDenied, "anonymous access is off; sign the request with an access key"));
+        };
+        let project = self.project_of(&credentials.access_key)?;
+        match cx.s3_path() {
+            S3Path::Root => Ok(()),
+            // Anyone with a key may create a bucket; it belongs to their project.
+            S3Path::Bucket { .. } if cx.s3_op().name() == "CreateBucket" => Ok(()),
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => {
+                let bucket = bucket.to_string();
+                self.check_bucket(&project, &bucket)
+            }
+        }
+    }
+
+    async fn copy_object(&self, req: &mut S3Request<CopyObjectInput>) -> S3Result<()> {
+        self.check_copy_source(req, &req.input.copy_source)
+    }
+
+    async fn upload_part_copy(&self, req: &mut S3Request<UploadPartCopyInput>) -> S3Result<()> {
+        self.check_copy_source(req, &req.input.copy_source)
+    }
+}
+
+/// The project of the key that signed `req`.
+pub(crate) fn project<T>(store: &Store, req: &S3Request<T>) -> S3Result<String> {
+    let Some(credentials) = &req.credentials else { return Err(s3_error!(AccessDenied)) };
+    match store.access_key(&credentials.access_key).map_err(crate::error::from_store)? {
+        Some(record) => Ok(record.project),
+        None => Err(s3_error!(InvalidAccessKeyId)),
+    }
+}

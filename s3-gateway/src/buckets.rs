@@ -1,0 +1,82 @@
+//! Bucket operations: ListBuckets, CreateBucket, DeleteBucket, HeadBucket, GetBucketLocation.
+
+use crate::error::from_store;
+use crate::{Gateway, access};
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+use store::StoreError;
+
+pub(crate) fn timestamp(ms: i64) -> Timestamp {
+    Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
+impl Gateway {
+    pub(crate) async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let project = access::project(&self.store, &req)?;
+        let mut buckets = Vec::new();
+        for (name, record) in self.store.list_buckets().map_err(from_store)? {
+            if self.store.bucket_allows(&name, &project).map_err(from_store)? {
+                buckets.push(Bucket {
+                    name: Some(name),
+                    creation_date: Some(timestamp(record.created_ms)),
+                    bucket_region: Some(self.config.region.clone()),
+                });
+            }
+        }
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            owner: Some(Owner { id: Some(project.clone()), display_name: Some(project) }),
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let project = access::project(&self.store, &req)?;
+        let bucket = &req.input.bucket;
+        match self.store.create_bucket(bucket, &project).await {
+            Ok(()) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{bucket}")) })),
+            Err(StoreError::BucketExists(_)) => {
+                let owner = self.store.bucket(bucket).map_err(from_store)?.owner;
+                if owner == project {
+                    Err(s3_error!(BucketAlreadyOwnedByYou, "you already own bucket {bucket}"))
+                } else {
+                    Err(s3_error!(
+                        BucketAlreadyExists,
+                        "bucket {bucket} belongs to another project; choose another name"
+                    ))
+                }
+            }
+            Err(e) => Err(from_store(e)),
+        }
+    }
+
+    pub(crate) async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.store.delete_bucket(&req.input.bucket).await.map_err(from_store)?;
+        Ok(S3Response::new(DeleteBucketOutput {}))
+    }
+
+    pub(crate) async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.store.bucket(&req.input.bucket).map_err(from_store)?;
+        Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(self.config.region.clone()), ..Default::default() }))
+    }
+
+    pub(crate) async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.store.bucket(&req.input.bucket).map_err(from_store)?;
+        // us-east-1 is reported as an empty constraint, as AWS does.
+        let location_constraint =
+            (self.config.region != "us-east-1").then(|| BucketLocationConstraint::from(self.config.region.clone()));
+        Ok(S3Response::new(GetBucketLocationOutput { location_constraint }))
+    }
+}

@@ -1,0 +1,470 @@
+//! Object operations: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects,
+//! CopyObject; and what they share with multipart (body ingest and verification,
+//! metadata, conditional requests).
+
+use crate::Gateway;
+use crate::buckets::timestamp;
+use crate::checksum;
+use crate::error::from_store;
+use bytes::Bytes;
+use futures::StreamExt;
+use hw_offload::ChecksumAlgo;
+use s3s::dto::*;
+use s3s::{S3Error, S3Request, S3Response, S3Result, s3_error};
+use store::{IngestOptions, Ingested, ObjectInfo, ObjectMeta};
+
+/// Parses an `Expires` value kept as text back into a timestamp (unparseable: omitted).
+fn parse_expires(text: &Option<String>) -> Option<Timestamp> {
+    text.as_deref().and_then(|t| Timestamp::parse(TimestampFormat::HttpDate, t).ok())
+}
+
+/// The HTTP metadata S3 clients set on upload.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn object_meta(
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    expires: Option<Timestamp>,
+    metadata: Option<Metadata>,
+) -> ObjectMeta {
+    // aws-chunked is the transfer framing of this request, not the object's encoding.
+    let content_encoding = content_encoding
+        .map(|e| {
+            e.split(',').map(str::trim).filter(|t| !t.eq_ignore_ascii_case("aws-chunked")).collect::<Vec<_>>().join(",")
+        })
+        .filter(|e| !e.is_empty());
+    let expires = expires.and_then(|t| {
+        let mut out = Vec::new();
+        t.format(TimestampFormat::HttpDate, &mut out).ok()?;
+        String::from_utf8(out).ok()
+    });
+    ObjectMeta {
+        content_type,
+        cache_control,
+        content_disposition,
+        content_encoding,
+        content_language,
+        expires,
+        user: metadata.unwrap_or_default().into_iter().collect(),
+    }
+}
+
+/// What a client declared about a body it sends.
+pub(crate) struct Declared {
+    pub(crate) content_length: Option<i64>,
+    pub(crate) md5: Option<[u8; 16]>,
+    pub(crate) algorithm: Option<ChecksumAlgo>,
+    pub(crate) header_checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
+}
+
+impl Declared {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        content_length: Option<i64>,
+        content_md5: Option<&String>,
+        algorithm: Option<&ChecksumAlgorithm>,
+        fields: [&Option<String>; 5],
+    ) -> S3Result<Self> {
+        Ok(Self {
+            content_length,
+            md5: checksum::content_md5(content_md5)?,
+            algorithm: algorithm.map(checksum::algo_from_s3).transpose()?,
+            header_checksums: checksum::from_fields(fields)?,
+        })
+    }
+
+    fn algorithms(&self) -> Vec<ChecksumAlgo> {
+        let mut algos: Vec<ChecksumAlgo> = self.header_checksums.iter().map(|(a, _)| *a).collect();
+        algos.extend(self.algorithm);
+        algos.dedup();
+        algos
+    }
+}
+
+impl Gateway {
+    /// Streams a request body into the store and checks it against what the client
+    /// declared, trailers included. Nothing is visible until the caller commits.
+    pub(crate) async fn ingest_body(
+        &self,
+        body: Option<StreamingBlob>,
+        declared: &Declared,
+        trailers: Option<&s3s::TrailingHeaders>,
+        allow_inline: bool,
+        max_bytes: u64,
+    ) -> S3Result<Ingested> {
+        if let Some(len) = declared.content_length
+            && len as u64 > max_bytes
+        {
+            return Err(s3_error!(EntityTooLarge, "{len} bytes is over the limit of {max_bytes}"));
+        }
+        let body = body.ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
+        let opts = IngestOptions { checksums: declared.algorithms(), allow_inline, max_bytes };
+        let ingested = self.store.ingest(body, &opts).await.map_err(from_store)?;
+        if let Some(len) = declared.content_length
+            && len as u64 != ingested.size()
+        {
+            return Err(s3_error!(IncompleteBody, "received {} bytes, Content-Length said {len}", ingested.size()));
+        }
+        // Trailers are complete only now that the body was read to its end.
+        let trailer_map = trailers.and_then(|t| t.take());
+        let mut expected = declared.header_checksums.clone();
+        expected.extend(checksum::from_trailers(trailer_map.as_ref())?);
+        match store::check_digests(&ingested, declared.md5, &expected) {
+            Ok(()) => Ok(ingested),
+            Err(store::StoreError::DigestMismatch { algo, .. }) => Err(checksum::mismatch(algo)),
+            Err(e) => Err(from_store(e)),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
+    pub(crate) async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        self.store.bucket(&input.bucket).map_err(from_store)?;
+        if let Some(cond) = &input.if_none_match {
+            // Conditional create: fail if the key exists.
+            if matches!(cond, ETagCondition::Any) && self.store.head_object(&input.bucket, &input.key).is_ok() {
+                return Err(s3_error!(PreconditionFailed, "the key exists and If-None-Match: * was sent"));
+            }
+        }
+        let declared = Declared::new(
+            input.content_length,
+            input.content_md5.as_ref(),
+            input.checksum_algorithm.as_ref(),
+            [
+                &input.checksum_crc32,
+                &input.checksum_crc32c,
+                &input.checksum_crc64nvme,
+                &input.checksum_sha1,
+                &input.checksum_sha256,
+            ],
+        )?;
+        let ingested = self
+            .ingest_body(input.body, &declared, req.trailing_headers.as_ref(), true, self.config.max_object_bytes)
+            .await?;
+        let meta = object_meta(
+            input.content_type,
+            input.cache_control,
+            input.content_disposition,
+            input.content_encoding,
+            input.content_language,
+            input.expires,
+            input.metadata,
+        );
+        let etag = hex::encode(ingested.digests().md5);
+        let info = self
+            .store
+            .commit_object(&input.bucket, &input.key, meta, ingested, etag, Vec::new())
+            .await
+            .map_err(from_store)?;
+        let (fields, checksum_type) = checksum::to_fields(&info.checksums, 0);
+        let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] = fields;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(info.etag)),
+            checksum_crc32,
+            checksum_crc32c,
+            checksum_crc64nvme,
+            checksum_sha1,
+            checksum_sha256,
+            checksum_type,
+            size: Some(info.size as i64),
+            ..Default::default()
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
+    pub(crate) async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let open = self.store.open_object(&input.bucket, &input.key).map_err(from_store)?;
+        let info = &open.info;
+        check_conditions(
+            info,
+            &input.if_match,
+            &input.if_none_match,
+            &input.if_modified_since,
+            &input.if_unmodified_since,
+        )?;
+        let range = requested_range(info, input.range.as_ref(), input.part_number)?;
+        let partial = range.is_some();
+        let (range, stream) = open.read(range).map_err(from_store)?;
+        let head = Head::of(info, input.checksum_mode.as_ref(), !partial);
+        let stream = stream.map(|piece| piece.map_err(|e| std::io::Error::other(e.to_string())));
+        let body = StreamingBlob::wrap(sync_wrapper::SyncStream::new(stream));
+        let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] = head.checksums;
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(body),
+            content_length: Some((range.end - range.start) as i64),
+            content_range: partial
+                .then(|| format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), info.size)),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(ETag::Strong(info.etag.clone())),
+            last_modified: Some(timestamp(info.mtime_ms)),
+            content_type: head.content_type,
+            cache_control: info.meta.cache_control.clone(),
+            content_disposition: info.meta.content_disposition.clone(),
+            content_encoding: info.meta.content_encoding.clone(),
+            content_language: info.meta.content_language.clone(),
+            expires: parse_expires(&info.meta.expires),
+            metadata: head.metadata,
+            parts_count: head.parts_count,
+            checksum_crc32,
+            checksum_crc32c,
+            checksum_crc64nvme,
+            checksum_sha1,
+            checksum_sha256,
+            checksum_type: head.checksum_type,
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        let info = self.store.head_object(&input.bucket, &input.key).map_err(from_store)?;
+        check_conditions(
+            &info,
+            &input.if_match,
+            &input.if_none_match,
+            &input.if_modified_since,
+            &input.if_unmodified_since,
+        )?;
+        let range = requested_range(&info, input.range.as_ref(), input.part_number)?;
+        let length = range.as_ref().map_or(info.size, |r| r.end.min(info.size) - r.start);
+        let head = Head::of(&info, input.checksum_mode.as_ref(), range.is_none());
+        let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] = head.checksums;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(length as i64),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(ETag::Strong(info.etag.clone())),
+            last_modified: Some(timestamp(info.mtime_ms)),
+            content_type: head.content_type,
+            cache_control: info.meta.cache_control.clone(),
+            content_disposition: info.meta.content_disposition.clone(),
+            content_encoding: info.meta.content_encoding.clone(),
+            content_language: info.meta.content_language.clone(),
+            expires: parse_expires(&info.meta.expires),
+            metadata: head.metadata,
+            parts_count: head.parts_count,
+            checksum_crc32,
+            checksum_crc32c,
+            checksum_crc64nvme,
+            checksum_sha1,
+            checksum_sha256,
+            checksum_type: head.checksum_type,
+            ..Default::default()
+        }))
+    }
+
+    pub(crate) async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.store.delete_object(&req.input.bucket, &req.input.key).await.map_err(from_store)?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    pub(crate) async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        self.store.bucket(&input.bucket).map_err(from_store)?;
+        if input.delete.objects.len() > 1000 {
+            return Err(s3_error!(MalformedXML, "at most 1000 keys per DeleteObjects request"));
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for object in input.delete.objects {
+            match self.store.delete_object(&input.bucket, &object.key).await {
+                Ok(()) if quiet => {}
+                Ok(()) => deleted.push(DeletedObject { key: Some(object.key), ..Default::default() }),
+                Err(e) => {
+                    let e = from_store(e);
+                    errors.push(Error {
+                        code: Some(e.code().as_str().to_owned()),
+                        key: Some(object.key),
+                        message: e.message().map(str::to_owned),
+                        version_id: None,
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
+    pub(crate) async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        let (src_bucket, src_key) = copy_source(&input.copy_source)?;
+        let source = self.store.head_object(src_bucket, src_key).map_err(from_store)?;
+        check_copy_conditions(
+            &source,
+            &input.copy_source_if_match,
+            &input.copy_source_if_none_match,
+            &input.copy_source_if_modified_since,
+            &input.copy_source_if_unmodified_since,
+        )?;
+        let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if !replace && src_bucket == input.bucket && src_key == input.key {
+            return Err(s3_error!(
+                InvalidRequest,
+                "copying an object onto itself changes nothing; set the metadata directive to REPLACE"
+            ));
+        }
+        let meta = replace.then(|| {
+            object_meta(
+                input.content_type,
+                input.cache_control,
+                input.content_disposition,
+                input.content_encoding,
+                input.content_language,
+                input.expires,
+                input.metadata,
+            )
+        });
+        let info =
+            self.store.copy_object(src_bucket, src_key, &input.bucket, &input.key, meta).await.map_err(from_store)?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(ETag::Strong(info.etag)),
+                last_modified: Some(timestamp(info.mtime_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+/// What GET and HEAD answer besides the body.
+struct Head {
+    content_type: Option<String>,
+    metadata: Option<Metadata>,
+    parts_count: Option<i32>,
+    checksums: checksum::Fields,
+    checksum_type: Option<ChecksumType>,
+}
+
+impl Head {
+    fn of(info: &ObjectInfo, mode: Option<&ChecksumMode>, whole_object: bool) -> Self {
+        let parts = info.part_sizes.len();
+        // Checksums describe the whole object: a range must not carry them, or clients
+        // that validate responses would reject correct bytes.
+        let enabled = mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED) && whole_object;
+        let (checksums, checksum_type) =
+            if enabled { checksum::to_fields(&info.checksums, parts) } else { (Default::default(), None) };
+        Self {
+            content_type: Some(info.meta.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into())),
+            metadata: (!info.meta.user.is_empty()).then(|| info.meta.user.clone().into_iter().collect()),
+            parts_count: (parts > 0).then_some(parts as i32),
+            checksums,
+            checksum_type,
+        }
+    }
+}
+
+pub(crate) fn copy_source(source: &CopySource) -> S3Result<(&str, &str)> {
+    match source {
+        CopySource::Bucket { bucket, key, version_id: None } => Ok((bucket, key)),
+        CopySource::Bucket { .. } => Err(s3_error!(NotImplemented, "versioned copy sources are not supported")),
+        _ => Err(s3_error!(NotImplemented, "copy sources other than bucket/key are not supported")),
+    }
+}
+
+/// The byte range a GET or HEAD asks for: a Range header or a part number.
+fn requested_range(
+    info: &ObjectInfo,
+    range: Option<&Range>,
+    part: Option<i32>,
+) -> S3Result<Option<std::ops::Range<u64>>> {
+    match (range, part) {
+        (Some(_), Some(_)) => Err(s3_error!(InvalidRequest, "Range and partNumber cannot be used together")),
+        (Some(r), None) => {
+            if info.size == 0 {
+                return Err(s3_error!(InvalidRange, "the object is empty"));
+            }
+            Ok(Some(r.check(info.size)?))
+        }
+        (None, Some(n)) if n >= 1 && info.part_sizes.is_empty() && n == 1 => Ok(None),
+        (None, Some(n)) if n >= 1 && (n as usize) <= info.part_sizes.len() => {
+            let start: u64 = info.part_sizes[..n as usize - 1].iter().sum();
+            Ok(Some(start..start + info.part_sizes[n as usize - 1]))
+        }
+        (None, Some(n)) => Err(crate::error::custom(
+            "InvalidPartNumber",
+            http::StatusCode::RANGE_NOT_SATISFIABLE,
+            format!("part {n} does not exist"),
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => e.value() == etag,
+    }
+}
+
+/// RFC 9110 §13.2.2 order: If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since.
+fn check_conditions(
+    info: &ObjectInfo,
+    if_match: &Option<ETagCondition>,
+    if_none_match: &Option<ETagCondition>,
+    if_modified_since: &Option<Timestamp>,
+    if_unmodified_since: &Option<Timestamp>,
+) -> S3Result<()> {
+    let modified = timestamp(info.mtime_ms / 1000 * 1000);
+    if let Some(cond) = if_match {
+        if !etag_matches(cond, &info.etag) {
+            return Err(s3_error!(PreconditionFailed, "If-Match does not match the object's ETag"));
+        }
+    } else if let Some(t) = if_unmodified_since
+        && modified > *t
+    {
+        return Err(s3_error!(PreconditionFailed, "the object was modified since If-Unmodified-Since"));
+    }
+    if let Some(cond) = if_none_match {
+        if etag_matches(cond, &info.etag) {
+            return Err(not_modified(info));
+        }
+    } else if let Some(t) = if_modified_since
+        && modified <= *t
+    {
+        return Err(not_modified(info));
+    }
+    Ok(())
+}
+
+fn not_modified(info: &ObjectInfo) -> S3Error {
+    let mut e = s3_error!(NotModified);
+    let mut headers = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", info.etag)) {
+        headers.insert(http::header::ETAG, v);
+    }
+    e.set_headers(headers);
+    e
+}
+
+/// Copy-source conditions fail with 412 in every case, as S3 does.
+pub(crate) fn check_copy_conditions(
+    info: &ObjectInfo,
+    if_match: &Option<ETagCondition>,
+    if_none_match: &Option<ETagCondition>,
+    if_modified_since: &Option<Timestamp>,
+    if_unmodified_since: &Option<Timestamp>,
+) -> S3Result<()> {
+    check_conditions(info, if_match, if_none_match, if_modified_since, if_unmodified_since).map_err(|e| {
+        if *e.code() == s3s::S3ErrorCode::NotModified {
+            s3_error!(PreconditionFailed, "a copy-source condition failed")
+        } else {
+            e
+        }
+    })
+}
+
+/// A source object's range as a request body, for UploadPartCopy.
+pub(crate) fn range_body(stream: store::ObjectStream) -> StreamingBlob {
+    let stream =
+        stream.map(|piece: Result<Bytes, store::StoreError>| piece.map_err(|e| std::io::Error::other(e.to_string())));
+    StreamingBlob::wrap(sync_wrapper::SyncStream::new(stream))
+}
