@@ -41,7 +41,7 @@ impl Daemon {
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0"])
             .args(extra_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -62,6 +62,23 @@ impl Daemon {
     /// The admin listener's base URL.
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.listeners["admin"].as_str().expect("admin address"))
+    }
+
+    /// The S3 endpoint URL.
+    pub fn s3_url(&self) -> String {
+        self.listeners["s3"].as_str().expect("s3 address").to_owned()
+    }
+
+    /// Creates an access key for `project` with the CLI; returns (id, secret).
+    pub fn create_key(&self, bin: &str, project: &str) -> (String, String) {
+        let out = Command::new(bin)
+            .args(["key", "create", "--project", project, "--json", "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .expect("run clusster key create");
+        assert!(out.status.success(), "key create: {}", String::from_utf8_lossy(&out.stderr));
+        let key: serde_json::Value = serde_json::from_slice(&out.stdout).expect("key create --json prints JSON");
+        (key["access_key_id"].as_str().unwrap().to_owned(), key["secret_access_key"].as_str().unwrap().to_owned())
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit status.
