@@ -62,7 +62,7 @@ impl Gateway {
             ],
         )?;
         // Fail fast on a wrong upload id, before reading the body.
-        self.store.list_parts(&input.bucket, &input.key, &input.upload_id, u32::MAX, 0).map_err(from_store)?;
+        self.store.upload_checksum(&input.bucket, &input.key, &input.upload_id).map_err(from_store)?;
         let ingested = self
             .ingest_body(input.body, &declared, req.trailing_headers.as_ref(), false, self.config.max_part_bytes)
             .await?;
@@ -107,7 +107,7 @@ impl Gateway {
             }
             None => None,
         };
-        self.store.list_parts(&input.bucket, &input.key, &input.upload_id, u32::MAX, 0).map_err(from_store)?;
+        self.store.upload_checksum(&input.bucket, &input.key, &input.upload_id).map_err(from_store)?;
         let (range, stream) = open.read(range).map_err(from_store)?;
         // The bytes go through ingest, so every whole chunk dedups against the source.
         let declared = Declared {

@@ -10,6 +10,7 @@
 //! - [`ingest`]: the streaming write pipeline (chunk, hash, compress, dedup, pack);
 //! - [`objects`]: buckets and objects: commit, read, list, copy, delete;
 //! - [`multipart`]: multipart uploads;
+//! - `read`: the read path: coalesced ranged reads of neighbouring chunks, verified in batches;
 //! - [`gc`]: garbage collection of unreferenced chunks and packs;
 //! - [`scrub`]: verification of every stored chunk, quarantine of bad ones;
 //! - [`metrics`]: counters for `/metrics`;
@@ -37,6 +38,7 @@ pub mod meta;
 pub mod metrics;
 pub mod multipart;
 pub mod objects;
+mod read;
 pub mod scrub;
 
 pub use chunks::ChunkBackend;

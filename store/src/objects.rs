@@ -488,22 +488,7 @@ impl OpenObject {
                 StoreMetrics::add(&store.metrics().bytes_read, piece.len() as u64);
                 futures::stream::once(async move { Ok(piece) }).boxed()
             }
-            Body::Manifest(id) => {
-                let pieces = covering_chunks(&store.manifest(*id)?, range.clone());
-                let store = store.clone();
-                let read_ahead = store.config.read_ahead_chunks;
-                futures::stream::iter(pieces)
-                    .map(move |(chunk, within)| {
-                        let store = store.clone();
-                        async move {
-                            let data = store.read_chunk(&chunk).await?;
-                            StoreMetrics::add(&store.metrics().bytes_read, within.len() as u64);
-                            Ok(data.slice(within))
-                        }
-                    })
-                    .buffered(read_ahead)
-                    .boxed()
-            }
+            Body::Manifest(id) => store.stream_chunks(covering_chunks(&store.manifest(*id)?, range.clone())).boxed(),
         };
         Ok((range, stream))
     }

@@ -1,0 +1,134 @@
+//! The read path for chunked objects: the chunks covering a range are looked up a
+//! window at a time, neighbours in the same pack are fetched with one ranged read (a
+//! freshly written object is contiguous in its packs), and each window's chunks are
+//! decoded and verified as one batch on the offload engine.
+
+use crate::Store;
+use crate::error::StoreError;
+use crate::frame;
+use crate::meta::values::{ChunkLoc, ChunkRef};
+use crate::meta::{cf, keys};
+use crate::metrics::StoreMetrics;
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+use hw_offload::{Job, JobError, Step};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Chunks whose locations are looked up together.
+const WINDOW_CHUNKS: usize = 128;
+/// Largest single ranged read: bounds memory per read in flight.
+const MAX_RUN_BYTES: u64 = 1 << 20;
+
+/// Neighbouring chunks fetched with one ranged read.
+struct Run {
+    pack: u64,
+    start: u64,
+    end: u64,
+    /// each chunk, its location, and the slice of its plain bytes wanted
+    chunks: Vec<(ChunkRef, ChunkLoc, Range<usize>)>,
+}
+
+impl Store {
+    /// Streams `pieces` (chunks and the slice of each wanted), verified.
+    pub(crate) fn stream_chunks(
+        self: &Arc<Self>,
+        pieces: Vec<(ChunkRef, Range<usize>)>,
+    ) -> impl futures::Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
+        let windows: Vec<Vec<(ChunkRef, Range<usize>)>> = pieces.chunks(WINDOW_CHUNKS).map(<[_]>::to_vec).collect();
+        let planner = self.clone();
+        let reader = self.clone();
+        // Each run is a few MiB at most; keep about as many bytes in flight as the
+        // per-chunk read-ahead would.
+        let runs_in_flight = (self.config.read_ahead_chunks / 2).max(2);
+        stream::iter(windows)
+            .map(move |window| planner.plan_runs(window))
+            .flat_map(|planned| {
+                let items: Vec<Result<Run, StoreError>> = match planned {
+                    Ok(runs) => runs.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                stream::iter(items)
+            })
+            .map(move |run| {
+                let store = reader.clone();
+                async move { store.read_run(run?).await }
+            })
+            .buffered(runs_in_flight)
+            .flat_map(|pieces| {
+                let items: Vec<Result<Bytes, StoreError>> = match pieces {
+                    Ok(p) => p.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                stream::iter(items)
+            })
+    }
+
+    /// Looks up a window's locations and groups neighbours into runs.
+    fn plan_runs(&self, window: Vec<(ChunkRef, Range<usize>)>) -> Result<Vec<Run>, StoreError> {
+        let mut runs: Vec<Run> = Vec::new();
+        for (chunk, within) in window {
+            let loc = self
+                .meta
+                .get::<ChunkLoc>(cf::CHUNKS, &keys::chunk_key(&chunk.id))?
+                .ok_or(StoreError::MissingChunk(chunk.id))?;
+            let end = loc.offset + loc.frame_len as u64;
+            match runs.last_mut() {
+                Some(run) if run.pack == loc.pack && run.end == loc.offset && end - run.start <= MAX_RUN_BYTES => {
+                    run.end = end;
+                    run.chunks.push((chunk, loc, within));
+                }
+                _ => runs.push(Run { pack: loc.pack, start: loc.offset, end, chunks: vec![(chunk, loc, within)] }),
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Fetches a run with one ranged read and verifies its chunks as one batch.
+    async fn read_run(&self, run: Run) -> Result<Vec<Bytes>, StoreError> {
+        let raw = match self.chunks.read(run.pack, run.start, (run.end - run.start) as u32).await {
+            Ok(raw) => raw,
+            // GC may have moved these chunks since the lookup: read each anew.
+            Err(_) => {
+                let mut out = Vec::with_capacity(run.chunks.len());
+                for (chunk, _, within) in run.chunks {
+                    out.push(self.read_chunk(&chunk).await?.slice(within));
+                }
+                return Ok(out);
+            }
+        };
+        let mut jobs = Vec::with_capacity(run.chunks.len());
+        for (chunk, loc, _) in &run.chunks {
+            let at = (loc.offset - run.start) as usize;
+            let bytes = raw.slice(at..at + loc.frame_len as usize);
+            let (header, payload) = match frame::decode(&bytes) {
+                Ok(decoded) => decoded,
+                Err(e) => return Err(self.quarantine(chunk.id, *loc, e.to_string()).await),
+            };
+            if header.id != chunk.id || header.plain_len != chunk.len {
+                let reason = format!("frame names chunk {} of {} bytes", header.id, header.plain_len);
+                return Err(self.quarantine(chunk.id, *loc, reason).await);
+            }
+            jobs.push(Job::encoded(
+                payload,
+                header.codec,
+                vec![Step::Decompress { codec: header.codec, plain_len: header.plain_len }, Step::Verify(chunk.id)],
+            ));
+        }
+        let results = self.offload.submit(jobs).await;
+        let mut out = Vec::with_capacity(results.len());
+        for ((chunk, loc, within), result) in run.chunks.into_iter().zip(results) {
+            match result {
+                Ok(plain) => {
+                    StoreMetrics::add(&self.metrics().bytes_read, within.len() as u64);
+                    out.push(plain.data.slice(within));
+                }
+                Err(e @ (JobError::Corrupt { .. } | JobError::Decode { .. })) => {
+                    return Err(self.quarantine(chunk.id, loc, e.to_string()).await);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+}
