@@ -72,7 +72,13 @@ async fn admin_endpoints_and_maintenance_verbs() {
             .unwrap_or_else(|e| panic!("{verb} --json printed {:?}: {e}", text(&out.stdout)));
         assert!(report.is_object(), "{verb}: {report}");
     }
-    let human = clusster(&["check", "--admin", &base]);
+    // The operator endpoints need the data dir's token; without it they are refused.
+    let anonymous = http.post(format!("{base}/admin/gc")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["content-type"], "application/problem+json");
+    let forged = http.post(format!("{base}/admin/gc")).bearer_auth("0".repeat(64)).send().await.unwrap();
+    assert_eq!(forged.status(), 401);
+    let human = clusster(&["check", "--admin", &base, "--data-dir", data_dir]);
     assert!(text(&human.stdout).starts_with("check: 0 objects"), "{}", text(&human.stdout));
     assert!(daemon.stop().success());
 
