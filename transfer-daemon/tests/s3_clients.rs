@@ -195,3 +195,112 @@ fn aws_cli_copies_syncs_and_uses_multipart() {
     aws(&["s3", "rb", "s3://climate"]);
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn boto3_over_tls_sends_trailers_and_uploads_multipart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    let config = dir.path().join("clusster.toml");
+    std::fs::write(&config, format!("[s3]\ntls_cert = {:?}\ntls_key = {:?}\n", cert, key)).unwrap();
+    let daemon = Daemon::start(BIN, &dir.path().join("site"), &["--config", config.to_str().unwrap()]);
+    let endpoint = daemon.s3_url();
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    let (id, secret) = daemon.create_key(BIN, "genomics");
+    let script = r#"
+import io, os, sys, boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+endpoint, key_id, secret, cert = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret,
+                  region_name="us-east-1", verify=cert, config=Config(s3={"addressing_style": "path"}))
+s3.create_bucket(Bucket="seq")
+data = os.urandom(3 * 1024 * 1024 + 17)
+# Over https boto3 sends the body aws-chunked with a CRC32 trailer.
+put = s3.put_object(Bucket="seq", Key="reads.fastq", Body=data)
+assert "ChecksumCRC32" in put, put
+got = s3.get_object(Bucket="seq", Key="reads.fastq", ChecksumMode="ENABLED")
+assert got["Body"].read() == data
+assert got["ChecksumCRC32"] == put["ChecksumCRC32"]
+big = os.urandom(12 * 1024 * 1024)
+s3.upload_fileobj(io.BytesIO(big), "seq", "big.bam",
+                  Config=TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024))
+head = s3.head_object(Bucket="seq", Key="big.bam")
+assert head["ContentLength"] == len(big) and head["ETag"].endswith('-3"'), head
+out = io.BytesIO()
+s3.download_fileobj("seq", "big.bam", out)
+assert out.getvalue() == big
+try:
+    s3.put_object(Bucket="seq", Key="bad", Body=b"payload", ChecksumCRC32="AAAAAA==")
+    sys.exit("a wrong checksum was accepted")
+except s3.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "BadDigest", e.response
+print("boto3", boto3.__version__, "ok")
+"#;
+    let out = run(Command::new("python3").args(["-c", script, &endpoint, &id, &secret, cert.to_str().unwrap()]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    assert!(daemon.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_s3_client_round_trips() {
+    use object_store::aws::AmazonS3Builder;
+    use object_store::{ObjectStore, PutPayload, path::Path as ObjectPath};
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(BIN, &dir.path().join("site"), &[]);
+    let (id, secret) = daemon.create_key(BIN, "hpc");
+    // The bucket comes from another client: object_store does not create buckets.
+    run(Command::new(AWS)
+        .args(["--endpoint-url", &daemon.s3_url(), "s3", "mb", "s3://lake"])
+        .env("AWS_ACCESS_KEY_ID", &id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env_remove("AWS_CA_BUNDLE"));
+    let store = AmazonS3Builder::new()
+        .with_endpoint(daemon.s3_url())
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_bucket_name("lake")
+        .with_access_key_id(&id)
+        .with_secret_access_key(&secret)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .unwrap();
+    let small = ObjectPath::from("tables/part-0.parquet");
+    let data = tests::content(11, 2 << 20, 11);
+    store.put(&small, PutPayload::from(data.clone())).await.unwrap();
+    let range = store.get_range(&small, 1000..5000).await.unwrap();
+    assert_eq!(&range[..], &data[1000..5000]);
+
+    let big = ObjectPath::from("tables/part-1.parquet");
+    let mut upload = store.put_multipart(&big).await.unwrap();
+    let parts = [tests::content(12, 5 << 20, 12), tests::content(13, 5 << 20, 13), tests::content(14, 1 << 20, 14)];
+    for p in &parts {
+        upload.put_part(PutPayload::from(p.clone())).await.unwrap();
+    }
+    upload.complete().await.unwrap();
+    assert_eq!(store.get(&big).await.unwrap().bytes().await.unwrap().to_vec(), parts.concat());
+
+    store.copy(&small, &ObjectPath::from("backup/part-0.parquet")).await.unwrap();
+    let mut listed: Vec<String> = futures_list(&store, "tables").await;
+    listed.sort();
+    assert_eq!(listed, ["tables/part-0.parquet", "tables/part-1.parquet"]);
+    store.delete(&small).await.unwrap();
+    assert!(matches!(store.head(&small).await, Err(object_store::Error::NotFound { .. })));
+    let copy = store.get(&ObjectPath::from("backup/part-0.parquet")).await.unwrap().bytes().await.unwrap();
+    assert_eq!(copy.to_vec(), data);
+    assert!(daemon.stop().success());
+}
+
+async fn futures_list(store: &impl object_store::ObjectStore, prefix: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let prefix = object_store::path::Path::from(prefix);
+    let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
+    metas.into_iter().map(|m| m.location.to_string()).collect()
+}
