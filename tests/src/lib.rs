@@ -37,11 +37,13 @@ impl Daemon {
     /// daemon's own tests, so cargo rebuilds it first) on `data_dir` with every listener
     /// on a free loopback port, and waits for the line it prints once all are bound.
     pub fn start(bin: &str, data_dir: &Path, extra_args: &[&str]) -> Self {
+        // Free loopback ports unless the caller chose a listener itself.
+        let defaults = ["--admin-listen", "--s3-listen"].into_iter().filter(|flag| !extra_args.contains(flag));
         let mut child = Command::new(bin)
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--admin-listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0"])
+            .args(defaults.flat_map(|flag| [flag, "127.0.0.1:0"]))
             .args(extra_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

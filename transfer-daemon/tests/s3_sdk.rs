@@ -497,3 +497,27 @@ async fn bad_input_gets_the_s3_error_and_harms_nothing() {
     assert_eq!(get_bytes(&c, "kept", "k").await, kept);
     assert!(daemon.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_hosted_style_addresses_the_bucket_by_host() {
+    // The domain must match the Host header clients send, port included: pick the port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clusster.toml");
+    std::fs::write(&config, format!("[s3]\ndomain = \"s3.clusster.test:{port}\"\n")).unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let daemon =
+        Daemon::start(BIN, &dir.path().join("site"), &["--config", config.to_str().unwrap(), "--s3-listen", &listen]);
+    let (id, secret) = daemon.create_key(BIN, "vhost");
+    let c = client(&daemon, &id, &secret);
+    c.create_bucket().bucket("cells").send().await.unwrap();
+    c.put_object().bucket("cells").key("img/1.tif").body(ByteStream::from_static(b"pixels")).send().await.unwrap();
+    // Sign for bucket.domain, send to the loopback address with that Host header.
+    let host = format!("cells.s3.clusster.test:{port}");
+    let signed = presign_url(&format!("http://{host}/img/1.tif"), &id, &secret, Duration::from_secs(60));
+    let loopback = signed.replacen(&host, &listen, 1);
+    let resp = reqwest::Client::new().get(&loopback).header("Host", &host).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"pixels");
+    assert!(daemon.stop().success());
+}
