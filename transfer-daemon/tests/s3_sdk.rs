@@ -521,3 +521,96 @@ async fn virtual_hosted_style_addresses_the_bucket_by_host() {
     assert_eq!(resp.bytes().await.unwrap().as_ref(), b"pixels");
     assert!(daemon.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_trailer_checksum_stores_nothing() {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(BIN, dir.path(), &[]);
+    let (id, secret) = daemon.create_key(BIN, "trail");
+    let c = client(&daemon, &id, &secret);
+    c.create_bucket().bucket("trail").send().await.unwrap();
+    c.put_object().bucket("trail").key("k").body(ByteStream::from_static(b"original")).send().await.unwrap();
+
+    // An unsigned-payload aws-chunked PUT whose CRC32 trailer is wrong, as a client with
+    // a corrupted buffer would send it.
+    let payload = b"replacement bytes";
+    let url = format!("{}/trail/k", daemon.s3_url());
+    let headers = [
+        ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER".to_owned()),
+        ("x-amz-trailer", "x-amz-checksum-crc32".to_owned()),
+        ("content-encoding", "aws-chunked".to_owned()),
+        ("x-amz-decoded-content-length", payload.len().to_string()),
+    ];
+    let identity = aws_credential_types::Credentials::new(&id, &secret, None, None, "test").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("s3")
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let signable = SignableRequest::new(
+        "PUT",
+        &url,
+        headers.iter().map(|(k, v)| (*k, v.as_str())),
+        SignableBody::Precomputed("STREAMING-UNSIGNED-PAYLOAD-TRAILER".into()),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut body = format!("{:x}\r\n", payload.len()).into_bytes();
+    body.extend_from_slice(payload);
+    body.extend_from_slice(b"\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n");
+    let mut request = http::Request::builder().method("PUT").uri(&url);
+    for (k, v) in &headers {
+        request = request.header(*k, v);
+    }
+    let mut request = request.body(()).unwrap();
+    instructions.apply_to_request_http1x(&mut request);
+    let mut send = reqwest::Client::new().put(&url).body(body);
+    for (k, v) in request.headers() {
+        send = send.header(k, v);
+    }
+    let resp = send.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("<Code>BadDigest</Code>"), "{text}");
+    assert_eq!(get_bytes(&c, "trail", "k").await, b"original");
+    assert!(daemon.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_and_key_deletion_change_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(BIN, dir.path(), &[]);
+    let owner = daemon.create_key(BIN, "owner-lab");
+    let guest = daemon.create_key(BIN, "guest-lab");
+    let (o, g) = (client(&daemon, &owner.0, &owner.1), client(&daemon, &guest.0, &guest.1));
+    o.create_bucket().bucket("shared").send().await.unwrap();
+    o.put_object().bucket("shared").key("k").body(ByteStream::from_static(b"data")).send().await.unwrap();
+    assert_eq!(code(&g.get_object().bucket("shared").key("k").send().await.unwrap_err()), "AccessDenied");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(BIN).args(args).arg("--data-dir").arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(&["bucket", "allow", "shared", "--project", "guest-lab"]);
+    assert_eq!(get_bytes(&g, "shared", "k").await, b"data");
+    cli(&["bucket", "revoke", "shared", "--project", "guest-lab"]);
+    assert_eq!(code(&g.get_object().bucket("shared").key("k").send().await.unwrap_err()), "AccessDenied");
+    let listed = cli(&["key", "list", "--json"]);
+    assert!(listed.contains(&guest.0) && !listed.contains(&guest.1), "keys listed without secrets: {listed}");
+    cli(&["key", "delete", &guest.0]);
+    assert_eq!(code(&g.list_buckets().send().await.unwrap_err()), "InvalidAccessKeyId");
+    let missing = std::process::Command::new(BIN)
+        .args(["key", "delete", &guest.0, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+    assert!(daemon.stop().success());
+}
