@@ -1,9 +1,11 @@
 //! Chunk packs on `object_store`.
 //!
-//! A writer appends chunk frames to a pack and writes the pack once, as one object
-//! (`packs/<2 hex>/<16 hex>.pack`). Reads fetch one frame by byte range. On the local
-//! filesystem a pack is written durably by hand (temp file, fsync, rename, fsync of the
-//! directory), because `object_store`'s local backend renames without syncing.
+//! A writer appends chunk frames to a [`PackWriter`] and seals it once, as one object
+//! (`packs/<2 hex>/<16 hex>.pack`). Reads fetch frames by byte range. On the local
+//! filesystem a pack is streamed to a temp file as it fills (so a writer holds about
+//! 1 MiB, not a whole pack) and sealed durably by hand (fsync, rename, fsync of the
+//! directory), because `object_store`'s local backend renames without syncing. Other
+//! backends receive the pack as one put when it is sealed.
 
 use crate::error::StoreError;
 use bytes::Bytes;
@@ -27,13 +29,16 @@ impl std::fmt::Debug for ChunkBackend {
     }
 }
 
-/// A pack object seen in a listing.
-#[derive(Debug, Clone, Copy)]
+/// A pack object (or a pack's temp file) seen in a listing.
+#[derive(Debug, Clone)]
 pub struct PackListing {
     /// pack id
     pub id: u64,
     /// its size
     pub bytes: u64,
+    /// a local pack still being written, or left by a crash before it was sealed
+    pub unsealed: bool,
+    location: Path,
 }
 
 impl ChunkBackend {
@@ -80,26 +85,45 @@ impl ChunkBackend {
         Path::from(format!("packs/{}/{hex}.pack", &hex[..2]))
     }
 
-    fn parse_pack_path(path: &Path) -> Option<u64> {
-        let name = path.filename()?.strip_suffix(".pack")?;
-        u64::from_str_radix(name, 16).ok().filter(|_| name.len() == 16)
+    /// (pack id, unsealed) for `<16 hex>.pack` and its temp files `<16 hex>.tmp.<n>`.
+    fn parse_pack_path(path: &Path) -> Option<(u64, bool)> {
+        let name = path.filename()?;
+        let (id, unsealed) = match name.strip_suffix(".pack") {
+            Some(id) => (id, false),
+            None => (name.split_once(".tmp.")?.0, true),
+        };
+        u64::from_str_radix(id, 16).ok().filter(|_| id.len() == 16).map(|id| (id, unsealed))
     }
 
-    /// Writes a pack durably; returns its size.
-    pub async fn put_pack(&self, id: u64, frames: Vec<Bytes>) -> Result<u64, StoreError> {
-        let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
-        match &self.local_root {
+    /// Starts a pack; frames are appended to it and it is sealed with [`PackWriter::seal`].
+    pub fn start_pack(&self, id: u64) -> Result<PackWriter, StoreError> {
+        let sink = match &self.local_root {
             Some(root) => {
                 let path = root.join(Self::pack_path(id).as_ref());
-                tokio::task::spawn_blocking(move || write_durably(&path, &frames))
-                    .await
-                    .map_err(|e| StoreError::Backend(format!("pack writer task: {e}")))??;
+                let dir = path.parent().expect("pack paths have a directory");
+                std::fs::create_dir_all(dir)?;
+                let tmp = path.with_extension(format!("tmp.{}", rand::random::<u32>()));
+                let file = std::fs::File::create(&tmp)?;
+                Sink::Local {
+                    file: Some(file),
+                    path,
+                    guard: TempGuard(Some(tmp)),
+                    pending: Vec::new(),
+                    pending_bytes: 0,
+                }
             }
-            None => {
-                self.store.put(&Self::pack_path(id), PutPayload::from_iter(frames)).await?;
-            }
+            None => Sink::Remote { store: self.store.clone(), frames: Vec::new() },
+        };
+        Ok(PackWriter { id, bytes: 0, sink })
+    }
+
+    /// Writes a whole pack durably; returns its size.
+    pub async fn put_pack(&self, id: u64, frames: Vec<Bytes>) -> Result<u64, StoreError> {
+        let mut pack = self.start_pack(id)?;
+        for frame in frames {
+            pack.append(frame).await?;
         }
-        Ok(bytes)
+        pack.seal().await
     }
 
     /// Reads `len` bytes at `offset` of a pack.
@@ -117,18 +141,36 @@ impl ChunkBackend {
         }
     }
 
-    /// Every pack object present.
+    /// Every pack object and pack temp file present.
     pub async fn list_packs(&self) -> Result<Vec<PackListing>, StoreError> {
         let objects: Vec<_> = self.store.list(Some(&Path::from("packs"))).try_collect().await?;
         Ok(objects
             .into_iter()
-            .filter_map(|o| Some(PackListing { id: Self::parse_pack_path(&o.location)?, bytes: o.size }))
+            .filter_map(|o| {
+                let (id, unsealed) = Self::parse_pack_path(&o.location)?;
+                Some(PackListing { id, bytes: o.size, unsealed, location: o.location })
+            })
             .collect())
+    }
+
+    /// Deletes what a listing found (a pack or a stale temp file).
+    pub async fn delete_listed(&self, listing: &PackListing) -> Result<(), StoreError> {
+        match self.store.delete(&listing.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
 /// Removes a temp file unless disarmed.
 struct TempGuard(Option<PathBuf>);
+
+impl TempGuard {
+    /// The file was renamed into place: keep it.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for TempGuard {
     fn drop(&mut self) {
@@ -138,20 +180,93 @@ impl Drop for TempGuard {
     }
 }
 
-/// temp file → write → fsync → rename → fsync directory.
-fn write_durably(path: &std::path::Path, frames: &[Bytes]) -> Result<(), StoreError> {
-    let dir = path.parent().expect("pack paths have a directory");
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp.{}", rand::random::<u32>()));
-    let mut guard = TempGuard(Some(tmp.clone()));
-    let mut file = std::fs::File::create(&tmp)?;
-    for frame in frames {
-        file.write_all(frame)?;
+/// Bytes a local pack buffers before writing them out.
+const LOCAL_WRITE_BYTES: usize = 1 << 20;
+
+enum Sink {
+    Local { file: Option<std::fs::File>, path: PathBuf, guard: TempGuard, pending: Vec<Bytes>, pending_bytes: usize },
+    Remote { store: Arc<dyn ObjectStore>, frames: Vec<Bytes> },
+}
+
+/// A pack being written. Dropped unsealed, it leaves nothing behind locally (its temp
+/// file is removed); nothing references it either way until its commit.
+pub struct PackWriter {
+    id: u64,
+    bytes: u64,
+    sink: Sink,
+}
+
+impl PackWriter {
+    /// The pack's id.
+    pub fn id(&self) -> u64 {
+        self.id
     }
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    guard.0 = None;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
+
+    /// Bytes appended so far: the offset the next frame gets.
+    pub fn len(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether nothing was appended.
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    /// Appends a frame.
+    pub async fn append(&mut self, frame: Bytes) -> Result<(), StoreError> {
+        self.bytes += frame.len() as u64;
+        match &mut self.sink {
+            Sink::Local { pending, pending_bytes, .. } => {
+                *pending_bytes += frame.len();
+                pending.push(frame);
+                if *pending_bytes >= LOCAL_WRITE_BYTES {
+                    self.write_pending().await?;
+                }
+            }
+            Sink::Remote { frames, .. } => frames.push(frame),
+        }
+        Ok(())
+    }
+
+    async fn write_pending(&mut self) -> Result<(), StoreError> {
+        let Sink::Local { file, pending, pending_bytes, .. } = &mut self.sink else { return Ok(()) };
+        let frames = std::mem::take(pending);
+        *pending_bytes = 0;
+        let mut f = file.take().expect("the file is put back after every write");
+        let f = tokio::task::spawn_blocking(move || -> Result<std::fs::File, StoreError> {
+            for frame in &frames {
+                f.write_all(frame)?;
+            }
+            Ok(f)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("pack writer task: {e}")))??;
+        *file = Some(f);
+        Ok(())
+    }
+
+    /// Makes the pack durable under its final name; returns its size.
+    pub async fn seal(mut self) -> Result<u64, StoreError> {
+        self.write_pending().await?;
+        match self.sink {
+            Sink::Local { file, path, mut guard, .. } => {
+                let file = file.expect("the file is put back after every write");
+                let tmp = guard.0.clone().expect("armed until sealed");
+                tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+                    file.sync_all()?;
+                    drop(file);
+                    std::fs::rename(&tmp, &path)?;
+                    guard.disarm();
+                    std::fs::File::open(path.parent().expect("pack paths have a directory"))?.sync_all()?;
+                    Ok(())
+                })
+                .await
+                .map_err(|e| StoreError::Backend(format!("pack writer task: {e}")))??;
+            }
+            Sink::Remote { store, frames } => {
+                store.put(&ChunkBackend::pack_path(self.id), PutPayload::from_iter(frames)).await?;
+            }
+        }
+        Ok(self.bytes)
+    }
 }

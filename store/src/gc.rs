@@ -13,7 +13,7 @@ use crate::meta::{cf, keys};
 use crate::metrics::StoreMetrics;
 use hw_offload::{ChunkId, Job, Step};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Chunks deleted per metadata batch.
 const DELETE_BATCH: usize = 1024;
@@ -183,17 +183,26 @@ impl Store {
 
     async fn delete_orphan_packs(&self, report: &mut GcReport) -> Result<(), StoreError> {
         let listed = self.chunks.list_packs().await?;
-        let mut orphans = HashSet::new();
-        for pack in &listed {
+        let mut orphans = Vec::new();
+        for pack in listed {
             // Open first, then committed: a writer commits before it closes its pack.
-            let open = self.claims.lock().pack_open(pack.id);
-            if !open && !self.meta.contains(cf::PACKS, &keys::pack_key(pack.id))? {
-                orphans.insert(pack.id);
+            if self.claims.lock().pack_open(pack.id) {
+                continue;
+            }
+            // A temp file of a pack no writer holds was left by a crash; a sealed pack is
+            // garbage unless committed.
+            if pack.unsealed || !self.meta.contains(cf::PACKS, &keys::pack_key(pack.id))? {
+                orphans.push(pack);
             }
         }
-        for pack in listed.into_iter().filter(|p| orphans.contains(&p.id)) {
-            tracing::info!(pack = format_args!("{:016x}", pack.id), bytes = pack.bytes, "deleting uncommitted pack");
-            self.chunks.delete_pack(pack.id).await?;
+        for pack in orphans {
+            tracing::info!(
+                pack = format_args!("{:016x}", pack.id),
+                bytes = pack.bytes,
+                unsealed = pack.unsealed,
+                "deleting uncommitted pack"
+            );
+            self.chunks.delete_listed(&pack).await?;
             report.orphan_packs_deleted += 1;
             report.bytes_freed += pack.bytes;
         }

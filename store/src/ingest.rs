@@ -2,10 +2,11 @@
 //! engine → dedup against the index → new chunks appended to packs.
 //!
 //! Memory stays bounded whatever the object size: one segment being cut, a bounded
-//! number of chunk jobs in flight and one open pack. Nothing is visible until
+//! number of chunk jobs in flight and the unwritten tail of one open pack. Nothing is visible until
 //! [`crate::Store`] commits the returned [`Ingested`] in one metadata batch.
 
 use crate::Store;
+use crate::chunks::PackWriter;
 use crate::claims::ClaimSet;
 use crate::error::StoreError;
 use crate::frame;
@@ -130,9 +131,7 @@ impl DigestPipe {
 /// Appends new chunk frames to packs, sealing each at the target size.
 struct Packer<'a> {
     store: &'a Store,
-    frames: Vec<Bytes>,
-    pack: Option<u64>,
-    pack_bytes: u64,
+    pack: Option<PackWriter>,
     new_chunks: Vec<(ChunkId, ChunkLoc)>,
     packs: Vec<(u64, PackRecord)>,
 }
@@ -145,20 +144,16 @@ impl Packer<'_> {
         frame: Bytes,
         plain_len: u32,
     ) -> Result<(), StoreError> {
-        let pack = match self.pack {
-            Some(p) => p,
-            None => {
-                let p = rand::random::<u64>();
-                claims.open_pack(p);
-                self.pack = Some(p);
-                p
-            }
-        };
-        let loc = ChunkLoc { pack, offset: self.pack_bytes, frame_len: frame.len() as u32, plain_len };
-        self.pack_bytes += frame.len() as u64;
-        self.frames.push(frame);
+        if self.pack.is_none() {
+            let pack = rand::random::<u64>();
+            claims.open_pack(pack);
+            self.pack = Some(self.store.chunks.start_pack(pack)?);
+        }
+        let pack = self.pack.as_mut().expect("opened above");
+        let loc = ChunkLoc { pack: pack.id(), offset: pack.len(), frame_len: frame.len() as u32, plain_len };
+        pack.append(frame).await?;
         self.new_chunks.push((id, loc));
-        if self.pack_bytes >= self.store.config.pack_target_bytes {
+        if pack.len() >= self.store.config.pack_target_bytes {
             self.seal().await?;
         }
         Ok(())
@@ -166,10 +161,9 @@ impl Packer<'_> {
 
     async fn seal(&mut self) -> Result<(), StoreError> {
         let Some(pack) = self.pack.take() else { return Ok(()) };
-        let frames = std::mem::take(&mut self.frames);
-        let bytes = self.store.chunks.put_pack(pack, frames).await?;
-        self.packs.push((pack, PackRecord { bytes, created_ms: crate::now_ms() }));
-        self.pack_bytes = 0;
+        let id = pack.id();
+        let bytes = pack.seal().await?;
+        self.packs.push((id, PackRecord { bytes, created_ms: crate::now_ms() }));
         Ok(())
     }
 }
@@ -187,14 +181,7 @@ impl Store {
         let offload = self.offload.clone();
         let digests = DigestPipe::start(offload.clone(), &opts.checksums);
         let mut claims = ClaimSet::new(self.claims.clone());
-        let mut packer = Packer {
-            store: self,
-            frames: Vec::new(),
-            pack: None,
-            pack_bytes: 0,
-            new_chunks: Vec::new(),
-            packs: Vec::new(),
-        };
+        let mut packer = Packer { store: self, pack: None, new_chunks: Vec::new(), packs: Vec::new() };
         let mut stats = IngestStats::default();
         let mut manifest: Vec<ChunkRef> = Vec::new();
         let mut seen: HashSet<ChunkId> = HashSet::new();

@@ -74,6 +74,20 @@ async fn read_all(store: &std::sync::Arc<Store>, key: &str) -> Result<Vec<u8>, S
     Ok(pieces.concat())
 }
 
+/// Temp files of packs being written, anywhere under `dir`.
+fn temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(temp_files(&path));
+        } else if path.to_string_lossy().contains(".tmp.") {
+            found.push(path);
+        }
+    }
+    found
+}
+
 fn expected_bytes(e: &Expected) -> Option<Vec<u8>> {
     e.map(|(seed, size, marker)| tests::content(seed, size, marker))
 }
@@ -127,6 +141,8 @@ async fn acknowledged_writes_survive_kill_9() {
         store.gc().await.unwrap();
         let report = store.check().unwrap();
         assert!(report.is_clean(), "round {round}: after gc: {report:?}");
+        let leftovers = temp_files(&dir.path().join("chunks"));
+        assert!(leftovers.is_empty(), "round {round}: gc left temp files of unsealed packs: {leftovers:?}");
         for key in &keys {
             let want = expected_bytes(state.get(key).unwrap_or(&None));
             assert_eq!(read_all(&store, key).await.ok(), want, "round {round}: {key} after gc");
