@@ -57,6 +57,19 @@ impl ClaimSet {
         self.chunks.push(id);
     }
 
+    /// Claims every id of `ids` not yet claimed by this set, under one lock.
+    pub(crate) fn claim_all(&mut self, ids: impl IntoIterator<Item = ChunkId>) {
+        let mut distinct: Vec<ChunkId> = ids.into_iter().collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut table = self.claims.lock();
+        for id in &distinct {
+            *table.chunks.entry(*id).or_insert(0) += 1;
+        }
+        drop(table);
+        self.chunks.extend(distinct);
+    }
+
     /// Marks a pack as being written.
     pub(crate) fn open_pack(&mut self, pack: u64) {
         self.claims.lock().packs.insert(pack);

@@ -15,8 +15,9 @@ use hw_offload::{ChunkId, Job, Step};
 use serde::Serialize;
 use std::collections::HashMap;
 
-/// Chunks deleted per metadata batch.
-const DELETE_BATCH: usize = 1024;
+/// Chunks deleted per metadata batch: the claim lock is held across the batch's synced
+/// write, so keep writers' waits short.
+const DELETE_BATCH: usize = 128;
 /// A pack whose live bytes fall below this fraction is rewritten (1/2: the rewrite
 /// costs at most the bytes it frees).
 const COMPACT_BELOW_LIVE_FRACTION: f64 = 0.5;

@@ -67,6 +67,8 @@ pub struct Store {
     key_locks: Vec<tokio::sync::Mutex<()>>,
     /// Kept apart from key_locks: completing an upload holds both.
     upload_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Taken before key locks, never after.
+    bucket_locks: Vec<tokio::sync::RwLock<()>>,
     /// One GC or scrub pass at a time.
     pub(crate) maintenance: tokio::sync::Mutex<()>,
     metrics: Arc<StoreMetrics>,
@@ -108,6 +110,7 @@ impl Store {
             claims: Arc::default(),
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             upload_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            bucket_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             maintenance: tokio::sync::Mutex::new(()),
             metrics: Arc::default(),
         }))
@@ -141,7 +144,14 @@ impl Store {
     }
 
     pub(crate) async fn lock_upload(&self, upload_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        self.upload_locks[stripe(&upload_id)].lock().await
+        // Hex ids parse in either case: lock on one spelling so both reach one stripe.
+        self.upload_locks[stripe(&upload_id.to_ascii_lowercase())].lock().await
+    }
+
+    /// Shared by everything that creates objects or uploads in `bucket`; exclusive for
+    /// deleting it, so nothing lands in a bucket being deleted.
+    pub(crate) fn bucket_lock(&self, bucket: &str) -> &tokio::sync::RwLock<()> {
+        &self.bucket_locks[stripe(&bucket)]
     }
 
     /// Commits a metadata batch off the async threads (it waits for the WAL fsync).

@@ -70,6 +70,7 @@ impl Store {
         meta: ObjectMeta,
         checksum: Option<ChecksumAlgo>,
     ) -> Result<String, StoreError> {
+        let _bucket_stays = self.bucket_lock(bucket).read().await;
         self.bucket(bucket)?;
         let id: [u8; keys::UPLOAD_ID_LEN] = rand::random();
         let mut batch = self.meta.batch();
@@ -195,6 +196,9 @@ impl Store {
     ) -> Result<ObjectInfo, StoreError> {
         let _guard = self.lock_upload(upload_id).await;
         let (id, upload) = self.upload(bucket, key, upload_id)?;
+        if listed.is_empty() {
+            return Err(StoreError::InvalidPart { part: 0 });
+        }
         let mut parts: HashMap<u32, PartRecord> = self.parts(&id)?.into_iter().collect();
         if listed.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(StoreError::InvalidPartOrder);

@@ -1,6 +1,7 @@
 //! Buckets and objects: commit, read, list, copy, delete.
 
 use crate::Store;
+use crate::claims::ClaimSet;
 use crate::error::StoreError;
 use crate::frame;
 use crate::ingest::{IngestOptions, Ingested, IngestedBody};
@@ -112,6 +113,7 @@ impl Store {
 
     /// Deletes an empty bucket.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        let _no_writers = self.bucket_lock(bucket).write().await;
         let _guard = self.lock_key(bucket, "").await;
         self.bucket(bucket)?;
         let prefix = keys::bucket_prefix(bucket);
@@ -224,6 +226,7 @@ impl Store {
         mut batch: crate::meta::Batch,
         mut deltas: HashMap<ChunkId, i64>,
     ) -> Result<ObjectInfo, StoreError> {
+        let _bucket_stays = self.bucket_lock(bucket).read().await;
         let _guard = self.lock_key(bucket, key).await;
         self.bucket(bucket)?;
         let okey = keys::object_key(bucket, key);
@@ -289,13 +292,12 @@ impl Store {
         dst_key: &str,
         meta: Option<ObjectMeta>,
     ) -> Result<ObjectInfo, StoreError> {
-        let src = self.object_record(src_bucket, src_key)?;
+        let Pinned { record: src, chunks, claims } = self.pin_object(src_bucket, src_key)?;
         let mut batch = self.meta.batch();
         let mut deltas = HashMap::new();
         let body = match &src.body {
             Body::Inline(data) => Body::Inline(data.clone()),
-            Body::Manifest(id) => {
-                let chunks = self.manifest(*id)?;
+            Body::Manifest(_) => {
                 for c in &chunks {
                     *deltas.entry(c.id).or_default() += 1;
                 }
@@ -305,7 +307,10 @@ impl Store {
             }
         };
         let record = ObjectRecord { mtime_ms: crate::now_ms(), meta: meta.unwrap_or(src.meta), body, ..src };
-        self.replace_object(dst_bucket, dst_key, record, batch, deltas).await
+        let info = self.replace_object(dst_bucket, dst_key, record, batch, deltas).await;
+        // The copy's references are committed (or not): the source's chunks may go now.
+        drop(claims);
+        info
     }
 
     // ---- reads ----
@@ -327,9 +332,42 @@ impl Store {
     /// Opens an object: its metadata now, its bytes when [`OpenObject::read`] is called.
     /// Reads follow the object as it was when opened, even if it is replaced meanwhile.
     pub fn open_object(self: &Arc<Self>, bucket: &str, key: &str) -> Result<OpenObject, StoreError> {
-        let record = self.object_record(bucket, key)?;
-        let body = record.body.clone();
-        Ok(OpenObject { store: self.clone(), info: ObjectInfo::from_record(key, record), body })
+        let mut pinned = self.pin_object(bucket, key)?;
+        let inline = match std::mem::replace(&mut pinned.record.body, Body::Inline(Vec::new())) {
+            Body::Inline(data) => Some(Bytes::from(data)),
+            Body::Manifest(_) => None,
+        };
+        Ok(OpenObject {
+            store: self.clone(),
+            info: ObjectInfo::from_record(key, pinned.record),
+            inline,
+            chunks: Arc::new(pinned.chunks),
+            claims: Arc::new(pinned.claims),
+        })
+    }
+
+    /// Reads an object and claims its chunks, so that GC keeps them while a read or a
+    /// copy uses them, even if the object is deleted or replaced meanwhile.
+    fn pin_object(&self, bucket: &str, key: &str) -> Result<Pinned, StoreError> {
+        for _ in 0..3 {
+            let record = self.object_record(bucket, key)?;
+            let chunks = match &record.body {
+                Body::Inline(_) => Vec::new(),
+                Body::Manifest(id) => match self.manifest(*id) {
+                    Ok(chunks) => chunks,
+                    // Replaced between the two reads: look again.
+                    Err(_) => continue,
+                },
+            };
+            let mut claims = ClaimSet::new(self.claims.clone());
+            claims.claim_all(chunks.iter().map(|c| c.id));
+            // Still the same object: it held its chunks' references until our claims
+            // were in place, so GC cannot have taken any of them.
+            if self.object_record(bucket, key)?.body == record.body {
+                return Ok(Pinned { record, chunks, claims });
+            }
+        }
+        Err(StoreError::Backend(format!("{bucket}/{key} kept changing while being opened; retry")))
     }
 
     /// An object's bytes, or the `range` of them (see [`OpenObject::read`]).
@@ -386,6 +424,11 @@ impl Store {
         StoreMetrics::add(&self.metrics().chunks_corrupt, 1);
         let mut batch = self.meta.batch();
         let key = keys::chunk_key(&id);
+        // Only the copy found bad leaves the index: a good copy written since stays.
+        match self.meta.get::<ChunkLoc>(cf::CHUNKS, &key) {
+            Ok(Some(current)) if current != loc => return StoreError::CorruptChunk { id, reason },
+            _ => {}
+        }
         batch.delete(cf::CHUNKS, &key);
         batch.put(cf::QUARANTINE, &key, &QuarantineRecord { loc, reason: reason.clone(), found_ms: crate::now_ms() });
         if let Err(e) = self.commit(batch).await {
@@ -466,7 +509,19 @@ pub struct OpenObject {
     store: Arc<Store>,
     /// what the object is
     pub info: ObjectInfo,
-    body: Body,
+    /// the bytes of an inline object
+    inline: Option<Bytes>,
+    /// the manifest (empty for inline objects)
+    chunks: Arc<Vec<ChunkRef>>,
+    /// keeps the chunks from GC for as long as this or any of its streams lives
+    claims: Arc<ClaimSet>,
+}
+
+/// An object record with its chunks claimed.
+struct Pinned {
+    record: ObjectRecord,
+    chunks: Vec<ChunkRef>,
+    claims: ClaimSet,
 }
 
 impl OpenObject {
@@ -482,13 +537,23 @@ impl OpenObject {
             None => 0..size,
         };
         let store = &self.store;
-        let stream: ObjectStream = match &self.body {
-            Body::Inline(data) => {
-                let piece = Bytes::copy_from_slice(&data[range.start as usize..range.end as usize]);
+        let stream: ObjectStream = match &self.inline {
+            Some(data) => {
+                let piece = data.slice(range.start as usize..range.end as usize);
                 StoreMetrics::add(&store.metrics().bytes_read, piece.len() as u64);
                 futures::stream::once(async move { Ok(piece) }).boxed()
             }
-            Body::Manifest(id) => store.stream_chunks(covering_chunks(&store.manifest(*id)?, range.clone())).boxed(),
+            None => {
+                let claims = self.claims.clone();
+                store
+                    .stream_chunks(covering_chunks(&self.chunks, range.clone()))
+                    .map(move |piece| {
+                        // Held by the stream: dropped with it, not before.
+                        let _pin = &claims;
+                        piece
+                    })
+                    .boxed()
+            }
         };
         Ok((range, stream))
     }
