@@ -4,10 +4,10 @@
 
 use crate::Store;
 use crate::error::StoreError;
-use crate::ingest::{IngestOptions, Ingested, IngestedBody};
+use crate::ingest::{Ingested, IngestedBody};
 use crate::meta::values::{Body, ManifestRecord, ObjectMeta, ObjectRecord, PartRecord, UploadRecord};
 use crate::meta::{cf, keys};
-use crate::objects::{ObjectInfo, PutOptions, check_digests};
+use crate::objects::{ObjectInfo, PutOptions};
 use bytes::Bytes;
 use futures::Stream;
 use hw_offload::{ChecksumAlgo, ChunkId};
@@ -108,11 +108,7 @@ impl Store {
         E: std::fmt::Display,
     {
         self.upload(bucket, key, upload_id)?;
-        let mut checksums = opts.checksums.clone();
-        checksums.extend(opts.expected_checksums.iter().map(|(a, _)| *a));
-        let ingest_opts = IngestOptions { checksums, allow_inline: false, max_bytes: MIN_PART_BYTES * 1024 };
-        let ingested = self.ingest(body, &ingest_opts).await?;
-        check_digests(&ingested, opts.expected_md5, &opts.expected_checksums)?;
+        let ingested = self.ingest_verified(body, opts, false, MIN_PART_BYTES * 1024).await?;
         self.commit_part(bucket, key, upload_id, part, ingested).await
     }
 

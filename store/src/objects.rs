@@ -146,13 +146,29 @@ impl Store {
         E: std::fmt::Display,
     {
         self.bucket(bucket)?;
-        let mut checksums = opts.checksums.clone();
-        checksums.extend(opts.expected_checksums.iter().map(|(a, _)| *a));
-        let ingest_opts = IngestOptions { checksums, allow_inline: true, max_bytes: self.config.max_object_bytes };
-        let ingested = self.ingest(body, &ingest_opts).await?;
-        check_digests(&ingested, opts.expected_md5, &opts.expected_checksums)?;
+        let ingested = self.ingest_verified(body, opts, true, self.config.max_object_bytes).await?;
         let etag = hex::encode(ingested.digests.md5);
         self.commit_object(bucket, key, meta, ingested, etag, Vec::new()).await
+    }
+
+    /// Ingests `body` computing the checksums `opts` asks for and checking those it
+    /// declares; a mismatch leaves nothing committed.
+    pub(crate) async fn ingest_verified<S, E>(
+        &self,
+        body: S,
+        opts: &PutOptions,
+        allow_inline: bool,
+        max_bytes: u64,
+    ) -> Result<Ingested, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let mut checksums = opts.checksums.clone();
+        checksums.extend(opts.expected_checksums.iter().map(|(a, _)| *a));
+        let ingested = self.ingest(body, &IngestOptions { checksums, allow_inline, max_bytes }).await?;
+        check_digests(&ingested, opts.expected_md5, &opts.expected_checksums)?;
+        Ok(ingested)
     }
 
     /// Commits an ingested body as `bucket/key` in one batch: the object record, its
