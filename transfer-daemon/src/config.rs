@@ -1,6 +1,7 @@
 //! The daemon's TOML configuration, in two steps: [`RawConfig`] mirrors the file (every
 //! field documented and defaulted), [`Settings`] is what the code uses once checked.
 
+use crate::federation::TransportSettings;
 use anyhow::{Context, bail};
 use hw_offload::ChunkerConfig;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,10 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     /// The S3 gateway.
     pub s3: RawS3,
+    /// Membership of a federation; absent file = a site on its own, no QUIC listener.
+    pub federation: RawFederation,
+    /// QUIC transport tuning for transfers between sites.
+    pub transfer: TransportSettings,
 }
 
 /// `[site]`
@@ -147,6 +152,41 @@ impl Default for RawS3 {
     }
 }
 
+/// `[federation]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawFederation {
+    /// The federation file; empty: this site is not federated and no QUIC listener starts.
+    /// A relative path is taken from the directory of the config file.
+    pub file: PathBuf,
+    /// Directory holding site.key, site.pem and ca.pem; empty: `<data_dir>/tls`.
+    pub tls_dir: PathBuf,
+    /// Address of the QUIC transfer listener (port 0 picks a free port).
+    pub quic_listen: String,
+}
+
+impl Default for RawFederation {
+    fn default() -> Self {
+        Self { file: PathBuf::new(), tls_dir: PathBuf::new(), quic_listen: DEFAULT_QUIC_LISTEN.into() }
+    }
+}
+
+/// The QUIC listener of a federated site unless configured otherwise.
+pub const DEFAULT_QUIC_LISTEN: &str = "127.0.0.1:7444";
+/// Where the TLS files live inside the data dir unless `tls_dir` says otherwise.
+pub const DEFAULT_TLS_DIR: &str = "tls";
+
+/// Checked `[federation]` settings of a federated site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FederationSettings {
+    /// The federation file (absolute).
+    pub file: PathBuf,
+    /// Directory of site.key, site.pem, ca.pem (absolute).
+    pub tls_dir: PathBuf,
+    /// QUIC listener.
+    pub quic_listen: SocketAddr,
+}
+
 /// What the command line overrides.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -181,6 +221,12 @@ pub struct Settings {
     pub s3: s3_gateway::GatewayConfig,
     /// certificate and key for HTTPS on the S3 listener
     pub s3_tls: Option<(PathBuf, PathBuf)>,
+    /// federation membership (None: not federated, no QUIC listener)
+    #[allow(dead_code, reason = "serve reads it once the QUIC driver of issue 4 lands")]
+    pub federation: Option<FederationSettings>,
+    /// QUIC transport tuning
+    #[allow(dead_code, reason = "serve reads it once the QUIC driver of issue 4 lands")]
+    pub transfer: TransportSettings,
 }
 
 impl RawConfig {
@@ -248,6 +294,43 @@ domain = ""
 # PEM certificate chain and private key for HTTPS; both empty serves plain HTTP.
 tls_cert = ""
 tls_key = ""
+
+[federation]
+# The federation file (see `clusster federation init` and `clusster site init`). Empty:
+# this site is on its own and no QUIC listener starts. A relative path is taken from
+# this file's directory.
+file = ""
+# Directory holding this site's site.key, site.pem and the federation's ca.pem, as
+# `clusster site init` writes them. Empty: <data_dir>/{tls_dir}.
+tls_dir = ""
+# The QUIC transfer listener (UDP). Port 0 picks a free port.
+quic_listen = "{quic_listen}"
+
+[transfer]
+# QUIC transport tuning. Windows default to 2x the bandwidth-delay product of a
+# {default_mbps} Mbit/s, {default_rtt} ms path; with size_windows_from_links they follow the
+# federation file's link table per peer instead.
+# Congestion controller: "bbr" (holds its rate under random loss), "cubic" or "newreno".
+congestion_controller = "{cc}"
+# Bytes a peer may send on one stream, and on one connection, before we read them.
+stream_receive_window_bytes = {stream_window}
+receive_window_bytes = {receive_window}
+# Bytes we keep in flight unacknowledged on one connection.
+send_window_bytes = {send_window}
+# Streams a peer may open towards us at once.
+max_concurrent_bidi_streams = {bidi}
+max_concurrent_uni_streams = {uni}
+# Keep-alive period on idle connections (0: none) and idle timeout, milliseconds.
+keep_alive_interval_ms = {keep_alive}
+idle_timeout_ms = {idle}
+# RTT assumed before the first measurement, milliseconds.
+initial_rtt_ms = {initial_rtt}
+# QUIC connections per peer; with a loss-based controller, long links get up to 8.
+connections_per_peer = {connections}
+# Size windows (and connections, for cubic/newreno) per peer from the link table.
+size_windows_from_links = {from_links}
+# Batch UDP sends with GSO where the kernel supports it.
+segmentation_offload = {gso}
 "#,
             name = d.site.name,
             data_dir = data_dir.display(),
@@ -265,6 +348,22 @@ tls_key = ""
             admin = d.admin.listen,
             s3_listen = d.s3.listen,
             s3_region = d.s3.region,
+            tls_dir = DEFAULT_TLS_DIR,
+            quic_listen = d.federation.quic_listen,
+            default_mbps = crate::federation::DEFAULT_LINK.bandwidth_mbps,
+            default_rtt = crate::federation::DEFAULT_LINK.rtt_ms,
+            cc = d.transfer.congestion_controller,
+            stream_window = d.transfer.stream_receive_window_bytes,
+            receive_window = d.transfer.receive_window_bytes,
+            send_window = d.transfer.send_window_bytes,
+            bidi = d.transfer.max_concurrent_bidi_streams,
+            uni = d.transfer.max_concurrent_uni_streams,
+            keep_alive = d.transfer.keep_alive_interval_ms,
+            idle = d.transfer.idle_timeout_ms,
+            initial_rtt = d.transfer.initial_rtt_ms,
+            connections = d.transfer.connections_per_peer,
+            from_links = d.transfer.size_windows_from_links,
+            gso = d.transfer.segmentation_offload,
         )
     }
 
@@ -292,6 +391,23 @@ tls_key = ""
         if self.site.name.is_empty() {
             bail!("[site] name must not be empty");
         }
+        let federation = if self.federation.file.as_os_str().is_empty() {
+            None
+        } else {
+            crate::federation::validate_site_name(&self.site.name).map_err(|e| {
+                anyhow::anyhow!("[site] name: {e}; a federated site's name is the one its certificate carries")
+            })?;
+            let quic = &self.federation.quic_listen;
+            let quic_listen: SocketAddr =
+                quic.parse().with_context(|| format!("[federation] quic_listen {quic:?} is not IP:PORT"))?;
+            let tls_dir = if self.federation.tls_dir.as_os_str().is_empty() {
+                data_dir.join(DEFAULT_TLS_DIR)
+            } else {
+                resolve(self.federation.tls_dir)
+            };
+            Some(FederationSettings { file: resolve(self.federation.file), tls_dir, quic_listen })
+        };
+        self.transfer.validate().map_err(anyhow::Error::msg)?;
         let s = self.store;
         let mut store = StoreConfig::new(&data_dir);
         store.chunk_store_url = (!s.chunk_store_url.is_empty()).then_some(s.chunk_store_url);
@@ -315,6 +431,8 @@ tls_key = ""
             s3_listen,
             s3,
             s3_tls,
+            federation,
+            transfer: self.transfer,
         })
     }
 }
@@ -330,6 +448,36 @@ mod tests {
         assert_eq!(settings.data_dir, Path::new("/srv/site"));
         assert_eq!(settings.store.chunker, ChunkerConfig::default());
         assert_eq!(settings.admin_listen.to_string(), "127.0.0.1:9470");
+        assert_eq!(settings.federation, None, "not federated by default");
+        assert_eq!(settings.transfer, TransportSettings::default());
+    }
+
+    #[test]
+    fn federation_section_resolves_paths_and_checks_values() {
+        let text = "[site]\nname = \"paris\"\ndata_dir = \"/srv/paris\"\n[federation]\nfile = \"fed/federation.toml\"\n\
+                    quic_listen = \"127.0.0.1:0\"\n[transfer]\ncongestion_controller = \"cubic\"\nconnections_per_peer = 4\n";
+        let settings = toml::from_str::<RawConfig>(text)
+            .unwrap()
+            .settle(&Overrides::default(), Path::new("/etc/clusster"))
+            .unwrap();
+        let federation = settings.federation.unwrap();
+        assert_eq!(federation.file, Path::new("/etc/clusster/fed/federation.toml"));
+        assert_eq!(federation.tls_dir, Path::new("/srv/paris/tls"));
+        assert_eq!(federation.quic_listen.port(), 0);
+        assert_eq!(settings.transfer.connections_per_peer, 4);
+
+        let bad = |text: &str| {
+            let raw = toml::from_str::<RawConfig>(text).unwrap();
+            format!("{:#}", raw.settle(&Overrides::default(), Path::new("/")).unwrap_err())
+        };
+        let e = bad("[site]\nname = \"Paris\"\n[federation]\nfile = \"f.toml\"\n");
+        assert!(e.contains("[site] name"), "{e}");
+        let e = bad("[site]\nname = \"paris\"\n[federation]\nfile = \"f.toml\"\nquic_listen = \"paris:7444\"\n");
+        assert!(e.contains("quic_listen"), "{e}");
+        let e = bad("[transfer]\nconnections_per_peer = 0\n");
+        assert!(e.contains("connections_per_peer"), "{e}");
+        assert!(toml::from_str::<RawConfig>("[transfer]\ncongestion_controller = \"vegas\"\n").is_err());
+        assert!(toml::from_str::<RawConfig>("[federation]\nfiles = \"x\"\n").is_err());
     }
 
     #[test]

@@ -1,0 +1,146 @@
+//! Federation identity and mutual-TLS QUIC configuration.
+//!
+//! - [`file`]: the federation file (sites, their addresses and attributes, the link table),
+//!   loaded and validated into a [`Federation`].
+//! - [`identity`]: the federation CA and site certificates (rcgen), written with private keys
+//!   0600 and never overwritten silently; [`SiteIdentity`] loads a site's TLS material.
+//! - [`tls`]: rustls verifiers that accept only certificates signed by the federation CA for a
+//!   site listed in the federation file, quinn server/client configs, the endpoint, and the
+//!   helper that names the authenticated peer of a connection.
+//! - [`transport`]: [`TransportSettings`], quinn transport tuning for long fat pipes.
+//!
+//! How a site name is bound to a certificate: the certificate carries the DNS subject
+//! alternative name `<site>.site.clusster` (see [`site_dns_name`]). The CA is name-constrained
+//! to `site.clusster`, so even a leaked CA key cannot mint certificates valid for real DNS
+//! names, and a peer is accepted only if exactly one listed site matches its certificate.
+
+pub mod file;
+pub mod identity;
+pub mod tls;
+pub mod transport;
+
+pub use file::{DEFAULT_LINK, FEDERATION_FILE, Federation, Link, Site};
+pub use identity::{CA_CERT_FILE, CA_KEY_FILE, SIGNING_KEY_FILE, SITE_CERT_FILE, SITE_KEY_FILE, SiteIdentity};
+pub use tls::{
+    ALPN, FederationEndpoint, bind_endpoint, client_config, endpoint, peer_site_name, server_config, tune_for_peer,
+};
+pub use transport::{CongestionController, TransportSettings, transport_config};
+
+use std::path::PathBuf;
+
+/// The DNS suffix under which site names are bound in certificates.
+pub const SITE_NAME_SUFFIX: &str = "site.clusster";
+
+/// Longest site name: one DNS label.
+pub const MAX_SITE_NAME_LEN: usize = 63;
+
+/// The DNS name a site's certificate carries: `<site>.site.clusster`.
+pub fn site_dns_name(site: &str) -> String {
+    format!("{site}.{SITE_NAME_SUFFIX}")
+}
+
+/// The site whose DNS name this is, if it is one (`paris.site.clusster` → `paris`).
+pub fn site_from_dns_name(dns_name: &str) -> Option<&str> {
+    dns_name.strip_suffix(SITE_NAME_SUFFIX)?.strip_suffix('.').filter(|n| validate_site_name(n).is_ok())
+}
+
+/// Checks that `name` can name a site: one DNS label of lowercase letters, digits and
+/// hyphens, starting with a letter, not ending with a hyphen. Lowercase only, so that two
+/// spellings can never name one site.
+pub fn validate_site_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_SITE_NAME_LEN {
+        return Err(format!("site name {name:?} must be 1 to {MAX_SITE_NAME_LEN} characters long"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(format!("site name {name:?} may hold only lowercase letters a-z, digits and '-'"));
+    }
+    if !name.as_bytes()[0].is_ascii_lowercase() {
+        return Err(format!("site name {name:?} must start with a letter"));
+    }
+    if name.ends_with('-') {
+        return Err(format!("site name {name:?} must not end with '-'"));
+    }
+    Ok(())
+}
+
+/// What went wrong with federation files, identities or TLS setup.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FederationError {
+    /// A file, field or argument holds a value we cannot use; the message says which and what to do.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file we would create exists already.
+    #[error("{} exists already; pass --force to replace it (the old key is then lost)", .0.display())]
+    AlreadyExists(PathBuf),
+    /// A file we need is not there.
+    #[error("{} is missing: {hint}", path.display())]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// What to do about it.
+        hint: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Generating a key or certificate failed.
+    #[error("cannot generate the certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// rustls refused our configuration (a key that does not match its certificate, ...).
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A peer is not one we can talk to (unknown site, unauthenticated connection).
+    #[error("{0}")]
+    Peer(String),
+    /// Connecting to a peer failed.
+    #[error("cannot connect to site {site}: {reason}")]
+    Connect {
+        /// The site we tried to reach.
+        site: String,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+impl FederationError {
+    /// True when the error comes from what the user gave us (bad name, missing or existing
+    /// file, invalid federation file): the CLI exits with code 2 for these.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Self::Invalid(_) | Self::AlreadyExists(_) | Self::Missing { .. })
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_names_are_dns_labels() {
+        for good in ["paris", "a", "julich-2", "x1"] {
+            assert!(validate_site_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Paris", "1abc", "-a", "a-", "a.b", "a_b", "é", &"a".repeat(64)] {
+            assert!(validate_site_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dns_names_round_trip() {
+        assert_eq!(site_dns_name("paris"), "paris.site.clusster");
+        assert_eq!(site_from_dns_name("paris.site.clusster"), Some("paris"));
+        assert_eq!(site_from_dns_name("evil.paris.site.clusster"), None);
+        assert_eq!(site_from_dns_name("paris.example.org"), None);
+        assert_eq!(site_from_dns_name("site.clusster"), None);
+    }
+}
