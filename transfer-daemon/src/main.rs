@@ -72,6 +72,68 @@ enum Command {
     Scrub(AdminArgs),
     /// Recount references and look for missing chunks; exit 3 on any inconsistency.
     Check(AdminArgs),
+    /// Create a federation: its CA and federation file.
+    Federation {
+        #[command(subcommand)]
+        command: FederationCommand,
+    },
+    /// Create a site's identity in a federation.
+    Site {
+        #[command(subcommand)]
+        command: SiteCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FederationCommand {
+    /// Write a CA key (ca.key, 0600), its certificate (ca.pem) and a documented federation.toml into DIR.
+    Init {
+        /// Directory to write into (created if missing). Keep ca.key there, offline if you can.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The federation's name: letters, digits, '.', '_' or '-'.
+        #[arg(long)]
+        name: String,
+        /// Replace an existing CA key and federation file (every site must then be re-issued).
+        #[arg(long)]
+        force: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    /// Make a site key and a certificate signed by the federation CA, and list the site in the federation file.
+    ///
+    /// Writes site.key, signing.key (both 0600), site.pem and a copy of ca.pem into --out. Runs where
+    /// the CA key is (next to the federation file); if that file is read-only, prints the entry to add.
+    Init {
+        /// The site's name: lowercase letters, digits and '-', starting with a letter.
+        name: String,
+        /// The federation's directory (with federation.toml and ca.key) or its federation file.
+        #[arg(long)]
+        federation: PathBuf,
+        /// Directory for the site's files: copy it to the site as its [federation] tls_dir.
+        #[arg(long)]
+        out: PathBuf,
+        /// Where the site's QUIC listener is reached, host:port (a new entry defaults to 127.0.0.1:7444).
+        #[arg(long)]
+        quic: Option<String>,
+        /// The site's S3 URL (a new entry defaults to http://127.0.0.1:9000).
+        #[arg(long)]
+        s3: Option<String>,
+        /// An attribute for placement rules, KEY=VALUE; repeat for more (e.g. --attr country=fr --attr tier=hpc).
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attrs: Vec<String>,
+        /// Replace existing site.key and signing.key (the old keys are lost).
+        #[arg(long)]
+        force: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,6 +234,12 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Federation { command: FederationCommand::Init { dir, name, force, json } } => {
+            federation_init(&dir, &name, force, json)
+        }
+        Command::Site { command: SiteCommand::Init { name, federation, out, quic, s3, attrs, force, json } } => {
+            site_init(SiteInitArgs { name, federation, out, quic, s3, attrs, force, json })
+        }
         Command::Init { data_dir, json } => init(&data_dir, json),
         Command::Serve { config, data_dir, admin_listen, s3_listen } => {
             let (raw, base) = load_config(config.as_deref(), data_dir.as_deref())?;
@@ -257,6 +325,106 @@ fn init(data_dir: &Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::json!({ "data_dir": data_dir, "config": config }));
     } else {
         println!("created {}\nrun: clusster serve --config {}", data_dir.display(), config.display());
+    }
+    Ok(())
+}
+
+/// Usage errors (exit 2) for what the user gave us, plain failures for the rest.
+fn federation_failure(e: federation::FederationError) -> anyhow::Error {
+    if e.is_bad_input() { UsageError(e.to_string()).into() } else { e.into() }
+}
+
+fn federation_init(dir: &Path, name: &str, force: bool, json: bool) -> anyhow::Result<()> {
+    let done = federation::identity::init_federation(dir, name, force).map_err(federation_failure)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "federation": name,
+                "ca_cert": done.ca_cert,
+                "ca_key": done.ca_key,
+                "federation_file": done.federation_file,
+            })
+        );
+    } else {
+        println!(
+            "created federation {name}:\n  {}  (CA private key, 0600: keep it offline)\n  {}\n  {}\n\
+             next: clusster site init NAME --federation {} --out DIR --quic HOST:PORT --s3 URL",
+            done.ca_key.display(),
+            done.ca_cert.display(),
+            done.federation_file.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+struct SiteInitArgs {
+    name: String,
+    federation: PathBuf,
+    out: PathBuf,
+    quic: Option<String>,
+    s3: Option<String>,
+    attrs: Vec<String>,
+    force: bool,
+    json: bool,
+}
+
+fn site_init(args: SiteInitArgs) -> anyhow::Result<()> {
+    let mut attributes = std::collections::BTreeMap::new();
+    for attr in &args.attrs {
+        let (key, value) = attr
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--attr {attr:?} is not KEY=VALUE; write e.g. --attr country=fr")))?;
+        attributes.insert(key.trim().to_owned(), value.trim().to_owned());
+    }
+    let entry = federation::file::SiteEntry {
+        name: args.name.clone(),
+        quic: args.quic,
+        s3: args.s3,
+        attributes,
+        signing_key: [0; 32],
+    };
+    let done = federation::identity::init_site(&args.federation, &args.name, &args.out, entry, args.force)
+        .map_err(federation_failure)?;
+    let federation_file = federation::identity::federation_file_path(&args.federation);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "site": args.name,
+                "site_key": done.site_key,
+                "site_cert": done.site_cert,
+                "ca_cert": done.ca_cert,
+                "signing_key": done.signing_key,
+                "signing_public_key": federation::file::format_signing_key(&done.entry.signing_key),
+                "federation_file": federation_file,
+                "federation_updated": done.federation_updated,
+                "entry": done.entry_text,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "site {}: wrote {}, {} (0600), {}, {}",
+        args.name,
+        done.site_key.display(),
+        done.signing_key.display(),
+        done.site_cert.display(),
+        done.ca_cert.display()
+    );
+    if done.federation_updated {
+        println!(
+            "listed in {}; hand the updated file to every site.\nnext: copy {} to the site and set [federation] file and tls_dir in its clusster.toml",
+            federation_file.display(),
+            args.out.display()
+        );
+    } else {
+        println!(
+            "{} is read-only: add this entry to it, then hand it to every site:\n\n{}",
+            federation_file.display(),
+            done.entry_text
+        );
     }
     Ok(())
 }
