@@ -70,6 +70,12 @@ impl ClaimSet {
         self.chunks.extend(distinct);
     }
 
+    /// Takes over `other`'s claims without releasing them.
+    pub(crate) fn absorb(&mut self, mut other: ClaimSet) {
+        self.chunks.append(&mut other.chunks);
+        self.packs.append(&mut other.packs);
+    }
+
     /// Marks a pack as being written.
     pub(crate) fn open_pack(&mut self, pack: u64) {
         self.claims.lock().packs.insert(pack);

@@ -13,6 +13,7 @@
 //! - `read`: the read path: coalesced ranged reads of neighbouring chunks, verified in batches;
 //! - [`gc`]: garbage collection of unreferenced chunks and packs;
 //! - [`scrub`]: verification of every stored chunk, quarantine of bad ones;
+//! - [`transfer`]: what the transfer protocol needs: export, held chunks, received chunks, atomic commit;
 //! - [`metrics`]: counters for `/metrics`;
 //! - [`error`]: the store's error type, [`StoreError`].
 //!
@@ -40,6 +41,7 @@ pub mod multipart;
 pub mod objects;
 mod read;
 pub mod scrub;
+pub mod transfer;
 
 pub use chunks::ChunkBackend;
 pub use config::StoreConfig;

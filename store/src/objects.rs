@@ -258,7 +258,7 @@ impl Store {
     }
 
     /// Stages the deletion of a body's manifest and the release of its chunks.
-    fn release_body(
+    pub(crate) fn release_body(
         &self,
         batch: &mut crate::meta::Batch,
         body: &Body,
@@ -364,7 +364,7 @@ impl Store {
 
     /// Reads an object and claims its chunks, so that GC keeps them while a read or a
     /// copy uses them, even if the object is deleted or replaced meanwhile.
-    fn pin_object(&self, bucket: &str, key: &str) -> Result<Pinned, StoreError> {
+    pub(crate) fn pin_object(&self, bucket: &str, key: &str) -> Result<Pinned, StoreError> {
         for _ in 0..3 {
             let record = self.object_record(bucket, key)?;
             let chunks = match &record.body {
@@ -534,10 +534,10 @@ pub struct OpenObject {
 }
 
 /// An object record with its chunks claimed.
-struct Pinned {
-    record: ObjectRecord,
-    chunks: Vec<ChunkRef>,
-    claims: ClaimSet,
+pub(crate) struct Pinned {
+    pub(crate) record: ObjectRecord,
+    pub(crate) chunks: Vec<ChunkRef>,
+    pub(crate) claims: ClaimSet,
 }
 
 impl OpenObject {

@@ -21,6 +21,13 @@ pub const PARTS: &str = "parts";
 /// read found corrupt, kept out of the index until repaired
 pub const QUARANTINE: &str = "quarantine";
 
+/// transfer id (16 bytes) → [`TransferRecord`](super::values::TransferRecord): a transfer
+/// this site takes part in that has not finished, so it resumes after a restart
+pub const TRANSFERS: &str = "transfers";
+/// [`transfer_chunk_key`](super::keys::transfer_chunk_key) → [`TransferChunk`](super::values::TransferChunk):
+/// a chunk an unfinished transfer received; each holds one reference, so GC keeps the chunk
+pub const TRANSFER_CHUNKS: &str = "transfer_chunks";
+
 /// access key id → [`AccessKeyRecord`](super::values::AccessKeyRecord)
 pub const ACCESS_KEYS: &str = "access_keys";
 /// [`grant_key`](super::keys::grant_key) → [`GrantRecord`](super::values::GrantRecord):
@@ -28,5 +35,18 @@ pub const ACCESS_KEYS: &str = "access_keys";
 pub const GRANTS: &str = "grants";
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 11] =
-    [BUCKETS, OBJECTS, MANIFESTS, CHUNKS, REFCOUNTS, PACKS, UPLOADS, PARTS, QUARANTINE, ACCESS_KEYS, GRANTS];
+pub const ALL: [&str; 13] = [
+    BUCKETS,
+    OBJECTS,
+    MANIFESTS,
+    CHUNKS,
+    REFCOUNTS,
+    PACKS,
+    UPLOADS,
+    PARTS,
+    QUARANTINE,
+    ACCESS_KEYS,
+    GRANTS,
+    TRANSFERS,
+    TRANSFER_CHUNKS,
+];

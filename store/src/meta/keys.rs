@@ -49,6 +49,25 @@ pub fn decode_upload_key(raw: &[u8]) -> Option<(&str, &str, [u8; UPLOAD_ID_LEN])
     Some((bucket, key, raw[split + 1..].try_into().ok()?))
 }
 
+/// Length of a transfer id.
+pub const TRANSFER_ID_LEN: usize = 16;
+
+/// `[transfer id][chunk id]`: the chunks one transfer holds, together.
+pub fn transfer_chunk_key(transfer: &[u8; TRANSFER_ID_LEN], chunk: &ChunkId) -> [u8; TRANSFER_ID_LEN + 32] {
+    let mut k = [0u8; TRANSFER_ID_LEN + 32];
+    k[..TRANSFER_ID_LEN].copy_from_slice(transfer);
+    k[TRANSFER_ID_LEN..].copy_from_slice(&chunk.0);
+    k
+}
+
+/// Decodes [`transfer_chunk_key`].
+pub fn decode_transfer_chunk_key(raw: &[u8]) -> Option<([u8; TRANSFER_ID_LEN], ChunkId)> {
+    if raw.len() != TRANSFER_ID_LEN + 32 {
+        return None;
+    }
+    Some((raw[..TRANSFER_ID_LEN].try_into().ok()?, ChunkId(raw[TRANSFER_ID_LEN..].try_into().ok()?)))
+}
+
 /// `[upload id][part number, u32 BE]`: an upload's parts in part order.
 pub fn part_key(upload: &[u8; UPLOAD_ID_LEN], part: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(UPLOAD_ID_LEN + 4);

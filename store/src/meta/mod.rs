@@ -103,6 +103,16 @@ impl MetaDb {
         }
     }
 
+    /// Whether each of `keys` is present in `cf`, in one batched lookup.
+    pub fn contains_many<K: AsRef<[u8]>>(&self, cf: &str, keys: &[K]) -> Result<Vec<bool>, StoreError> {
+        let handle = self.cf(cf);
+        self.db
+            .batched_multi_get_cf(handle, keys.iter().map(|k| k.as_ref()), false)
+            .into_iter()
+            .map(|r| r.map(|v| v.is_some()).map_err(db_error))
+            .collect()
+    }
+
     /// Raw key/value pairs of `cf` from `start` (inclusive) to `end` (exclusive).
     pub fn scan_raw<'a>(
         &'a self,

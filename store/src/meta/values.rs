@@ -152,6 +152,30 @@ impl Record for PackRecord {
     const VERSION: u8 = 1;
 }
 
+/// A transfer this site takes part in and has not finished. The body is the transfer
+/// layer's own description (postcard), opaque to the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    /// creation time, ms since the Unix epoch
+    pub created_ms: i64,
+    /// what the transfer layer needs to resume it
+    pub spec: Vec<u8>,
+}
+
+impl Record for TransferRecord {
+    const KIND: &'static str = "transfer";
+    const VERSION: u8 = 1;
+}
+
+/// Marks a chunk received by an unfinished transfer; it holds one reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferChunk;
+
+impl Record for TransferChunk {
+    const KIND: &'static str = "transfer chunk";
+    const VERSION: u8 = 1;
+}
+
 /// A multipart upload in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {

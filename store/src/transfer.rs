@@ -1,0 +1,319 @@
+//! What the transfer protocol needs from the store, on both sides.
+//!
+//! The sending side exports objects with their chunk lists and reads chunk frames as
+//! stored (still compressed). The receiving side asks which chunks it already holds,
+//! writes the ones it receives through a [`ChunkSink`], and commits the transfer's objects
+//! in one batch with [`Store::commit_transfer`].
+//!
+//! A received chunk is durable and indexed as soon as its group is flushed, and holds one
+//! reference for its transfer (a [`TransferChunk`] marker) until the transfer commits or is
+//! released: GC keeps it across restarts, and a resumed transfer finds it held and does not
+//! ask for it again.
+
+use crate::Store;
+use crate::chunks::PackWriter;
+use crate::claims::ClaimSet;
+use crate::error::StoreError;
+use crate::meta::keys::{self, TRANSFER_ID_LEN};
+use crate::meta::values::{
+    Body, ChunkLoc, ChunkRef, ManifestRecord, ObjectMeta, ObjectRecord, PackRecord, TransferChunk, TransferRecord,
+};
+use crate::meta::{RawEntry, cf};
+use bytes::Bytes;
+use hw_offload::{ChecksumAlgo, ChunkId};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// A transfer's id.
+pub type TransferId = [u8; TRANSFER_ID_LEN];
+
+/// Chunks a transfer relies on, kept from GC until it is dropped (in memory only: after
+/// a restart the transfer looks again).
+#[derive(Debug)]
+pub struct TransferPin {
+    claims: ClaimSet,
+}
+
+/// An object as a transfer sends it.
+#[derive(Debug, Clone)]
+pub struct ExportedObject {
+    /// its record (size, ETag, checksums, metadata)
+    pub record: ObjectRecord,
+    /// its chunks in order; for an inline object, the one pseudo-chunk of its bytes
+    pub chunks: Vec<ChunkRef>,
+    /// an inline object's bytes
+    pub inline: Option<Bytes>,
+}
+
+/// An object a transfer brings in, committed by [`Store::commit_transfer`].
+#[derive(Debug, Clone)]
+pub struct TransferredObject {
+    /// destination bucket
+    pub bucket: String,
+    /// destination key
+    pub key: String,
+    /// length in bytes
+    pub size: u64,
+    /// the ETag the source gave it
+    pub etag: String,
+    /// the source's checksums
+    pub checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
+    /// the source's modification time
+    pub mtime_ms: i64,
+    /// HTTP metadata
+    pub meta: ObjectMeta,
+    /// multipart part sizes
+    pub part_sizes: Vec<u64>,
+    /// chunks in order, each held by this store when committing
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl Store {
+    /// A new, empty pin.
+    pub fn transfer_pin(&self) -> TransferPin {
+        TransferPin { claims: ClaimSet::new(self.claims.clone()) }
+    }
+
+    /// Which of `ids` this store holds in its index. Each is claimed in `pin` before the
+    /// lookup, so a chunk found held stays until the pin is dropped.
+    pub fn hold_chunks(&self, pin: &mut TransferPin, ids: &[ChunkId]) -> Result<Vec<bool>, StoreError> {
+        pin.claims.claim_all(ids.iter().copied());
+        let keys: Vec<[u8; 32]> = ids.iter().map(keys::chunk_key).collect();
+        self.meta.contains_many(cf::CHUNKS, &keys)
+    }
+
+    /// The object at `bucket/key` with its chunk list, claimed in `pin`. An inline
+    /// object is exported as one pseudo-chunk named by the BLAKE3 of its bytes.
+    pub fn export_object(&self, pin: &mut TransferPin, bucket: &str, key: &str) -> Result<ExportedObject, StoreError> {
+        let pinned = self.pin_object(bucket, key)?;
+        pin.claims.absorb(pinned.claims);
+        let (chunks, inline) = match &pinned.record.body {
+            Body::Inline(data) if data.is_empty() => (Vec::new(), None),
+            Body::Inline(data) => {
+                (vec![ChunkRef { id: ChunkId::of(data), len: data.len() as u32 }], Some(Bytes::from(data.clone())))
+            }
+            Body::Manifest(_) => (pinned.chunks, None),
+        };
+        Ok(ExportedObject { record: pinned.record, chunks, inline })
+    }
+
+    /// A chunk's frame exactly as stored (header and compressed payload), not verified:
+    /// the receiver verifies. `None` when the chunk is not held.
+    pub async fn read_frame(&self, id: &ChunkId) -> Result<Option<Bytes>, StoreError> {
+        let Some(loc) = self.meta.get::<ChunkLoc>(cf::CHUNKS, &keys::chunk_key(id))? else { return Ok(None) };
+        match self.chunks.read(loc.pack, loc.offset, loc.frame_len).await {
+            Ok(raw) => Ok(Some(raw)),
+            // GC may have moved it to another pack since the lookup.
+            Err(_) => match self.meta.get::<ChunkLoc>(cf::CHUNKS, &keys::chunk_key(id))? {
+                Some(loc) => Ok(Some(self.chunks.read(loc.pack, loc.offset, loc.frame_len).await?)),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// A held chunk's plain bytes, verified (a corrupt copy is quarantined and is an
+    /// error). `None` when the chunk is not held.
+    pub async fn read_chunk_by_id(&self, id: &ChunkId) -> Result<Option<Bytes>, StoreError> {
+        let Some(loc) = self.meta.get::<ChunkLoc>(cf::CHUNKS, &keys::chunk_key(id))? else { return Ok(None) };
+        self.read_chunk(&ChunkRef { id: *id, len: loc.plain_len }).await.map(Some)
+    }
+
+    /// Starts receiving chunks for `transfer`.
+    pub fn chunk_sink(self: &Arc<Self>, transfer: TransferId) -> ChunkSink {
+        ChunkSink {
+            store: self.clone(),
+            transfer,
+            pack: None,
+            unflushed: Vec::new(),
+            unflushed_bytes: 0,
+            claims: ClaimSet::new(self.claims.clone()),
+        }
+    }
+
+    /// Records (or replaces) what is needed to resume `transfer` after a restart.
+    pub async fn save_transfer(&self, transfer: TransferId, spec: Vec<u8>) -> Result<(), StoreError> {
+        let mut batch = self.meta.batch();
+        batch.put(cf::TRANSFERS, &transfer, &TransferRecord { created_ms: crate::now_ms(), spec });
+        self.commit(batch).await
+    }
+
+    /// Unfinished transfers, oldest first by id order.
+    pub fn saved_transfers(&self) -> Result<Vec<(TransferId, TransferRecord)>, StoreError> {
+        self.meta
+            .scan::<TransferRecord>(cf::TRANSFERS, &[], &[])
+            .map(|r| {
+                let (k, v) = r?;
+                let id = TransferId::try_from(&k[..]).map_err(|_| StoreError::CorruptMetadata {
+                    kind: "transfer",
+                    reason: format!("key of {} bytes", k.len()),
+                })?;
+                Ok((id, v))
+            })
+            .collect()
+    }
+
+    /// Forgets `transfer`: its record and the references its received chunks hold (they
+    /// become garbage unless an object uses them).
+    pub async fn release_transfer(&self, transfer: TransferId) -> Result<(), StoreError> {
+        let mut batch = self.meta.batch();
+        self.stage_release(&mut batch, &transfer)?;
+        self.commit(batch).await
+    }
+
+    fn stage_release(&self, batch: &mut crate::meta::Batch, transfer: &TransferId) -> Result<(), StoreError> {
+        for entry in self.meta.scan_raw(cf::TRANSFER_CHUNKS, transfer, keys::prefix_successor(transfer)) {
+            let (k, _): RawEntry = entry?;
+            if let Some((_, id)) = keys::decode_transfer_chunk_key(&k) {
+                batch.delete(cf::TRANSFER_CHUNKS, &k);
+                batch.add_ref(&id, -1);
+            }
+        }
+        batch.delete(cf::TRANSFERS, transfer);
+        Ok(())
+    }
+
+    /// Commits every object of `transfer` in one batch, replacing what is at their keys,
+    /// then releases the transfer. Every chunk they name must be held.
+    pub async fn commit_transfer(
+        &self,
+        transfer: TransferId,
+        objects: Vec<TransferredObject>,
+    ) -> Result<(), StoreError> {
+        // Hold the chunks first: a chunk that was held when the receiver looked stays now.
+        let mut pin = self.transfer_pin();
+        let mut ids: Vec<ChunkId> = objects.iter().flat_map(|o| o.chunks.iter().map(|c| c.id)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for (id, held) in ids.iter().zip(self.hold_chunks(&mut pin, &ids)?) {
+            if !held {
+                return Err(StoreError::MissingChunk(*id));
+            }
+        }
+        let buckets: BTreeSet<usize> = objects.iter().map(|o| crate::stripe(&o.bucket.as_str())).collect();
+        let key_stripes: BTreeSet<usize> =
+            objects.iter().map(|o| crate::stripe(&(o.bucket.as_str(), o.key.as_str()))).collect();
+        // Stripes in ascending order, buckets before keys: the order every writer uses.
+        let mut bucket_guards = Vec::with_capacity(buckets.len());
+        for stripe in buckets {
+            bucket_guards.push(self.bucket_locks[stripe].read().await);
+        }
+        let mut key_guards = Vec::with_capacity(key_stripes.len());
+        for stripe in key_stripes {
+            key_guards.push(self.key_locks[stripe].lock().await);
+        }
+        let mut batch = self.meta.batch();
+        let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
+        let mut checked_buckets = BTreeSet::new();
+        for o in objects {
+            if checked_buckets.insert(o.bucket.clone()) {
+                self.bucket(&o.bucket)?;
+            }
+            let okey = keys::object_key(&o.bucket, &o.key);
+            if let Some(old) = self.meta.get::<ObjectRecord>(cf::OBJECTS, &okey)? {
+                self.release_body(&mut batch, &old.body, &mut deltas)?;
+            }
+            let body = if o.chunks.is_empty() {
+                Body::Inline(Vec::new())
+            } else {
+                for c in &o.chunks {
+                    *deltas.entry(c.id).or_default() += 1;
+                }
+                let id = rand::random::<u64>();
+                batch.put(cf::MANIFESTS, &id.to_be_bytes(), &ManifestRecord { chunks: o.chunks });
+                Body::Manifest(id)
+            };
+            let record = ObjectRecord {
+                size: o.size,
+                etag: o.etag,
+                checksums: o.checksums,
+                mtime_ms: o.mtime_ms,
+                meta: o.meta,
+                part_sizes: o.part_sizes,
+                body,
+            };
+            batch.put(cf::OBJECTS, &okey, &record);
+        }
+        for (id, delta) in deltas {
+            batch.add_ref(&id, delta);
+        }
+        self.stage_release(&mut batch, &transfer)?;
+        self.commit(batch).await?;
+        drop(key_guards);
+        drop(bucket_guards);
+        Ok(())
+    }
+}
+
+/// Writes a transfer's received chunks into packs; [`ChunkSink::flush`] makes them
+/// durable and held.
+pub struct ChunkSink {
+    store: Arc<Store>,
+    transfer: TransferId,
+    pack: Option<PackWriter>,
+    unflushed: Vec<(ChunkId, ChunkLoc)>,
+    unflushed_bytes: u64,
+    claims: ClaimSet,
+}
+
+impl ChunkSink {
+    /// Appends a chunk frame the caller has verified (id, lengths and content).
+    pub async fn append(&mut self, id: ChunkId, frame: Bytes, plain_len: u32) -> Result<(), StoreError> {
+        self.claims.claim_chunk(id);
+        if self.pack.is_none() {
+            let pack = rand::random::<u64>();
+            self.claims.open_pack(pack);
+            self.pack = Some(self.store.chunks.start_pack(pack)?);
+        }
+        let pack = self.pack.as_mut().expect("opened above");
+        let loc = ChunkLoc { pack: pack.id(), offset: pack.len(), frame_len: frame.len() as u32, plain_len };
+        self.unflushed_bytes += frame.len() as u64;
+        pack.append(frame).await?;
+        self.unflushed.push((id, loc));
+        Ok(())
+    }
+
+    /// Frame bytes appended since the last flush.
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.unflushed_bytes
+    }
+
+    /// Chunks appended since the last flush.
+    pub fn unflushed_chunks(&self) -> usize {
+        self.unflushed.len()
+    }
+
+    /// Seals the open pack and commits its chunks to the index, each holding a reference
+    /// for the transfer. Returns the ids now held.
+    pub async fn flush(&mut self) -> Result<Vec<ChunkId>, StoreError> {
+        let Some(pack) = self.pack.take() else { return Ok(Vec::new()) };
+        let pack_id = pack.id();
+        let bytes = pack.seal().await?;
+        let mut batch = self.store.meta.batch();
+        batch.put(cf::PACKS, &keys::pack_key(pack_id), &PackRecord { bytes, created_ms: crate::now_ms() });
+        let mut held = Vec::with_capacity(self.unflushed.len());
+        let mut seen = std::collections::HashSet::new();
+        for (id, loc) in self.unflushed.drain(..) {
+            if !seen.insert(id) {
+                continue;
+            }
+            let key = keys::chunk_key(&id);
+            // Another writer may have stored it meanwhile: keep its copy, ours is garbage.
+            if !self.store.meta.contains(cf::CHUNKS, &key)? {
+                batch.put(cf::CHUNKS, &key, &loc);
+                // Receiving a quarantined chunk is how a peer repairs it.
+                if self.store.meta.contains(cf::QUARANTINE, &key)? {
+                    batch.delete(cf::QUARANTINE, &key);
+                }
+            }
+            let marker = keys::transfer_chunk_key(&self.transfer, &id);
+            if !self.store.meta.contains(cf::TRANSFER_CHUNKS, &marker)? {
+                batch.put(cf::TRANSFER_CHUNKS, &marker, &TransferChunk);
+                batch.add_ref(&id, 1);
+            }
+            held.push(id);
+        }
+        self.unflushed_bytes = 0;
+        self.store.commit(batch).await?;
+        Ok(held)
+    }
+}
