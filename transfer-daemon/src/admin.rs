@@ -2,6 +2,7 @@
 //! (maintenance, access keys, bucket grants) for the operator, behind the bearer token
 //! kept in `<data_dir>/admin.token`. Errors are RFC 9457 problem documents.
 
+use crate::transfer::manager::{ApiError, Kind, TransferSpec, Transfers};
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
@@ -12,6 +13,7 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use store::Store;
+use transfer_daemon::protocol::wire::Selection;
 
 /// What the handlers share.
 pub struct AdminState {
@@ -23,6 +25,8 @@ pub struct AdminState {
     pub listeners: serde_json::Value,
     /// the bearer token /admin/* requires
     pub token: String,
+    /// transfers, when this site is federated
+    pub transfers: Option<Arc<Transfers>>,
 }
 
 /// The admin token file in a data dir.
@@ -105,6 +109,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/keys", post(create_key).get(list_keys))
         .route("/admin/keys/{id}", axum::routing::delete(delete_key))
         .route("/admin/buckets/{bucket}/grants/{project}", axum::routing::put(grant).delete(revoke))
+        .route("/admin/transfers", post(start_transfer).get(list_transfers))
+        .route("/admin/transfers/{id}", get(transfer_status).delete(cancel_transfer))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
@@ -225,4 +231,95 @@ async fn check(State(state): State<Arc<AdminState>>) -> Result<Response, Problem
         detail: e.to_string(),
     })??;
     Ok(json(&report))
+}
+
+impl From<ApiError> for Problem {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Invalid(_) => Problem::new(StatusCode::BAD_REQUEST, "invalid transfer", e.to_string()),
+            ApiError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "no such transfer", e.to_string()),
+            ApiError::Ended(_) => Problem::new(StatusCode::CONFLICT, "transfer ended", e.to_string()),
+        }
+    }
+}
+
+fn transfers(state: &AdminState) -> Result<&Arc<Transfers>, Problem> {
+    state.transfers.as_ref().ok_or_else(|| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "not federated",
+            "this site has no federation: set [federation] file in its config (see `clusster federation init`)",
+        )
+    })
+}
+
+/// `POST /admin/transfers` body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTransfer {
+    /// push, pull or copy
+    mode: String,
+    /// receiving site (push, copy)
+    to: Option<String>,
+    /// sending site (pull, copy)
+    from: Option<String>,
+    /// `bucket[/prefix]` on the sending site
+    source: String,
+    /// `bucket[/prefix]` on the receiving site (default: as source)
+    dest: Option<String>,
+    #[serde(default)]
+    priority: u8,
+    /// bytes per second
+    rate_limit: Option<u64>,
+}
+
+/// `bucket/prefix` → selection.
+pub fn parse_selection(text: &str) -> Result<Selection, String> {
+    let (bucket, prefix) = text.split_once('/').unwrap_or((text, ""));
+    if bucket.is_empty() {
+        return Err(format!("{text:?}: expected BUCKET or BUCKET/PREFIX"));
+    }
+    Ok(Selection { bucket: bucket.to_owned(), prefix: prefix.to_owned() })
+}
+
+async fn start_transfer(
+    State(state): State<Arc<AdminState>>,
+    body: Result<axum::Json<NewTransfer>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let transfers = transfers(&state)?;
+    let bad = |detail: String| Problem::new(StatusCode::BAD_REQUEST, "invalid transfer", detail);
+    let axum::Json(req) = body.map_err(|e| {
+        bad(format!("{e}; send {{\"mode\": \"push\", \"to\": \"SITE\", \"source\": \"BUCKET/PREFIX\"}}"))
+    })?;
+    let need =
+        |site: Option<String>, field: &str| site.ok_or_else(|| bad(format!("mode {} needs \"{field}\"", req.mode)));
+    let kind = match req.mode.as_str() {
+        "push" => Kind::Push { to: need(req.to.clone(), "to")? },
+        "pull" => Kind::Pull { from: need(req.from.clone(), "from")? },
+        "copy" => Kind::Copy { from: need(req.from.clone(), "from")?, to: need(req.to.clone(), "to")? },
+        other => return Err(bad(format!("mode {other:?}: expected push, pull or copy"))),
+    };
+    let source = parse_selection(&req.source).map_err(bad)?;
+    let dest = match &req.dest {
+        Some(d) => parse_selection(d).map_err(bad)?,
+        None => source.clone(),
+    };
+    if req.rate_limit == Some(0) {
+        return Err(bad("rate_limit must be positive (bytes per second)".into()));
+    }
+    let spec = TransferSpec { kind, source, dest, priority: req.priority, rate_limit: req.rate_limit };
+    let status = transfers.start(spec).await?;
+    Ok((StatusCode::ACCEPTED, json(&status)).into_response())
+}
+
+async fn list_transfers(State(state): State<Arc<AdminState>>) -> Result<Response, Problem> {
+    Ok(json(&transfers(&state)?.list()))
+}
+
+async fn transfer_status(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Response, Problem> {
+    Ok(json(&transfers(&state)?.status(&id)?))
+}
+
+async fn cancel_transfer(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Response, Problem> {
+    Ok((StatusCode::ACCEPTED, json(&transfers(&state)?.cancel(&id)?)).into_response())
 }

@@ -222,10 +222,8 @@ pub struct Settings {
     /// certificate and key for HTTPS on the S3 listener
     pub s3_tls: Option<(PathBuf, PathBuf)>,
     /// federation membership (None: not federated, no QUIC listener)
-    #[allow(dead_code, reason = "serve reads it once the QUIC driver of issue 4 lands")]
     pub federation: Option<FederationSettings>,
     /// QUIC transport tuning
-    #[allow(dead_code, reason = "serve reads it once the QUIC driver of issue 4 lands")]
     pub transfer: TransportSettings,
 }
 
@@ -331,6 +329,10 @@ connections_per_peer = {connections}
 size_windows_from_links = {from_links}
 # Batch UDP sends with GSO where the kernel supports it.
 segmentation_offload = {gso}
+# Data streams a sender opens per transfer, and transfers opened here that run at once
+# (the others queue, highest --priority first).
+streams_per_transfer = {streams}
+max_active_transfers = {active}
 "#,
             name = d.site.name,
             data_dir = data_dir.display(),
@@ -364,6 +366,8 @@ segmentation_offload = {gso}
             connections = d.transfer.connections_per_peer,
             from_links = d.transfer.size_windows_from_links,
             gso = d.transfer.segmentation_offload,
+            streams = d.transfer.streams_per_transfer,
+            active = d.transfer.max_active_transfers,
         )
     }
 

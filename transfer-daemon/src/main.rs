@@ -6,12 +6,11 @@
 mod admin;
 mod client;
 mod config;
-// The QUIC transfer driver (issue 4) is the caller of the endpoint, connector and peer
-// helpers; until it lands, only this module's tests use them.
-#[allow(dead_code, unused_imports)]
 mod federation;
 mod metrics;
 mod serve;
+mod transfer;
+mod transfer_cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -65,6 +64,11 @@ enum Command {
     Bucket {
         #[command(subcommand)]
         command: BucketCommand,
+    },
+    /// Move data between sites: push, pull, third-party copy; follow and cancel.
+    Transfer {
+        #[command(subcommand)]
+        command: transfer_cli::TransferCommand,
     },
     /// Run garbage collection now on the running daemon.
     Gc(AdminArgs),
@@ -248,6 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::serve(settings).await
         }
         Command::Key { command } => key(command).await,
+        Command::Transfer { command } => transfer_cli::run(command).await,
         Command::Bucket { command } => {
             let (method, bucket, project, admin, verb) = match command {
                 BucketCommand::Allow { bucket, project, admin } => {

@@ -3,6 +3,8 @@
 
 use crate::admin::{self, AdminState};
 use crate::config::{LISTEN_FILE, Settings};
+use crate::federation::FederationEndpoint;
+use crate::transfer::manager::Transfers;
 use anyhow::Context;
 use hw_offload::Offload;
 use std::sync::Arc;
@@ -33,12 +35,28 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     let s3_service = s3_gateway::service(store.clone(), settings.s3.clone()).map_err(anyhow::Error::msg)?;
+    let transfers = match &settings.federation {
+        Some(federation) => {
+            let net = FederationEndpoint::bind(&settings.site_name, federation, &settings.transfer)
+                .with_context(|| format!("cannot start the QUIC listener on {}", federation.quic_listen))?;
+            Some(Transfers::new(
+                store.clone(),
+                net,
+                settings.transfer.streams_per_transfer as usize,
+                settings.transfer.max_active_transfers as usize,
+            ))
+        }
+        None => None,
+    };
     let scheme = if s3_tls.is_some() { "https" } else { "http" };
-    let listeners = serde_json::json!({
+    let mut listeners = serde_json::json!({
         "site": settings.site_name,
         "admin": admin_listener.local_addr()?.to_string(),
         "s3": format!("{scheme}://{}", s3_listener.local_addr()?),
     });
+    if let Some(t) = &transfers {
+        listeners["quic"] = t.local_addr()?.to_string().into();
+    }
     let admin_token = crate::admin::ensure_token(&settings.data_dir)?;
     let listen_file = settings.data_dir.join(LISTEN_FILE);
     write_atomically(&listen_file, &format!("{listeners}\n"))?;
@@ -48,6 +66,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ready: false.into(),
         listeners: listeners.clone(),
         token: admin_token,
+        transfers: transfers.clone(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin_server = tokio::spawn({
@@ -64,6 +83,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let s3_server = tokio::spawn(s3_gateway::server::serve(s3_listener, s3_service, s3_tls, shutdown_rx.clone()));
     let maintenance = tokio::spawn(maintenance_loop(store.clone(), settings.clone(), shutdown_rx.clone()));
 
+    if let Some(t) = &transfers {
+        t.resume_saved().await.context("resuming saved transfers")?;
+        tokio::spawn(t.clone().accept_loop());
+    }
     state.ready.store(true, Ordering::Release);
     tracing::info!(site = %settings.site_name, data_dir = %settings.data_dir.display(), %listeners, "ready");
     println!("{listeners}");
@@ -75,6 +98,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     admin_server.await.context("admin server task")?.context("admin server")?;
     s3_server.await.context("s3 server task")?;
     maintenance.await.context("maintenance task")?;
+    if let Some(t) = &transfers {
+        // Peers see the connection close and resume later; what was received is kept.
+        t.shutdown().await;
+    }
     store.flush().await.context("flushing metadata")?;
     let _ = std::fs::remove_file(&listen_file);
     tracing::info!("stopped");

@@ -114,17 +114,6 @@ impl SiteIdentity {
         Ok(identity)
     }
 
-    /// Builds an identity from certificate and key in memory.
-    pub fn from_parts(
-        name: &str,
-        cert_chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-    ) -> Result<Self, FederationError> {
-        let identity = Self { name: name.to_owned(), cert_chain, key };
-        identity.check_name().map_err(FederationError::Invalid)?;
-        Ok(identity)
-    }
-
     /// The private key.
     pub fn key(&self) -> PrivateKeyDer<'static> {
         self.key.clone_key()

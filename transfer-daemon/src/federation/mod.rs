@@ -19,12 +19,9 @@ pub mod identity;
 pub mod tls;
 pub mod transport;
 
-pub use file::{DEFAULT_LINK, FEDERATION_FILE, Federation, Link, Site};
-pub use identity::{CA_CERT_FILE, CA_KEY_FILE, SIGNING_KEY_FILE, SITE_CERT_FILE, SITE_KEY_FILE, SiteIdentity};
-pub use tls::{
-    ALPN, FederationEndpoint, bind_endpoint, client_config, endpoint, peer_site_name, server_config, tune_for_peer,
-};
-pub use transport::{CongestionController, TransportSettings, transport_config};
+pub use file::{DEFAULT_LINK, FEDERATION_FILE};
+pub use tls::FederationEndpoint;
+pub use transport::TransportSettings;
 
 use std::path::PathBuf;
 

@@ -21,9 +21,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// The ALPN protocol id of the clusster transfer protocol, version 1. A peer that offers
-/// anything else is refused in the handshake; a new incompatible protocol gets `clusster/2`.
-pub const ALPN: &[u8] = b"clusster/1";
+pub use transfer_daemon::protocol::wire::ALPN;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -290,17 +288,6 @@ pub fn bind_endpoint(
         .map_err(|e| FederationError::Io { path: format!("QUIC listener {listen}").into(), source: e })?;
     endpoint.set_default_client_config(client_config(identity, federation, settings)?);
     Ok(endpoint)
-}
-
-/// The daemon's entry point: loads the federation file and this site's identity named by
-/// the `[federation]` config, checks them against each other, and binds the endpoint.
-/// Must run inside a tokio runtime.
-pub fn endpoint(
-    site_name: &str,
-    settings: &FederationSettings,
-    transport: &TransportSettings,
-) -> Result<quinn::Endpoint, FederationError> {
-    Ok(FederationEndpoint::bind(site_name, settings, transport)?.endpoint)
 }
 
 /// A bound endpoint with what it needs to dial peers by site name.

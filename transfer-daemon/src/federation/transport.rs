@@ -87,6 +87,11 @@ pub struct TransportSettings {
     /// Send batches of packets in one system call (UDP GSO) where the kernel supports it;
     /// quinn turns it off by itself on a NIC that refuses it.
     pub segmentation_offload: bool,
+    /// Data streams a sender opens per transfer: chunks are read from the store and
+    /// written concurrently on each.
+    pub streams_per_transfer: u32,
+    /// Transfers this site opens that run at once; more wait, highest priority first.
+    pub max_active_transfers: u32,
 }
 
 impl Default for TransportSettings {
@@ -109,6 +114,8 @@ impl Default for TransportSettings {
             connections_per_peer: 1,
             size_windows_from_links: true,
             segmentation_offload: true,
+            streams_per_transfer: 8,
+            max_active_transfers: 4,
         };
         base.for_link(DEFAULT_LINK)
     }
@@ -177,6 +184,14 @@ impl TransportSettings {
                 "[transfer] keep_alive_interval_ms = {} must be below idle_timeout_ms = {} (0 turns keep-alives off)",
                 self.keep_alive_interval_ms, self.idle_timeout_ms
             ));
+        }
+        for (field, value, max) in [
+            ("streams_per_transfer", self.streams_per_transfer, 256),
+            ("max_active_transfers", self.max_active_transfers, 1024),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(format!("[transfer] {field} = {value} must be between 1 and {max}"));
+            }
         }
         if !(1..=10_000).contains(&self.initial_rtt_ms) {
             return Err(format!("[transfer] initial_rtt_ms = {} must be between 1 and 10000", self.initial_rtt_ms));

@@ -1,0 +1,408 @@
+//! The protocol's state machines, without I/O: the driver feeds them the messages it
+//! reads and the answers of the store, and sends what they return. Every rule a peer
+//! could break is checked here, so the fuzzer and the tests reach it without sockets.
+
+use super::wire::{Control, MAX_KEY_LEN, OFFER_MAX_CHUNKS, OFFER_MAX_OBJECTS, OfferedObject, Progress, Want};
+use hw_offload::ChunkId;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use store::meta::values::ChunkRef;
+
+/// How often a chunk that fails verification is asked for again before the transfer fails.
+pub const MAX_RETRIES: u8 = 3;
+
+/// A peer broke the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("protocol violation: {0}")]
+pub struct Violation(pub String);
+
+fn violation<T>(what: impl Into<String>) -> Result<T, Violation> {
+    Err(Violation(what.into()))
+}
+
+/// An object the receiver is assembling from offers.
+#[derive(Debug, Clone)]
+pub struct IncomingObject {
+    /// the offer's first entry for it, chunk list emptied
+    pub head: OfferedObject,
+    /// the chunk list so far
+    pub chunks: Vec<ChunkRef>,
+    /// whether the list is complete
+    pub complete: bool,
+}
+
+/// The receiving side of one transfer.
+#[derive(Debug, Default)]
+pub struct Receiver {
+    next_seq: u64,
+    objects: Vec<IncomingObject>,
+    /// chunks asked for and not yet kept: plain length and failed attempts
+    outstanding: HashMap<ChunkId, (u32, u8)>,
+    /// every chunk looked up or asked for in this session, so none is asked twice
+    known: HashSet<ChunkId>,
+    /// offers announced by `OfferDone`
+    offers_done: Option<u64>,
+    /// offers waiting for the driver's lookup before their `Need` is sent
+    unanswered: u64,
+    progress: Progress,
+}
+
+impl Receiver {
+    /// A receiver expecting offer 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes offer `seq` in; returns the ids the driver must look up in the store (each
+    /// once per session), then answer with [`Receiver::need`].
+    pub fn on_offer(&mut self, seq: u64, objects: Vec<OfferedObject>) -> Result<Vec<ChunkRef>, Violation> {
+        if seq != self.next_seq {
+            return violation(format!("offer {seq} out of order, expected {}", self.next_seq));
+        }
+        if self.offers_done.is_some() {
+            return violation("offer after the manifest ended");
+        }
+        if objects.is_empty() || objects.len() > OFFER_MAX_OBJECTS {
+            return violation(format!("offer of {} objects", objects.len()));
+        }
+        if objects.iter().map(|o| o.chunks.len()).sum::<usize>() > OFFER_MAX_CHUNKS {
+            return violation("offer of too many chunks");
+        }
+        self.next_seq += 1;
+        self.unanswered += 1;
+        let mut lookup = Vec::new();
+        for mut entry in objects {
+            check_key(&entry.key)?;
+            if entry.chunks.iter().any(|c| c.len == 0 || c.len > store::frame::MAX_PLAIN_LEN) {
+                return violation(format!("chunk of bad length in {:?}", entry.key));
+            }
+            let chunks = std::mem::take(&mut entry.chunks);
+            let ends = entry.last;
+            let continues = self.objects.last().is_some_and(|o| !o.complete);
+            let object = if continues {
+                let open = self.objects.last_mut().expect("checked above");
+                if open.head.key != entry.key || open.chunks.len() as u64 != entry.first_chunk {
+                    return violation(format!("{:?} does not continue {:?}", entry.key, open.head.key));
+                }
+                open
+            } else {
+                if entry.first_chunk != 0 {
+                    return violation(format!("{:?} starts at chunk {}", entry.key, entry.first_chunk));
+                }
+                if self.objects.last().is_some_and(|o| o.head.key >= entry.key) {
+                    return violation(format!("{:?} is not in key order", entry.key));
+                }
+                self.progress.objects += 1;
+                self.progress.bytes_total += entry.size;
+                self.objects.push(IncomingObject { head: entry, chunks: Vec::new(), complete: false });
+                self.objects.last_mut().expect("pushed")
+            };
+            for c in &chunks {
+                if self.known.insert(c.id) {
+                    lookup.push(*c);
+                }
+            }
+            self.progress.chunks_offered += chunks.len() as u64;
+            object.chunks.extend(chunks);
+            if ends {
+                let sum: u64 = object.chunks.iter().map(|c| c.len as u64).sum();
+                if sum != object.head.size {
+                    return violation(format!(
+                        "{:?}: chunks sum to {sum} bytes, size is {}",
+                        object.head.key, object.head.size
+                    ));
+                }
+                object.complete = true;
+            }
+        }
+        Ok(lookup)
+    }
+
+    /// The answer to offer `seq`: `missing` are the looked-up chunks the store lacks,
+    /// each with the base the driver chose for it.
+    pub fn need(&mut self, seq: u64, missing: Vec<(ChunkRef, Option<ChunkId>)>) -> Control {
+        self.unanswered = self.unanswered.saturating_sub(1);
+        let mut wants = Vec::with_capacity(missing.len());
+        for (c, base) in missing {
+            self.outstanding.insert(c.id, (c.len, 0));
+            self.progress.chunks_wanted += 1;
+            self.progress.bytes_wanted += c.len as u64;
+            wants.push(Want { id: c.id, base });
+        }
+        Control::Need { seq, wants }
+    }
+
+    /// A chunk arrived and verified; returns its plain length.
+    pub fn on_chunk(&mut self, id: &ChunkId, wire_bytes: u64, delta: bool) -> Result<u32, Violation> {
+        let Some((len, _)) = self.outstanding.remove(id) else {
+            return violation(format!("chunk {id} was not asked for"));
+        };
+        self.progress.chunks_done += 1;
+        self.progress.bytes_done += len as u64;
+        self.progress.wire_bytes += wire_bytes;
+        self.progress.chunks_delta += delta as u64;
+        Ok(len)
+    }
+
+    /// A chunk arrived and failed verification: ask again, whole, up to
+    /// [`MAX_RETRIES`] times. `Ok(None)` means give up.
+    pub fn on_bad_chunk(&mut self, id: &ChunkId, wire_bytes: u64) -> Result<Option<Control>, Violation> {
+        let Some((_, tries)) = self.outstanding.get_mut(id) else {
+            return violation(format!("chunk {id} was not asked for"));
+        };
+        self.progress.wire_bytes += wire_bytes;
+        self.progress.chunks_retried += 1;
+        *tries += 1;
+        if *tries > MAX_RETRIES {
+            return Ok(None);
+        }
+        Ok(Some(Control::Retry { ids: vec![*id] }))
+    }
+
+    /// The sender says its manifest is complete after `offers` offers.
+    pub fn on_offer_done(&mut self, offers: u64) -> Result<(), Violation> {
+        if offers != self.next_seq || self.offers_done.is_some() {
+            return violation(format!("manifest ends after {offers} offers, {} received", self.next_seq));
+        }
+        if self.objects.last().is_some_and(|o| !o.complete) {
+            return violation("manifest ends inside an object");
+        }
+        self.offers_done = Some(offers);
+        Ok(())
+    }
+
+    /// Whether every object is complete and every asked chunk kept.
+    pub fn is_complete(&self) -> bool {
+        self.offers_done.is_some() && self.unanswered == 0 && self.outstanding.is_empty()
+    }
+
+    /// The objects, once complete.
+    pub fn objects(&self) -> &[IncomingObject] {
+        &self.objects
+    }
+
+    /// Counters so far.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+}
+
+fn check_key(key: &str) -> Result<(), Violation> {
+    if key.len() > MAX_KEY_LEN || key.contains('\0') {
+        return violation(format!("bad object key of {} bytes", key.len()));
+    }
+    Ok(())
+}
+
+/// The sending side of one transfer.
+#[derive(Debug)]
+pub struct Sender {
+    next_seq: u64,
+    window: usize,
+    /// offers sent and not answered: the chunks each may be asked for
+    awaiting: BTreeMap<u64, HashMap<ChunkId, u32>>,
+    /// chunks asked for, so that retries can be checked
+    wanted: HashMap<ChunkId, u32>,
+    /// when the manifest ended
+    offers_done: Option<u64>,
+    progress: Progress,
+}
+
+impl Sender {
+    /// A sender keeping at most `window` offers unanswered.
+    pub fn new(window: usize) -> Self {
+        Self {
+            next_seq: 0,
+            window: window.max(1),
+            awaiting: BTreeMap::new(),
+            wanted: HashMap::new(),
+            offers_done: None,
+            progress: Progress::default(),
+        }
+    }
+
+    /// Whether another offer may be sent now.
+    pub fn may_offer(&self) -> bool {
+        self.offers_done.is_none() && self.awaiting.len() < self.window
+    }
+
+    /// Records and returns the next offer.
+    pub fn offer(&mut self, objects: Vec<OfferedObject>) -> Control {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut ids = HashMap::new();
+        for o in &objects {
+            if o.first_chunk == 0 {
+                self.progress.objects += 1;
+                self.progress.bytes_total += o.size;
+            }
+            self.progress.chunks_offered += o.chunks.len() as u64;
+            ids.extend(o.chunks.iter().map(|c| (c.id, c.len)));
+        }
+        self.awaiting.insert(seq, ids);
+        Control::Offer { seq, objects }
+    }
+
+    /// Ends the manifest.
+    pub fn offer_done(&mut self) -> Control {
+        self.offers_done = Some(self.next_seq);
+        Control::OfferDone { offers: self.next_seq }
+    }
+
+    /// The receiver's answer to an offer: the chunks to send. Only chunks of that offer
+    /// may be asked for, so a peer can never read chunks outside the transfer.
+    pub fn on_need(&mut self, seq: u64, wants: Vec<Want>) -> Result<Vec<(Want, u32)>, Violation> {
+        let Some(offered) = self.awaiting.remove(&seq) else {
+            return violation(format!("need for offer {seq}, which is not awaiting an answer"));
+        };
+        let mut out = Vec::with_capacity(wants.len());
+        for want in wants {
+            let Some(&len) = offered.get(&want.id) else {
+                return violation(format!("chunk {} was not offered in offer {seq}", want.id));
+            };
+            if self.wanted.insert(want.id, len).is_none() {
+                self.progress.chunks_wanted += 1;
+                self.progress.bytes_wanted += len as u64;
+                out.push((want, len));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Chunks to send again, whole.
+    pub fn on_retry(&mut self, ids: Vec<ChunkId>) -> Result<Vec<(ChunkId, u32)>, Violation> {
+        ids.into_iter()
+            .map(|id| match self.wanted.get(&id) {
+                Some(&len) => {
+                    self.progress.chunks_retried += 1;
+                    Ok((id, len))
+                }
+                None => violation(format!("retry of chunk {id}, which was not asked for")),
+            })
+            .collect()
+    }
+
+    /// A chunk was written to a data stream.
+    pub fn sent(&mut self, plain_len: u32, wire_bytes: u64, delta: bool) {
+        self.progress.chunks_done += 1;
+        self.progress.bytes_done += plain_len as u64;
+        self.progress.wire_bytes += wire_bytes;
+        self.progress.chunks_delta += delta as u64;
+    }
+
+    /// Whether the manifest ended and every offer was answered.
+    pub fn all_answered(&self) -> bool {
+        self.offers_done.is_some() && self.awaiting.is_empty()
+    }
+
+    /// Counters so far.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: u8, len: u32) -> ChunkRef {
+        ChunkRef { id: ChunkId::of(&[n]), len }
+    }
+
+    fn object(key: &str, first: u64, chunks: Vec<ChunkRef>, size: u64, last: bool) -> OfferedObject {
+        OfferedObject {
+            key: key.into(),
+            size,
+            etag: String::new(),
+            checksums: Vec::new(),
+            mtime_ms: 0,
+            meta: Default::default(),
+            part_sizes: Vec::new(),
+            first_chunk: first,
+            chunks,
+            last,
+        }
+    }
+
+    #[test]
+    fn a_whole_exchange() {
+        let mut tx = Sender::new(2);
+        let mut rx = Receiver::new();
+        let (a, b, c) = (chunk(1, 10), chunk(2, 20), chunk(3, 5));
+        // One object split over two offers, the second also holds a small object.
+        let Control::Offer { seq, objects } = tx.offer(vec![object("big", 0, vec![a, b], 35, false)]) else { panic!() };
+        let lookup = rx.on_offer(seq, objects).unwrap();
+        assert_eq!(lookup, vec![a, b]);
+        let Control::Offer { seq: s2, objects } =
+            tx.offer(vec![object("big", 2, vec![c], 35, true), object("small", 0, vec![a], 10, true)])
+        else {
+            panic!()
+        };
+        assert!(!tx.may_offer(), "window of 2 offers is full");
+        // `a` was already looked up: it is not looked up again.
+        assert_eq!(rx.on_offer(s2, objects).unwrap(), vec![c]);
+        let Control::OfferDone { offers } = tx.offer_done() else { panic!() };
+        rx.on_offer_done(offers).unwrap();
+
+        let Control::Need { seq, wants } = rx.need(0, vec![(b, None)]) else { panic!() };
+        let to_send = tx.on_need(seq, wants).unwrap();
+        assert_eq!(to_send.len(), 1);
+        let Control::Need { seq, wants } = rx.need(s2, vec![(c, Some(a.id))]) else { panic!() };
+        assert_eq!(tx.on_need(seq, wants).unwrap()[0].0.base, Some(a.id));
+        assert!(tx.all_answered());
+
+        assert!(!rx.is_complete());
+        assert_eq!(rx.on_chunk(&b.id, 30, false).unwrap(), 20);
+        // A bad copy is asked for again, and the retry is accepted by the sender.
+        let Some(Control::Retry { ids }) = rx.on_bad_chunk(&c.id, 9).unwrap() else { panic!() };
+        assert_eq!(tx.on_retry(ids).unwrap(), vec![(c.id, 5)]);
+        rx.on_chunk(&c.id, 9, false).unwrap();
+        assert!(rx.is_complete());
+        assert_eq!(rx.objects().len(), 2);
+        assert_eq!(rx.objects()[0].chunks, vec![a, b, c]);
+        assert!(rx.on_chunk(&c.id, 1, false).is_err(), "a chunk is kept once");
+    }
+
+    #[test]
+    fn a_receiver_refuses_bad_offers() {
+        let mut rx = Receiver::new();
+        assert!(rx.on_offer(1, vec![object("k", 0, vec![], 0, true)]).is_err(), "out of order");
+        assert!(rx.on_offer(0, vec![]).is_err(), "empty");
+        let mut rx = Receiver::new();
+        assert!(rx.on_offer(0, vec![object("k", 0, vec![chunk(1, 3)], 4, true)]).is_err(), "size mismatch");
+        let mut rx = Receiver::new();
+        assert!(rx.on_offer(0, vec![object("k", 1, vec![chunk(1, 3)], 3, true)]).is_err(), "starts mid-list");
+        let mut rx = Receiver::new();
+        assert!(rx.on_offer(0, vec![object("b", 0, vec![], 0, true), object("a", 0, vec![], 0, true)]).is_err());
+        let mut rx = Receiver::new();
+        assert!(rx.on_offer(0, vec![object("k", 0, vec![chunk(1, 0)], 0, true)]).is_err(), "empty chunk");
+        let mut rx = Receiver::new();
+        rx.on_offer(0, vec![object("k", 0, vec![chunk(1, 3)], 6, false)]).unwrap();
+        assert!(rx.on_offer_done(1).is_err(), "ends inside an object");
+        assert!(rx.on_chunk(&ChunkId::of(b"x"), 1, false).is_err(), "unasked chunk");
+        let mut rx = Receiver::new();
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        assert!(rx.on_offer(0, vec![object(&long, 0, vec![], 0, true)]).is_err());
+    }
+
+    #[test]
+    fn a_sender_serves_only_what_it_offered() {
+        let mut tx = Sender::new(4);
+        let Control::Offer { seq, .. } = tx.offer(vec![object("k", 0, vec![chunk(1, 3)], 3, true)]) else { panic!() };
+        let foreign = Want { id: ChunkId::of(b"secret"), base: None };
+        assert!(tx.on_need(seq, vec![foreign]).is_err());
+        assert!(tx.on_need(seq + 1, vec![]).is_err(), "no such offer");
+        assert!(tx.on_retry(vec![ChunkId::of(b"secret")]).is_err());
+    }
+
+    #[test]
+    fn retries_are_bounded() {
+        let mut rx = Receiver::new();
+        let c = chunk(1, 3);
+        rx.on_offer(0, vec![object("k", 0, vec![c], 3, true)]).unwrap();
+        rx.need(0, vec![(c, None)]);
+        for _ in 0..MAX_RETRIES {
+            assert!(rx.on_bad_chunk(&c.id, 1).unwrap().is_some());
+        }
+        assert!(rx.on_bad_chunk(&c.id, 1).unwrap().is_none());
+    }
+}

@@ -1,0 +1,375 @@
+//! Frames on the wire: `[body length: u32 LE][kind: u8][body]`, the length covering the
+//! kind byte. A reader checks the length against the bound for the stream it reads
+//! *before* it allocates or parses anything.
+//!
+//! - kind [`KIND_CONTROL`]: a postcard-encoded [`Control`] message (control stream);
+//! - kind [`KIND_CHUNK`]: a chunk frame exactly as the store keeps it (data streams);
+//! - kind [`KIND_DELTA`]: the 32-byte id of a base chunk, then a store frame whose
+//!   payload is zstd compressed with that base's plain bytes as dictionary.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hw_offload::{ChecksumAlgo, ChunkId};
+use serde::{Deserialize, Serialize};
+use store::ObjectMeta;
+use store::meta::values::ChunkRef;
+
+/// ALPN of this protocol; the suffix is its version. A peer that offers another is
+/// refused in the handshake.
+pub const ALPN: &[u8] = b"clusster/1";
+
+/// Largest control message body.
+pub const MAX_CONTROL_LEN: usize = 4 << 20;
+/// Largest data frame body: a base id plus a store frame of the largest chunk.
+pub const MAX_DATA_LEN: usize = 1
+    + 32
+    + store::frame::HEADER_LEN
+    + store::frame::MAX_PLAIN_LEN as usize
+    + (store::frame::MAX_PLAIN_LEN >> 7) as usize;
+/// Chunk references per offer: bounds the offer (~40 bytes each) and the receiver's
+/// lookup batch.
+pub const OFFER_MAX_CHUNKS: usize = 8192;
+/// Objects per offer, so that many small objects share round trips but an offer stays
+/// far below [`MAX_CONTROL_LEN`].
+pub const OFFER_MAX_OBJECTS: usize = 4096;
+/// Longest object key (S3's limit).
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Control message frame kind.
+pub const KIND_CONTROL: u8 = 1;
+/// Whole chunk frame kind.
+pub const KIND_CHUNK: u8 = 2;
+/// Delta chunk frame kind.
+pub const KIND_DELTA: u8 = 3;
+
+/// QUIC application error codes, sent when a stream or connection is closed on error.
+pub mod codes {
+    /// Normal end.
+    pub const DONE: u32 = 0;
+    /// A frame longer than its stream allows.
+    pub const FRAME_TOO_LARGE: u32 = 0x10;
+    /// A frame that does not parse.
+    pub const MALFORMED: u32 = 0x11;
+    /// A message that is not allowed at this point.
+    pub const PROTOCOL: u32 = 0x12;
+    /// The transfer was cancelled.
+    pub const CANCELLED: u32 = 0x13;
+    /// A local failure (storage, a chunk corrupt at the source).
+    pub const FAILED: u32 = 0x14;
+}
+
+/// Which end opened the transfer and who sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// The opener sends its objects to the acceptor.
+    Push,
+    /// The acceptor sends its objects to the opener.
+    Pull,
+    /// The acceptor pushes its objects to a third site, named in [`Open::third_party`].
+    ThirdParty,
+}
+
+/// A bucket and key prefix on one side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    /// bucket name
+    pub bucket: String,
+    /// key prefix ("" for the whole bucket)
+    pub prefix: String,
+}
+
+impl std::fmt::Display for Selection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.bucket, self.prefix)
+    }
+}
+
+/// Opens a transfer (first message on the control stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Open {
+    /// the transfer id, the same across resumptions
+    pub transfer: [u8; 16],
+    /// who sends
+    pub mode: Mode,
+    /// what is sent, on the sending site
+    pub source: Selection,
+    /// where it lands, on the receiving site
+    pub dest: Selection,
+    /// for [`Mode::ThirdParty`]: the site that receives
+    pub third_party: Option<String>,
+    /// higher runs first
+    pub priority: u8,
+    /// a cap on the data rate, bytes per second
+    pub rate_limit: Option<u64>,
+}
+
+/// One object (or a continuation of its chunk list) in an offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferedObject {
+    /// key relative to the source prefix
+    pub key: String,
+    /// length in bytes
+    pub size: u64,
+    /// the source's ETag
+    pub etag: String,
+    /// the source's checksums
+    pub checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
+    /// modification time, ms since the Unix epoch
+    pub mtime_ms: i64,
+    /// HTTP metadata
+    pub meta: ObjectMeta,
+    /// multipart part sizes
+    pub part_sizes: Vec<u64>,
+    /// index of `chunks[0]` in the object's chunk list (non-zero for a continuation)
+    pub first_chunk: u64,
+    /// a slice of the chunk list
+    pub chunks: Vec<ChunkRef>,
+    /// whether this entry ends the object's chunk list
+    pub last: bool,
+}
+
+/// A chunk the receiver lacks, and the chunk it holds that this one most likely replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Want {
+    /// the chunk wanted
+    pub id: ChunkId,
+    /// a chunk the receiver holds to delta against
+    pub base: Option<ChunkId>,
+}
+
+/// Control messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// opens a transfer
+    Open(Open),
+    /// the acceptor takes it
+    Accepted,
+    /// part of the sender's manifest
+    Offer {
+        /// 0, 1, 2… in sending order
+        seq: u64,
+        /// objects, in key order
+        objects: Vec<OfferedObject>,
+    },
+    /// the receiver's answer to offer `seq`: the chunks it lacks
+    Need {
+        /// the offer answered
+        seq: u64,
+        /// wanted chunks
+        wants: Vec<Want>,
+    },
+    /// chunks that failed verification, asked for again (whole, never as deltas)
+    Retry {
+        /// their ids
+        ids: Vec<ChunkId>,
+    },
+    /// the manifest is complete
+    OfferDone {
+        /// offers sent
+        offers: u64,
+    },
+    /// progress of a delegated (third-party) transfer, relayed to the site that asked
+    Progress(Progress),
+    /// the receiver committed every object
+    Committed {
+        /// objects committed
+        objects: u64,
+    },
+    /// the transfer ends in error
+    Abort {
+        /// one of [`codes`]
+        code: u32,
+        /// for humans
+        reason: String,
+    },
+}
+
+/// Counters of one transfer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// objects in the manifest so far
+    pub objects: u64,
+    /// their bytes
+    pub bytes_total: u64,
+    /// chunks offered
+    pub chunks_offered: u64,
+    /// chunks the receiver asked for
+    pub chunks_wanted: u64,
+    /// plain bytes of those
+    pub bytes_wanted: u64,
+    /// chunks sent or received so far
+    pub chunks_done: u64,
+    /// plain bytes of those
+    pub bytes_done: u64,
+    /// chunks sent as deltas
+    pub chunks_delta: u64,
+    /// frame bytes of data streams
+    pub wire_bytes: u64,
+    /// chunks that failed verification and were asked for again
+    pub chunks_retried: u64,
+}
+
+/// Why bytes are not a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// longer than the stream allows
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// announced length
+        len: usize,
+        /// the limit
+        max: usize,
+    },
+    /// the length covers no kind byte
+    #[error("empty frame")]
+    Empty,
+    /// a kind this stream does not carry
+    #[error("frame kind {0} is not allowed here")]
+    UnexpectedKind(u8),
+    /// a body that does not decode
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+impl WireError {
+    /// The QUIC error code to close the stream with.
+    pub fn code(&self) -> u32 {
+        match self {
+            Self::TooLarge { .. } => codes::FRAME_TOO_LARGE,
+            _ => codes::MALFORMED,
+        }
+    }
+}
+
+/// A decoded data frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Data {
+    /// a stored chunk frame
+    Chunk(Bytes),
+    /// a chunk coded against `base`
+    Delta {
+        /// the receiver's chunk used as dictionary
+        base: ChunkId,
+        /// a store frame whose payload needs the base to decode
+        frame: Bytes,
+    },
+}
+
+/// Checks a frame's announced length; `max` is the stream's bound.
+pub fn check_len(len: u32, max: usize) -> Result<usize, WireError> {
+    let len = len as usize;
+    if len == 0 {
+        return Err(WireError::Empty);
+    }
+    if len > max {
+        return Err(WireError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+/// Encodes a control message as a frame.
+pub fn encode_control(msg: &Control) -> Bytes {
+    let body = postcard::to_allocvec(msg).expect("postcard encoding into a Vec");
+    let mut out = BytesMut::with_capacity(5 + body.len());
+    out.put_u32_le(1 + body.len() as u32);
+    out.put_u8(KIND_CONTROL);
+    out.put_slice(&body);
+    out.freeze()
+}
+
+/// Decodes a control frame body (kind byte included).
+pub fn decode_control(body: &[u8]) -> Result<Control, WireError> {
+    match body.split_first() {
+        None => Err(WireError::Empty),
+        Some((&KIND_CONTROL, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| WireError::Malformed(format!("control message: {e}")))
+        }
+        Some((&kind, _)) => Err(WireError::UnexpectedKind(kind)),
+    }
+}
+
+/// The header of a data frame carrying `frame`; send the header then the frame.
+pub fn data_header(kind: u8, base: Option<&ChunkId>, frame_len: usize) -> Bytes {
+    let mut out = BytesMut::with_capacity(5 + 32);
+    let extra = if base.is_some() { 32 } else { 0 };
+    out.put_u32_le((1 + extra + frame_len) as u32);
+    out.put_u8(kind);
+    if let Some(base) = base {
+        out.put_slice(&base.0);
+    }
+    out.freeze()
+}
+
+/// Decodes a data frame body (kind byte included). The store frame inside is checked
+/// by the caller, which must verify its content anyway.
+pub fn decode_data(body: Bytes) -> Result<Data, WireError> {
+    match body.first() {
+        None => Err(WireError::Empty),
+        Some(&KIND_CHUNK) => Ok(Data::Chunk(body.slice(1..))),
+        Some(&KIND_DELTA) => {
+            if body.len() < 33 {
+                return Err(WireError::Malformed("delta frame shorter than its base id".into()));
+            }
+            let base = ChunkId(body[1..33].try_into().expect("32 bytes"));
+            Ok(Data::Delta { base, frame: body.slice(33..) })
+        }
+        Some(&kind) => Err(WireError::UnexpectedKind(kind)),
+    }
+}
+
+/// Splits complete frames off the front of a buffer (for the fuzzer and tests; the
+/// driver reads frames straight off QUIC streams with the same checks).
+pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, WireError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = check_len(u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")), max)?;
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(4 + len);
+    Ok(Some(frame.split_off(4).freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_round_trip() {
+        let msg = Control::Need { seq: 7, wants: vec![Want { id: ChunkId::of(b"a"), base: Some(ChunkId::of(b"b")) }] };
+        let mut buf = BytesMut::from(&encode_control(&msg)[..]);
+        let body = split_frame(&mut buf, MAX_CONTROL_LEN).unwrap().unwrap();
+        assert_eq!(decode_control(&body).unwrap(), msg);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn lengths_are_bounded_before_parsing() {
+        let mut buf = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
+        assert!(matches!(split_frame(&mut buf, MAX_CONTROL_LEN), Err(WireError::TooLarge { .. })));
+        let mut buf = BytesMut::from(&0u32.to_le_bytes()[..]);
+        assert_eq!(split_frame(&mut buf, MAX_CONTROL_LEN), Err(WireError::Empty));
+        // A partial frame waits for more bytes.
+        let mut buf = BytesMut::from(&[9u8, 0, 0, 0, KIND_CONTROL][..]);
+        assert_eq!(split_frame(&mut buf, MAX_CONTROL_LEN), Ok(None));
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors() {
+        assert!(matches!(decode_control(&[KIND_CONTROL, 0xff, 0xff]), Err(WireError::Malformed(_))));
+        assert_eq!(decode_control(&[KIND_CHUNK]), Err(WireError::UnexpectedKind(KIND_CHUNK)));
+        assert!(matches!(decode_data(Bytes::from_static(&[KIND_DELTA, 1, 2])), Err(WireError::Malformed(_))));
+        assert_eq!(decode_data(Bytes::from_static(&[KIND_CONTROL])), Err(WireError::UnexpectedKind(KIND_CONTROL)));
+    }
+
+    #[test]
+    fn data_frames_round_trip() {
+        let base = ChunkId::of(b"base");
+        let frame = Bytes::from_static(b"stored frame");
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&data_header(KIND_DELTA, Some(&base), frame.len()));
+        buf.extend_from_slice(&frame);
+        let body = split_frame(&mut buf, MAX_DATA_LEN).unwrap().unwrap();
+        assert_eq!(decode_data(body).unwrap(), Data::Delta { base, frame });
+    }
+}

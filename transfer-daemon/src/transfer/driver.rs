@@ -1,0 +1,752 @@
+//! The thin layer between the state machines ([`transfer_daemon::protocol::session`]) and quinn: one
+//! bidirectional control stream, several unidirectional data streams from sender to
+//! receiver, and the store on each side.
+
+use bytes::Bytes;
+use hw_offload::{ChunkId, Codec, Job, Step};
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store::Store;
+use store::frame;
+use store::meta::values::ChunkRef;
+use store::transfer::{TransferId, TransferPin, TransferredObject};
+use tokio::sync::{mpsc, watch};
+use transfer_daemon::protocol::delta;
+use transfer_daemon::protocol::session::{IncomingObject, MAX_RETRIES, Receiver, Sender, Violation};
+use transfer_daemon::protocol::wire::{
+    self, Control, Data, KIND_CHUNK, KIND_DELTA, MAX_CONTROL_LEN, MAX_DATA_LEN, OFFER_MAX_CHUNKS, OFFER_MAX_OBJECTS,
+    OfferedObject, Progress, Selection, WireError, codes,
+};
+
+/// Offers sent ahead of their answers: enough to hide a round trip behind the lookups.
+const OFFER_WINDOW: usize = 4;
+/// Inline bytes per offer: the sender keeps an offer's small objects until it is answered.
+const OFFER_MAX_INLINE_BYTES: usize = 8 << 20;
+/// The receiver makes received chunks durable at least this often...
+const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// ...or after this many bytes, which bounds what a crash makes it fetch again.
+const FLUSH_BYTES: u64 = 16 << 20;
+/// Objects listed per store page on the sending side.
+const LIST_PAGE: usize = 1000;
+
+/// Why a transfer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// the peer broke the protocol
+    #[error(transparent)]
+    Violation(#[from] Violation),
+    /// a frame could not be read
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// the peer ended the transfer
+    #[error("peer aborted the transfer (code {code:#x}): {reason}")]
+    Aborted {
+        /// its code
+        code: u32,
+        /// its reason
+        reason: String,
+    },
+    /// the connection failed (retried by the caller)
+    #[error("connection: {0}")]
+    Connection(String),
+    /// the local store failed
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    /// cancelled here
+    #[error("cancelled")]
+    Cancelled,
+    /// a local failure that is not the peer's fault
+    #[error("{0}")]
+    Local(String),
+}
+
+impl TransferError {
+    /// Whether trying again later may succeed (a lost connection), as opposed to an error
+    /// that would recur.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Connection(_))
+    }
+
+    fn code(&self) -> u32 {
+        match self {
+            Self::Violation(_) => codes::PROTOCOL,
+            Self::Wire(e) => e.code(),
+            Self::Cancelled => codes::CANCELLED,
+            _ => codes::FAILED,
+        }
+    }
+}
+
+fn conn_err(e: impl std::fmt::Display) -> TransferError {
+    TransferError::Connection(e.to_string())
+}
+
+/// What both sides of a running transfer share with the daemon.
+#[derive(Clone)]
+pub struct Context {
+    /// the local store
+    pub store: Arc<Store>,
+    /// data streams the sender opens
+    pub streams: usize,
+    /// live counters, read by the status API
+    pub progress: Arc<parking_lot::Mutex<Progress>>,
+    /// set to true to cancel
+    pub cancel: watch::Receiver<bool>,
+    /// optional cap on the data rate
+    pub rate: Option<Arc<RateLimiter>>,
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream between frames.
+pub async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Option<Bytes>, TransferError> {
+    let mut len = [0u8; 4];
+    match recv.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => {
+            return Err(WireError::Malformed("stream ends inside a frame length".into()).into());
+        }
+        Err(quinn::ReadExactError::ReadError(e)) => return Err(conn_err(e)),
+    }
+    // Bounded before anything is allocated.
+    let len = wire::check_len(u32::from_le_bytes(len), max)?;
+    let mut body = vec![0u8; len];
+    match recv.read_exact(&mut body).await {
+        Ok(()) => Ok(Some(Bytes::from(body))),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => {
+            Err(WireError::Malformed("stream ends inside a frame".into()).into())
+        }
+        Err(quinn::ReadExactError::ReadError(e)) => Err(conn_err(e)),
+    }
+}
+
+/// The control stream of a transfer.
+pub struct ControlStream {
+    send: SendStream,
+    incoming: mpsc::Receiver<Result<Control, TransferError>>,
+}
+
+impl ControlStream {
+    /// Wraps an open bidirectional stream; a task reads and decodes its frames.
+    pub fn new(send: SendStream, mut recv: RecvStream) -> Self {
+        let (tx, incoming) = mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let msg = match read_frame(&mut recv, MAX_CONTROL_LEN).await {
+                    Ok(Some(body)) => wire::decode_control(&body).map_err(TransferError::from),
+                    Ok(None) => Err(TransferError::Connection("control stream closed by the peer".into())),
+                    Err(e) => Err(e),
+                };
+                let failed = msg.is_err();
+                if let Err(TransferError::Wire(e)) = &msg {
+                    let _ = recv.stop(VarInt::from_u32(e.code()));
+                }
+                if tx.send(msg).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Self { send, incoming }
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &Control) -> Result<(), TransferError> {
+        self.send.write_all(&wire::encode_control(msg)).await.map_err(conn_err)
+    }
+
+    /// The next message; an `Abort` from the peer becomes an error.
+    pub async fn recv(&mut self) -> Result<Control, TransferError> {
+        match self.incoming.recv().await {
+            Some(Ok(Control::Abort { code, reason })) => Err(TransferError::Aborted { code, reason }),
+            Some(other) => other,
+            None => Err(TransferError::Connection("control stream reader ended".into())),
+        }
+    }
+
+    /// Tells the peer why the transfer ends here.
+    pub async fn abort(&mut self, error: &TransferError) {
+        if matches!(error, TransferError::Aborted { .. } | TransferError::Connection(_)) {
+            return;
+        }
+        let msg = Control::Abort { code: error.code(), reason: error.to_string() };
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.send(&msg)).await;
+        let _ = self.send.finish();
+    }
+
+    /// Ends our side cleanly.
+    pub fn finish(&mut self) {
+        let _ = self.send.finish();
+    }
+}
+
+/// A shared token bucket for a data rate cap.
+#[derive(Debug)]
+pub struct RateLimiter {
+    bytes_per_sec: f64,
+    state: tokio::sync::Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// A cap of `bytes_per_sec`, with a burst of 100 ms worth of bytes.
+    pub fn new(bytes_per_sec: u64) -> Self {
+        Self { bytes_per_sec: bytes_per_sec.max(1) as f64, state: tokio::sync::Mutex::new((0.0, Instant::now())) }
+    }
+
+    /// Waits until `n` bytes may be sent.
+    pub async fn acquire(&self, n: usize) {
+        let mut state = self.state.lock().await;
+        let burst = self.bytes_per_sec / 10.0;
+        let now = Instant::now();
+        state.0 = (state.0 + now.duration_since(state.1).as_secs_f64() * self.bytes_per_sec).min(burst);
+        state.1 = now;
+        state.0 -= n as f64;
+        if state.0 < 0.0 {
+            // Sleep holding the lock: the other streams queue behind, so the rate is shared.
+            tokio::time::sleep(Duration::from_secs_f64(-state.0 / self.bytes_per_sec)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- sending side
+
+/// One chunk to put on a data stream.
+struct SendJob {
+    id: ChunkId,
+    plain_len: u32,
+    base: Option<ChunkId>,
+    /// an inline object's bytes (they are in no pack)
+    inline: Option<Bytes>,
+}
+
+/// What a data stream worker reports.
+enum Sent {
+    Chunk { plain_len: u32, wire: u64, delta: bool },
+    Failed(TransferError),
+}
+
+/// Walks the source selection in key order and cuts it into offers.
+struct Manifest {
+    store: Arc<Store>,
+    source: Selection,
+    after: String,
+    listing_done: bool,
+    queue: std::collections::VecDeque<String>,
+    /// the rest of a large object's chunk list
+    open: Option<(OfferedObject, Vec<ChunkRef>)>,
+}
+
+impl Manifest {
+    fn new(store: Arc<Store>, source: Selection) -> Self {
+        Self { store, source, after: String::new(), listing_done: false, queue: Default::default(), open: None }
+    }
+
+    fn next_key(&mut self) -> Result<Option<String>, TransferError> {
+        if self.queue.is_empty() && !self.listing_done {
+            let page =
+                self.store.list_objects(&self.source.bucket, &self.source.prefix, None, &self.after, LIST_PAGE)?;
+            self.listing_done = !page.truncated;
+            if let Some(last) = page.objects.last() {
+                self.after = last.key.clone();
+            }
+            self.queue.extend(page.objects.into_iter().map(|o| o.key));
+        }
+        Ok(self.queue.pop_front())
+    }
+
+    /// The next offer's objects, with the inline bytes they carry; empty when done.
+    fn next_offer(
+        &mut self,
+        pin: &mut TransferPin,
+    ) -> Result<(Vec<OfferedObject>, HashMap<ChunkId, Bytes>), TransferError> {
+        let mut objects = Vec::new();
+        let mut inline = HashMap::new();
+        let mut chunks = 0usize;
+        let mut inline_bytes = 0usize;
+        loop {
+            if let Some((head, rest)) = self.open.take() {
+                let room = OFFER_MAX_CHUNKS - chunks;
+                let (now, later) = if rest.len() > room { rest.split_at(room) } else { (&rest[..], &[][..]) };
+                let mut entry = head.clone();
+                entry.first_chunk = head.first_chunk;
+                entry.chunks = now.to_vec();
+                entry.last = later.is_empty();
+                chunks += now.len();
+                objects.push(entry);
+                if !later.is_empty() {
+                    let mut head = head;
+                    head.first_chunk += now.len() as u64;
+                    self.open = Some((head, later.to_vec()));
+                    return Ok((objects, inline));
+                }
+            }
+            if objects.len() >= OFFER_MAX_OBJECTS
+                || chunks >= OFFER_MAX_CHUNKS
+                || inline_bytes >= OFFER_MAX_INLINE_BYTES
+            {
+                return Ok((objects, inline));
+            }
+            let Some(key) = self.next_key()? else { return Ok((objects, inline)) };
+            let exported = match self.store.export_object(pin, &self.source.bucket, &key) {
+                Ok(e) => e,
+                // Deleted since it was listed: it is not part of the transfer.
+                Err(store::StoreError::NoSuchKey { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if let (Some(data), Some(c)) = (&exported.inline, exported.chunks.first()) {
+                inline_bytes += data.len();
+                inline.insert(c.id, data.clone());
+            }
+            let r = exported.record;
+            let relative = key[self.source.prefix.len()..].to_owned();
+            let head = OfferedObject {
+                key: relative,
+                size: r.size,
+                etag: r.etag,
+                checksums: r.checksums,
+                mtime_ms: r.mtime_ms,
+                meta: r.meta,
+                part_sizes: r.part_sizes,
+                first_chunk: 0,
+                chunks: Vec::new(),
+                last: false,
+            };
+            self.open = Some((head, exported.chunks));
+        }
+    }
+}
+
+/// Runs the sending side over `conn` once the transfer is open.
+pub async fn send(
+    conn: &Connection,
+    mut control: ControlStream,
+    ctx: Context,
+    source: Selection,
+) -> Result<Progress, TransferError> {
+    let result = send_inner(conn, &mut control, &ctx, source).await;
+    if let Err(e) = &result {
+        control.abort(e).await;
+    }
+    result
+}
+
+async fn send_inner(
+    conn: &Connection,
+    control: &mut ControlStream,
+    ctx: &Context,
+    source: Selection,
+) -> Result<Progress, TransferError> {
+    let store = ctx.store.clone();
+    let mut session = Sender::new(OFFER_WINDOW);
+    let mut pin = store.transfer_pin();
+    let mut manifest = Manifest::new(store.clone(), source.clone());
+    // Inline bytes of the offers awaiting an answer, by offer.
+    let mut inline_by_offer: HashMap<u64, HashMap<ChunkId, Bytes>> = HashMap::new();
+    // Which object an inline pseudo-chunk came from, for a retry.
+    let mut inline_keys: HashMap<ChunkId, String> = HashMap::new();
+    let (job_tx, job_rx) = mpsc::unbounded_channel::<SendJob>();
+    let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
+    let (sent_tx, mut sent_rx) = mpsc::channel::<Sent>(256);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..ctx.streams.max(1) {
+        let stream = conn.open_uni().await.map_err(conn_err)?;
+        workers.spawn(data_worker(stream, store.clone(), job_rx.clone(), sent_tx.clone(), ctx.rate.clone()));
+    }
+    drop(sent_tx);
+    let mut cancel = ctx.cancel.clone();
+    let mut queued = 0u64;
+    loop {
+        while session.may_offer() {
+            let (objects, inline) = manifest.next_offer(&mut pin)?;
+            if objects.is_empty() {
+                control.send(&session.offer_done()).await?;
+                break;
+            }
+            for o in &objects {
+                for c in &o.chunks {
+                    if inline.contains_key(&c.id) {
+                        inline_keys.insert(c.id, format!("{}{}", source.prefix, o.key));
+                    }
+                }
+            }
+            let msg = session.offer(objects);
+            if let Control::Offer { seq, .. } = &msg {
+                inline_by_offer.insert(*seq, inline);
+            }
+            control.send(&msg).await?;
+            *ctx.progress.lock() = session.progress().clone();
+        }
+        tokio::select! {
+            msg = control.recv() => match msg? {
+                Control::Need { seq, wants } => {
+                    let inline = inline_by_offer.remove(&seq).unwrap_or_default();
+                    for (want, plain_len) in session.on_need(seq, wants)? {
+                        queued += 1;
+                        let inline = inline.get(&want.id).cloned();
+                        let _ = job_tx.send(SendJob { id: want.id, plain_len, base: want.base, inline });
+                    }
+                }
+                Control::Retry { ids } => {
+                    for (id, plain_len) in session.on_retry(ids)? {
+                        let inline = match inline_keys.get(&id) {
+                            Some(key) => store.export_object(&mut pin, &source.bucket, key)?.inline,
+                            None => {
+                                // The receiver found our copy bad: check it, so a corrupt
+                                // chunk here is quarantined and named, not sent forever.
+                                match store.read_chunk_by_id(&id).await {
+                                    Ok(Some(_)) => None,
+                                    Ok(None) => return Err(TransferError::Local(format!("chunk {id} is no longer held here"))),
+                                    Err(e) => return Err(TransferError::Local(format!("chunk {id} is corrupt at the source: {e}"))),
+                                }
+                            }
+                        };
+                        queued += 1;
+                        let _ = job_tx.send(SendJob { id, plain_len, base: None, inline });
+                    }
+                }
+                Control::Committed { .. } => break,
+                other => return Err(Violation(format!("unexpected message from the receiver: {}", name(&other))).into()),
+            },
+            sent = sent_rx.recv() => match sent {
+                Some(Sent::Chunk { plain_len, wire, delta }) => {
+                    session.sent(plain_len, wire, delta);
+                    *ctx.progress.lock() = session.progress().clone();
+                }
+                Some(Sent::Failed(e)) => return Err(e),
+                None => return Err(TransferError::Local("every data stream ended".into())),
+            },
+            _ = cancel.changed() => return Err(TransferError::Cancelled),
+        }
+    }
+    tracing::debug!(queued, "receiver committed");
+    drop(job_tx);
+    while workers.join_next().await.is_some() {}
+    control.finish();
+    Ok(session.progress().clone())
+}
+
+/// One data stream: takes chunks off the shared queue and writes them as frames.
+async fn data_worker(
+    mut stream: SendStream,
+    store: Arc<Store>,
+    jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<SendJob>>>,
+    sent: mpsc::Sender<Sent>,
+    rate: Option<Arc<RateLimiter>>,
+) {
+    loop {
+        let job = jobs.lock().await.recv().await;
+        let Some(job) = job else { break };
+        let result = async {
+            let (kind, base, frame) = encode_chunk(&store, &job).await?;
+            let header = wire::data_header(kind, base.as_ref(), frame.len());
+            let wire_len = (header.len() + frame.len()) as u64;
+            if let Some(rate) = &rate {
+                rate.acquire(wire_len as usize).await;
+            }
+            stream.write_all_chunks(&mut [header, frame]).await.map_err(conn_err)?;
+            Ok::<_, TransferError>(Sent::Chunk { plain_len: job.plain_len, wire: wire_len, delta: base.is_some() })
+        }
+        .await;
+        let failed = result.is_err();
+        if sent.send(result.unwrap_or_else(Sent::Failed)).await.is_err() || failed {
+            return;
+        }
+    }
+    let _ = stream.finish();
+    let _ = stream.stopped().await;
+}
+
+/// The frame for one job: the stored frame, or a delta when the base is held here and
+/// the delta is smaller.
+async fn encode_chunk(store: &Arc<Store>, job: &SendJob) -> Result<(u8, Option<ChunkId>, Bytes), TransferError> {
+    if let Some(data) = &job.inline {
+        return Ok((KIND_CHUNK, None, frame::encode(&job.id, Codec::Raw, data.len() as u32, data)));
+    }
+    let stored = store
+        .read_frame(&job.id)
+        .await?
+        .ok_or_else(|| TransferError::Local(format!("chunk {} is no longer held here", job.id)))?;
+    let Some(base_id) = job.base else { return Ok((KIND_CHUNK, None, stored)) };
+    // A base we do not hold (or cannot read) just means sending the chunk whole.
+    let Ok(Some(base)) = store.read_chunk_by_id(&base_id).await else { return Ok((KIND_CHUNK, None, stored)) };
+    let plain = store
+        .read_chunk_by_id(&job.id)
+        .await?
+        .ok_or_else(|| TransferError::Local(format!("chunk {} vanished", job.id)))?;
+    let id = job.id;
+    let coded = tokio::task::spawn_blocking(move || delta::encode(&base, &plain))
+        .await
+        .map_err(|e| TransferError::Local(e.to_string()))?
+        .map_err(|e| TransferError::Local(format!("delta encoding: {e}")))?;
+    if coded.len() + 32 >= stored.len() {
+        return Ok((KIND_CHUNK, None, stored));
+    }
+    Ok((KIND_DELTA, Some(base_id), frame::encode(&id, Codec::Zstd, job.plain_len, &coded)))
+}
+
+fn name(msg: &Control) -> &'static str {
+    match msg {
+        Control::Open(_) => "Open",
+        Control::Accepted => "Accepted",
+        Control::Offer { .. } => "Offer",
+        Control::Need { .. } => "Need",
+        Control::Retry { .. } => "Retry",
+        Control::OfferDone { .. } => "OfferDone",
+        Control::Progress(_) => "Progress",
+        Control::Committed { .. } => "Committed",
+        Control::Abort { .. } => "Abort",
+    }
+}
+
+// ---------------------------------------------------------------- receiving side
+
+/// A data frame checked by a stream reader.
+enum Arrived {
+    Good { id: ChunkId, frame: Bytes, plain_len: u32, wire: u64, delta: bool },
+    Bad { id: ChunkId, wire: u64, reason: String },
+    Failed(TransferError),
+}
+
+/// Runs the receiving side over `conn` once the transfer is open; commits into `dest`.
+pub async fn receive(
+    conn: &Connection,
+    mut control: ControlStream,
+    ctx: Context,
+    transfer: TransferId,
+    dest: Selection,
+) -> Result<Progress, TransferError> {
+    let result = receive_inner(conn, &mut control, &ctx, transfer, &dest).await;
+    if let Err(e) = &result {
+        control.abort(e).await;
+    }
+    result
+}
+
+async fn receive_inner(
+    conn: &Connection,
+    control: &mut ControlStream,
+    ctx: &Context,
+    transfer: TransferId,
+    dest: &Selection,
+) -> Result<Progress, TransferError> {
+    let store = ctx.store.clone();
+    store.bucket(&dest.bucket)?;
+    let mut session = Receiver::new();
+    let mut pin = store.transfer_pin();
+    let mut sink = store.chunk_sink(transfer);
+    let (arrived_tx, mut arrived_rx) = mpsc::channel::<Arrived>(64);
+    let accept = {
+        let conn = conn.clone();
+        let store = store.clone();
+        tokio::spawn(async move {
+            while let Ok(stream) = conn.accept_uni().await {
+                tokio::spawn(read_data_stream(stream, store.clone(), arrived_tx.clone()));
+            }
+        })
+    };
+    let _stop_accepting = AbortOnDrop(accept);
+    let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
+    let mut cancel = ctx.cancel.clone();
+    while !session.is_complete() {
+        tokio::select! {
+            msg = control.recv() => match msg? {
+                Control::Offer { seq, objects } => {
+                    let lookup = session.on_offer(seq, objects)?;
+                    let ids: Vec<ChunkId> = lookup.iter().map(|c| c.id).collect();
+                    let held = store.hold_chunks(&mut pin, &ids)?;
+                    let missing: Vec<ChunkRef> = lookup.iter().zip(held).filter(|(_, h)| !h).map(|(c, _)| *c).collect();
+                    let bases = choose_bases(&store, &mut pin, dest, session.objects(), &missing)?;
+                    let need = session.need(seq, missing.into_iter().map(|c| (c, bases.get(&c.id).copied())).collect());
+                    control.send(&need).await?;
+                }
+                Control::OfferDone { offers } => session.on_offer_done(offers)?,
+                other => return Err(Violation(format!("unexpected message from the sender: {}", name(&other))).into()),
+            },
+            arrived = arrived_rx.recv() => match arrived {
+                Some(Arrived::Good { id, frame, plain_len, wire, delta }) => {
+                    session.on_chunk(&id, wire, delta)?;
+                    sink.append(id, frame, plain_len).await?;
+                    if sink.unflushed_bytes() >= FLUSH_BYTES {
+                        sink.flush().await?;
+                    }
+                }
+                Some(Arrived::Bad { id, wire, reason }) => {
+                    tracing::warn!(chunk = %id, %reason, "received chunk failed verification");
+                    match session.on_bad_chunk(&id, wire)? {
+                        Some(retry) => control.send(&retry).await?,
+                        None => return Err(TransferError::Local(format!("chunk {id} failed verification {} times: {reason}", MAX_RETRIES + 1))),
+                    }
+                }
+                Some(Arrived::Failed(e)) => return Err(e),
+                None => return Err(TransferError::Local("data stream readers ended".into())),
+            },
+            _ = flush_tick.tick() => {
+                if sink.unflushed_chunks() > 0 {
+                    sink.flush().await?;
+                }
+            }
+            _ = cancel.changed() => return Err(TransferError::Cancelled),
+        }
+        *ctx.progress.lock() = session.progress().clone();
+    }
+    sink.flush().await?;
+    let objects: Vec<TransferredObject> = session
+        .objects()
+        .iter()
+        .map(|o| TransferredObject {
+            bucket: dest.bucket.clone(),
+            key: format!("{}{}", dest.prefix, o.head.key),
+            size: o.head.size,
+            etag: o.head.etag.clone(),
+            checksums: o.head.checksums.clone(),
+            mtime_ms: o.head.mtime_ms,
+            meta: o.head.meta.clone(),
+            part_sizes: o.head.part_sizes.clone(),
+            chunks: o.chunks.clone(),
+        })
+        .collect();
+    if let Some(o) = objects.iter().find(|o| o.key.len() > wire::MAX_KEY_LEN) {
+        return Err(TransferError::Local(format!("destination key of {} bytes is too long", o.key.len())));
+    }
+    let count = objects.len() as u64;
+    store.commit_transfer(transfer, objects).await?;
+    control.send(&Control::Committed { objects: count }).await?;
+    control.finish();
+    // Let the sender read `Committed` before either side closes the connection: it
+    // ends its side of the control stream once it has.
+    let _ = tokio::time::timeout(Duration::from_secs(5), control.recv()).await;
+    Ok(session.progress().clone())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Bases for the missing chunks of the objects just offered: the chunks of the object
+/// currently at the same destination key.
+fn choose_bases(
+    store: &Store,
+    pin: &mut TransferPin,
+    dest: &Selection,
+    objects: &[IncomingObject],
+    missing: &[ChunkRef],
+) -> Result<HashMap<ChunkId, ChunkId>, TransferError> {
+    let mut bases = HashMap::new();
+    if missing.is_empty() {
+        return Ok(bases);
+    }
+    let mut todo: HashSet<ChunkId> = missing.iter().map(|c| c.id).collect();
+    // Missing chunks are in the objects offered last: walk back until all are placed.
+    for o in objects.iter().rev() {
+        if todo.is_empty() {
+            break;
+        }
+        if !o.chunks.iter().any(|c| todo.contains(&c.id)) {
+            continue;
+        }
+        let key = format!("{}{}", dest.prefix, o.head.key);
+        let old = match store.export_object(pin, &dest.bucket, &key) {
+            Ok(old) if old.inline.is_none() => old.chunks,
+            Ok(_) | Err(store::StoreError::NoSuchKey { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let here: HashSet<ChunkId> = o.chunks.iter().map(|c| c.id).filter(|id| todo.contains(id)).collect();
+        for id in &here {
+            todo.remove(id);
+        }
+        if !old.is_empty() {
+            bases.extend(delta::pick_bases(&old, &o.chunks, &here));
+        }
+    }
+    Ok(bases)
+}
+
+/// Reads one data stream, checking each frame before handing it on.
+async fn read_data_stream(mut stream: RecvStream, store: Arc<Store>, out: mpsc::Sender<Arrived>) {
+    loop {
+        let body = match read_frame(&mut stream, MAX_DATA_LEN).await {
+            Ok(Some(body)) => body,
+            Ok(None) => return,
+            Err(e) => {
+                if let TransferError::Wire(w) = &e {
+                    let _ = stream.stop(VarInt::from_u32(w.code()));
+                }
+                let _ = out.send(Arrived::Failed(e)).await;
+                return;
+            }
+        };
+        let wire = body.len() as u64 + 4;
+        let arrived = match wire::decode_data(body) {
+            Ok(data) => check_chunk(&store, data, wire).await,
+            Err(e) => {
+                let _ = stream.stop(VarInt::from_u32(e.code()));
+                Arrived::Failed(e.into())
+            }
+        };
+        let failed = matches!(arrived, Arrived::Failed(_));
+        if out.send(arrived).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Decodes and verifies a received chunk; returns the frame to store.
+async fn check_chunk(store: &Arc<Store>, data: Data, wire: u64) -> Arrived {
+    let (base, raw) = match data {
+        Data::Chunk(raw) => (None, raw),
+        Data::Delta { base, frame } => (Some(base), frame),
+    };
+    let (header, payload) = match frame::decode(&raw) {
+        Ok(decoded) => decoded,
+        Err(e) => return Arrived::Failed(WireError::Malformed(format!("chunk frame: {e}")).into()),
+    };
+    let id = header.id;
+    let bad = |reason: String| Arrived::Bad { id, wire, reason };
+    let offload = store.offload();
+    match base {
+        None => {
+            let job = Job::encoded(
+                payload,
+                header.codec,
+                vec![Step::Decompress { codec: header.codec, plain_len: header.plain_len }, Step::Verify(id)],
+            );
+            match offload.run(job).await {
+                Ok(_) => Arrived::Good { id, frame: raw, plain_len: header.plain_len, wire, delta: false },
+                Err(e) => bad(e.to_string()),
+            }
+        }
+        Some(base_id) => {
+            let base = match store.read_chunk_by_id(&base_id).await {
+                Ok(Some(base)) => base,
+                Ok(None) => return bad(format!("delta base {base_id} is not held here")),
+                Err(e) => return bad(format!("delta base {base_id}: {e}")),
+            };
+            let plain_len = header.plain_len;
+            let plain = match tokio::task::spawn_blocking(move || delta::decode(&base, &payload, plain_len)).await {
+                Ok(Ok(plain)) => plain,
+                Ok(Err(e)) => return bad(format!("delta does not decode: {e}")),
+                Err(e) => return Arrived::Failed(TransferError::Local(e.to_string())),
+            };
+            // Verify, and store it compressed like any ingested chunk.
+            let level = store.config().zstd_level;
+            let mut steps = vec![Step::Verify(id)];
+            if let Some(level) = level {
+                steps.push(Step::Compress { codec: Codec::Zstd, level });
+            }
+            match offload.run(Job::new(plain, steps)).await {
+                Ok(out) => Arrived::Good {
+                    id,
+                    frame: frame::encode(&id, out.codec, plain_len, &out.data),
+                    plain_len,
+                    wire,
+                    delta: true,
+                },
+                Err(e) => bad(e.to_string()),
+            }
+        }
+    }
+}

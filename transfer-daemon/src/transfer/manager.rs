@@ -1,0 +1,727 @@
+//! The daemon's transfers: starts them, runs them to the end through connection losses
+//! and restarts, answers peers, and reports progress.
+//!
+//! The site that opens a transfer owns it: it saves the transfer in the store before the
+//! first byte moves and retries it, with backoff, until it commits, fails for a reason a
+//! retry cannot fix, or is cancelled. A restarted daemon picks its saved transfers up.
+//! The other side keeps what it received (held by the transfer's references) so that a
+//! resumed transfer does not fetch it again; it releases it when the transfer ends, or
+//! after [`ABANDONED_AFTER`] without news.
+
+use super::driver::{self, Context, ControlStream, RateLimiter, TransferError};
+use crate::federation::FederationEndpoint;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use store::Store;
+use store::transfer::TransferId;
+use tokio::sync::{Notify, watch};
+use transfer_daemon::protocol::session::Violation;
+use transfer_daemon::protocol::wire::{Control, MAX_KEY_LEN, Mode, Open, Progress, Selection, codes};
+
+/// A received-side transfer record older than this, its opener never back, is released.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Backoff between attempts of a transfer whose connection failed.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// A peer that does not complete the handshake by then is retried later.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a delegating site hears of a third-party transfer's progress.
+const RELAY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What a transfer is, as asked for and as saved to resume it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferSpec {
+    /// push, pull or copy (third-party)
+    #[serde(flatten)]
+    pub kind: Kind,
+    /// what is sent, on the sending site
+    pub source: Selection,
+    /// where it lands, on the receiving site
+    pub dest: Selection,
+    /// higher runs first when transfers queue
+    pub priority: u8,
+    /// bytes per second, for this transfer
+    pub rate_limit: Option<u64>,
+}
+
+/// Who sends to whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Kind {
+    /// this site sends to `to`
+    Push {
+        /// receiving site
+        to: String,
+    },
+    /// `from` sends to this site
+    Pull {
+        /// sending site
+        from: String,
+    },
+    /// `from` sends to `to`, asked by this site
+    Copy {
+        /// sending site
+        from: String,
+        /// receiving site
+        to: String,
+    },
+    /// a peer opened this transfer here
+    Incoming {
+        /// the peer
+        peer: String,
+        /// whether this site receives
+        receiving: bool,
+    },
+}
+
+/// Saved in the store to resume after a restart (JSON: the spec's enums are tagged).
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    spec: TransferSpec,
+}
+
+fn saved(spec: &TransferSpec) -> Vec<u8> {
+    serde_json::to_vec(&Saved { spec: spec.clone() }).expect("a spec serialises")
+}
+
+/// Where a transfer is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// waiting for a slot
+    Queued,
+    /// moving data
+    Running,
+    /// the connection failed; trying again
+    Retrying,
+    /// committed
+    Done,
+    /// ended in error
+    Failed,
+    /// cancelled
+    Cancelled,
+}
+
+impl State {
+    fn is_final(&self) -> bool {
+        matches!(self, Self::Done | Self::Failed | Self::Cancelled)
+    }
+}
+
+struct Entry {
+    id: TransferId,
+    spec: TransferSpec,
+    status: Mutex<Status>,
+    progress: Arc<Mutex<Progress>>,
+    cancel: watch::Sender<bool>,
+}
+
+struct Status {
+    state: State,
+    error: Option<String>,
+    attempts: u32,
+    started: Instant,
+    finished: Option<Instant>,
+}
+
+/// A transfer as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferStatus {
+    /// hex id
+    pub id: String,
+    /// what it is
+    #[serde(flatten)]
+    pub spec: TransferSpec,
+    /// where it is
+    pub state: State,
+    /// why it failed, or why it is retrying
+    pub error: Option<String>,
+    /// connection attempts
+    pub attempts: u32,
+    /// counters
+    pub progress: Progress,
+    /// seconds since it started (until it ended)
+    pub elapsed_secs: f64,
+    /// average plain bytes per second moved
+    pub rate_bytes_per_sec: f64,
+    /// seconds left at that rate, once the manifest is known
+    pub eta_secs: Option<f64>,
+}
+
+/// Errors of the transfer API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// bad request
+    #[error("{0}")]
+    Invalid(String),
+    /// no such transfer
+    #[error("no transfer {0}")]
+    NotFound(String),
+    /// already over
+    #[error("transfer {0} has already ended")]
+    Ended(String),
+}
+
+/// The daemon's transfers.
+pub struct Transfers {
+    store: Arc<Store>,
+    net: FederationEndpoint,
+    streams: usize,
+    slots: Slots,
+    table: Mutex<BTreeMap<TransferId, Arc<Entry>>>,
+}
+
+impl Transfers {
+    /// Transfers over `net`, `streams` data streams each, at most `active` opened here
+    /// running at once.
+    pub fn new(store: Arc<Store>, net: FederationEndpoint, streams: usize, active: usize) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            net,
+            streams: streams.max(1),
+            slots: Slots::new(active),
+            table: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The bound QUIC address.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.net.endpoint.local_addr()
+    }
+
+    /// Closes every connection and the listener.
+    pub async fn shutdown(&self) {
+        self.net.endpoint.close(quinn::VarInt::from_u32(codes::DONE), b"site shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.net.endpoint.wait_idle()).await;
+    }
+
+    /// This site's name.
+    pub fn site(&self) -> &str {
+        &self.net.site_name
+    }
+
+    /// Starts a transfer this site opens; returns its status.
+    pub async fn start(self: &Arc<Self>, spec: TransferSpec) -> Result<TransferStatus, ApiError> {
+        self.validate(&spec)?;
+        let id: TransferId = rand::random();
+        self.store
+            .save_transfer(id, saved(&spec))
+            .await
+            .map_err(|e| ApiError::Invalid(format!("cannot save it: {e}")))?;
+        Ok(self.launch(id, spec))
+    }
+
+    fn validate(&self, spec: &TransferSpec) -> Result<(), ApiError> {
+        let peers: Vec<&String> = match &spec.kind {
+            Kind::Push { to } => vec![to],
+            Kind::Pull { from } => vec![from],
+            Kind::Copy { from, to } => vec![from, to],
+            Kind::Incoming { .. } => return Err(ApiError::Invalid("incoming transfers are opened by peers".into())),
+        };
+        for peer in peers {
+            if peer == self.site() {
+                return Err(ApiError::Invalid(format!("{peer} is this site; name another site of the federation")));
+            }
+            if self.net.federation.site(peer).is_none() {
+                return Err(ApiError::Invalid(format!("site {peer:?} is not in the federation file")));
+            }
+        }
+        if let Kind::Copy { from, to } = &spec.kind
+            && from == to
+        {
+            return Err(ApiError::Invalid("a copy needs two different sites".into()));
+        }
+        for s in [&spec.source, &spec.dest] {
+            let ok = (3..=63).contains(&s.bucket.len())
+                && s.bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+            if !ok {
+                return Err(ApiError::Invalid(format!("{:?} is not a bucket name", s.bucket)));
+            }
+            if s.prefix.len() > MAX_KEY_LEN {
+                return Err(ApiError::Invalid("key prefix longer than 1024 bytes".into()));
+            }
+        }
+        let local = match &spec.kind {
+            Kind::Push { .. } => Some(&spec.source),
+            Kind::Pull { .. } => Some(&spec.dest),
+            _ => None,
+        };
+        if let Some(local) = local {
+            self.store.bucket(&local.bucket).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn register(&self, id: TransferId, spec: TransferSpec) -> Arc<Entry> {
+        let entry = Arc::new(Entry {
+            id,
+            spec,
+            status: Mutex::new(Status {
+                state: State::Queued,
+                error: None,
+                attempts: 0,
+                started: Instant::now(),
+                finished: None,
+            }),
+            progress: Arc::default(),
+            cancel: watch::channel(false).0,
+        });
+        self.table.lock().insert(id, entry.clone());
+        entry
+    }
+
+    fn launch(self: &Arc<Self>, id: TransferId, spec: TransferSpec) -> TransferStatus {
+        let entry = self.register(id, spec);
+        let this = self.clone();
+        let run = entry.clone();
+        tokio::spawn(async move { this.run_opened(run).await });
+        status_of(&entry)
+    }
+
+    /// Resumes the transfers saved before a restart; releases abandoned incoming ones.
+    pub async fn resume_saved(self: &Arc<Self>) -> Result<(), store::StoreError> {
+        for (id, record) in self.store.saved_transfers()? {
+            let spec = match serde_json::from_slice::<Saved>(&record.spec) {
+                Ok(saved) => saved.spec,
+                Err(e) => {
+                    tracing::error!(transfer = %hex::encode(id), error = %e, "unreadable saved transfer released");
+                    self.store.release_transfer(id).await?;
+                    continue;
+                }
+            };
+            match spec.kind {
+                Kind::Incoming { .. } => {
+                    let age = store_age(record.created_ms);
+                    if age > ABANDONED_AFTER {
+                        tracing::warn!(transfer = %hex::encode(id), "incoming transfer abandoned by its opener: released");
+                        self.store.release_transfer(id).await?;
+                    }
+                }
+                _ => {
+                    tracing::info!(transfer = %hex::encode(id), "resuming saved transfer");
+                    self.launch(id, spec);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// All transfers this daemon knows of since it started, newest last.
+    pub fn list(&self) -> Vec<TransferStatus> {
+        let mut all: Vec<TransferStatus> = self.table.lock().values().map(|e| status_of(e)).collect();
+        all.sort_by(|a, b| b.elapsed_secs.total_cmp(&a.elapsed_secs));
+        all
+    }
+
+    /// One transfer.
+    pub fn status(&self, id: &str) -> Result<TransferStatus, ApiError> {
+        Ok(status_of(&*self.entry(id)?))
+    }
+
+    fn entry(&self, id: &str) -> Result<Arc<Entry>, ApiError> {
+        let raw = parse_id(id)?;
+        self.table.lock().get(&raw).cloned().ok_or_else(|| ApiError::NotFound(id.to_owned()))
+    }
+
+    /// Cancels a transfer; what it received is released.
+    pub fn cancel(&self, id: &str) -> Result<TransferStatus, ApiError> {
+        let entry = self.entry(id)?;
+        if entry.status.lock().state.is_final() {
+            return Err(ApiError::Ended(id.to_owned()));
+        }
+        let _ = entry.cancel.send(true);
+        Ok(status_of(&entry))
+    }
+
+    /// Runs a transfer this site opened until it ends.
+    async fn run_opened(self: Arc<Self>, entry: Arc<Entry>) {
+        let mut cancel = entry.cancel.subscribe();
+        let permit = tokio::select! {
+            p = self.slots.acquire(entry.spec.priority) => p,
+            _ = cancelled(&mut cancel) => {
+                self.finish(&entry, State::Cancelled, None).await;
+                return;
+            }
+        };
+        let mut backoff = RETRY_MIN;
+        loop {
+            {
+                let mut status = entry.status.lock();
+                status.state = State::Running;
+                status.attempts += 1;
+            }
+            let result = self.attempt(&entry).await;
+            match result {
+                Ok(()) => {
+                    self.finish(&entry, State::Done, None).await;
+                    break;
+                }
+                Err(TransferError::Cancelled) => {
+                    self.finish(&entry, State::Cancelled, None).await;
+                    break;
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(transfer = %hex::encode(entry.id), error = %e, retry_in = ?backoff, "transfer interrupted");
+                    {
+                        let mut status = entry.status.lock();
+                        status.state = State::Retrying;
+                        status.error = Some(e.to_string());
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = cancelled(&mut cancel) => {
+                            self.finish(&entry, State::Cancelled, None).await;
+                            break;
+                        }
+                    }
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+                Err(e) => {
+                    tracing::error!(transfer = %hex::encode(entry.id), error = %e, "transfer failed");
+                    self.finish(&entry, State::Failed, Some(e.to_string())).await;
+                    break;
+                }
+            }
+        }
+        drop(permit);
+    }
+
+    async fn finish(&self, entry: &Entry, state: State, error: Option<String>) {
+        // A transfer that ended, however, holds nothing any more.
+        if let Err(e) = self.store.release_transfer(entry.id).await {
+            tracing::error!(transfer = %hex::encode(entry.id), error = %e, "cannot release transfer");
+        }
+        let mut status = entry.status.lock();
+        status.state = state;
+        status.error = error;
+        status.finished = Some(Instant::now());
+    }
+
+    fn context(&self, entry: &Entry) -> Context {
+        Context {
+            store: self.store.clone(),
+            streams: self.streams,
+            progress: entry.progress.clone(),
+            cancel: entry.cancel.subscribe(),
+            rate: entry.spec.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
+        }
+    }
+
+    /// One connection's worth of a transfer this site opened.
+    async fn attempt(&self, entry: &Entry) -> Result<(), TransferError> {
+        let spec = &entry.spec;
+        let (peer, mode, third_party) = match &spec.kind {
+            Kind::Push { to } => (to.clone(), Mode::Push, None),
+            Kind::Pull { from } => (from.clone(), Mode::Pull, None),
+            Kind::Copy { from, to } => (from.clone(), Mode::ThirdParty, Some(to.clone())),
+            Kind::Incoming { .. } => return Err(TransferError::Local("incoming transfers are not opened here".into())),
+        };
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.net.connect(&peer))
+            .await
+            .map_err(|_| TransferError::Connection(format!("{peer} did not answer within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| TransferError::Connection(e.to_string()))?;
+        let (send, recv) = conn.open_bi().await.map_err(|e| TransferError::Connection(e.to_string()))?;
+        let mut control = ControlStream::new(send, recv);
+        let open = Open {
+            transfer: entry.id,
+            mode,
+            source: spec.source.clone(),
+            dest: spec.dest.clone(),
+            third_party,
+            priority: spec.priority,
+            rate_limit: spec.rate_limit,
+        };
+        control.send(&Control::Open(open)).await?;
+        match control.recv().await? {
+            Control::Accepted => {}
+            other => return Err(Violation(format!("expected Accepted, got {other:?}")).into()),
+        }
+        let ctx = self.context(entry);
+        let result = match mode {
+            Mode::Push => driver::send(&conn, control, ctx, spec.source.clone()).await.map(|_| ()),
+            Mode::Pull => driver::receive(&conn, control, ctx, entry.id, spec.dest.clone()).await.map(|_| ()),
+            Mode::ThirdParty => follow_delegated(control, ctx).await,
+        };
+        conn.close(quinn::VarInt::from_u32(codes::DONE), b"");
+        result
+    }
+
+    /// Serves peers until the endpoint closes.
+    pub async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.net.accept().await {
+            let (conn, peer) = match incoming {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "QUIC connection refused");
+                    continue;
+                }
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                while let Ok((send, recv)) = conn.accept_bi().await {
+                    let this = this.clone();
+                    let conn = conn.clone();
+                    let peer = peer.clone();
+                    tokio::spawn(async move { this.serve_transfer(conn, peer, ControlStream::new(send, recv)).await });
+                }
+            });
+        }
+    }
+
+    /// Answers one transfer a peer opened.
+    async fn serve_transfer(self: Arc<Self>, conn: quinn::Connection, peer: String, mut control: ControlStream) {
+        let open = match control.recv().await {
+            Ok(Control::Open(open)) => open,
+            Ok(other) => {
+                let e = TransferError::Violation(Violation(format!("expected Open, got {other:?}")));
+                control.abort(&e).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "transfer not opened");
+                control.abort(&e).await;
+                return;
+            }
+        };
+        let receiving = open.mode == Mode::Push;
+        let local = if receiving { &open.dest } else { &open.source };
+        if let Err(e) = self.store.bucket(&local.bucket) {
+            control.abort(&TransferError::Local(format!("at {}: {e}", self.site()))).await;
+            return;
+        }
+        if open.mode == Mode::ThirdParty {
+            return self.serve_delegation(peer, open, control).await;
+        }
+        let spec = TransferSpec {
+            kind: Kind::Incoming { peer: peer.clone(), receiving },
+            source: open.source.clone(),
+            dest: open.dest.clone(),
+            priority: open.priority,
+            rate_limit: open.rate_limit,
+        };
+        let entry = self.table.lock().get(&open.transfer).cloned();
+        let entry = match entry {
+            // The same transfer resumed over a new connection.
+            Some(entry) if entry.spec == spec && !entry.status.lock().state.is_final() => entry,
+            _ => self.register(open.transfer, spec.clone()),
+        };
+        if receiving && let Err(e) = self.store.save_transfer(open.transfer, saved(&spec)).await {
+            control.abort(&TransferError::Store(e)).await;
+            return;
+        }
+        if control.send(&Control::Accepted).await.is_err() {
+            return;
+        }
+        entry.status.lock().state = State::Running;
+        entry.status.lock().attempts += 1;
+        let ctx = self.context(&entry);
+        let result = if receiving {
+            driver::receive(&conn, control, ctx, open.transfer, open.dest.clone()).await.map(|_| ())
+        } else {
+            driver::send(&conn, control, ctx, open.source.clone()).await.map(|_| ())
+        };
+        match result {
+            Ok(()) => self.finish(&entry, State::Done, None).await,
+            // The opener will be back: keep what was received.
+            Err(e) if e.is_transient() => {
+                let mut status = entry.status.lock();
+                status.state = State::Retrying;
+                status.error = Some(e.to_string());
+            }
+            Err(TransferError::Cancelled) => self.finish(&entry, State::Cancelled, None).await,
+            Err(e) => {
+                tracing::warn!(%peer, transfer = %hex::encode(open.transfer), error = %e, "incoming transfer failed");
+                self.finish(&entry, State::Failed, Some(e.to_string())).await;
+            }
+        }
+    }
+
+    /// A peer asks this site to push to a third: run that push (once per transfer id)
+    /// and relay its progress and outcome.
+    async fn serve_delegation(self: Arc<Self>, peer: String, open: Open, mut control: ControlStream) {
+        let Some(to) = open.third_party.clone() else {
+            let e = TransferError::Violation(Violation("third-party transfer names no site".into()));
+            return control.abort(&e).await;
+        };
+        let spec = TransferSpec {
+            kind: Kind::Push { to },
+            source: open.source.clone(),
+            dest: open.dest.clone(),
+            priority: open.priority,
+            rate_limit: open.rate_limit,
+        };
+        let existing = self.table.lock().get(&open.transfer).cloned();
+        let entry = match existing {
+            Some(entry) => entry,
+            None => {
+                if let Err(e) = self.validate(&spec) {
+                    return control.abort(&TransferError::Local(e.to_string())).await;
+                }
+                if let Err(e) = self.store.save_transfer(open.transfer, saved(&spec)).await {
+                    return control.abort(&TransferError::Store(e)).await;
+                }
+                tracing::info!(%peer, transfer = %hex::encode(open.transfer), "third-party transfer delegated here");
+                self.launch(open.transfer, spec);
+                self.table.lock().get(&open.transfer).cloned().expect("just launched")
+            }
+        };
+        if control.send(&Control::Accepted).await.is_err() {
+            return;
+        }
+        let mut tick = tokio::time::interval(RELAY_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                msg = control.recv() => {
+                    // The delegating site went away or cancelled.
+                    if let Err(TransferError::Aborted { code: codes::CANCELLED, .. }) = msg {
+                        let _ = entry.cancel.send(true);
+                    }
+                    return;
+                }
+            }
+            let status = status_of(&entry);
+            let msg = match status.state {
+                State::Done => Control::Committed { objects: status.progress.objects },
+                State::Failed | State::Cancelled => Control::Abort {
+                    code: codes::FAILED,
+                    reason: status.error.unwrap_or_else(|| format!("{:?}", status.state)),
+                },
+                _ => Control::Progress(status.progress),
+            };
+            let last = !matches!(msg, Control::Progress(_));
+            if control.send(&msg).await.is_err() || last {
+                control.finish();
+                return;
+            }
+        }
+    }
+}
+
+/// Run slots for transfers this site opens: a free slot goes to the waiting transfer of
+/// highest priority, first come first served within a priority.
+struct Slots {
+    inner: Arc<SlotsInner>,
+}
+
+struct SlotsInner {
+    free: Mutex<usize>,
+    waiting: Mutex<BTreeSet<(Reverse<u8>, u64)>>,
+    arrivals: AtomicU64,
+    changed: Notify,
+}
+
+/// A held slot, given back on drop.
+struct Slot(Arc<SlotsInner>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.free.lock() += 1;
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// Takes a waiter out of the queue however its wait ends (slot, or cancellation).
+struct Waiting<'a>(&'a SlotsInner, (Reverse<u8>, u64));
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.lock().remove(&self.1);
+        self.0.changed.notify_waiters();
+    }
+}
+
+impl Slots {
+    fn new(n: usize) -> Self {
+        Self {
+            inner: Arc::new(SlotsInner {
+                free: Mutex::new(n.max(1)),
+                waiting: Mutex::default(),
+                arrivals: AtomicU64::new(0),
+                changed: Notify::new(),
+            }),
+        }
+    }
+
+    async fn acquire(&self, priority: u8) -> Slot {
+        let inner = &*self.inner;
+        let key = (Reverse(priority), inner.arrivals.fetch_add(1, Ordering::Relaxed));
+        inner.waiting.lock().insert(key);
+        let _queued = Waiting(inner, key);
+        loop {
+            let changed = inner.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            // Registered before looking, so a release between the look and the wait wakes us.
+            changed.as_mut().enable();
+            if inner.waiting.lock().first() == Some(&key) {
+                let mut free = inner.free.lock();
+                if *free > 0 {
+                    *free -= 1;
+                    return Slot(self.inner.clone());
+                }
+            }
+            changed.await;
+        }
+    }
+}
+
+/// Follows a third-party transfer from the site that asked for it.
+async fn follow_delegated(mut control: ControlStream, ctx: Context) -> Result<(), TransferError> {
+    let mut cancel = ctx.cancel.clone();
+    loop {
+        tokio::select! {
+            msg = control.recv() => match msg? {
+                Control::Progress(p) => *ctx.progress.lock() = p,
+                Control::Committed { .. } => return Ok(()),
+                other => return Err(Violation(format!("unexpected {other:?} from the sending site")).into()),
+            },
+            _ = cancel.changed() => {
+                control.abort(&TransferError::Cancelled).await;
+                return Err(TransferError::Cancelled);
+            }
+        }
+    }
+}
+
+/// Resolves once the transfer is cancelled (the guard `wait_for` returns is not `Send`).
+async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    let _ = cancel.wait_for(|c| *c).await;
+}
+
+fn store_age(created_ms: i64) -> Duration {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    now.saturating_sub(Duration::from_millis(created_ms.max(0) as u64))
+}
+
+fn parse_id(id: &str) -> Result<TransferId, ApiError> {
+    let mut raw = [0u8; 16];
+    hex::decode_to_slice(id, &mut raw)
+        .map_err(|_| ApiError::Invalid(format!("{id:?} is not a transfer id (32 hex digits)")))?;
+    Ok(raw)
+}
+
+fn status_of(entry: &Entry) -> TransferStatus {
+    let status = entry.status.lock();
+    let progress = entry.progress.lock().clone();
+    let elapsed = status.finished.unwrap_or_else(Instant::now).duration_since(status.started).as_secs_f64();
+    let rate = if elapsed > 0.0 { progress.bytes_done as f64 / elapsed } else { 0.0 };
+    let left = progress.bytes_wanted.saturating_sub(progress.bytes_done) as f64;
+    let eta = (rate > 0.0 && !status.state.is_final()).then(|| left / rate);
+    TransferStatus {
+        id: hex::encode(entry.id),
+        spec: entry.spec.clone(),
+        state: status.state.clone(),
+        error: status.error.clone(),
+        attempts: status.attempts,
+        progress,
+        elapsed_secs: elapsed,
+        rate_bytes_per_sec: rate,
+        eta_secs: eta,
+    }
+}

@@ -1,0 +1,93 @@
+//! A peer that breaks the protocol: oversized and malformed frames are answered with an
+//! error code on that transfer only, and the daemon goes on serving.
+
+use super::driver::read_frame;
+use super::manager::Transfers;
+use super::wire::{self, Control, MAX_CONTROL_LEN, Mode, Open, Selection, codes};
+use crate::federation::file::Federation;
+use crate::federation::file::SiteEntry;
+use crate::federation::identity::SiteIdentity;
+use crate::federation::identity::{init_federation, init_site};
+use crate::federation::{FederationEndpoint, TransportSettings};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{Store, StoreConfig};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn federation(dir: &Path, sites: &[&str]) -> Arc<Federation> {
+    init_federation(dir, "test", false).unwrap();
+    for site in sites {
+        let entry = SiteEntry {
+            name: String::new(),
+            quic: Some("127.0.0.1:1".into()),
+            s3: None,
+            attributes: Default::default(),
+            signing_key: [0; 32],
+        };
+        init_site(dir, site, &dir.join(site), entry, false).unwrap();
+    }
+    Arc::new(Federation::load(&dir.join("federation.toml")).unwrap())
+}
+
+fn endpoint(dir: &Path, site: &str, federation: &Arc<Federation>) -> FederationEndpoint {
+    let identity = SiteIdentity::load(&dir.join(site), site).unwrap();
+    FederationEndpoint::bind_with(
+        "127.0.0.1:0".parse().unwrap(),
+        identity,
+        federation.clone(),
+        &TransportSettings::default(),
+    )
+    .unwrap()
+}
+
+/// Sends raw bytes on a new control stream; returns the first answer the daemon sends.
+async fn answer_to(conn: &quinn::Connection, raw: &[u8]) -> Control {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(raw).await.unwrap();
+    let body = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_CONTROL_LEN)).await.unwrap().unwrap().unwrap();
+    wire::decode_control(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_frames_end_one_transfer_not_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = federation(dir.path(), &["good", "rogue"]);
+    let store = Store::open(StoreConfig::new(dir.path().join("store")), hw_offload::Offload::cpu(1)).await.unwrap();
+    store.create_bucket("data", "").await.unwrap();
+    let daemon = Transfers::new(store, endpoint(dir.path(), "good", &fed), 2, 2);
+    let address = daemon.local_addr().unwrap();
+    tokio::spawn(daemon.clone().accept_loop());
+    let rogue = endpoint(dir.path(), "rogue", &fed);
+    let conn = rogue.connect_to("good", address).await.unwrap();
+
+    // A length beyond the control bound: refused before anything is allocated.
+    let answer = answer_to(&conn, &u32::MAX.to_le_bytes()).await;
+    assert!(matches!(answer, Control::Abort { code: codes::FRAME_TOO_LARGE, .. }), "{answer:?}");
+    // A frame of the right size that does not decode.
+    let answer = answer_to(&conn, &[3, 0, 0, 0, wire::KIND_CONTROL, 0xff, 0xff]).await;
+    assert!(matches!(answer, Control::Abort { code: codes::MALFORMED, .. }), "{answer:?}");
+    // A data frame kind on the control stream.
+    let answer = answer_to(&conn, &[1, 0, 0, 0, wire::KIND_CHUNK]).await;
+    assert!(matches!(answer, Control::Abort { code: codes::MALFORMED, .. }), "{answer:?}");
+    // A message out of place.
+    let answer = answer_to(&conn, &wire::encode_control(&Control::Committed { objects: 1 })).await;
+    assert!(matches!(answer, Control::Abort { code: codes::PROTOCOL, .. }), "{answer:?}");
+    // A bucket that does not exist.
+    let open = |bucket: &str| Open {
+        transfer: rand::random(),
+        mode: Mode::Pull,
+        source: Selection { bucket: bucket.into(), prefix: String::new() },
+        dest: Selection { bucket: "x".into(), prefix: String::new() },
+        third_party: None,
+        priority: 0,
+        rate_limit: None,
+    };
+    let answer = answer_to(&conn, &wire::encode_control(&Control::Open(open("nope")))).await;
+    assert!(matches!(&answer, Control::Abort { reason, .. } if reason.contains("nope")), "{answer:?}");
+
+    // The same connection, and the daemon, still serve a well-formed transfer.
+    let answer = answer_to(&conn, &wire::encode_control(&Control::Open(open("data")))).await;
+    assert_eq!(answer, Control::Accepted);
+}

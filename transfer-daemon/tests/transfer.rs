@@ -1,0 +1,321 @@
+//! Transfers between real `clusster` daemons on loopback: push, pull, third-party copy,
+//! dedup of what the receiver holds, deltas, resume after the receiver is killed, and a
+//! corrupt chunk at the sender.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tests::{Daemon, content};
+
+const BIN: &str = env!("CARGO_BIN_EXE_clusster");
+
+fn clusster(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).env("RUST_LOG", "warn").output().expect("run clusster")
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(out.status.success(), "clusster failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A free UDP port on loopback (bound then released).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A federation of `names` in `root`: the CA, each site's identity and config.
+struct Federation {
+    root: PathBuf,
+}
+
+impl Federation {
+    fn new(root: &Path, names: &[&str]) -> Self {
+        let fed = root.join("federation");
+        ok(clusster(&["federation", "init", "--dir", fed.to_str().unwrap(), "--name", "test"]));
+        for name in names {
+            let port = free_udp_port();
+            let dir = root.join(name);
+            ok(clusster(&[
+                "site",
+                "init",
+                name,
+                "--federation",
+                fed.to_str().unwrap(),
+                "--out",
+                dir.join("tls").to_str().unwrap(),
+                "--quic",
+                &format!("127.0.0.1:{port}"),
+            ]));
+            let config = format!(
+                "[site]\nname = \"{name}\"\n\n[federation]\nfile = \"{}\"\ntls_dir = \"{}\"\nquic_listen = \"127.0.0.1:{port}\"\n\n\
+                 # A killed peer is noticed within seconds, not the default minute.\n\
+                 [transfer]\nidle_timeout_ms = 3000\nkeep_alive_interval_ms = 500\n",
+                fed.join("federation.toml").display(),
+                dir.join("tls").display(),
+            );
+            std::fs::write(dir.join("clusster.toml"), config).unwrap();
+        }
+        Self { root: root.to_path_buf() }
+    }
+
+    fn start(&self, name: &str) -> Daemon {
+        let dir = self.root.join(name);
+        Daemon::start(BIN, &dir, &["--config", dir.join("clusster.toml").to_str().unwrap()])
+    }
+}
+
+fn s3(daemon: &Daemon) -> Client {
+    let (id, secret) = daemon.create_key(BIN, "proj");
+    let creds = aws_credential_types::Credentials::new(id, secret, None, None, "test");
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(daemon.s3_url())
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .build();
+    Client::from_conf(config)
+}
+
+async fn put(client: &Client, bucket: &str, key: &str, data: Vec<u8>) {
+    client.put_object().bucket(bucket).key(key).body(ByteStream::from(data)).send().await.unwrap();
+}
+
+async fn get(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
+    let out = client.get_object().bucket(bucket).key(key).send().await.unwrap();
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+/// Runs a transfer verb with --wait --json on `daemon`; returns the final status.
+fn transfer(daemon: &Daemon, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["transfer"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--wait", "--json", "--data-dir", daemon.data_dir.to_str().unwrap()]);
+    let out = clusster(&all);
+    assert!(out.status.success(), "transfer {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn objects() -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("empty".into(), Vec::new()),
+        ("small/one".into(), content(1, 10 << 10, 1)),
+        ("small/two".into(), content(2, 3000, 2)),
+        ("big/a".into(), content(3, 5 << 20, 3)),
+        ("big/b".into(), content(4, 9 << 20, 4)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_then_pull_and_nothing_is_sent_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::new(dir.path(), &["a", "b"]);
+    let (a, b) = (fed.start("a"), fed.start("b"));
+    let (sa, sb) = (s3(&a), s3(&b));
+    sa.create_bucket().bucket("data").send().await.unwrap();
+    sb.create_bucket().bucket("data").send().await.unwrap();
+    let total: usize = objects().iter().map(|(_, d)| d.len()).sum();
+    for (key, data) in objects() {
+        put(&sa, "data", &key, data).await;
+    }
+
+    let first = transfer(&a, &["push", "b", "data"]);
+    assert_eq!(first["state"], "done", "{first}");
+    assert_eq!(first["progress"]["objects"], 5);
+    for (key, data) in objects() {
+        assert_eq!(get(&sb, "data", &key).await, data, "{key} arrived intact");
+        let (ha, hb) = (
+            sa.head_object().bucket("data").key(&key).send().await.unwrap(),
+            sb.head_object().bucket("data").key(&key).send().await.unwrap(),
+        );
+        assert_eq!(ha.e_tag(), hb.e_tag(), "{key} keeps its ETag");
+    }
+
+    // The same set again: only the manifest crosses.
+    let second = transfer(&a, &["push", "b", "data"]);
+    let wire = second["progress"]["wire_bytes"].as_u64().unwrap();
+    assert_eq!(second["progress"]["chunks_wanted"], 0, "{second}");
+    assert!((wire as f64) < 0.001 * total as f64, "identical re-send moved {wire} bytes of {total}");
+
+    // Pull a prefix back into another bucket at a.
+    sa.create_bucket().bucket("back").send().await.unwrap();
+    let pulled = transfer(&a, &["pull", "b", "data/big/", "back/copy/"]);
+    assert_eq!(pulled["state"], "done", "{pulled}");
+    assert_eq!(get(&sa, "back", "copy/a").await, objects()[3].1);
+    // a already held every chunk of it: nothing but the manifest came back.
+    assert_eq!(pulled["progress"]["chunks_wanted"], 0, "{pulled}");
+    let listed = sa.list_objects_v2().bucket("back").send().await.unwrap();
+    assert_eq!(listed.contents().len(), 2, "only the prefix was pulled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_object_travels_as_a_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::new(dir.path(), &["a", "b"]);
+    let (a, b) = (fed.start("a"), fed.start("b"));
+    let (sa, sb) = (s3(&a), s3(&b));
+    for s in [&sa, &sb] {
+        s.create_bucket().bucket("data").send().await.unwrap();
+    }
+    let mut data = content(7, 8 << 20, 7);
+    put(&sa, "data", "obj", data.clone()).await;
+    transfer(&a, &["push", "b", "data"]);
+
+    // Overwrite 1,000 bytes in two places, insert 500 in a third.
+    data[1_000_000..1_000_500].iter_mut().for_each(|b| *b ^= 0xff);
+    data[5_000_000..5_000_500].iter_mut().for_each(|b| *b ^= 0xff);
+    let insert = content(8, 500, 8);
+    data.splice(3_000_000..3_000_000, insert);
+    put(&sa, "data", "obj", data.clone()).await;
+    let status = transfer(&a, &["push", "b", "data"]);
+    let p = &status["progress"];
+    let wire = p["wire_bytes"].as_u64().unwrap();
+    assert!(p["chunks_delta"].as_u64().unwrap() >= 3, "{status}");
+    assert!(wire < 20_000, "three small edits cost {wire} bytes on the wire: {status}");
+    assert_eq!(get(&sb, "data", "obj").await, data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn third_party_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::new(dir.path(), &["a", "b", "c"]);
+    let (a, b, c) = (fed.start("a"), fed.start("b"), fed.start("c"));
+    let (sb, sc) = (s3(&b), s3(&c));
+    sb.create_bucket().bucket("data").send().await.unwrap();
+    sc.create_bucket().bucket("mirror").send().await.unwrap();
+    for (key, data) in objects() {
+        put(&sb, "data", &key, data).await;
+    }
+    // a holds nothing of it and asks b to send to c.
+    let status = transfer(&a, &["copy", "b", "c", "data", "mirror/from-b/"]);
+    assert_eq!(status["state"], "done", "{status}");
+    for (key, data) in objects() {
+        assert_eq!(get(&sc, "mirror", &format!("from-b/{key}")).await, data);
+    }
+    // a site that is not in the federation is refused at once
+    let out = clusster(&["transfer", "push", "nowhere", "data", "--data-dir", a.data_dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the federation"));
+}
+
+/// Reads a daemon's status of one transfer.
+async fn status(daemon: &Daemon, id: &str) -> serde_json::Value {
+    let token = std::fs::read_to_string(daemon.data_dir.join("admin.token")).unwrap();
+    reqwest::Client::new()
+        .get(format!("{}/admin/transfers/{id}", daemon.admin_url()))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_killed_midway_resumes_without_resending() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::new(dir.path(), &["a", "b"]);
+    let a = fed.start("a");
+    let mut b = fed.start("b");
+    let (sa, sb) = (s3(&a), s3(&b));
+    sa.create_bucket().bucket("data").send().await.unwrap();
+    sb.create_bucket().bucket("data").send().await.unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..8).map(|i| (format!("f{i}"), content(100 + i, 16 << 20, i))).collect();
+    let total: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+    for (key, data) in &files {
+        put(&sa, "data", key, data.clone()).await;
+    }
+    // Capped at 32 MB/s so that the kill lands in the middle.
+    let out = ok(clusster(&[
+        "transfer",
+        "push",
+        "b",
+        "data",
+        "--rate-limit",
+        "32M",
+        "--json",
+        "--data-dir",
+        a.data_dir.to_str().unwrap(),
+    ]));
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done_at_kill = loop {
+        let s = status(&a, &id).await;
+        let done = s["progress"]["bytes_done"].as_u64().unwrap_or(0);
+        if done > total / 2 {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "transfer made no progress: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    drop(b);
+    let b = fed.start("b");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let last = loop {
+        let s = status(&a, &id).await;
+        if s["state"] == "done" {
+            break s;
+        }
+        assert!(s["state"] != "failed", "{s}");
+        assert!(Instant::now() < deadline, "transfer did not complete after the restart: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(last["attempts"].as_u64().unwrap() >= 2, "{last}");
+    // The last attempt asked only for what b had not kept: at most the unflushed group
+    // and what was in flight (well under 48 MiB) comes again.
+    let asked_again = last["progress"]["bytes_wanted"].as_u64().unwrap();
+    assert!(
+        asked_again <= total - done_at_kill + (48 << 20),
+        "resumed transfer asked for {asked_again} bytes; {done_at_kill} of {total} were sent before the kill"
+    );
+    let sb = s3(&b);
+    for (key, data) in &files {
+        assert_eq!(&get(&sb, "data", key).await, data, "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_chunk_at_the_sender_is_never_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::new(dir.path(), &["a", "b"]);
+    let (a, b) = (fed.start("a"), fed.start("b"));
+    let (sa, sb) = (s3(&a), s3(&b));
+    sa.create_bucket().bucket("data").send().await.unwrap();
+    sb.create_bucket().bucket("data").send().await.unwrap();
+    put(&sa, "data", "victim", content(9, 2 << 20, 9)).await;
+    // Flip one payload byte in every pack at a (frames are 48-byte header + payload).
+    for entry in walk(&a.data_dir.join("chunks")) {
+        let mut bytes = std::fs::read(&entry).unwrap();
+        if bytes.len() > 1000 {
+            bytes[500] ^= 0x01;
+            std::fs::write(&entry, bytes).unwrap();
+        }
+    }
+    let mut args = vec!["transfer", "push", "b", "data", "--wait", "--json", "--data-dir"];
+    args.push(a.data_dir.to_str().unwrap());
+    let out = clusster(&args);
+    assert_eq!(out.status.code(), Some(1), "the transfer fails");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("corrupt"), "{stderr}");
+    let listed = sb.list_objects_v2().bucket("data").send().await.unwrap();
+    assert!(listed.contents().is_empty(), "nothing was committed at b");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
