@@ -118,6 +118,20 @@ impl Store {
         self.read_chunk(&ChunkRef { id: *id, len: loc.plain_len }).await.map(Some)
     }
 
+    /// Chunks in quarantine (found corrupt, out of the index), to fetch again from a peer.
+    pub fn quarantined(&self) -> Result<Vec<ChunkId>, StoreError> {
+        self.meta
+            .scan_raw(cf::QUARANTINE, &[], None)
+            .map(|r| {
+                let (k, _) = r?;
+                keys::decode_chunk_key(&k).ok_or(StoreError::CorruptMetadata {
+                    kind: "quarantine",
+                    reason: format!("key of {} bytes", k.len()),
+                })
+            })
+            .collect()
+    }
+
     /// Starts receiving chunks for `transfer`.
     pub fn chunk_sink(self: &Arc<Self>, transfer: TransferId) -> ChunkSink {
         ChunkSink {

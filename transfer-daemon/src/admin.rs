@@ -109,6 +109,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/keys", post(create_key).get(list_keys))
         .route("/admin/keys/{id}", axum::routing::delete(delete_key))
         .route("/admin/buckets/{bucket}/grants/{project}", axum::routing::put(grant).delete(revoke))
+        .route("/admin/repair", post(repair))
         .route("/admin/transfers", post(start_transfer).get(list_transfers))
         .route("/admin/transfers/{id}", get(transfer_status).delete(cancel_transfer))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
@@ -322,4 +323,8 @@ async fn transfer_status(State(state): State<Arc<AdminState>>, Path(id): Path<St
 
 async fn cancel_transfer(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Response, Problem> {
     Ok((StatusCode::ACCEPTED, json(&transfers(&state)?.cancel(&id)?)).into_response())
+}
+
+async fn repair(State(state): State<Arc<AdminState>>) -> Result<Response, Problem> {
+    Ok(json(&transfers(&state)?.repair().await?))
 }

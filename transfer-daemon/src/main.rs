@@ -76,6 +76,9 @@ enum Command {
     Scrub(AdminArgs),
     /// Recount references and look for missing chunks; exit 3 on any inconsistency.
     Check(AdminArgs),
+    /// Fetch every quarantined (corrupt) chunk again from the federation's other sites;
+    /// exit 3 if some could not be repaired.
+    Repair(AdminArgs),
     /// Create a federation: its CA and federation file.
     Federation {
         #[command(subcommand)]
@@ -294,8 +297,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             match report["corrupt"].as_array().map_or(0, Vec::len) {
                 0 => Ok(()),
-                n => Err(DamageFound(format!("{n} corrupt chunks quarantined; repair them from a replica")).into()),
+                n => Err(DamageFound(format!(
+                    "{n} corrupt chunks quarantined; `clusster repair` fetches them from peers"
+                ))
+                .into()),
             }
+        }
+        Command::Repair(args) => {
+            let report = admin_call(&args, reqwest::Method::POST, "/admin/repair", None).await?;
+            let missing = report["missing"].as_array().map_or(0, Vec::len);
+            print_report(&args, &report, |r| {
+                format!(
+                    "repair: {} corrupt chunks, {} repaired from {}, {missing} still missing",
+                    r["asked"], r["repaired"], r["from"]
+                )
+            });
+            if missing > 0 {
+                return Err(DamageFound(format!("{missing} chunks are held by no reachable site")).into());
+            }
+            Ok(())
         }
         Command::Check(args) => {
             let report = admin_call(&args, reqwest::Method::GET, "/admin/check", None).await?;

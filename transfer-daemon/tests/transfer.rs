@@ -319,3 +319,36 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scrub_finds_a_corrupt_chunk_and_repair_fetches_it_from_a_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::new(dir.path(), &["a", "b"]);
+    let (a, b) = (fed.start("a"), fed.start("b"));
+    let (sa, sb) = (s3(&a), s3(&b));
+    sa.create_bucket().bucket("data").send().await.unwrap();
+    sb.create_bucket().bucket("data").send().await.unwrap();
+    let data = content(11, 3 << 20, 11);
+    put(&sa, "data", "obj", data.clone()).await;
+    transfer(&a, &["push", "b", "data"]);
+    for pack in walk(&a.data_dir.join("chunks")) {
+        let mut bytes = std::fs::read(&pack).unwrap();
+        bytes[500] ^= 0x01;
+        std::fs::write(&pack, bytes).unwrap();
+    }
+    let dir_arg = a.data_dir.to_str().unwrap();
+    let scrub = clusster(&["scrub", "--json", "--data-dir", dir_arg]);
+    assert_eq!(scrub.status.code(), Some(3), "scrub finds the damage");
+    let repair = clusster(&["repair", "--json", "--data-dir", dir_arg]);
+    assert!(repair.status.success(), "{}", String::from_utf8_lossy(&repair.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&repair.stdout).unwrap();
+    assert_eq!(report["repaired"], report["asked"], "{report}");
+    assert_eq!(report["from"]["b"], report["asked"], "{report}");
+    let scrub = clusster(&["scrub", "--json", "--data-dir", dir_arg]);
+    assert!(scrub.status.success(), "clean after repair: {}", String::from_utf8_lossy(&scrub.stdout));
+    assert_eq!(get(&sa, "data", "obj").await, data);
+    // Nothing left to repair: a second run asks for nothing.
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(clusster(&["repair", "--json", "--data-dir", dir_arg]))).unwrap();
+    assert_eq!(again["asked"], 0);
+}

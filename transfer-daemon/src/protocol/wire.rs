@@ -66,6 +66,8 @@ pub enum Mode {
     Pull,
     /// The acceptor pushes its objects to a third site, named in [`Open::third_party`].
     ThirdParty,
+    /// The opener asks for chunks by id to replace corrupt copies ([`Control::Wanted`]).
+    Repair,
 }
 
 /// A bucket and key prefix on one side.
@@ -169,6 +171,16 @@ pub enum Control {
     },
     /// progress of a delegated (third-party) transfer, relayed to the site that asked
     Progress(Progress),
+    /// repair: the chunks the opener lacks (at most [`OFFER_MAX_CHUNKS`])
+    Wanted {
+        /// their ids
+        ids: Vec<ChunkId>,
+    },
+    /// repair: those of them the acceptor holds and sends next
+    Holding {
+        /// their ids
+        ids: Vec<ChunkId>,
+    },
     /// the receiver committed every object
     Committed {
         /// objects committed

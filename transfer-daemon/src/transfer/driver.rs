@@ -494,6 +494,8 @@ fn name(msg: &Control) -> &'static str {
         Control::OfferDone { .. } => "OfferDone",
         Control::Progress(_) => "Progress",
         Control::Committed { .. } => "Committed",
+        Control::Wanted { .. } => "Wanted",
+        Control::Holding { .. } => "Holding",
         Control::Abort { .. } => "Abort",
     }
 }
@@ -749,4 +751,113 @@ async fn check_chunk(store: &Arc<Store>, data: Data, wire: u64) -> Arrived {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------- repair
+
+/// Serves a peer's repair: sends the asked chunks this store holds. Chunk ids are
+/// content hashes: a site can only name a chunk whose content it once had.
+pub async fn serve_repair(conn: &Connection, mut control: ControlStream, ctx: Context) -> Result<u64, TransferError> {
+    let result = async {
+        let ids = match control.recv().await? {
+            Control::Wanted { ids } if ids.len() <= OFFER_MAX_CHUNKS => ids,
+            other => {
+                return Err(
+                    Violation(format!("expected at most {OFFER_MAX_CHUNKS} wanted ids, got {}", name(&other))).into()
+                );
+            }
+        };
+        let store = ctx.store.clone();
+        let mut pin = store.transfer_pin();
+        let held: Vec<ChunkId> =
+            ids.iter().zip(store.hold_chunks(&mut pin, &ids)?).filter(|(_, h)| *h).map(|(id, _)| *id).collect();
+        control.send(&Control::Holding { ids: held.clone() }).await?;
+        let (job_tx, job_rx) = mpsc::unbounded_channel::<SendJob>();
+        let (sent_tx, mut sent_rx) = mpsc::channel::<Sent>(64);
+        let stream = conn.open_uni().await.map_err(conn_err)?;
+        // Finishes its stream once the queue is drained, and ends when the peer has read it.
+        tokio::spawn(data_worker(stream, store, Arc::new(tokio::sync::Mutex::new(job_rx)), sent_tx, ctx.rate.clone()));
+        for id in &held {
+            let _ = job_tx.send(SendJob { id: *id, plain_len: 0, base: None, inline: None });
+        }
+        drop(job_tx);
+        let mut sent = 0u64;
+        while sent < held.len() as u64 {
+            match sent_rx.recv().await {
+                Some(Sent::Chunk { .. }) => sent += 1,
+                Some(Sent::Failed(e)) => return Err(e),
+                None => return Err(TransferError::Local("repair stream ended early".into())),
+            }
+        }
+        match control.recv().await? {
+            Control::Committed { .. } => Ok(sent),
+            other => Err(Violation(format!("expected Committed, got {}", name(&other))).into()),
+        }
+    }
+    .await;
+    if let Err(e) = &result {
+        control.abort(e).await;
+    }
+    control.finish();
+    result
+}
+
+/// Asks the peer for `ids` and keeps those it sends, each verified; returns the ids
+/// repaired. Storing a chunk takes it out of quarantine.
+pub async fn repair(
+    conn: &Connection,
+    mut control: ControlStream,
+    ctx: Context,
+    transfer: TransferId,
+    ids: Vec<ChunkId>,
+) -> Result<Vec<ChunkId>, TransferError> {
+    let store = ctx.store.clone();
+    let result = async {
+        control.send(&Control::Wanted { ids: ids.clone() }).await?;
+        let coming = match control.recv().await? {
+            Control::Holding { ids: held } => held,
+            other => return Err(Violation(format!("expected Holding, got {}", name(&other))).into()),
+        };
+        let asked: HashSet<ChunkId> = ids.into_iter().collect();
+        let mut outstanding: HashSet<ChunkId> = coming.iter().copied().collect();
+        if outstanding.iter().any(|id| !asked.contains(id)) {
+            return Err(Violation("peer offers chunks that were not asked for".into()).into());
+        }
+        let mut sink = store.chunk_sink(transfer);
+        let mut repaired = Vec::new();
+        if !outstanding.is_empty() {
+            let stream = conn.accept_uni().await.map_err(conn_err)?;
+            let (tx, mut rx) = mpsc::channel::<Arrived>(16);
+            let reader = AbortOnDrop(tokio::spawn(read_data_stream(stream, store.clone(), tx)));
+            while !outstanding.is_empty() {
+                match rx.recv().await {
+                    Some(Arrived::Good { id, frame, plain_len, .. }) if outstanding.remove(&id) => {
+                        sink.append(id, frame, plain_len).await?;
+                        repaired.push(id);
+                    }
+                    Some(Arrived::Good { id, .. }) => {
+                        return Err(Violation(format!("chunk {id} was not offered")).into());
+                    }
+                    Some(Arrived::Bad { id, reason, .. }) => {
+                        tracing::warn!(chunk = %id, %reason, "repair copy failed verification");
+                        outstanding.remove(&id);
+                    }
+                    Some(Arrived::Failed(e)) => return Err(e),
+                    None => return Err(TransferError::Connection("repair stream ended early".into())),
+                }
+            }
+            drop(reader);
+        }
+        sink.flush().await?;
+        control.send(&Control::Committed { objects: 0 }).await?;
+        Ok(repaired)
+    }
+    .await;
+    // The objects that use the chunks hold them now; the transfer's references go.
+    store.release_transfer(transfer).await?;
+    if let Err(e) = &result {
+        control.abort(e).await;
+    }
+    control.finish();
+    result
 }

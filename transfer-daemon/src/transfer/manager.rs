@@ -10,6 +10,7 @@
 
 use super::driver::{self, Context, ControlStream, RateLimiter, TransferError};
 use crate::federation::FederationEndpoint;
+use hw_offload::ChunkId;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
@@ -22,7 +23,7 @@ use store::Store;
 use store::transfer::TransferId;
 use tokio::sync::{Notify, watch};
 use transfer_daemon::protocol::session::Violation;
-use transfer_daemon::protocol::wire::{Control, MAX_KEY_LEN, Mode, Open, Progress, Selection, codes};
+use transfer_daemon::protocol::wire::{Control, MAX_KEY_LEN, Mode, OFFER_MAX_CHUNKS, Open, Progress, Selection, codes};
 
 /// A received-side transfer record older than this, its opener never back, is released.
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -152,6 +153,21 @@ pub struct TransferStatus {
     pub rate_bytes_per_sec: f64,
     /// seconds left at that rate, once the manifest is known
     pub eta_secs: Option<f64>,
+}
+
+/// What a repair did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairReport {
+    /// quarantined chunks looked for
+    pub asked: u64,
+    /// chunks fetched, verified and stored
+    pub repaired: u64,
+    /// chunks fetched from each site
+    pub from: BTreeMap<String, u64>,
+    /// chunks no peer could give
+    pub missing: Vec<String>,
+    /// peers that failed
+    pub errors: Vec<String>,
 }
 
 /// Errors of the transfer API.
@@ -422,14 +438,35 @@ impl Transfers {
             Kind::Copy { from, to } => (from.clone(), Mode::ThirdParty, Some(to.clone())),
             Kind::Incoming { .. } => return Err(TransferError::Local("incoming transfers are not opened here".into())),
         };
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.net.connect(&peer))
+        let (conn, control) = self.open(&peer, entry.id, mode, spec, third_party).await?;
+        let ctx = self.context(entry);
+        let result = match mode {
+            Mode::Push => driver::send(&conn, control, ctx, spec.source.clone()).await.map(|_| ()),
+            Mode::Pull => driver::receive(&conn, control, ctx, entry.id, spec.dest.clone()).await.map(|_| ()),
+            Mode::ThirdParty => follow_delegated(control, ctx).await,
+            Mode::Repair => Err(TransferError::Local("repairs are not transfers".into())),
+        };
+        conn.close(quinn::VarInt::from_u32(codes::DONE), b"");
+        result
+    }
+
+    /// Connects to `peer` and opens a transfer there.
+    async fn open(
+        &self,
+        peer: &str,
+        transfer: TransferId,
+        mode: Mode,
+        spec: &TransferSpec,
+        third_party: Option<String>,
+    ) -> Result<(quinn::Connection, ControlStream), TransferError> {
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.net.connect(peer))
             .await
             .map_err(|_| TransferError::Connection(format!("{peer} did not answer within {CONNECT_TIMEOUT:?}")))?
             .map_err(|e| TransferError::Connection(e.to_string()))?;
         let (send, recv) = conn.open_bi().await.map_err(|e| TransferError::Connection(e.to_string()))?;
         let mut control = ControlStream::new(send, recv);
         let open = Open {
-            transfer: entry.id,
+            transfer,
             mode,
             source: spec.source.clone(),
             dest: spec.dest.clone(),
@@ -439,17 +476,64 @@ impl Transfers {
         };
         control.send(&Control::Open(open)).await?;
         match control.recv().await? {
-            Control::Accepted => {}
-            other => return Err(Violation(format!("expected Accepted, got {other:?}")).into()),
+            Control::Accepted => Ok((conn, control)),
+            other => Err(Violation(format!("expected Accepted, got {other:?}")).into()),
         }
-        let ctx = self.context(entry);
-        let result = match mode {
-            Mode::Push => driver::send(&conn, control, ctx, spec.source.clone()).await.map(|_| ()),
-            Mode::Pull => driver::receive(&conn, control, ctx, entry.id, spec.dest.clone()).await.map(|_| ()),
-            Mode::ThirdParty => follow_delegated(control, ctx).await,
-        };
-        conn.close(quinn::VarInt::from_u32(codes::DONE), b"");
-        result
+    }
+
+    fn repair_context(&self) -> Context {
+        Context {
+            store: self.store.clone(),
+            streams: 1,
+            progress: Arc::default(),
+            cancel: watch::channel(false).1,
+            rate: None,
+        }
+    }
+
+    /// Fetches every quarantined chunk from the peers that hold it, asking each site of
+    /// the federation in turn.
+    pub async fn repair(&self) -> Result<RepairReport, store::StoreError> {
+        let mut missing: Vec<ChunkId> = self.store.quarantined()?;
+        let mut report = RepairReport { asked: missing.len() as u64, ..Default::default() };
+        let peers: Vec<String> =
+            self.net.federation.sites().map(|s| s.name.clone()).filter(|n| n != self.site()).collect();
+        for peer in peers {
+            if missing.is_empty() {
+                break;
+            }
+            for batch in missing.clone().chunks(OFFER_MAX_CHUNKS) {
+                let spec = TransferSpec {
+                    kind: Kind::Pull { from: peer.clone() },
+                    source: Selection { bucket: String::new(), prefix: String::new() },
+                    dest: Selection { bucket: String::new(), prefix: String::new() },
+                    priority: 0,
+                    rate_limit: None,
+                };
+                let id: TransferId = rand::random();
+                let attempt = async {
+                    let (conn, control) = self.open(&peer, id, Mode::Repair, &spec, None).await?;
+                    let got = driver::repair(&conn, control, self.repair_context(), id, batch.to_vec()).await;
+                    conn.close(quinn::VarInt::from_u32(codes::DONE), b"");
+                    got
+                };
+                match attempt.await {
+                    Ok(repaired) => {
+                        *report.from.entry(peer.clone()).or_default() += repaired.len() as u64;
+                        report.repaired += repaired.len() as u64;
+                        let done: std::collections::HashSet<ChunkId> = repaired.into_iter().collect();
+                        missing.retain(|id| !done.contains(id));
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "repair from peer failed");
+                        report.errors.push(format!("{peer}: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+        report.missing = missing.iter().map(|id| id.to_string()).collect();
+        Ok(report)
     }
 
     /// Serves peers until the endpoint closes.
@@ -491,12 +575,25 @@ impl Transfers {
         };
         let receiving = open.mode == Mode::Push;
         let local = if receiving { &open.dest } else { &open.source };
-        if let Err(e) = self.store.bucket(&local.bucket) {
+        if open.mode != Mode::Repair
+            && let Err(e) = self.store.bucket(&local.bucket)
+        {
             control.abort(&TransferError::Local(format!("at {}: {e}", self.site()))).await;
             return;
         }
-        if open.mode == Mode::ThirdParty {
-            return self.serve_delegation(peer, open, control).await;
+        match open.mode {
+            Mode::ThirdParty => return self.serve_delegation(peer, open, control).await,
+            Mode::Repair => {
+                if control.send(&Control::Accepted).await.is_ok() {
+                    let ctx = self.repair_context();
+                    match driver::serve_repair(&conn, control, ctx).await {
+                        Ok(n) => tracing::info!(%peer, chunks = n, "sent chunks for a peer's repair"),
+                        Err(e) => tracing::warn!(%peer, error = %e, "repair for a peer failed"),
+                    }
+                }
+                return;
+            }
+            Mode::Push | Mode::Pull => {}
         }
         let spec = TransferSpec {
             kind: Kind::Incoming { peer: peer.clone(), receiving },
