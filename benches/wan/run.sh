@@ -2,7 +2,8 @@
 # run.sh PROFILE...: the WAN benchmark of issue 4 on an emulated link (see README.md here).
 #
 # Profiles: P1 (1 Gbit/s, 40 ms RTT, 0.1 % loss), P2 (1 Gbit/s, 2 ms RTT, no loss),
-# veth (linkem with no delay, loss or limit: the emulator's own ceiling).
+# veth (linkem with no delay, loss or limit: the emulator's own ceiling), 1g (the 1 Gbit/s
+# limit alone).
 # For each profile, in the same run and on the same link: iperf3 TCP with 1 and 8 streams,
 # rsync (daemon mode) of the 1 GiB tree cold, after a 1 % overwrite, re-sent unchanged, after
 # insertions, and of 100,000 × 10 KiB files; then the clusster transfer (run_clusster).
@@ -32,7 +33,8 @@ GIB=1073741824
 SERVER_PIDS=()
 
 usage() {
-  echo "usage: $0 PROFILE... (P1 = 1 Gbit/s 40 ms 0.1 % loss, P2 = 1 Gbit/s 2 ms, veth = no impairment)" >&2
+  echo "usage: $0 PROFILE... (P1 = 1 Gbit/s 40 ms 0.1 % loss, P2 = 1 Gbit/s 2 ms, veth = no impairment," \
+    "1g = 1 Gbit/s only)" >&2
   exit 2
 }
 
@@ -41,6 +43,7 @@ profile_args() { # PROFILE -> linkem arguments
     P1) echo "--rate 1g --rtt-ms 40 --loss-pct 0.1" ;;
     P2) echo "--rate 1g --rtt-ms 2" ;;
     veth) echo "" ;;
+    1g) echo "--rate 1g" ;; # the rate limit alone: can linkem shape 1 Gbit/s here?
     *) return 1 ;;
   esac
 }
@@ -187,7 +190,8 @@ rsync_push() { # PROFILE STEP RUN SRC DSTNAME VALUE_KIND: pushes SRC/ to dst/DST
   case "$kind" in
     tree) value=$(awk -v s="$seconds" -v b="$GIB" 'BEGIN {printf "%.1f", b / s / 1e6}') ;; # MB/s of the 1 GiB tree
     files) value=$(awk -v s="$seconds" 'BEGIN {printf "%.0f", 100000 / s}') ;;          # files/s
-    *) value="" ;;
+    -) value="" ;;
+    *) fail "rsync_push: unknown figure kind $kind" ;;
   esac
   record "$profile" "$step" "$run" "$seconds" "$(wire "$before" "$after" 1)" "$(wire "$before" "$after" 2)" \
     "$sent" "$value" "$verified"
@@ -232,13 +236,13 @@ run_profile() {
     rsync_push "$profile" rsync-cold "$run" "$ORIG" tree tree
   done
   echo "  rsync after the 1 % overwrite, re-send, insertions" >&2
-  rsync_push "$profile" rsync-overwrite 1 "$MUT" tree tree
-  rsync_push "$profile" rsync-resend 1 "$MUT" tree tree
+  rsync_push "$profile" rsync-overwrite 1 "$MUT" tree -
+  rsync_push "$profile" rsync-resend 1 "$MUT" tree -
   # Insertions are against the original tree: reset B's copy to it locally (cp -a keeps the
   # times rsync compares), so the link carries only the insertion delta.
   rm -rf "$CLW_RUN/dst/tree"
   cp -a "$ORIG" "$CLW_RUN/dst/tree"
-  rsync_push "$profile" rsync-insert 1 "$INS" tree tree
+  rsync_push "$profile" rsync-insert 1 "$INS" tree -
   if [ "${SKIP_SMALL:-0}" != 1 ]; then
     echo "  rsync of 100,000 small files" >&2
     rm -rf "$CLW_RUN/dst/small"
@@ -260,13 +264,17 @@ INSERTED=$(awk '{print $2}' "$INS/.inserted")
 rm -rf "$CLW_RUN"
 mkdir -p "$CLW_RUN"
 : >"$RAW"
+# The machine is shared: the load around the run says how much the figures may have suffered.
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for profile in "$@"; do run_profile "$profile"; done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 {
   echo "### WAN run $(date -u +%Y-%m-%dT%H:%MZ): $*"
   echo
   echo "linkem: $LINKEM; RUNS=$RUNS, IPERF_SECONDS=$IPERF_SECONDS; TCP congestion control:" \
-    "${TCP_CC:-$(sysctl -n net.ipv4.tcp_congestion_control)}; inserted bytes: $INSERTED"
+    "${TCP_CC:-$(sysctl -n net.ipv4.tcp_congestion_control)}; inserted bytes: $INSERTED;" \
+    "load average before: $LOAD_BEFORE, after: $LOAD_AFTER ($(nproc) CPUs)"
   echo
   python3 "$HERE/summarize.py" "$RAW" "$INSERTED"
   for profile in "$@"; do
