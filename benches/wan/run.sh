@@ -13,8 +13,10 @@
 # (/tmp/clw-data: data sets, ~4.3 GB, kept between runs), CLW_RUN (/tmp/clw-run: receiver side
 # and logs, deleted at the end), LINKEM (a built linkem; default: cargo build --release),
 # RESULTS (where the Markdown table goes; default $CLW_RUN/../clw-results-DATE.md),
-# SKIP_SMALL=1 (no 100,000-file step), TCP_CC (congestion control in A and B, per namespace:
-# e.g. cubic; default: the kernel's default, which namespaces inherit).
+# SKIP_SMALL=1 (no 100,000-file step), IPERF_ONLY=1 (no rsync steps), IPERF_CC (iperf3's
+# congestion control, e.g. cubic, set per socket with -C; default: the kernel's default, bbr
+# here. A namespace cannot change its own default to one outside the host's
+# tcp_allowed_congestion_control, "reno bbr" here, so rsync always runs with that default).
 # Exit codes: 0 done, 1 a step failed (its log is printed), 2 bad usage.
 set -euo pipefail
 
@@ -161,7 +163,8 @@ iperf() { # PROFILE STREAMS RUN
   local out="$CLW_RUN/iperf3-$1-$2-$3.json" before after t0 t1 mbit
   before=$(snap)
   t0=$(now)
-  clw_ns clw-a timeout $((IPERF_SECONDS + 30)) iperf3 -c 10.77.0.2 -t "$IPERF_SECONDS" -P "$2" -J >"$out" ||
+  clw_ns clw-a timeout $((IPERF_SECONDS + 30)) iperf3 -c 10.77.0.2 -t "$IPERF_SECONDS" -P "$2" \
+    ${IPERF_CC:+-C "$IPERF_CC"} -J >"$out" ||
     fail "iperf3 -P $2 on $1" "$out"
   t1=$(now)
   after=$(snap)
@@ -218,10 +221,6 @@ run_profile() {
   profile_t0=$(now)
   echo "== $profile: linkem $(profile_args "$profile")" >&2
   clw_up
-  if [ -n "${TCP_CC:-}" ]; then
-    clw_ns clw-a sysctl -qw net.ipv4.tcp_congestion_control="$TCP_CC"
-    clw_ns clw-b sysctl -qw net.ipv4.tcp_congestion_control="$TCP_CC"
-  fi
   # shellcheck disable=SC2046 # the profile's arguments are words
   clw_start_linkem $(profile_args "$profile") --seed 1
   start_servers
@@ -230,6 +229,14 @@ run_profile() {
     iperf "$profile" 1 "$run"
     iperf "$profile" 8 "$run"
   done
+  if [ "${IPERF_ONLY:-0}" = 1 ]; then
+    stop_servers
+    clw_stop_linkem
+    cp "$CLW_RUN/linkem.stats" "$CLW_RUN/linkem-$profile.stats"
+    echo "linkem CPU n/a (iperf3 only)" >"$CLW_RUN/linkem-$profile.cpu"
+    clw_down
+    return 0
+  fi
   for run in $(seq 1 "$RUNS"); do
     echo "  rsync cold run $run" >&2
     rm -rf "$CLW_RUN/dst/tree"
@@ -273,7 +280,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "### WAN run $(date -u +%Y-%m-%dT%H:%MZ): $*"
   echo
   echo "linkem: $LINKEM; RUNS=$RUNS, IPERF_SECONDS=$IPERF_SECONDS; TCP congestion control:" \
-    "${TCP_CC:-$(sysctl -n net.ipv4.tcp_congestion_control)}; inserted bytes: $INSERTED;" \
+    "$(sysctl -n net.ipv4.tcp_congestion_control) (iperf3: ${IPERF_CC:-the same}); inserted bytes: $INSERTED;" \
     "load average before: $LOAD_BEFORE, after: $LOAD_AFTER ($(nproc) CPUs)"
   echo
   python3 "$HERE/summarize.py" "$RAW" "$INSERTED"
