@@ -70,6 +70,19 @@ done
 # shellcheck source=netns.sh
 source "$HERE/netns.sh"
 
+# $CLW_RUN is deleted at the end and the data set dirs are (re)written: refuse directories
+# this script did not make, so that a mistyped path cannot cost anyone's files.
+if [ -e "$CLW_RUN" ] && [ ! -f "$CLW_RUN/.clw-run" ]; then
+  echo "CLW_RUN=$CLW_RUN exists and was not made by run.sh; it is deleted at the end: choose a new path" >&2
+  exit 2
+fi
+for d in orig mut ins small; do
+  if [ -e "$CLW_DATA/$d" ] && [ ! -f "$CLW_DATA/$d/.manifest" ]; then
+    echo "$CLW_DATA/$d exists but holds no data set made by mkdata.py/insert.py: set CLW_DATA to another directory" >&2
+    exit 2
+  fi
+done
+
 # The receiver's data lives under $CLW_RUN; the namespaces go whatever happens.
 cleanup() {
   clw_down
@@ -270,6 +283,7 @@ make_data
 INSERTED=$(awk '{print $2}' "$INS/.inserted")
 rm -rf "$CLW_RUN"
 mkdir -p "$CLW_RUN"
+touch "$CLW_RUN/.clw-run"
 : >"$RAW"
 # The machine is shared: the load around the run says how much the figures may have suffered.
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
