@@ -309,6 +309,9 @@ fn forward(
         // Sleep until a frame arrives or the oldest queued frame is due.
         let now = now_ns(origin);
         let wait_ns = ring.next_deliver_at_ns().map_or(IDLE_POLL_NS, |at| at.saturating_sub(now));
+        // With the ring full, wait for the next delivery only: a readable socket would
+        // otherwise wake ppoll at once, over and over, until a slot frees up.
+        pfd.events = if ring.len() < ring.capacity() { libc::POLLIN } else { 0 };
         if wait_ns > 0 {
             let ts = libc::timespec { tv_sec: (wait_ns / 1_000_000_000) as _, tv_nsec: (wait_ns % 1_000_000_000) as _ };
             // SAFETY: pfd and ts outlive the call. EINTR (a signal) just loops.
