@@ -17,7 +17,8 @@
 # congestion control, e.g. cubic, set per socket with -C; default: the kernel's default, bbr
 # here. A namespace cannot change its own default to one outside the host's
 # tcp_allowed_congestion_control, "reno bbr" here, so rsync always runs with that default).
-# Exit codes: 0 done, 1 a step failed (its log is printed), 2 bad usage.
+# Exit codes: 0 done, 1 a step failed (its log is printed) or another run holds the lock,
+# 2 bad usage.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -69,6 +70,13 @@ done
 
 # shellcheck source=netns.sh
 source "$HERE/netns.sh"
+
+# One run at a time: a second run's setup would delete the first one's namespaces mid-step.
+exec 9>/run/clw-wan-bench.lock
+if ! flock -n 9; then
+  echo "another benches/wan/run.sh is running (lock /run/clw-wan-bench.lock): wait for it to finish" >&2
+  exit 1
+fi
 
 # $CLW_RUN is deleted at the end and the data set dirs are (re)written: refuse directories
 # this script did not make, so that a mistyped path cannot cost anyone's files.
