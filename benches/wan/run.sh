@@ -6,13 +6,15 @@
 # limit alone).
 # For each profile, in the same run and on the same link: iperf3 TCP with 1 and 8 streams,
 # rsync (daemon mode) of the 1 GiB tree cold, after a 1 % overwrite, re-sent unchanged, after
-# insertions, and of 100,000 × 10 KiB files; then the clusster transfer (run_clusster).
+# insertions (all but the re-send RUNS times), and of 100,000 × 10 KiB files; then the
+# clusster transfer (run_clusster).
 # Every copy is verified by checksums; bytes on the wire are linkem's A→B (and B→A) counters.
 #
-# Environment: RUNS (3: iperf3 and rsync cold repeats), IPERF_SECONDS (20), CLW_DATA
-# (/tmp/clw-data: data sets, ~4.3 GB, kept between runs), CLW_RUN (/tmp/clw-run: receiver side
-# and logs, deleted at the end), LINKEM (a built linkem; default: cargo build --release),
-# RESULTS (where the Markdown table goes; default $CLW_RUN/../clw-results-DATE.md),
+# Environment: RUNS (3: repeats of iperf3 and of the rsync cold, overwrite and insert steps),
+# IPERF_SECONDS (20), CLW_DATA (/tmp/clw-data: data sets, ~4.3 GB, kept between runs),
+# CLW_RUN (/tmp/clw-run: receiver side and logs, deleted at the end), LINKEM (a built linkem;
+# default: cargo build --release),
+# RESULTS (where the Markdown table goes; default /tmp/clw-results-DATE.md),
 # SKIP_SMALL=1 (no 100,000-file step), IPERF_ONLY=1 (no rsync steps), IPERF_CC (iperf3's
 # congestion control, e.g. cubic, set per socket with -C; default: the kernel's default, bbr
 # here. A namespace cannot change its own default to one outside the host's
@@ -263,14 +265,24 @@ run_profile() {
     rm -rf "$CLW_RUN/dst/tree"
     rsync_push "$profile" rsync-cold "$run" "$ORIG" tree tree
   done
-  echo "  rsync after the 1 % overwrite, re-send, insertions" >&2
-  rsync_push "$profile" rsync-overwrite 1 "$MUT" tree -
+  # The delta steps run against the original tree each time: B's copy is reset to it locally
+  # (cp -a keeps the times rsync compares), so the link carries only the delta. Their time is
+  # mostly both sides reading and checksumming 1 GiB, so it moves with the machine's load:
+  # repeat them like the cold copy.
+  for run in $(seq 1 "$RUNS"); do
+    echo "  rsync after the 1 % overwrite run $run" >&2
+    rm -rf "$CLW_RUN/dst/tree"
+    cp -a "$ORIG" "$CLW_RUN/dst/tree"
+    rsync_push "$profile" rsync-overwrite "$run" "$MUT" tree -
+  done
+  echo "  rsync re-send" >&2
   rsync_push "$profile" rsync-resend 1 "$MUT" tree -
-  # Insertions are against the original tree: reset B's copy to it locally (cp -a keeps the
-  # times rsync compares), so the link carries only the insertion delta.
-  rm -rf "$CLW_RUN/dst/tree"
-  cp -a "$ORIG" "$CLW_RUN/dst/tree"
-  rsync_push "$profile" rsync-insert 1 "$INS" tree -
+  for run in $(seq 1 "$RUNS"); do
+    echo "  rsync after insertions run $run" >&2
+    rm -rf "$CLW_RUN/dst/tree"
+    cp -a "$ORIG" "$CLW_RUN/dst/tree"
+    rsync_push "$profile" rsync-insert "$run" "$INS" tree -
+  done
   if [ "${SKIP_SMALL:-0}" != 1 ]; then
     echo "  rsync of 100,000 small files" >&2
     rm -rf "$CLW_RUN/dst/small"
