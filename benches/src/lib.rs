@@ -4,7 +4,10 @@
 //! - [`Sample`]: wall and CPU time of one measured step;
 //! - [`measure`]: runs a step and takes its [`Sample`];
 //! - [`peak_rss_mib`]: the process's peak resident set;
-//! - [`write_input`]: random or compressible (files from /usr) input files.
+//! - [`write_input`]: random or compressible (files from /usr) input files;
+//! - [`link`]: the socket-free parts of the `linkem` WAN link emulator.
+
+pub mod link;
 
 use rand::{RngCore, SeedableRng};
 use std::io::Write;
