@@ -12,6 +12,8 @@
 //! - [`job`]: jobs, steps, outputs and errors, the engine-neutral description of work;
 //! - [`engine`]: the [`Engine`] trait and the [`Offload`] handle the store calls;
 //! - [`cpu`]: the CPU engine;
+//! - [`router`]: picks an engine per job, falls back to the CPU, spot-checks results;
+//! - [`fault`]: an engine that fails on purpose, for tests;
 //! - [`metrics`]: per-operation counters every engine keeps.
 //!
 //! ```
@@ -29,14 +31,18 @@
 
 pub mod cpu;
 pub mod engine;
+pub mod fault;
 pub mod job;
 pub mod kernels;
 pub mod metrics;
+pub mod router;
 
 pub use cpu::CpuEngine;
 pub use engine::{Completion, Engine, Offload};
+pub use fault::{Fault, FaultEngine};
 pub use job::{Job, JobError, JobOutput, Step};
 pub use kernels::cdc::{ChunkerConfig, ChunkerConfigError};
 pub use kernels::codec::Codec;
-pub use kernels::digest::{ChecksumAlgo, ChunkId, Digests, StreamDigests};
-pub use metrics::{EngineMetrics, OpKind};
+pub use kernels::digest::{ChecksumAlgo, ChunkId, Digests, StreamDigests, SumAlgo};
+pub use metrics::{EngineMetrics, OpKind, thread_cpu_ns};
+pub use router::{Route, Router, RouterConfig};
