@@ -139,7 +139,7 @@ impl Worker {
         result
     }
 
-    fn run_steps(&mut self, job: Job) -> Result<JobOutput, JobError> {
+    pub(crate) fn run_steps(&mut self, job: Job) -> Result<JobOutput, JobError> {
         let mut out = JobOutput::start(job.data, job.codec);
         for step in job.steps {
             let started = Instant::now();

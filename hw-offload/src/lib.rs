@@ -13,6 +13,8 @@
 //! - [`engine`]: the [`Engine`] trait and the [`Offload`] handle the store calls;
 //! - [`cpu`]: the CPU engine;
 //! - [`router`]: picks an engine per job, falls back to the CPU, spot-checks results;
+//! - [`agent`]: the offload agent (another process, on other cores or a DPU) and the
+//!   host engine that talks to it through shared-memory rings (`PROTOCOL.md`);
 //! - [`fault`]: an engine that fails on purpose, for tests;
 //! - [`metrics`]: per-operation counters every engine keeps.
 //!
@@ -29,6 +31,7 @@
 //! # }
 //! ```
 
+pub mod agent;
 pub mod cpu;
 pub mod engine;
 pub mod fault;
@@ -37,6 +40,7 @@ pub mod kernels;
 pub mod metrics;
 pub mod router;
 
+pub use agent::{AgentConfig, AgentEngine};
 pub use cpu::CpuEngine;
 pub use engine::{Completion, Engine, Offload};
 pub use fault::{Fault, FaultEngine};
