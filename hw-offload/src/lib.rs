@@ -48,5 +48,5 @@ pub use job::{Job, JobError, JobOutput, Step};
 pub use kernels::cdc::{ChunkerConfig, ChunkerConfigError};
 pub use kernels::codec::Codec;
 pub use kernels::digest::{ChecksumAlgo, ChunkId, Digests, StreamDigests, SumAlgo};
-pub use metrics::{EngineMetrics, OpKind, thread_cpu_ns};
+pub use metrics::{EngineMetrics, OpKind, process_cpu_ns, thread_cpu_ns};
 pub use router::{Route, Router, RouterConfig};

@@ -256,8 +256,10 @@ impl Store {
 
     fn chunk_job(&self, chunk: Bytes) -> ChunkJob {
         let mut steps = vec![Step::ChunkId];
-        if let Some(level) = self.config.zstd_level {
-            steps.push(Step::Compress { codec: Codec::Zstd, level });
+        match (self.config.codec, self.config.zstd_level) {
+            (Codec::Zstd, Some(level)) => steps.push(Step::Compress { codec: Codec::Zstd, level }),
+            (Codec::Lz4, _) => steps.push(Step::Compress { codec: Codec::Lz4, level: 0 }),
+            _ => {}
         }
         ChunkJob { plain_len: chunk.len() as u32, completion: self.offload.submit(vec![Job::new(chunk, steps)]) }
     }

@@ -66,7 +66,12 @@ pub fn serve(listener: UnixListener, options: ServeOptions, stop: Arc<AtomicBool
 /// Serves one host: hello, then the ring until the socket closes. Returns jobs served.
 pub fn serve_host(mut stream: UnixStream) -> std::io::Result<u64> {
     let mut hello = [0u8; 24];
-    stream.read_exact(&mut hello)?;
+    match stream.read_exact(&mut hello) {
+        Ok(()) => {}
+        // A probe (`offload-agent` checking whether the socket is taken) says nothing.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
+        Err(e) => return Err(e),
+    }
     let version = u32::from_le_bytes(hello[8..12].try_into().expect("4 bytes"));
     let path_len = u32::from_le_bytes(hello[12..16].try_into().expect("4 bytes"));
     let region_len = u64::from_le_bytes(hello[16..24].try_into().expect("8 bytes"));
