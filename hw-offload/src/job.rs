@@ -140,7 +140,11 @@ pub enum JobError {
     /// The engine stopped before running the job.
     #[error("offload engine {0} is shut down")]
     EngineGone(String),
-    /// The engine could not take the job now (full, disconnected, past its deadline);
+    /// The engine is full right now (ring or shared buffers): the router runs the job on
+    /// the CPU and keeps using the engine.
+    #[error("offload engine {0} is busy")]
+    Busy(String),
+    /// The engine could not take the job now (disconnected, misbehaving);
     /// the router reruns it on the CPU.
     #[error("offload engine {engine} could not run the job: {reason}")]
     Unavailable {

@@ -290,6 +290,7 @@ async fn finish_part(
         match answer {
             Some(Ok(_)) if part.check[i] => compare.push(i),
             Some(Ok(_)) => {}
+            Some(Err(JobError::Busy(_))) => redo.push(i),
             Some(Err(JobError::Unavailable { reason, .. })) => {
                 state.disable(config.disable_for, reason);
                 redo.push(i);

@@ -162,6 +162,12 @@ impl Agent {
                 }
                 continue;
             }
+            // Right after work, look for more for a moment before paying for a doorbell.
+            if served > 0
+                && super::host::spin_until(&self.region, ring::off::SQ_TAIL, self.sq_head, super::host::AGENT_SPIN)
+            {
+                continue;
+            }
             if !self.sleep()? {
                 return Ok(served);
             }
