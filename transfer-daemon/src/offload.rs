@@ -120,17 +120,23 @@ fn bench_job(op: OpKind, data: &Bytes, packed: &(Bytes, Codec)) -> Job {
     }
 }
 
-/// Host CPU per job of `jobs` on `engine`, in batches of 32, over about `budget`.
-async fn measure(engine: &dyn Engine, make: &dyn Fn() -> Job, budget: Duration) -> anyhow::Result<(u64, u64)> {
-    const BATCH: usize = 32;
+/// Host CPU per job on `engine`, in batches of up to 32 jobs (and up to 16 MiB, so
+/// a batch fits the agent's shared region), over about `budget`.
+async fn measure(
+    engine: &dyn Engine,
+    make: &dyn Fn() -> Job,
+    size: usize,
+    budget: Duration,
+) -> anyhow::Result<(u64, u64)> {
+    let batch = ((16 << 20) / size.max(1)).clamp(1, 32);
     let started = Instant::now();
     let cpu = process_cpu_ns();
     let mut jobs = 0u64;
-    while started.elapsed() < budget || jobs < BATCH as u64 * 4 {
-        for r in engine.submit((0..BATCH).map(|_| make()).collect()).await {
+    while started.elapsed() < budget || jobs < batch as u64 * 4 {
+        for r in engine.submit((0..batch).map(|_| make()).collect()).await {
             r.with_context(|| format!("a calibration job failed on {}", engine.name()))?;
         }
-        jobs += BATCH as u64;
+        jobs += batch as u64;
     }
     Ok(((process_cpu_ns() - cpu) / jobs, started.elapsed().as_nanos() as u64 / jobs))
 }
@@ -166,8 +172,8 @@ pub async fn bench(settings: &OffloadSettings, out: &Path) -> anyhow::Result<Vec
             let packed = (packed.data, packed.codec);
             let make = || bench_job(op, &data, &packed);
             let budget = Duration::from_millis(300);
-            let (cpu_host_ns, _) = measure(&cpu, &make, budget).await?;
-            let (agent_host_ns, agent_wall_ns) = measure(&agent, &make, budget).await?;
+            let (cpu_host_ns, _) = measure(&cpu, &make, size, budget).await?;
+            let (agent_host_ns, agent_wall_ns) = measure(&agent, &make, size, budget).await?;
             if agent_host_ns < cpu_host_ns {
                 pays_from.get_or_insert(size);
             } else {
