@@ -183,3 +183,30 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_returning_wrong_hashes_never_gets_a_wrong_id_stored() {
+    use hw_offload::{Fault, FaultEngine};
+    let dir = tempfile::tempdir().unwrap();
+    // Correct for its first 8 jobs (within the probation), then lies about every hash.
+    let liar = Arc::new(FaultEngine::new("liar", 8, Fault::WrongHash));
+    let router = Router::new(
+        Arc::new(CpuEngine::new(2)),
+        vec![Route::new(liar.clone(), 0).with_threshold(OpKind::Boundaries, u64::MAX)],
+        RouterConfig::default(),
+    );
+    let offloaded = Store::open(StoreConfig::new(dir.path().join("offloaded")), Offload::routed(router)).await.unwrap();
+    let inline = Store::open(StoreConfig::new(dir.path().join("inline")), Offload::cpu(1)).await.unwrap();
+    for s in [&offloaded, &inline] {
+        s.create_bucket("b", "p").await.unwrap();
+    }
+    assert_eq!(put(&offloaded, "o", 64, |_| {}).await, put(&inline, "o", 64, |_| {}).await);
+    assert_eq!(stored_frames(&dir.path().join("offloaded")), stored_frames(&dir.path().join("inline")));
+    // Every stored chunk verifies against its id.
+    let report = offloaded.scrub().await.unwrap();
+    assert!(report.corrupt.is_empty(), "{report:?}");
+    let seen = liar.jobs_seen();
+    assert!(seen > 8, "the liar got work");
+    put(&offloaded, "again", 16, |_| {}).await;
+    assert_eq!(liar.jobs_seen(), seen, "disabled after the first wrong hash");
+}
