@@ -14,12 +14,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use store::{ObjectMeta, PutOptions, Store, StoreConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_clusster");
+/// The `clusster` binary cargo built for these tests; `CLUSSTER_BIN` overrides it (for
+/// a target dir shared with other checkouts, whose builds replace the uplifted binary).
+fn bin() -> String {
+    std::env::var("CLUSSTER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_clusster").to_owned())
+}
 const MIB: usize = 1 << 20;
 
 /// Starts `clusster offload-agent` and waits for its ready line.
 fn start_agent(socket: &Path) -> Child {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["offload-agent", "--socket", socket.to_str().unwrap()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -166,7 +170,7 @@ fn a_second_agent_on_the_same_socket_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     let _first = KillOnDrop(start_agent(&socket));
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["offload-agent", "--socket", socket.to_str().unwrap()])
         .env("RUST_LOG", "warn")
         .output()
@@ -209,4 +213,30 @@ async fn an_engine_returning_wrong_hashes_never_gets_a_wrong_id_stored() {
     assert!(seen > 8, "the liar got work");
     put(&offloaded, "again", 16, |_| {}).await;
     assert_eq!(liar.jobs_seen(), seen, "disabled after the first wrong hash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_routes_to_the_configured_agent_and_exports_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let _agent = KillOnDrop(start_agent(&socket));
+    std::fs::write(
+        dir.path().join("clusster.toml"),
+        format!(
+            "[store]\ncodec = \"lz4\"\n[offload]\nengines = [\"agent\"]\nagent_socket = \"{}\"\nagent_region_mib = 16\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let daemon = tests::Daemon::start(&bin(), dir.path(), &[]);
+    let metrics = reqwest::get(format!("{}/metrics", daemon.admin_url())).await.unwrap().text().await.unwrap();
+    for name in [
+        "clusster_offload_jobs_total{engine=\"agent\",op=\"compress\"}",
+        "clusster_offload_host_cpu_seconds_total{engine=\"agent\",op=\"chunk_id\"}",
+        "clusster_offload_fallbacks_total{engine=\"agent\",op=\"compress\"}",
+        "clusster_offload_op_errors_total{engine=\"cpu\",op=\"decompress\"}",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+    assert!(daemon.stop().success());
 }

@@ -745,6 +745,10 @@ fn detach(shared: &Shared) {
         state.link.take()
     };
     let Some(link) = link else { return };
+    if shared.stop.load(Ordering::Acquire) {
+        // The engine is being dropped: closing the link is expected.
+        return;
+    }
     tracing::warn!(
         engine = shared.name,
         in_flight = link.in_flight.len(),
