@@ -26,6 +26,8 @@ pub enum Fault {
     /// The engine dies: the batch is dropped and the engine stays unavailable until
     /// [`FaultEngine::revive`].
     Crash,
+    /// Every job is refused as [`crate::JobError::Busy`] (a full ring).
+    Busy,
 }
 
 /// A CPU pool that turns faulty after `after_jobs` jobs.
@@ -90,6 +92,11 @@ impl Engine for FaultEngine {
             drop(tx);
             return completion;
         }
+        if fault == Fault::Busy {
+            let (tx, completion) = Completion::channel(&self.name, jobs.len());
+            let _ = tx.send(jobs.iter().map(|_| Err(crate::JobError::Busy(self.name.clone()))).collect());
+            return completion;
+        }
         let done = self.inner.submit(jobs);
         Completion::from_future(async move {
             let mut results = done.await;
@@ -117,7 +124,7 @@ impl Engine for FaultEngine {
                         }
                     }
                 }
-                Fault::None | Fault::Crash => {}
+                Fault::None | Fault::Crash | Fault::Busy => {}
             }
             results
         })

@@ -156,3 +156,19 @@ async fn real_corruption_is_still_reported() {
     let err = offload.run(Job::new(random(1000, 9), vec![Step::Verify(ChunkId::of(b"other"))])).await.unwrap_err();
     assert!(matches!(err, JobError::Corrupt { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_busy_engine_is_bypassed_but_not_disabled() {
+    let engine = Arc::new(FaultEngine::new("full", 0, Fault::Busy));
+    let offload =
+        router(engine.clone(), 0, RouterConfig { disable_for: Duration::from_secs(3600), ..Default::default() });
+    let (jobs, ids) = hash_jobs(4, 10_000);
+    for (r, id) in offload.submit(jobs).await.into_iter().zip(&ids) {
+        assert_eq!(r.unwrap().chunk_id, Some(*id), "busy jobs run on the CPU");
+    }
+    engine.set_fault(0, Fault::None);
+    let (jobs, _) = hash_jobs(4, 10_000);
+    offload.submit(jobs).await;
+    assert_eq!(engine.jobs_seen(), 8, "still in use after being busy");
+    assert!(engine.metrics().op(OpKind::Compress).fallbacks >= 4);
+}
