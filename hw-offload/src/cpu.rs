@@ -101,15 +101,16 @@ impl Engine for CpuEngine {
     }
 }
 
-/// One worker's reusable codec contexts.
-struct Worker {
+/// One worker's reusable codec contexts. The agent runs the same code, so that every
+/// engine's results are the CPU's results bit for bit.
+pub(crate) struct Worker {
     metrics: Arc<EngineMetrics>,
     compressor: Option<(i32, zstd::bulk::Compressor<'static>)>,
     decompressor: zstd::bulk::Decompressor<'static>,
 }
 
 impl Worker {
-    fn new(metrics: Arc<EngineMetrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<EngineMetrics>) -> Self {
         Self {
             metrics,
             compressor: None,
@@ -126,16 +127,20 @@ impl Worker {
         Ok(&mut self.compressor.as_mut().expect("set above").1)
     }
 
-    fn run(&mut self, job: Job) -> Result<JobOutput, JobError> {
+    pub(crate) fn run(&mut self, job: Job) -> Result<JobOutput, JobError> {
+        let op = job.steps.last().map(Step::op);
         let result = self.run_steps(job);
         if result.is_err() {
-            self.metrics.record_error();
+            match op {
+                Some(op) => self.metrics.record_op_error(op),
+                None => self.metrics.record_error(),
+            }
         }
         result
     }
 
-    fn run_steps(&mut self, job: Job) -> Result<JobOutput, JobError> {
-        let mut out = JobOutput { data: job.data, codec: job.codec, chunk_id: None, cuts: Vec::new(), digests: None };
+    pub(crate) fn run_steps(&mut self, job: Job) -> Result<JobOutput, JobError> {
+        let mut out = JobOutput::start(job.data, job.codec);
         for step in job.steps {
             let started = Instant::now();
             let len = out.data.len();
@@ -165,6 +170,11 @@ impl Worker {
                     out.chunk_id = Some(actual);
                     OpKind::ChunkId
                 }
+                Step::Sum(algo) => {
+                    require_plain(&out, "Sum")?;
+                    out.sums.push((algo, algo.compute(&out.data)));
+                    OpKind::Sum
+                }
                 Step::Compress { codec: target, level } => {
                     require_plain(&out, "Compress")?;
                     match target {
@@ -176,6 +186,14 @@ impl Worker {
                             if let Some(packed) = packed {
                                 out.data = Bytes::from(packed);
                                 out.codec = Codec::Zstd;
+                            }
+                        }
+                        Codec::Lz4 => {
+                            let packed = codec::compress_lz4(&out.data)
+                                .map_err(|e| JobError::Encode { codec: target, reason: e.to_string() })?;
+                            if let Some(packed) = packed {
+                                out.data = Bytes::from(packed);
+                                out.codec = Codec::Lz4;
                             }
                         }
                     }
@@ -199,6 +217,11 @@ impl Worker {
                         }
                         Codec::Zstd => {
                             let plain = codec::decompress(&mut self.decompressor, &out.data, plain_len as usize)
+                                .map_err(|e| JobError::Decode { codec: source, reason: e.to_string() })?;
+                            out.data = Bytes::from(plain);
+                        }
+                        Codec::Lz4 => {
+                            let plain = codec::decompress_lz4(&out.data, plain_len as usize)
                                 .map_err(|e| JobError::Decode { codec: source, reason: e.to_string() })?;
                             out.data = Bytes::from(plain);
                         }

@@ -19,20 +19,47 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The engine's counters.
     fn metrics(&self) -> &EngineMetrics;
+
+    /// Whether this engine can run `job`'s whole chain. The router sends it nothing else.
+    fn supports(&self, job: &Job) -> bool {
+        let _ = job;
+        true
+    }
+
+    /// Whether the engine can take work now (connected, not full). Cheap: the router
+    /// asks on every submission.
+    fn available(&self) -> bool {
+        true
+    }
+
+    /// The engines behind this one (a router's), for metrics export; empty for a leaf.
+    fn children(&self) -> Vec<Arc<dyn Engine>> {
+        Vec::new()
+    }
 }
+
+type Results = Vec<Result<JobOutput, JobError>>;
 
 /// The results of one submitted batch, in submission order.
 pub struct Completion {
-    engine: String,
-    rx: oneshot::Receiver<Vec<Result<JobOutput, JobError>>>,
-    expected: usize,
+    inner: Inner,
+}
+
+enum Inner {
+    Channel { engine: String, rx: oneshot::Receiver<Results>, expected: usize },
+    Future(Pin<Box<dyn Future<Output = Results> + Send>>),
 }
 
 impl Completion {
     /// A completion and the sender an engine fulfils it with.
-    pub fn channel(engine: &str, expected: usize) -> (oneshot::Sender<Vec<Result<JobOutput, JobError>>>, Self) {
+    pub fn channel(engine: &str, expected: usize) -> (oneshot::Sender<Results>, Self) {
         let (tx, rx) = oneshot::channel();
-        (tx, Self { engine: engine.to_owned(), rx, expected })
+        (tx, Self { inner: Inner::Channel { engine: engine.to_owned(), rx, expected } })
+    }
+
+    /// A completion computed by a future (the router's: await engines, fall back, check).
+    pub fn from_future(future: impl Future<Output = Results> + Send + 'static) -> Self {
+        Self { inner: Inner::Future(Box::pin(future)) }
     }
 }
 
@@ -40,12 +67,14 @@ impl Future for Completion {
     type Output = Vec<Result<JobOutput, JobError>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        Pin::new(&mut this.rx).poll(cx).map(|r| match r {
-            Ok(results) => results,
-            // An engine that drops a batch has died; fail every job of it loudly.
-            Err(_) => (0..this.expected).map(|_| Err(JobError::EngineGone(this.engine.clone()))).collect(),
-        })
+        match &mut self.inner {
+            Inner::Channel { engine, rx, expected } => Pin::new(rx).poll(cx).map(|r| match r {
+                Ok(results) => results,
+                // An engine that drops a batch has died; fail every job of it loudly.
+                Err(_) => (0..*expected).map(|_| Err(JobError::EngineGone(engine.clone()))).collect(),
+            }),
+            Inner::Future(future) => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -80,9 +109,15 @@ impl Offload {
         results.pop().unwrap_or_else(|| Err(JobError::EngineGone(self.engine.name().to_owned())))
     }
 
+    /// Routes between the CPU and offload engines (see [`crate::router`]).
+    pub fn routed(router: crate::Router) -> Self {
+        Self::new(Arc::new(router))
+    }
+
     /// The engines behind this handle, for metrics export.
     pub fn engines(&self) -> Vec<Arc<dyn Engine>> {
-        vec![self.engine.clone()]
+        let children = self.engine.children();
+        if children.is_empty() { vec![self.engine.clone()] } else { children }
     }
 }
 

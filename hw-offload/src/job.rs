@@ -4,11 +4,12 @@
 
 use crate::kernels::cdc::ChunkerConfig;
 use crate::kernels::codec::Codec;
-use crate::kernels::digest::{ChunkId, StreamDigests};
+use crate::kernels::digest::{ChunkId, StreamDigests, SumAlgo};
+use crate::metrics::OpKind;
 use bytes::Bytes;
 
 /// One step of a job's chain.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Step {
     /// FastCDC chunk lengths of the data, which starts on a boundary
@@ -40,10 +41,26 @@ pub enum Step {
     },
     /// The BLAKE3 of the current data must equal this id.
     Verify(ChunkId),
+    /// A one-shot digest of the current data, appended to [`JobOutput::sums`].
+    Sum(SumAlgo),
+}
+
+impl Step {
+    /// The operation this step counts as in metrics and routing.
+    pub fn op(&self) -> OpKind {
+        match self {
+            Self::Boundaries { .. } => OpKind::Boundaries,
+            Self::Digest(_) => OpKind::Digest,
+            Self::ChunkId | Self::Verify(_) => OpKind::ChunkId,
+            Self::Compress { .. } => OpKind::Compress,
+            Self::Decompress { .. } => OpKind::Decompress,
+            Self::Sum(_) => OpKind::Sum,
+        }
+    }
 }
 
 /// A buffer and the steps to run over it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Job {
     /// The input bytes.
     pub data: Bytes,
@@ -78,6 +95,15 @@ pub struct JobOutput {
     pub cuts: Vec<u32>,
     /// From [`Step::Digest`]: the digests, advanced by this job's data.
     pub digests: Option<Box<StreamDigests>>,
+    /// From [`Step::Sum`] steps, in step order.
+    pub sums: Vec<(SumAlgo, Vec<u8>)>,
+}
+
+impl JobOutput {
+    /// The output of a job with no steps run yet: its input.
+    pub fn start(data: Bytes, codec: Codec) -> Self {
+        Self { data, codec, chunk_id: None, cuts: Vec::new(), digests: None, sums: Vec::new() }
+    }
 }
 
 /// Why a job failed. A failed job never yields partial output.
@@ -114,4 +140,17 @@ pub enum JobError {
     /// The engine stopped before running the job.
     #[error("offload engine {0} is shut down")]
     EngineGone(String),
+    /// The engine is full right now (ring or shared buffers): the router runs the job on
+    /// the CPU and keeps using the engine.
+    #[error("offload engine {0} is busy")]
+    Busy(String),
+    /// The engine could not take the job now (disconnected, misbehaving);
+    /// the router reruns it on the CPU.
+    #[error("offload engine {engine} could not run the job: {reason}")]
+    Unavailable {
+        /// the engine
+        engine: String,
+        /// why
+        reason: String,
+    },
 }

@@ -12,6 +12,10 @@
 //! - [`job`]: jobs, steps, outputs and errors, the engine-neutral description of work;
 //! - [`engine`]: the [`Engine`] trait and the [`Offload`] handle the store calls;
 //! - [`cpu`]: the CPU engine;
+//! - [`router`]: picks an engine per job, falls back to the CPU, spot-checks results;
+//! - [`agent`]: the offload agent (another process, on other cores or a DPU) and the
+//!   host engine that talks to it through shared-memory rings (`PROTOCOL.md`);
+//! - [`fault`]: an engine that fails on purpose, for tests;
 //! - [`metrics`]: per-operation counters every engine keeps.
 //!
 //! ```
@@ -27,16 +31,22 @@
 //! # }
 //! ```
 
+pub mod agent;
 pub mod cpu;
 pub mod engine;
+pub mod fault;
 pub mod job;
 pub mod kernels;
 pub mod metrics;
+pub mod router;
 
+pub use agent::{AgentConfig, AgentEngine};
 pub use cpu::CpuEngine;
 pub use engine::{Completion, Engine, Offload};
+pub use fault::{Fault, FaultEngine};
 pub use job::{Job, JobError, JobOutput, Step};
 pub use kernels::cdc::{ChunkerConfig, ChunkerConfigError};
 pub use kernels::codec::Codec;
-pub use kernels::digest::{ChecksumAlgo, ChunkId, Digests, StreamDigests};
-pub use metrics::{EngineMetrics, OpKind};
+pub use kernels::digest::{ChecksumAlgo, ChunkId, Digests, StreamDigests, SumAlgo};
+pub use metrics::{EngineMetrics, OpKind, process_cpu_ns, thread_cpu_ns};
+pub use router::{Route, Router, RouterConfig};

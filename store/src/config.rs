@@ -1,7 +1,7 @@
 //! Store configuration: what the daemon's `[store]` section turns into.
 
 use crate::error::StoreError;
-use hw_offload::ChunkerConfig;
+use hw_offload::{ChunkerConfig, Codec};
 use std::path::PathBuf;
 
 /// Store settings. Defaults run one site under a local data directory.
@@ -20,8 +20,12 @@ pub struct StoreConfig {
     pub inline_max_bytes: u32,
     /// A writer seals its pack object once it holds this many bytes.
     pub pack_target_bytes: u64,
-    /// zstd level for chunks (`None` stores everything raw).
+    /// zstd level for chunks (`None` stores everything raw when the codec is zstd).
     pub zstd_level: Option<i32>,
+    /// Codec for new chunks: zstd (best ratio), LZ4 (what DPU engines such as
+    /// BlueField-3 decompress in hardware) or raw. Every frame records its codec, so
+    /// changing this leaves stored chunks readable.
+    pub codec: Codec,
     /// Largest object accepted (S3's own limit is 5 TiB).
     pub max_object_bytes: u64,
     /// Chunks fetched ahead of the one being sent on a read.
@@ -42,8 +46,18 @@ impl StoreConfig {
             // ~6e7 pack files instead of ~1.7e10 chunk files.
             pack_target_bytes: 16 << 20,
             zstd_level: Some(1),
+            codec: Codec::Zstd,
             max_object_bytes: 5 << 40,
             read_ahead_chunks: 8,
+        }
+    }
+
+    /// The step that codes a chunk for storage under these settings, if any.
+    pub fn compress_step(&self) -> Option<hw_offload::Step> {
+        match (self.codec, self.zstd_level) {
+            (Codec::Zstd, Some(level)) => Some(hw_offload::Step::Compress { codec: Codec::Zstd, level }),
+            (Codec::Lz4, _) => Some(hw_offload::Step::Compress { codec: Codec::Lz4, level: 0 }),
+            _ => None,
         }
     }
 

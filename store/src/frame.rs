@@ -140,4 +140,23 @@ mod tests {
         let huge = encode(&id, Codec::Zstd, MAX_PLAIN_LEN + 1, b"");
         assert!(matches!(decode(&huge), Err(FrameError::BadLength { .. })));
     }
+
+    #[test]
+    fn lz4_frames_decode_and_old_codecs_still_do() {
+        let text = b"research data, again and again\n".repeat(500);
+        let id = ChunkId::of(&text);
+        let packed = hw_offload::kernels::codec::compress_lz4(&text).unwrap().expect("text compresses");
+        let frame = encode(&id, Codec::Lz4, text.len() as u32, &packed);
+        assert_eq!(frame[5], 2, "LZ4 is tag 2 on disk");
+        let (h, payload) = decode(&frame).unwrap();
+        assert_eq!((h.codec, h.plain_len, h.id), (Codec::Lz4, text.len() as u32, id));
+        let plain = hw_offload::kernels::codec::decompress_lz4(&payload, h.plain_len as usize).unwrap();
+        assert_eq!(plain, text);
+        // Frames written before LZ4 existed keep their tags.
+        for (codec, tag) in [(Codec::Raw, 0), (Codec::Zstd, 1)] {
+            let f = encode(&id, codec, if codec == Codec::Raw { 3 } else { 9 }, b"abc");
+            assert_eq!(f[5], tag);
+            assert_eq!(decode(&f).unwrap().0.codec, codec);
+        }
+    }
 }

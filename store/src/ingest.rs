@@ -256,9 +256,7 @@ impl Store {
 
     fn chunk_job(&self, chunk: Bytes) -> ChunkJob {
         let mut steps = vec![Step::ChunkId];
-        if let Some(level) = self.config.zstd_level {
-            steps.push(Step::Compress { codec: Codec::Zstd, level });
-        }
+        steps.extend(self.config.compress_step());
         ChunkJob { plain_len: chunk.len() as u32, completion: self.offload.submit(vec![Job::new(chunk, steps)]) }
     }
 

@@ -74,6 +74,8 @@ pub struct RawStore {
     pub pack_target_bytes: u64,
     /// zstd level for chunks; 0 stores chunks uncompressed.
     pub zstd_level: i32,
+    /// Codec for new chunks: "zstd", "lz4" (what DPU engines decompress) or "none".
+    pub codec: String,
     /// Chunks read ahead of the client on a GET.
     pub read_ahead_chunks: usize,
     /// Seconds between garbage collection passes; 0 disables them.
@@ -94,6 +96,7 @@ impl Default for RawStore {
             inline_max_bytes: d.inline_max_bytes,
             pack_target_bytes: d.pack_target_bytes,
             zstd_level: d.zstd_level.unwrap_or(0),
+            codec: d.codec.name().into(),
             read_ahead_chunks: d.read_ahead_chunks,
             gc_interval_secs: 3600,
             scrub_interval_secs: 7 * 24 * 3600,
@@ -102,11 +105,67 @@ impl Default for RawStore {
 }
 
 /// `[offload]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawOffload {
     /// CPU engine worker threads; 0 = one per core.
     pub cpu_threads: usize,
+    /// Offload engines used besides the CPU, in order of preference: "agent".
+    pub engines: Vec<String>,
+    /// The offload agent's Unix socket; relative to the data dir.
+    pub agent_socket: PathBuf,
+    /// Cores `clusster offload-agent` pins its threads to; empty: not pinned.
+    pub agent_cores: Vec<usize>,
+    /// Size of the memory region shared with the agent, MiB.
+    pub agent_region_mib: u64,
+    /// Size thresholds written by `clusster offload bench`; relative to the data dir.
+    /// A missing file means the built-in thresholds.
+    pub thresholds_file: PathBuf,
+    /// One offloaded job in this many is recomputed on the CPU (0: none after probation).
+    pub spot_check_one_in: u64,
+    /// Jobs checked one by one each time an engine is (re)enabled.
+    pub probation_jobs: u64,
+    /// An engine that has not answered a batch within this many ms is bypassed.
+    pub deadline_ms: u64,
+    /// A failing engine is left alone this many seconds before it is tried again.
+    pub disable_secs: u64,
+}
+
+impl Default for RawOffload {
+    fn default() -> Self {
+        let router = hw_offload::RouterConfig::default();
+        Self {
+            cpu_threads: 0,
+            engines: Vec::new(),
+            agent_socket: PathBuf::from("offload-agent.sock"),
+            agent_cores: Vec::new(),
+            agent_region_mib: 64,
+            thresholds_file: PathBuf::from("offload-thresholds.toml"),
+            spot_check_one_in: router.spot_check_one_in,
+            probation_jobs: router.probation_jobs,
+            deadline_ms: router.deadline.as_millis() as u64,
+            disable_secs: router.disable_for.as_secs(),
+        }
+    }
+}
+
+/// Checked `[offload]` settings.
+#[derive(Debug, Clone)]
+pub struct OffloadSettings {
+    /// CPU engine threads (0: one per core)
+    pub cpu_threads: usize,
+    /// whether to use the agent
+    pub use_agent: bool,
+    /// absolute agent socket path
+    pub agent_socket: PathBuf,
+    /// cores the agent pins itself to
+    pub agent_cores: Vec<usize>,
+    /// shared region size, bytes
+    pub agent_region_bytes: u64,
+    /// absolute thresholds file path
+    pub thresholds_file: PathBuf,
+    /// router behaviour
+    pub router: hw_offload::RouterConfig,
 }
 
 /// `[admin]`
@@ -207,8 +266,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// store settings
     pub store: StoreConfig,
-    /// CPU engine threads
-    pub cpu_threads: usize,
+    /// offload engines and routing
+    pub offload: OffloadSettings,
     /// admin listener
     pub admin_listen: SocketAddr,
     /// GC period (None: off)
@@ -262,6 +321,9 @@ inline_max_bytes = {inline}
 pack_target_bytes = {pack}
 # zstd level for chunks (incompressible chunks are stored raw); 0 disables compression.
 zstd_level = {zstd}
+# Codec for new chunks: "zstd", "lz4" (LZ4 frames, which DPU engines such as
+# BlueField-3 decompress in hardware) or "none". Stored chunks keep their codec.
+codec = "{codec}"
 # Chunks read ahead of the client on a GET.
 read_ahead_chunks = {ahead}
 # Seconds between garbage collection passes (0: off) and full scrubs (0: off).
@@ -274,6 +336,28 @@ scrub_interval_secs = {scrub}
 [offload]
 # CPU engine worker threads; 0 = one per core.
 cpu_threads = {threads}
+# Offload engines used besides the CPU, in order of preference. "agent" hands
+# hashing and compression to `clusster offload-agent` (on a DPU's cores or spare
+# host cores) through shared memory; the CPU takes over whenever it is absent,
+# busy, slow or wrong.
+engines = []
+# The agent's Unix socket (relative: under the data dir).
+agent_socket = "{agent_socket}"
+# Cores `clusster offload-agent --config` pins itself to, e.g. [1]; [] = unpinned.
+agent_cores = []
+# Memory shared with the agent (rings and job data), MiB.
+agent_region_mib = {region}
+# Size thresholds written by `clusster offload bench` (relative: under the data dir);
+# without the file, jobs from 64 KiB go to the agent.
+thresholds_file = "{thresholds}"
+# After the first {probation} jobs (all checked), one offloaded job in this many is
+# recomputed on the CPU; a wrong result disables the engine until restart.
+spot_check_one_in = {spot}
+probation_jobs = {probation}
+# An engine that has not answered within this many ms is bypassed; a failing one is
+# left alone this many seconds.
+deadline_ms = {deadline}
+disable_secs = {disable}
 
 [admin]
 # /health, /metrics and maintenance endpoints. Port 0 picks a free port; the bound
@@ -346,6 +430,14 @@ max_active_transfers = {active}
             gc = d.store.gc_interval_secs,
             scrub = d.store.scrub_interval_secs,
             threads = d.offload.cpu_threads,
+            codec = d.store.codec,
+            agent_socket = d.offload.agent_socket.display(),
+            region = d.offload.agent_region_mib,
+            thresholds = d.offload.thresholds_file.display(),
+            spot = d.offload.spot_check_one_in,
+            probation = d.offload.probation_jobs,
+            deadline = d.offload.deadline_ms,
+            disable = d.offload.disable_secs,
             listen_file = LISTEN_FILE,
             admin = d.admin.listen,
             s3_listen = d.s3.listen,
@@ -421,14 +513,17 @@ max_active_transfers = {active}
         store.inline_max_bytes = s.inline_max_bytes;
         store.pack_target_bytes = s.pack_target_bytes;
         store.zstd_level = (s.zstd_level != 0).then_some(s.zstd_level);
+        store.codec = hw_offload::Codec::from_name(&s.codec)
+            .with_context(|| format!("[store] codec {:?} is unknown; use \"zstd\", \"lz4\" or \"none\"", s.codec))?;
         store.read_ahead_chunks = s.read_ahead_chunks;
         store.validate().context("invalid [store] section")?;
         let period = |secs: u64| (secs > 0).then(|| std::time::Duration::from_secs(secs));
+        let offload = self.offload.settle(&data_dir)?;
         Ok(Settings {
             site_name: self.site.name,
             data_dir,
             store,
-            cpu_threads: self.offload.cpu_threads,
+            offload,
             admin_listen,
             gc_interval: period(s.gc_interval_secs),
             scrub_interval: period(s.scrub_interval_secs),
@@ -437,6 +532,43 @@ max_active_transfers = {active}
             s3_tls,
             federation,
             transfer: self.transfer,
+        })
+    }
+}
+
+impl RawOffload {
+    /// Checks the section; relative paths are taken from `data_dir`.
+    pub fn settle(self, data_dir: &Path) -> anyhow::Result<OffloadSettings> {
+        let mut use_agent = false;
+        for engine in &self.engines {
+            match engine.as_str() {
+                "agent" => use_agent = true,
+                "cpu" => {}
+                other => bail!(
+                    "[offload] engines: {other:?} is unknown; the engines are \"agent\" (and the implicit \"cpu\")"
+                ),
+            }
+        }
+        if !(1..=16 * 1024).contains(&self.agent_region_mib) {
+            bail!("[offload] agent_region_mib must be 1..=16384 (got {})", self.agent_region_mib);
+        }
+        if self.deadline_ms == 0 {
+            bail!("[offload] deadline_ms must be at least 1");
+        }
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { data_dir.join(p) };
+        Ok(OffloadSettings {
+            cpu_threads: self.cpu_threads,
+            use_agent,
+            agent_socket: resolve(self.agent_socket),
+            agent_cores: self.agent_cores,
+            agent_region_bytes: self.agent_region_mib << 20,
+            thresholds_file: resolve(self.thresholds_file),
+            router: hw_offload::RouterConfig {
+                spot_check_one_in: self.spot_check_one_in,
+                probation_jobs: self.probation_jobs,
+                deadline: std::time::Duration::from_millis(self.deadline_ms),
+                disable_for: std::time::Duration::from_secs(self.disable_secs),
+            },
         })
     }
 }
@@ -493,5 +625,22 @@ mod tests {
         let raw = RawConfig::default();
         let bad = Overrides { admin_listen: Some("localhost".into()), ..Default::default() };
         assert!(raw.settle(&bad, Path::new("/")).is_err());
+        let raw: RawConfig = toml::from_str("[store]\ncodec = \"brotli\"\n").unwrap();
+        let err = raw.settle(&Overrides::default(), Path::new("/")).unwrap_err();
+        assert!(format!("{err:#}").contains("lz4"), "{err:#}");
+        let raw: RawConfig = toml::from_str("[offload]\nengines = [\"gpu\"]\n").unwrap();
+        let err = raw.settle(&Overrides::default(), Path::new("/")).unwrap_err();
+        assert!(format!("{err:#}").contains("agent"), "{err:#}");
+    }
+
+    #[test]
+    fn offload_section_resolves_paths_and_codecs() {
+        let text = "[store]\ncodec = \"lz4\"\n[offload]\nengines = [\"agent\"]\nagent_cores = [1]\n";
+        let raw: RawConfig = toml::from_str(text).unwrap();
+        let s = raw.settle(&Overrides::default(), Path::new("/srv")).unwrap();
+        assert_eq!(s.store.codec, hw_offload::Codec::Lz4);
+        assert!(s.offload.use_agent);
+        assert_eq!(s.offload.agent_cores, vec![1]);
+        assert_eq!(s.offload.agent_socket, Path::new("/srv/clusster-data/offload-agent.sock"));
     }
 }

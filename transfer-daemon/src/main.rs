@@ -8,6 +8,7 @@ mod client;
 mod config;
 mod federation;
 mod metrics;
+mod offload;
 mod serve;
 mod transfer;
 mod transfer_cli;
@@ -88,6 +89,50 @@ enum Command {
     Site {
         #[command(subcommand)]
         command: SiteCommand,
+    },
+    /// Run the offload agent: hashing and compression for a daemon on this machine, on
+    /// other cores (or a DPU's), through shared memory. Runs until killed.
+    OffloadAgent {
+        /// Socket to listen on (default: [offload] agent_socket of the config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Cores to pin to, e.g. 1 or 2,3 (default: [offload] agent_cores).
+        #[arg(long, value_delimiter = ',')]
+        cores: Option<Vec<usize>>,
+        /// Config file (default: <data-dir>/clusster.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data dir, overriding the config.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Offload engine tools.
+    Offload {
+        #[command(subcommand)]
+        command: OffloadCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OffloadCommand {
+    /// Measure host CPU per job on the CPU and through a running agent, per operation
+    /// and size, and write the thresholds the router uses.
+    Bench {
+        /// Agent socket (default: [offload] agent_socket of the config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Where to write the thresholds (default: [offload] thresholds_file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Config file (default: <data-dir>/clusster.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data dir, overriding the config.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print the measurements as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -204,7 +249,7 @@ struct AdminArgs {
 /// Failures that map to exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct UsageError(String);
+struct UsageError(pub String);
 
 /// A report showing damage: exit code 3.
 #[derive(Debug, thiserror::Error)]
@@ -256,6 +301,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Key { command } => key(command).await,
         Command::Transfer { command } => transfer_cli::run(command).await,
+        Command::OffloadAgent { socket, cores, config, data_dir } => {
+            let offload = offload_settings(config.as_deref(), data_dir)?;
+            let socket = socket.unwrap_or(offload.agent_socket);
+            let cores = cores.unwrap_or(offload.agent_cores);
+            tokio::task::spawn_blocking(move || offload::run_agent(&socket, cores)).await?
+        }
+        Command::Offload { command: OffloadCommand::Bench { socket, out, config, data_dir, json } } => {
+            let mut settings = offload_settings(config.as_deref(), data_dir)?;
+            if let Some(socket) = socket {
+                settings.agent_socket = socket;
+            }
+            let out = out.unwrap_or_else(|| settings.thresholds_file.clone());
+            let rows = offload::bench(&settings, &out).await?;
+            if json {
+                println!("{}", serde_json::json!({ "thresholds_file": out, "rows": rows }));
+            } else {
+                println!(
+                    "{:<11} {:>9} {:>14} {:>16} {:>15}",
+                    "op", "bytes", "cpu host ns", "agent host ns", "agent wall ns"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<11} {:>9} {:>14} {:>16} {:>15}",
+                        r.op, r.bytes, r.cpu_host_ns, r.agent_host_ns, r.agent_wall_ns
+                    );
+                }
+                println!("thresholds written to {}", out.display());
+            }
+            Ok(())
+        }
         Command::Bucket { command } => {
             let (method, bucket, project, admin, verb) = match command {
                 BucketCommand::Allow { bucket, project, admin } => {
@@ -452,6 +527,14 @@ fn site_init(args: SiteInitArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The `[offload]` settings of the config `serve` would use.
+fn offload_settings(config: Option<&Path>, data_dir: Option<PathBuf>) -> anyhow::Result<config::OffloadSettings> {
+    let (raw, base) = load_config(config, data_dir.as_deref())?;
+    let overrides = Overrides { data_dir, ..Default::default() };
+    let settings = raw.settle(&overrides, &base).map_err(|e| UsageError(format!("{e:#}")))?;
+    Ok(settings.offload)
 }
 
 /// The config to use and the directory its relative paths are taken from.

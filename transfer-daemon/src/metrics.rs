@@ -13,7 +13,10 @@ pub fn render(store: &Store) -> String {
     for (metric, help) in [
         ("offload_jobs_total", "Offload steps run"),
         ("offload_bytes_total", "Input bytes of offload steps"),
-        ("offload_busy_seconds_total", "Thread time spent in offload steps"),
+        ("offload_busy_seconds_total", "Engine thread time spent in offload steps"),
+        ("offload_host_cpu_seconds_total", "Host CPU time spent handing steps to an engine and taking results back"),
+        ("offload_fallbacks_total", "Steps meant for an engine that ran on the CPU instead"),
+        ("offload_op_errors_total", "Failed offload steps per operation"),
     ] {
         let _ = writeln!(out, "# HELP clusster_{metric} {help}\n# TYPE clusster_{metric} counter");
         for engine in &engines {
@@ -22,6 +25,9 @@ pub fn render(store: &Store) -> String {
                 let value = match metric {
                     "offload_jobs_total" => s.jobs.to_string(),
                     "offload_bytes_total" => s.bytes.to_string(),
+                    "offload_host_cpu_seconds_total" => format!("{:.6}", s.host_cpu_ns as f64 / 1e9),
+                    "offload_fallbacks_total" => s.fallbacks.to_string(),
+                    "offload_op_errors_total" => s.errors.to_string(),
                     _ => format!("{:.6}", s.busy_ns as f64 / 1e9),
                 };
                 let _ = writeln!(out, "clusster_{metric}{{engine=\"{}\",op=\"{}\"}} {value}", engine.name(), op.name());

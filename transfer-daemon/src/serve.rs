@@ -6,7 +6,6 @@ use crate::config::{LISTEN_FILE, Settings};
 use crate::federation::FederationEndpoint;
 use crate::transfer::manager::Transfers;
 use anyhow::Context;
-use hw_offload::Offload;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use store::Store;
@@ -18,7 +17,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let signals = shutdown_signals()?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
-    let offload = Offload::cpu(settings.cpu_threads);
+    let offload = crate::offload::build(&settings.offload)?;
     let store = Store::open(settings.store.clone(), offload)
         .await
         .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;

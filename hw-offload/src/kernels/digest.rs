@@ -81,6 +81,39 @@ impl ChecksumAlgo {
     }
 }
 
+/// One-shot digests of a single buffer, which every engine computes (unlike
+/// [`StreamDigests`], whose running state stays on the host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SumAlgo {
+    /// MD5, 16 bytes.
+    Md5,
+    /// CRC32 (ISO HDLC), 4 bytes big-endian.
+    Crc32,
+    /// CRC32C (Castagnoli), 4 bytes big-endian.
+    Crc32c,
+    /// CRC64/NVME, 8 bytes big-endian.
+    Crc64Nvme,
+    /// SHA-256, 32 bytes.
+    Sha256,
+}
+
+impl SumAlgo {
+    /// Every algorithm, in a fixed order.
+    pub const ALL: [SumAlgo; 5] = [Self::Md5, Self::Crc32, Self::Crc32c, Self::Crc64Nvme, Self::Sha256];
+
+    /// The digest of `data`.
+    pub fn compute(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Md5 => md5::Md5::digest(data).to_vec(),
+            Self::Crc32 => ChecksumAlgo::Crc32.checksum(data),
+            Self::Crc32c => ChecksumAlgo::Crc32c.checksum(data),
+            Self::Crc64Nvme => ChecksumAlgo::Crc64Nvme.checksum(data),
+            Self::Sha256 => ChecksumAlgo::Sha256.checksum(data),
+        }
+    }
+}
+
 #[derive(Clone)]
 enum ChecksumState {
     Crc32(crc32fast::Hasher),

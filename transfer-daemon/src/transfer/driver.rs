@@ -733,12 +733,9 @@ async fn check_chunk(store: &Arc<Store>, data: Data, wire: u64) -> Arrived {
                 Ok(Err(e)) => return bad(format!("delta does not decode: {e}")),
                 Err(e) => return Arrived::Failed(TransferError::Local(e.to_string())),
             };
-            // Verify, and store it compressed like any ingested chunk.
-            let level = store.config().zstd_level;
+            // Verify, and store it coded like any ingested chunk.
             let mut steps = vec![Step::Verify(id)];
-            if let Some(level) = level {
-                steps.push(Step::Compress { codec: Codec::Zstd, level });
-            }
+            steps.extend(store.config().compress_step());
             match offload.run(Job::new(plain, steps)).await {
                 Ok(out) => Arrived::Good {
                     id,

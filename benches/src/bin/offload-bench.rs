@@ -1,0 +1,206 @@
+//! Host CPU cost of offloading to the agent, against running the same work inline on
+//! the CPU engine. Starts `clusster offload-agent` pinned to one core, pins itself to
+//! another, and measures CPU time (getrusage of this process, and the clock of the
+//! submitting thread), not wall time, since the machine is shared.
+//!
+//! usage: offload-bench CLUSSTER_BIN HOST_CORE AGENT_CORE RUNS
+//!
+//! Prints markdown rows: host CPU per GiB for BLAKE3 + zstd on 1 MiB chunks; the size
+//! sweep with the router (agent from the thresholds below) against inline; host CPU per
+//! offloaded job; ring round-trip latency; the idle agent's CPU. Medians over RUNS.
+
+use bytes::Bytes;
+use hw_offload::agent::{AgentConfig, AgentEngine};
+use hw_offload::{
+    Codec, CpuEngine, Engine, Job, OpKind, Route, Router, RouterConfig, Step, process_cpu_ns, thread_cpu_ns,
+};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1 << 20;
+
+fn pin(core: usize) {
+    hw_offload::agent::shm::pin_current_thread(&[core]).expect("pin the bench thread");
+}
+
+/// Data that compresses about 3:1 with zstd level 1, like text and logs.
+fn chunk(len: usize, seed: u64) -> Bytes {
+    let words: [&[u8]; 8] = [b"chunk ", b"dataset ", b"replica ", b"site ", b"federation ", b"0.125 ", b"\n", b"42 "];
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut data = Vec::with_capacity(len + 16);
+    while data.len() < len {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        data.extend_from_slice(words[(x >> 61) as usize]);
+        if x & 0xff < 40 {
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    data.truncate(len);
+    data.into()
+}
+
+fn job(data: &Bytes) -> Job {
+    Job::new(data.clone(), vec![Step::ChunkId, Step::Compress { codec: Codec::Zstd, level: 1 }])
+}
+
+struct Cost {
+    process_ns: u64,
+    thread_ns: u64,
+    wall: Duration,
+}
+
+/// Runs every job of `data` through `engine`, `batch` jobs per submission and two
+/// submissions in flight (as the store's ingest keeps jobs in flight).
+async fn run(engine: &dyn Engine, data: &[Bytes], batch: usize) -> Cost {
+    let started = Instant::now();
+    let process = process_cpu_ns();
+    let thread = thread_cpu_ns();
+    let mut pending = std::collections::VecDeque::new();
+    for group in data.chunks(batch) {
+        pending.push_back(engine.submit(group.iter().map(job).collect()));
+        if pending.len() >= 2 {
+            for r in pending.pop_front().unwrap().await {
+                r.expect("job");
+            }
+        }
+    }
+    while let Some(done) = pending.pop_front() {
+        for r in done.await {
+            r.expect("job");
+        }
+    }
+    Cost { process_ns: process_cpu_ns() - process, thread_ns: thread_cpu_ns() - thread, wall: started.elapsed() }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn proc_cpu_ns(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    ticks * 1_000_000_000 / hz.max(1)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 5 {
+        eprintln!("usage: offload-bench CLUSSTER_BIN HOST_CORE AGENT_CORE RUNS");
+        std::process::exit(2);
+    }
+    let host_core: usize = args[2].parse().expect("HOST_CORE");
+    let agent_core: &str = &args[3];
+    let runs: usize = args[4].parse().expect("RUNS");
+    pin(host_core);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("agent.sock");
+    let mut agent_process = Command::new(&args[1])
+        .args(["offload-agent", "--socket", socket.to_str().unwrap(), "--cores", agent_core])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start clusster offload-agent");
+    let mut line = String::new();
+    BufReader::new(agent_process.stdout.take().unwrap()).read_line(&mut line).expect("agent ready line");
+    let mut config = AgentConfig::new(&socket);
+    config.region_bytes = 128 << 20;
+    let agent = Arc::new(AgentEngine::start("agent", config).expect("attach"));
+    assert!(agent.is_attached());
+    let cpu = Arc::new(CpuEngine::new(1));
+
+    // 1. BLAKE3 + zstd on 1 GiB of 1 MiB chunks.
+    let gib: Vec<Bytes> = (0..1024).map(|i| chunk(MIB, i)).collect();
+    let (mut inline_ms, mut inline_mibs, mut agent_ms, mut agent_thread_ms, mut agent_mibs) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        let c = run(cpu.as_ref(), &gib, 16).await;
+        inline_ms.push(c.process_ns as f64 / 1e6);
+        inline_mibs.push(1024.0 / c.wall.as_secs_f64());
+        let a = run(agent.as_ref(), &gib, 16).await;
+        agent_ms.push(a.process_ns as f64 / 1e6);
+        agent_thread_ms.push(a.thread_ns as f64 / 1e6);
+        agent_mibs.push(1024.0 / a.wall.as_secs_f64());
+    }
+    println!("| BLAKE3 + zstd-1, 1 MiB chunks, 1 GiB | host CPU ms/GiB (process) | submitting thread ms/GiB | MiB/s |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| inline (CPU engine, 1 worker) | {:.0} | (worker thread) | {:.0} |",
+        median(inline_ms.clone()),
+        median(inline_mibs.clone())
+    );
+    println!(
+        "| agent on core {agent_core} | {:.0} | {:.1} | {:.0} ({:.2}x inline) |",
+        median(agent_ms),
+        median(agent_thread_ms),
+        median(agent_mibs.clone()),
+        median(agent_mibs) / median(inline_mibs)
+    );
+
+    // 2. Size sweep, router with the default agent threshold (64 KiB) against inline.
+    let router = Router::new(
+        cpu.clone(),
+        vec![Route::new(agent.clone(), 64 << 10).with_threshold(OpKind::Boundaries, u64::MAX)],
+        RouterConfig::default(),
+    );
+    println!("\n| job size | inline host CPU ns/job | router host CPU ns/job | ratio |");
+    println!("| --- | --- | --- | --- |");
+    let mut size = 512;
+    while size <= 16 * MIB {
+        let count = ((64 * MIB) / size).clamp(16, 4096);
+        let data: Vec<Bytes> = (0..count).map(|i| chunk(size, i as u64)).collect();
+        let (mut i_ns, mut r_ns) = (vec![], vec![]);
+        for _ in 0..runs {
+            i_ns.push(run(cpu.as_ref(), &data, 16).await.process_ns as f64 / count as f64);
+            r_ns.push(run(&router, &data, 16).await.process_ns as f64 / count as f64);
+        }
+        let (i, r) = (median(i_ns), median(r_ns));
+        println!("| {size} | {i:.0} | {r:.0} | {:.2} |", r / i);
+        size *= 4;
+    }
+
+    // 3. Host CPU per offloaded job, small jobs in batches of 32.
+    let small: Vec<Bytes> = (0..32 * 1000).map(|i| chunk(512, i)).collect();
+    let mut per_job = vec![];
+    for _ in 0..runs {
+        let started = process_cpu_ns();
+        for group in small.chunks(32) {
+            for r in agent.submit(group.iter().map(|d| Job::new(d.clone(), vec![Step::ChunkId])).collect()).await {
+                r.expect("job");
+            }
+        }
+        per_job.push((process_cpu_ns() - started) as f64 / small.len() as f64);
+    }
+    println!("\nhost CPU per offloaded 512 B BLAKE3 job, batches of 32: {:.2} µs", median(per_job) / 1000.0);
+
+    // 4. Ring round trip: one 64 B job at a time.
+    let tiny = chunk(64, 1);
+    let mut lat = Vec::with_capacity(20_000);
+    for _ in 0..20_000 {
+        let t = Instant::now();
+        agent.submit(vec![Job::new(tiny.clone(), vec![Step::ChunkId])]).await.pop().unwrap().expect("job");
+        lat.push(t.elapsed().as_nanos() as f64);
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "ring round trip, one 64 B job at a time: p50 {:.1} µs, p99 {:.1} µs",
+        lat[lat.len() / 2] / 1000.0,
+        lat[lat.len() * 99 / 100] / 1000.0
+    );
+
+    // 5. Idle agent CPU over 10 s, attached.
+    let pid = agent_process.id();
+    let before = proc_cpu_ns(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    let idle = proc_cpu_ns(pid) - before;
+    println!("idle agent: {:.3} % of a core over 10 s", idle as f64 / 1e10 * 100.0);
+    let _ = agent_process.kill();
+    let _ = agent_process.wait();
+}

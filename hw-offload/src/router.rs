@@ -1,0 +1,387 @@
+//! The router behind [`crate::Offload`]: sends each job to the best engine that can run
+//! its whole chain and from whose size threshold it pays, keeps the rest on the CPU, and
+//! reruns on the CPU whatever an engine could not do (busy, past the deadline, failed).
+//!
+//! Trust: offloaded results are spot-checked on the CPU (every job while an engine is on
+//! probation after being enabled, then one in `spot_check_one_in`). A result that differs
+//! disables the engine for good and the whole batch is answered from the CPU, so a wrong
+//! chunk id never reaches the store from a checked batch.
+
+use crate::engine::{Completion, Engine};
+use crate::job::{Job, JobError, JobOutput, Step};
+use crate::metrics::{EngineMetrics, OpKind};
+use crate::{Codec, CpuEngine};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// How the router treats offload engines.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// After the probation, one offloaded job in this many is recomputed on the CPU
+    /// (0: never). Each check costs the job's CPU time, so this trades host CPU for trust.
+    pub spot_check_one_in: u64,
+    /// Jobs checked one by one after an engine is first used or comes back.
+    pub probation_jobs: u64,
+    /// An engine that failed (not a wrong result) is left alone this long.
+    pub disable_for: Duration,
+    /// An engine that has not answered a batch by then is given up on for that batch.
+    pub deadline: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            // One in 1024: about 1 ms of host CPU per GiB for BLAKE3 + zstd checks.
+            spot_check_one_in: 1024,
+            probation_jobs: 64,
+            disable_for: Duration::from_secs(5),
+            deadline: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One offload engine and the sizes from which it pays, per operation.
+#[derive(Clone)]
+pub struct Route {
+    /// The engine.
+    pub engine: Arc<dyn Engine>,
+    /// A job goes to the engine only if its data is at least the largest threshold of
+    /// the operations in its chain (`u64::MAX`: never for that operation).
+    pub min_bytes: [u64; OpKind::ALL.len()],
+}
+
+impl Route {
+    /// Every operation from `min_bytes` up.
+    pub fn new(engine: Arc<dyn Engine>, min_bytes: u64) -> Self {
+        Self { engine, min_bytes: [min_bytes; OpKind::ALL.len()] }
+    }
+
+    /// Sets the threshold of one operation.
+    pub fn with_threshold(mut self, op: OpKind, min_bytes: u64) -> Self {
+        self.min_bytes[op as usize] = min_bytes;
+        self
+    }
+
+    fn threshold(&self, job: &Job) -> u64 {
+        job.steps.iter().map(|s| self.min_bytes[s.op() as usize]).max().unwrap_or(u64::MAX)
+    }
+}
+
+struct RouteState {
+    route: Route,
+    disabled_until: Mutex<Option<Instant>>,
+    /// Set on a wrong result: never used again by this router.
+    condemned: AtomicBool,
+    /// Jobs left to check one by one.
+    probation_left: AtomicU64,
+    offloaded: AtomicU64,
+}
+
+impl RouteState {
+    fn usable(&self, now: Instant, probation_jobs: u64) -> bool {
+        if self.condemned.load(Relaxed) {
+            return false;
+        }
+        let mut disabled = self.disabled_until.lock();
+        if let Some(until) = *disabled {
+            if now < until {
+                return false;
+            }
+            *disabled = None;
+            self.probation_left.store(probation_jobs, Relaxed);
+            tracing::info!(engine = self.route.engine.name(), "offload engine back in use, on probation");
+        }
+        self.route.engine.available()
+    }
+
+    /// Logs once per outage and keeps the engine out for `disable_for`.
+    fn disable(&self, for_: Duration, reason: &str) {
+        let mut disabled = self.disabled_until.lock();
+        if disabled.is_none() {
+            tracing::warn!(
+                engine = self.route.engine.name(),
+                reason,
+                ?for_,
+                "offload engine disabled; running on the CPU"
+            );
+        }
+        *disabled = Some(Instant::now() + for_);
+    }
+
+    fn condemn(&self, reason: &str) {
+        if !self.condemned.swap(true, Relaxed) {
+            tracing::error!(
+                engine = self.route.engine.name(),
+                reason,
+                "offload engine returned a wrong result and is disabled until the daemon restarts; \
+                 the batch was recomputed on the CPU"
+            );
+        }
+    }
+
+    fn wants_check(&self, one_in: u64) -> bool {
+        let n = self.offloaded.fetch_add(1, Relaxed);
+        let on_probation = self.probation_left.fetch_update(Relaxed, Relaxed, |left| left.checked_sub(1)).is_ok();
+        on_probation || (one_in > 0 && n % one_in == one_in - 1)
+    }
+}
+
+/// Routes jobs between the CPU engine and offload engines. Build one, then hand it to
+/// [`crate::Offload::routed`].
+pub struct Router {
+    cpu: Arc<dyn Engine>,
+    routes: Arc<Vec<RouteState>>,
+    config: RouterConfig,
+    metrics: EngineMetrics,
+}
+
+type Results = Vec<Result<JobOutput, JobError>>;
+
+impl Router {
+    /// A router over `cpu` and `routes`, preferred in the order given.
+    pub fn new(cpu: Arc<dyn Engine>, routes: Vec<Route>, config: RouterConfig) -> Self {
+        let routes = routes
+            .into_iter()
+            .map(|route| RouteState {
+                route,
+                disabled_until: Mutex::new(None),
+                condemned: AtomicBool::new(false),
+                probation_left: AtomicU64::new(config.probation_jobs),
+                offloaded: AtomicU64::new(0),
+            })
+            .collect();
+        Self { cpu, routes: Arc::new(routes), config, metrics: EngineMetrics::default() }
+    }
+
+    /// A router with the CPU engine only (what `Offload::cpu` gives, plus nothing).
+    pub fn cpu_only(threads: usize) -> Self {
+        Self::new(Arc::new(CpuEngine::new(threads)), Vec::new(), RouterConfig::default())
+    }
+
+    /// Whether the engine named `name` was disabled for a wrong result.
+    pub fn is_condemned(&self, name: &str) -> bool {
+        self.routes.iter().any(|r| r.route.engine.name() == name && r.condemned.load(Relaxed))
+    }
+
+    fn pick(&self, job: &Job, now: Instant) -> Option<usize> {
+        let len = job.data.len() as u64;
+        self.routes.iter().position(|r| {
+            len >= r.route.threshold(job) && r.route.engine.supports(job) && r.usable(now, self.config.probation_jobs)
+        })
+    }
+}
+
+impl Engine for Router {
+    fn name(&self) -> &str {
+        "router"
+    }
+
+    fn submit(&self, jobs: Vec<Job>) -> Completion {
+        let now = Instant::now();
+        let picks: Vec<Option<usize>> = if self.routes.is_empty() {
+            vec![None; jobs.len()]
+        } else {
+            jobs.iter().map(|j| self.pick(j, now)).collect()
+        };
+        if picks.iter().all(Option::is_none) {
+            return self.cpu.submit(jobs);
+        }
+        // Small jobs and jobs no engine takes go to the CPU as one batch; each engine gets
+        // its share as one batch, so a doorbell or a DMA setup is paid once per batch.
+        let total = jobs.len();
+        let mut cpu_part = (Vec::new(), Vec::new());
+        let mut parts: Vec<Part> = Vec::new();
+        for (index, (job, pick)) in jobs.into_iter().zip(picks).enumerate() {
+            match pick {
+                None => {
+                    cpu_part.0.push(index);
+                    cpu_part.1.push(job);
+                }
+                Some(route) => {
+                    let part = match parts.iter_mut().position(|p| p.route == route) {
+                        Some(i) => &mut parts[i],
+                        None => {
+                            parts.push(Part { route, indices: Vec::new(), originals: Vec::new(), check: Vec::new() });
+                            parts.last_mut().expect("pushed")
+                        }
+                    };
+                    part.check.push(self.routes[route].wants_check(self.config.spot_check_one_in));
+                    part.indices.push(index);
+                    part.originals.push(job);
+                }
+            }
+        }
+        let cpu_done = (!cpu_part.1.is_empty()).then(|| self.cpu.submit(cpu_part.1));
+        let pending: Vec<(Part, Completion)> = parts
+            .into_iter()
+            .map(|part| {
+                let jobs = part.originals.clone();
+                let done = self.routes[part.route].route.engine.submit(jobs);
+                (part, done)
+            })
+            .collect();
+        let cpu = self.cpu.clone();
+        let routes = self.routes.clone();
+        let config = self.config.clone();
+        Completion::from_future(async move {
+            let mut results: Vec<Option<Result<JobOutput, JobError>>> = (0..total).map(|_| None).collect();
+            if let Some(done) = cpu_done {
+                for (index, result) in cpu_part.0.into_iter().zip(done.await) {
+                    results[index] = Some(result);
+                }
+            }
+            for (part, done) in pending {
+                let state = &routes[part.route];
+                let answers = finish_part(&part, done, state, &cpu, &config).await;
+                for (index, result) in part.indices.into_iter().zip(answers) {
+                    results[index] = Some(result);
+                }
+            }
+            results.into_iter().map(|r| r.expect("every job answered")).collect()
+        })
+    }
+
+    fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
+    fn children(&self) -> Vec<Arc<dyn Engine>> {
+        std::iter::once(self.cpu.clone()).chain(self.routes.iter().map(|r| r.route.engine.clone())).collect()
+    }
+}
+
+/// The jobs of one batch sent to one engine.
+struct Part {
+    route: usize,
+    indices: Vec<usize>,
+    originals: Vec<Job>,
+    check: Vec<bool>,
+}
+
+/// Awaits an engine's answers; falls back, spot-checks and condemns as needed.
+async fn finish_part(
+    part: &Part,
+    done: Completion,
+    state: &RouteState,
+    cpu: &Arc<dyn Engine>,
+    config: &RouterConfig,
+) -> Results {
+    let engine = &state.route.engine;
+    let answers = match tokio::runtime::Handle::try_current() {
+        // Without a runtime there is no timer: wait as long as the engine takes.
+        Err(_) => done.await,
+        Ok(_) => match tokio::time::timeout(config.deadline, done).await {
+            Ok(answers) => answers,
+            Err(_) => {
+                state.disable(config.disable_for, "past the deadline");
+                return rerun_on_cpu(part, cpu, engine.metrics()).await;
+            }
+        },
+    };
+    let mut answers: Vec<Option<Result<JobOutput, JobError>>> = answers.into_iter().map(Some).collect();
+    answers.resize_with(part.originals.len(), || Some(Err(JobError::EngineGone(engine.name().to_owned()))));
+    // Engine failures (and engine claims that data is corrupt, which a lying engine
+    // could make too) are settled by the CPU.
+    let mut redo: Vec<usize> = Vec::new();
+    let mut compare: Vec<usize> = Vec::new();
+    for (i, answer) in answers.iter().enumerate() {
+        match answer {
+            Some(Ok(_)) if part.check[i] => compare.push(i),
+            Some(Ok(_)) => {}
+            Some(Err(JobError::Busy(_))) => redo.push(i),
+            Some(Err(JobError::Unavailable { reason, .. })) => {
+                state.disable(config.disable_for, reason);
+                redo.push(i);
+            }
+            Some(Err(JobError::EngineGone(_))) => {
+                state.disable(config.disable_for, "engine gone");
+                redo.push(i);
+            }
+            Some(Err(_)) => compare.push(i),
+            None => redo.push(i),
+        }
+    }
+    let mut rerun: Vec<usize> = redo.iter().chain(&compare).copied().collect();
+    rerun.sort_unstable();
+    if rerun.is_empty() {
+        return answers.into_iter().map(|a| a.expect("present")).collect();
+    }
+    for &i in &redo {
+        engine.metrics().record_fallback(main_op(&part.originals[i]));
+    }
+    let cpu_answers = cpu.submit(rerun.iter().map(|&i| part.originals[i].clone()).collect()).await;
+    let mut wrong = None;
+    for (&i, cpu_answer) in rerun.iter().zip(cpu_answers) {
+        if compare.contains(&i) {
+            let engine_answer = answers[i].as_ref().expect("present");
+            if let Err(reason) = agree(&part.originals[i], engine_answer, &cpu_answer, cpu).await {
+                wrong = Some(reason);
+            }
+        }
+        answers[i] = Some(cpu_answer);
+    }
+    if let Some(reason) = wrong {
+        state.condemn(&reason);
+        engine.metrics().record_op_error(main_op(&part.originals[0]));
+        // Nothing this engine answered in this batch is trusted.
+        return rerun_on_cpu(part, cpu, engine.metrics()).await;
+    }
+    answers.into_iter().map(|a| a.expect("present")).collect()
+}
+
+async fn rerun_on_cpu(part: &Part, cpu: &Arc<dyn Engine>, metrics: &EngineMetrics) -> Results {
+    for job in &part.originals {
+        metrics.record_fallback(main_op(job));
+    }
+    cpu.submit(part.originals.clone()).await
+}
+
+/// The operation a job is counted under: its last step (compress for hash + compress).
+fn main_op(job: &Job) -> OpKind {
+    job.steps.last().map_or(OpKind::ChunkId, Step::op)
+}
+
+/// Whether an engine's answer means the same as the CPU's. Compressed payloads may
+/// differ byte for byte between implementations; they must decode to the same plain
+/// bytes.
+async fn agree(
+    job: &Job,
+    engine: &Result<JobOutput, JobError>,
+    cpu_answer: &Result<JobOutput, JobError>,
+    cpu: &Arc<dyn Engine>,
+) -> Result<(), String> {
+    let (e, c) = match (engine, cpu_answer) {
+        (Ok(e), Ok(c)) => (e, c),
+        (Err(e), Err(c)) if std::mem::discriminant(e) == std::mem::discriminant(c) => return Ok(()),
+        (e, c) => return Err(format!("engine answered {:?}, the CPU {:?}", e.as_ref().err(), c.as_ref().err())),
+    };
+    if e.chunk_id != c.chunk_id {
+        return Err(format!("chunk id {:?} where the CPU computes {:?}", e.chunk_id, c.chunk_id));
+    }
+    if e.sums != c.sums || e.cuts != c.cuts {
+        return Err("checksums or cut points differ from the CPU's".into());
+    }
+    if e.codec == c.codec && e.data == c.data {
+        return Ok(());
+    }
+    // Different encodings are fine if they decode to what the CPU decodes to.
+    let plain = if c.codec == Codec::Raw {
+        c.data.clone()
+    } else if job.codec == Codec::Raw && !job.steps.iter().any(|s| matches!(s, Step::Decompress { .. })) {
+        job.data.clone()
+    } else {
+        return Err("compressed output differs from the CPU's".into());
+    };
+    if e.codec == Codec::Raw {
+        return if e.data == plain { Ok(()) } else { Err("output bytes differ from the CPU's".into()) };
+    }
+    let decode =
+        Job::encoded(e.data.clone(), e.codec, vec![Step::Decompress { codec: e.codec, plain_len: plain.len() as u32 }]);
+    match cpu.submit(vec![decode]).await.pop() {
+        Some(Ok(decoded)) if decoded.data == plain => Ok(()),
+        Some(Ok(_)) => Err(format!("{:?} output decodes to other bytes than the input", e.codec)),
+        other => Err(format!("{:?} output does not decode: {:?}", e.codec, other.map(|r| r.err()))),
+    }
+}

@@ -1,0 +1,174 @@
+//! The router: routing by size and capability, fallback on crashes and deadlines, spot
+//! checks that catch wrong results, and the engine conformance suite through the router.
+
+mod common;
+
+use common::{compressible, random};
+use hw_offload::{
+    ChunkId, Codec, CpuEngine, Engine, Fault, FaultEngine, Job, JobError, Offload, OpKind, Route, Router, RouterConfig,
+    Step,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn router(engine: Arc<FaultEngine>, min_bytes: u64, config: RouterConfig) -> Offload {
+    Offload::routed(Router::new(Arc::new(CpuEngine::new(1)), vec![Route::new(engine, min_bytes)], config))
+}
+
+fn hash_jobs(n: usize, len: usize) -> (Vec<Job>, Vec<ChunkId>) {
+    let data: Vec<_> = (0..n).map(|i| random(len, 1000 + i as u64)).collect();
+    let ids = data.iter().map(|d| ChunkId::of(d)).collect();
+    let jobs = data
+        .into_iter()
+        .map(|d| Job::new(d, vec![Step::ChunkId, Step::Compress { codec: Codec::Zstd, level: 1 }]))
+        .collect();
+    (jobs, ids)
+}
+
+#[tokio::test]
+async fn every_engine_agrees_with_the_cpu_through_the_router() {
+    let engine = Arc::new(FaultEngine::new("good", 0, Fault::None));
+    let cpu: Arc<dyn Engine> = Arc::new(CpuEngine::new(1));
+    let routed: Arc<dyn Engine> =
+        Arc::new(Router::new(cpu.clone(), vec![Route::new(engine.clone(), 0)], RouterConfig::default()));
+    common::conformance(routed, cpu.clone(), &common::SIZES).await;
+    common::conformance(cpu.clone(), cpu, &common::SIZES).await;
+    assert!(engine.jobs_seen() > 0, "the router sent work to the engine");
+}
+
+#[tokio::test]
+async fn small_jobs_and_unsupported_chains_stay_on_the_cpu() {
+    let engine = Arc::new(FaultEngine::new("big-only", 0, Fault::None));
+    let offload = router(engine.clone(), 64 << 10, RouterConfig::default());
+    let (jobs, ids) = hash_jobs(8, 4096);
+    for (r, id) in offload.submit(jobs).await.into_iter().zip(ids) {
+        assert_eq!(r.unwrap().chunk_id, Some(id));
+    }
+    assert_eq!(engine.jobs_seen(), 0, "4 KiB jobs are below the 64 KiB threshold");
+    let (jobs, _) = hash_jobs(4, 128 << 10);
+    offload.submit(jobs).await;
+    assert_eq!(engine.jobs_seen(), 4);
+    // Per-operation thresholds: decompression never goes there.
+    let engine = Arc::new(FaultEngine::new("no-decompress", 0, Fault::None));
+    let route = Route::new(engine.clone(), 0).with_threshold(OpKind::Decompress, u64::MAX);
+    let offload = Offload::routed(Router::new(Arc::new(CpuEngine::new(1)), vec![route], RouterConfig::default()));
+    let out = offload
+        .run(Job::encoded(random(10, 1), Codec::Raw, vec![Step::Decompress { codec: Codec::Raw, plain_len: 10 }]))
+        .await;
+    assert!(out.is_ok());
+    assert_eq!(engine.jobs_seen(), 0);
+}
+
+#[tokio::test]
+async fn a_wrong_hash_is_caught_on_probation_and_never_returned() {
+    let engine = Arc::new(FaultEngine::new("liar", 0, Fault::WrongHash));
+    let offload = router(engine.clone(), 0, RouterConfig { spot_check_one_in: 0, ..Default::default() });
+    let (jobs, ids) = hash_jobs(16, 100_000);
+    for (r, id) in offload.submit(jobs).await.into_iter().zip(&ids) {
+        assert_eq!(r.unwrap().chunk_id, Some(*id), "the CPU's answer replaces the wrong one");
+    }
+    let seen = engine.jobs_seen();
+    let (jobs, ids) = hash_jobs(16, 100_000);
+    for (r, id) in offload.submit(jobs).await.into_iter().zip(&ids) {
+        assert_eq!(r.unwrap().chunk_id, Some(*id));
+    }
+    assert_eq!(engine.jobs_seen(), seen, "a condemned engine gets no more work");
+    assert!(engine.metrics().errors() > 0);
+}
+
+#[tokio::test]
+async fn a_lie_after_probation_is_caught_by_sampling() {
+    // Behaves for its probation, then lies; one job in 4 is checked, so the first
+    // batch of 8 after the lie starts contains a checked job and is redone on the CPU.
+    let engine = Arc::new(FaultEngine::new("late-liar", 8, Fault::WrongHash));
+    let config = RouterConfig { probation_jobs: 8, spot_check_one_in: 4, ..Default::default() };
+    let offload =
+        Offload::routed(Router::new(Arc::new(CpuEngine::new(1)), vec![Route::new(engine.clone(), 0)], config));
+    for _ in 0..3 {
+        let (jobs, ids) = hash_jobs(8, 50_000);
+        for (r, id) in offload.submit(jobs).await.into_iter().zip(&ids) {
+            assert_eq!(r.unwrap().chunk_id, Some(*id));
+        }
+    }
+    assert_eq!(engine.jobs_seen(), 16, "condemned after its first lying batch");
+}
+
+#[tokio::test]
+async fn corrupt_compressed_payloads_are_caught() {
+    let engine = Arc::new(FaultEngine::new("corrupter", 0, Fault::CorruptPayload));
+    let offload = router(engine.clone(), 0, RouterConfig::default());
+    let data = compressible(200_000, 3);
+    let out = offload
+        .run(Job::new(data.clone(), vec![Step::ChunkId, Step::Compress { codec: Codec::Lz4, level: 1 }]))
+        .await
+        .unwrap();
+    let back = offload
+        .run(Job::encoded(
+            out.data,
+            out.codec,
+            vec![Step::Decompress { codec: out.codec, plain_len: data.len() as u32 }],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(back.data, data);
+}
+
+#[tokio::test]
+async fn a_crashed_engine_falls_back_then_comes_back() {
+    let engine = Arc::new(FaultEngine::new("crasher", 4, Fault::Crash));
+    let config = RouterConfig { disable_for: Duration::from_millis(100), probation_jobs: 0, ..Default::default() };
+    let offload = router(engine.clone(), 0, config);
+    for _ in 0..3 {
+        let (jobs, ids) = hash_jobs(4, 10_000);
+        for (r, id) in offload.submit(jobs).await.into_iter().zip(&ids) {
+            assert_eq!(r.unwrap().chunk_id, Some(*id), "a crash costs nothing but time");
+        }
+    }
+    assert_eq!(engine.jobs_seen(), 8, "unavailable after the crash");
+    assert!(engine.metrics().op(OpKind::Compress).fallbacks >= 4);
+    engine.revive();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (jobs, _) = hash_jobs(4, 10_000);
+    offload.submit(jobs).await;
+    assert_eq!(engine.jobs_seen(), 12, "used again once revived and the pause is over");
+}
+
+#[tokio::test]
+async fn a_slow_engine_is_given_up_on_at_the_deadline() {
+    let engine = Arc::new(FaultEngine::new("slow", 0, Fault::Delay(Duration::from_secs(30))));
+    let config = RouterConfig { deadline: Duration::from_millis(50), ..Default::default() };
+    let offload = router(engine.clone(), 0, config);
+    let started = std::time::Instant::now();
+    let (jobs, ids) = hash_jobs(2, 10_000);
+    for (r, id) in offload.submit(jobs).await.into_iter().zip(&ids) {
+        assert_eq!(r.unwrap().chunk_id, Some(*id));
+    }
+    assert!(started.elapsed() < Duration::from_secs(20), "no hang");
+    let (jobs, _) = hash_jobs(2, 10_000);
+    offload.submit(jobs).await;
+    assert_eq!(engine.jobs_seen(), 2, "disabled after missing the deadline");
+}
+
+#[tokio::test]
+async fn real_corruption_is_still_reported() {
+    let engine = Arc::new(FaultEngine::new("good", 0, Fault::None));
+    let offload = router(engine, 0, RouterConfig::default());
+    let err = offload.run(Job::new(random(1000, 9), vec![Step::Verify(ChunkId::of(b"other"))])).await.unwrap_err();
+    assert!(matches!(err, JobError::Corrupt { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_busy_engine_is_bypassed_but_not_disabled() {
+    let engine = Arc::new(FaultEngine::new("full", 0, Fault::Busy));
+    let offload =
+        router(engine.clone(), 0, RouterConfig { disable_for: Duration::from_secs(3600), ..Default::default() });
+    let (jobs, ids) = hash_jobs(4, 10_000);
+    for (r, id) in offload.submit(jobs).await.into_iter().zip(&ids) {
+        assert_eq!(r.unwrap().chunk_id, Some(*id), "busy jobs run on the CPU");
+    }
+    engine.set_fault(0, Fault::None);
+    let (jobs, _) = hash_jobs(4, 10_000);
+    offload.submit(jobs).await;
+    assert_eq!(engine.jobs_seen(), 8, "still in use after being busy");
+    assert!(engine.metrics().op(OpKind::Compress).fallbacks >= 4);
+}
