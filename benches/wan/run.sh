@@ -7,7 +7,8 @@
 # For each profile, in the same run and on the same link: iperf3 TCP with 1 and 8 streams,
 # rsync (daemon mode) of the 1 GiB tree cold, after a 1 % overwrite, re-sent unchanged, after
 # insertions (all but the re-send RUNS times), and of 100,000 × 10 KiB files; then the
-# clusster transfer (run_clusster).
+# clusster transfer (clusster.sh: `clusster transfer push` of the same data sets, RUNS times,
+# with the daemons' CPU time and peak RSS).
 # Every copy is verified by checksums; bytes on the wire are linkem's A→B (and B→A) counters.
 #
 # Environment: RUNS (3: repeats of iperf3 and of the rsync cold, overwrite and insert steps),
@@ -18,7 +19,9 @@
 # SKIP_SMALL=1 (no 100,000-file step), IPERF_ONLY=1 (no rsync steps), IPERF_CC (iperf3's
 # congestion control, e.g. cubic, set per socket with -C; default: the kernel's default, bbr
 # here. A namespace cannot change its own default to one outside the host's
-# tcp_allowed_congestion_control, "reno bbr" here, so rsync always runs with that default).
+# tcp_allowed_congestion_control, "reno bbr" here, so rsync always runs with that default),
+# CLUSSTER_ONLY=1 (no iperf3 or rsync steps), CLUSSTER (the clusster binary; default
+# target/release/clusster), CLUSSTER_CC (bbr or cubic), CLUSSTER_STREAMS (8: streams_per_transfer).
 # Exit codes: 0 done, 1 a step failed (its log is printed) or another run holds the lock,
 # 2 bad usage.
 set -euo pipefail
@@ -223,19 +226,30 @@ rsync_push() { # PROFILE STEP RUN SRC DSTNAME VALUE_KIND: pushes SRC/ to dst/DST
     "$sent" "$value" "$verified"
 }
 
-# ==== the clusster transfer: FILL IN when `clusster transfer push` exists ====================
-# run_clusster PROFILE DATASET, DATASET one of: cold (the 1 GiB $ORIG), overwrite ($MUT after
-# cold), resend ($MUT again), insert ($INS over $ORIG), small ($SMALL).
-# Expected shape, once the CLI lands: start `clusster serve` in clw-a and clw-b (one data dir
-# each under $CLW_RUN, listening on 10.77.0.1 / 10.77.0.2), load DATASET into A, then time
-#   clw_ns clw-a timeout "$RSYNC_TIMEOUT" clusster transfer push ... --to 10.77.0.2 ...
-# between snap calls, verify the objects in B against tree_digest of the source, and call
-# record PROFILE clusster-DATASET RUN SECONDS WIRE_AB WIRE_BA TOOL_BYTES VALUE yes.
-# Until then it records nothing and the table says n/a: no number is made up.
-run_clusster() {
-  local profile=$1 dataset=$2
-  echo "clusster transfer not available in this build ($profile, $dataset)" >&2
-  record "$profile" "clusster-$dataset" 1 "" "" "" "" "n/a" "n/a"
+# ==== the clusster transfer: benches/wan/clusster.sh (run_clusster and its setup) ==========
+# shellcheck source=clusster.sh
+source "$HERE/clusster.sh"
+
+clusster_steps() { # PROFILE: cold, overwrite, re-send, insertions (RUNS times), small files
+  local profile=$1 run
+  clu_setup "$profile"
+  for run in $(seq 1 "$RUNS"); do
+    echo "  clusster run $run: cold, overwrite, re-send, insertions" >&2
+    # b starts empty each run, so every cold push is cold; the later steps send a new version
+    # of the same keys over the previous one, which is what deltas are made against.
+    clu_fresh_b
+    run_clusster "$profile" cold "$run"
+    run_clusster "$profile" overwrite "$run"
+    run_clusster "$profile" resend "$run"
+    run_clusster "$profile" revert "$run"
+    run_clusster "$profile" insert "$run"
+  done
+  if [ "${SKIP_SMALL:-0}" != 1 ]; then
+    echo "  clusster: 100,000 small files" >&2
+    clu_fresh_b
+    run_clusster "$profile" small 1
+  fi
+  clu_teardown "$profile"
 }
 # ============================================================================================
 
@@ -247,6 +261,11 @@ run_profile() {
   # shellcheck disable=SC2046 # the profile's arguments are words
   clw_start_linkem $(profile_args "$profile") --seed 1
   start_servers
+  if [ "${CLUSSTER_ONLY:-0}" = 1 ]; then
+    clusster_steps "$profile"
+    finish_profile "$profile" "$profile_t0"
+    return 0
+  fi
   for run in $(seq 1 "$RUNS"); do
     echo "  iperf3 run $run" >&2
     iperf "$profile" 1 "$run"
@@ -289,13 +308,17 @@ run_profile() {
     rsync_push "$profile" rsync-small 1 "$SMALL" small files
     rm -rf "$CLW_RUN/dst/small"
   fi
-  for dataset in cold overwrite resend insert small; do run_clusster "$profile" "$dataset"; done
   rm -rf "$CLW_RUN/dst"
+  clusster_steps "$profile"
+  finish_profile "$profile" "$profile_t0"
+}
+
+finish_profile() { # PROFILE T0
   stop_servers
-  echo "linkem CPU $(linkem_cpu_s) s in $(elapsed "$profile_t0" "$(now)") s" >"$CLW_RUN/linkem-$profile.cpu"
+  echo "linkem CPU $(linkem_cpu_s) s in $(elapsed "$2" "$(now)") s" >"$CLW_RUN/linkem-$1.cpu"
   clw_stop_linkem
-  cp "$CLW_RUN/linkem.stats" "$CLW_RUN/linkem-$profile.stats"
-  cp "$CLW_RUN/linkem.log" "$CLW_RUN/linkem-$profile.log"
+  cp "$CLW_RUN/linkem.stats" "$CLW_RUN/linkem-$1.stats"
+  cp "$CLW_RUN/linkem.log" "$CLW_RUN/linkem-$1.log"
   clw_down
 }
 
@@ -305,6 +328,7 @@ rm -rf "$CLW_RUN"
 mkdir -p "$CLW_RUN"
 touch "$CLW_RUN/.clw-run"
 : >"$RAW"
+: >"$CLW_RUN/clusster-proc.tsv"
 # The machine is shared: the load around the run says how much the figures may have suffered.
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for profile in "$@"; do run_profile "$profile"; done
@@ -318,6 +342,11 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
     "load average before: $LOAD_BEFORE, after: $LOAD_AFTER ($(nproc) CPUs)"
   echo
   python3 "$HERE/summarize.py" "$RAW" "$INSERTED"
+  echo
+  echo "clusster: congestion_controller=$CLUSSTER_CC, streams_per_transfer=$CLUSSTER_STREAMS; CPU seconds" \
+    "during each push and the daemons' peak RSS (VmHWM) so far:"
+  echo
+  python3 "$HERE/summarize.py" --proc "$CLW_RUN/clusster-proc.tsv"
   for profile in "$@"; do
     echo
     echo "$profile: $(cat "$CLW_RUN/linkem-$profile.cpu"); linkem counters at the end:" \
@@ -325,4 +354,6 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
   done
 } | tee "$RESULTS"
 cp "$RAW" "${RESULTS%.md}.tsv"
+cp "$CLW_RUN/clusster-proc.tsv" "${RESULTS%.md}.proc.tsv"
+[ ! -d "$CLW_RUN/logs" ] || cp -r "$CLW_RUN/logs" "${RESULTS%.md}.logs"
 echo "results: $RESULTS (raw rows: ${RESULTS%.md}.tsv)" >&2

@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
 """summarize.py RAW.tsv INSERTED_BYTES: the Markdown table of a WAN benchmark run.
+summarize.py --proc PROC.tsv: the clusster pushes' CPU time and peak RSS (clusster.sh's rows:
+profile, step, run, wall s, the status's elapsed_secs, CPU s of daemon a, of daemon b, of linkem,
+VmHWM MiB of a, of b, bytes wanted, chunks wanted/offered, chunks sent as deltas, UDP datagrams
+B's kernel dropped for a full socket receive buffer).
 
 RAW.tsv rows (written by run.sh): profile, step, run, seconds, wire bytes A->B, wire bytes
 B->A (linkem's forwarded Ethernet frame bytes), the tool's own byte count (rsync "Total bytes
@@ -18,11 +22,12 @@ STEPS = [
     ("rsync-resend", "rsync re-send, unchanged", ""),
     ("rsync-insert", "rsync after insertions", ""),
     ("rsync-small", "rsync 100,000 × 10 KiB files", "files/s"),
-    ("clusster-cold", "clusster cold", ""),
+    ("clusster-cold", "clusster cold, 1 GiB", "MB/s"),
     ("clusster-overwrite", "clusster after 1 % overwrite", ""),
     ("clusster-resend", "clusster re-send", ""),
+    ("clusster-revert", "clusster back to orig (not a target)", ""),
     ("clusster-insert", "clusster after insertions", ""),
-    ("clusster-small", "clusster 100,000 small files", ""),
+    ("clusster-small", "clusster 100,000 small files", "files/s"),
 ]
 
 
@@ -45,7 +50,34 @@ def mb(b):
     return f"{b / 1e6:,.1f} MB" if b >= 1e5 else f"{b / 1e3:,.1f} kB"
 
 
+def proc(path):
+    rows = {}
+    for line in open(path):
+        f = line.rstrip("\n").split("\t")
+        if len(f) != 14:
+            sys.exit(f"{path}: malformed row {line!r}")
+        rows.setdefault((f[0], f[1]), []).append(f)
+    print(
+        "| profile | step | runs | wall s | status elapsed s | CPU s daemon a | CPU s daemon b | CPU s linkem |"
+        " peak RSS a, MiB | peak RSS b, MiB | bytes wanted | chunks wanted/offered | delta chunks | UDP rcvbuf drops at b |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for (profile, step), runs in rows.items():
+        cells = [spread([num(r[i]) for r in runs], lambda v: f"{v:.2f}") for i in (3, 4, 5, 6, 7)]
+        rss = [spread([num(r[i]) for r in runs], lambda v: f"{v:.0f}") for i in (8, 9)]
+        wanted = spread([num(r[10]) for r in runs], mb)
+        chunks = ", ".join(sorted(set(r[11] for r in runs)))
+        delta = ", ".join(sorted(set(r[12] for r in runs)))
+        drops = spread([num(r[13]) for r in runs], lambda v: f"{v:,.0f}")
+        print(
+            f"| {profile} | {step} | {len(runs)} | {' | '.join(cells)} | {' | '.join(rss)} | {wanted} | {chunks} |"
+            f" {delta} | {drops} |"
+        )
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--proc":
+        return proc(sys.argv[2])
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     raw, inserted = sys.argv[1], int(sys.argv[2])
