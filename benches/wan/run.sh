@@ -121,6 +121,9 @@ make_data() {
   if [ ! -f "$MUT/.mutated" ]; then
     rm -rf "$MUT"
     cp -a "$ORIG" "$MUT"
+    # cp -a keeps orig's times: a file mutated within the same second as orig was written
+    # would keep its size and mtime, and rsync's quick check would skip it.
+    sleep 1
     python3 "$MKDATA" mutate "$MUT" 1 >"$MUT/.mutated"
   fi
   python3 "$HERE/insert.py" "$ORIG" "$INS" 4 4096 3 >/dev/null
