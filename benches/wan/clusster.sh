@@ -174,6 +174,10 @@ run_clusster() {
     --data-dir "$CLU/a" >"$log" 2>"$log.err" || fail "clusster push $dataset on $profile (logs: $CLU/a.log, b.log)" "$log.err"
   t1=$(now)
   after=$(snap)
+  # CPU and RSS now, before the check below makes b serve every object back over S3.
+  local ca1 cb1 cl1 hwm_a hwm_b drops_b1
+  ca1=$(clu_cpu_s "$pa") cb1=$(clu_cpu_s "$pb") cl1=$(linkem_cpu_s) drops_b1=$(clu_udp_drops b)
+  hwm_a=$(clu_hwm_mib "$pa") hwm_b=$(clu_hwm_mib "$pb")
   seconds=$(elapsed "$t0" "$t1")
   local fields
   fields=$(python3 -c '
@@ -201,11 +205,10 @@ print(p["wire_bytes"], p["bytes_wanted"], p["chunks_wanted"], p["chunks_delta"],
     "$(wire "$before" "$after" 2)" "$wire_tool" "$value" "$verified"
   # CPU seconds each process spent on this push, and the daemons' peak RSS so far.
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$profile" "$dataset" "$run" "$seconds" "$status_secs" \
-    "$(awk -v a="$ca" -v b="$(clu_cpu_s "$pa")" 'BEGIN {printf "%.2f", b - a}')" \
-    "$(awk -v a="$cb" -v b="$(clu_cpu_s "$pb")" 'BEGIN {printf "%.2f", b - a}')" \
-    "$(awk -v a="$cl" -v b="$(linkem_cpu_s)" 'BEGIN {printf "%.1f", b - a}')" \
-    "$(clu_hwm_mib "$pa")" "$(clu_hwm_mib "$pb")" "$wanted" "$chunks_wanted/$chunks_offered" "$chunks_delta" \
-    $(($(clu_udp_drops b) - drops_b)) \
+    "$(awk -v a="$ca" -v b="$ca1" 'BEGIN {printf "%.2f", b - a}')" \
+    "$(awk -v a="$cb" -v b="$cb1" 'BEGIN {printf "%.2f", b - a}')" \
+    "$(awk -v a="$cl" -v b="$cl1" 'BEGIN {printf "%.1f", b - a}')" \
+    "$hwm_a" "$hwm_b" "$wanted" "$chunks_wanted/$chunks_offered" "$chunks_delta" $((drops_b1 - drops_b)) \
     >>"$CLW_RUN/clusster-proc.tsv"
 }
 
