@@ -5,9 +5,9 @@
 //! chunk with a small edit costs about the size of the edit. Both sides must hold the
 //! base; the receiver names it, the sender uses it only if it holds it too.
 
+use super::wire::ChunkRef;
 use hw_offload::ChunkId;
 use std::collections::{HashMap, HashSet};
-use store::meta::values::ChunkRef;
 
 /// zstd level for deltas: the edits are usually incompressible, the matches are what pay.
 const DELTA_LEVEL: i32 = 3;

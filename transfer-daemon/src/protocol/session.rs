@@ -2,10 +2,11 @@
 //! reads and the answers of the store, and sends what they return. Every rule a peer
 //! could break is checked here, so the fuzzer and the tests reach it without sockets.
 
-use super::wire::{Control, MAX_KEY_LEN, OFFER_MAX_CHUNKS, OFFER_MAX_OBJECTS, OfferedObject, Progress, Want};
+use super::wire::{
+    ChunkRef, Control, MAX_CHUNK_LEN, MAX_KEY_LEN, OFFER_MAX_CHUNKS, OFFER_MAX_OBJECTS, OfferedObject, Progress, Want,
+};
 use hw_offload::ChunkId;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use store::meta::values::ChunkRef;
 
 /// How often a chunk that fails verification is asked for again before the transfer fails.
 pub const MAX_RETRIES: u8 = 3;
@@ -72,7 +73,7 @@ impl Receiver {
         let mut lookup = Vec::new();
         for mut entry in objects {
             check_key(&entry.key)?;
-            if entry.chunks.iter().any(|c| c.len == 0 || c.len > store::frame::MAX_PLAIN_LEN) {
+            if entry.chunks.iter().any(|c| c.len == 0 || c.len > MAX_CHUNK_LEN) {
                 return violation(format!("chunk of bad length in {:?}", entry.key));
             }
             let chunks = std::mem::take(&mut entry.chunks);
@@ -315,7 +316,7 @@ mod tests {
             etag: String::new(),
             checksums: Vec::new(),
             mtime_ms: 0,
-            meta: Default::default(),
+            meta: Vec::new(),
             part_sizes: Vec::new(),
             first_chunk: first,
             chunks,

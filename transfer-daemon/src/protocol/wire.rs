@@ -10,8 +10,6 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use hw_offload::{ChecksumAlgo, ChunkId};
 use serde::{Deserialize, Serialize};
-use store::ObjectMeta;
-use store::meta::values::ChunkRef;
 
 /// ALPN of this protocol; the suffix is its version. A peer that offers another is
 /// refused in the handshake.
@@ -19,12 +17,14 @@ pub const ALPN: &[u8] = b"clusster/1";
 
 /// Largest control message body.
 pub const MAX_CONTROL_LEN: usize = 4 << 20;
-/// Largest data frame body: a base id plus a store frame of the largest chunk.
-pub const MAX_DATA_LEN: usize = 1
-    + 32
-    + store::frame::HEADER_LEN
-    + store::frame::MAX_PLAIN_LEN as usize
-    + (store::frame::MAX_PLAIN_LEN >> 7) as usize;
+/// Largest chunk, plain (the store's frame limit; the daemon's tests check they agree).
+pub const MAX_CHUNK_LEN: u32 = 16 << 20;
+/// Header of a stored chunk frame (likewise checked against the store).
+pub const CHUNK_FRAME_HEADER_LEN: usize = 48;
+/// Largest data frame body: a kind byte, a base id, and the frame of the largest chunk
+/// with the store's bound on incompressible growth.
+pub const MAX_DATA_LEN: usize =
+    1 + 32 + CHUNK_FRAME_HEADER_LEN + MAX_CHUNK_LEN as usize + (MAX_CHUNK_LEN >> 7) as usize;
 /// Chunk references per offer: bounds the offer (~40 bytes each) and the receiver's
 /// lookup batch.
 pub const OFFER_MAX_CHUNKS: usize = 8192;
@@ -104,6 +104,15 @@ pub struct Open {
     pub rate_limit: Option<u64>,
 }
 
+/// One chunk of an object: its id and plain length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChunkRef {
+    /// BLAKE3 of its plain bytes
+    pub id: ChunkId,
+    /// plain length
+    pub len: u32,
+}
+
 /// One object (or a continuation of its chunk list) in an offer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfferedObject {
@@ -117,8 +126,8 @@ pub struct OfferedObject {
     pub checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
     /// modification time, ms since the Unix epoch
     pub mtime_ms: i64,
-    /// HTTP metadata
-    pub meta: ObjectMeta,
+    /// HTTP metadata, encoded by the daemon (opaque to the protocol)
+    pub meta: Vec<u8>,
     /// multipart part sizes
     pub part_sizes: Vec<u64>,
     /// index of `chunks[0]` in the object's chunk list (non-zero for a continuation)

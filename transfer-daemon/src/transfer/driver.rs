@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::Store;
 use store::frame;
-use store::meta::values::ChunkRef;
+use store::meta::values::ChunkRef as StoredChunk;
 use store::transfer::{TransferId, TransferPin, TransferredObject};
 use tokio::sync::{mpsc, watch};
 use transfer_daemon::protocol::delta;
 use transfer_daemon::protocol::session::{IncomingObject, MAX_RETRIES, Receiver, Sender, Violation};
+use transfer_daemon::protocol::wire::ChunkRef;
 use transfer_daemon::protocol::wire::{
     self, Control, Data, KIND_CHUNK, KIND_DELTA, MAX_CONTROL_LEN, MAX_DATA_LEN, OFFER_MAX_CHUNKS, OFFER_MAX_OBJECTS,
     OfferedObject, Progress, Selection, WireError, codes,
@@ -305,13 +306,13 @@ impl Manifest {
                 etag: r.etag,
                 checksums: r.checksums,
                 mtime_ms: r.mtime_ms,
-                meta: r.meta,
+                meta: postcard::to_allocvec(&r.meta).expect("postcard into a Vec"),
                 part_sizes: r.part_sizes,
                 first_chunk: 0,
                 chunks: Vec::new(),
                 last: false,
             };
-            self.open = Some((head, exported.chunks));
+            self.open = Some((head, exported.chunks.iter().map(to_wire).collect()));
         }
     }
 }
@@ -592,21 +593,25 @@ async fn receive_inner(
         *ctx.progress.lock() = session.progress().clone();
     }
     sink.flush().await?;
-    let objects: Vec<TransferredObject> = session
+    let objects = session
         .objects()
         .iter()
-        .map(|o| TransferredObject {
-            bucket: dest.bucket.clone(),
-            key: format!("{}{}", dest.prefix, o.head.key),
-            size: o.head.size,
-            etag: o.head.etag.clone(),
-            checksums: o.head.checksums.clone(),
-            mtime_ms: o.head.mtime_ms,
-            meta: o.head.meta.clone(),
-            part_sizes: o.head.part_sizes.clone(),
-            chunks: o.chunks.clone(),
+        .map(|o| {
+            let meta = postcard::from_bytes(&o.head.meta)
+                .map_err(|e| Violation(format!("{:?}: undecodable metadata: {e}", o.head.key)))?;
+            Ok(TransferredObject {
+                bucket: dest.bucket.clone(),
+                key: format!("{}{}", dest.prefix, o.head.key),
+                size: o.head.size,
+                etag: o.head.etag.clone(),
+                checksums: o.head.checksums.clone(),
+                mtime_ms: o.head.mtime_ms,
+                meta,
+                part_sizes: o.head.part_sizes.clone(),
+                chunks: o.chunks.iter().map(|c| StoredChunk { id: c.id, len: c.len }).collect(),
+            })
         })
-        .collect();
+        .collect::<Result<Vec<TransferredObject>, Violation>>()?;
     if let Some(o) = objects.iter().find(|o| o.key.len() > wire::MAX_KEY_LEN) {
         return Err(TransferError::Local(format!("destination key of {} bytes is too long", o.key.len())));
     }
@@ -652,7 +657,7 @@ fn choose_bases(
         }
         let key = format!("{}{}", dest.prefix, o.head.key);
         let old = match store.export_object(pin, &dest.bucket, &key) {
-            Ok(old) if old.inline.is_none() => old.chunks,
+            Ok(old) if old.inline.is_none() => old.chunks.iter().map(to_wire).collect(),
             Ok(_) | Err(store::StoreError::NoSuchKey { .. }) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
@@ -665,6 +670,10 @@ fn choose_bases(
         }
     }
     Ok(bases)
+}
+
+fn to_wire(c: &StoredChunk) -> ChunkRef {
+    ChunkRef { id: c.id, len: c.len }
 }
 
 /// Reads one data stream, checking each frame before handing it on.

@@ -91,3 +91,9 @@ async fn bad_frames_end_one_transfer_not_the_daemon() {
     let answer = answer_to(&conn, &wire::encode_control(&Control::Open(open("data")))).await;
     assert_eq!(answer, Control::Accepted);
 }
+
+#[test]
+fn the_protocol_bounds_match_the_store_frame() {
+    assert_eq!(wire::MAX_CHUNK_LEN, store::frame::MAX_PLAIN_LEN);
+    assert_eq!(wire::CHUNK_FRAME_HEADER_LEN, store::frame::HEADER_LEN);
+}
