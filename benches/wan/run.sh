@@ -65,6 +65,16 @@ for p in "$@"; do
 done
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || { echo "RUNS=$RUNS must be a positive integer" >&2; exit 2; }
 [[ "$IPERF_SECONDS" =~ ^[1-9][0-9]*$ ]] || { echo "IPERF_SECONDS=$IPERF_SECONDS must be a positive integer" >&2; exit 2; }
+case "${CLUSSTER_CC:-bbr}" in
+  bbr | cubic | newreno) ;;
+  *) echo "CLUSSTER_CC=$CLUSSTER_CC must be bbr, cubic or newreno" >&2; exit 2 ;;
+esac
+[[ "${CLUSSTER_STREAMS:-8}" =~ ^[1-9][0-9]*$ ]] ||
+  { echo "CLUSSTER_STREAMS=$CLUSSTER_STREAMS must be a positive integer" >&2; exit 2; }
+CLUSSTER=${CLUSSTER:-$REPO/target/release/clusster}
+[ -x "$CLUSSTER" ] ||
+  { echo "CLUSSTER=$CLUSSTER is not an executable: cargo build --release -p transfer-daemon --bin clusster" >&2; exit 2; }
+command -v rclone >/dev/null || { echo "rclone is missing (the clusster steps load and check data with it)" >&2; exit 2; }
 if [ "$(id -u)" -ne 0 ]; then
   echo "run.sh creates network namespaces: run it as root" >&2
   exit 2
