@@ -29,6 +29,9 @@ const OFFER_MAX_INLINE_BYTES: usize = 8 << 20;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// ...or after this many bytes, which bounds what a crash makes it fetch again.
 const FLUSH_BYTES: u64 = 16 << 20;
+/// Bytes of small objects queued for the data streams at most: bounds the sender's memory
+/// however many small objects a transfer holds.
+const MAX_QUEUED_INLINE_BYTES: usize = 32 << 20;
 /// Objects listed per store page on the sending side.
 const LIST_PAGE: usize = 1000;
 
@@ -222,7 +225,7 @@ struct SendJob {
 
 /// What a data stream worker reports.
 enum Sent {
-    Chunk { plain_len: u32, wire: u64, delta: bool },
+    Chunk { plain_len: u32, wire: u64, delta: bool, inline_len: usize },
     Failed(TransferError),
 }
 
@@ -356,6 +359,7 @@ async fn send_inner(
     drop(sent_tx);
     let mut cancel = ctx.cancel.clone();
     let mut queued = 0u64;
+    let mut queued_inline = 0usize;
     loop {
         while session.may_offer() {
             let (objects, inline) = manifest.next_offer(&mut pin)?;
@@ -378,12 +382,14 @@ async fn send_inner(
             *ctx.progress.lock() = session.progress().clone();
         }
         tokio::select! {
-            msg = control.recv() => match msg? {
+            // Small objects' bytes wait in the queue: take no more answers while it is full.
+            msg = control.recv(), if queued_inline < MAX_QUEUED_INLINE_BYTES => match msg? {
                 Control::Need { seq, wants } => {
                     let inline = inline_by_offer.remove(&seq).unwrap_or_default();
                     for (want, plain_len) in session.on_need(seq, wants)? {
                         queued += 1;
                         let inline = inline.get(&want.id).cloned();
+                        queued_inline += inline.as_ref().map_or(0, Bytes::len);
                         let _ = job_tx.send(SendJob { id: want.id, plain_len, base: want.base, inline });
                     }
                 }
@@ -402,6 +408,7 @@ async fn send_inner(
                             }
                         };
                         queued += 1;
+                        queued_inline += inline.as_ref().map_or(0, Bytes::len);
                         let _ = job_tx.send(SendJob { id, plain_len, base: None, inline });
                     }
                 }
@@ -409,7 +416,8 @@ async fn send_inner(
                 other => return Err(Violation(format!("unexpected message from the receiver: {}", name(&other))).into()),
             },
             sent = sent_rx.recv() => match sent {
-                Some(Sent::Chunk { plain_len, wire, delta }) => {
+                Some(Sent::Chunk { plain_len, wire, delta, inline_len }) => {
+                    queued_inline -= inline_len;
                     session.sent(plain_len, wire, delta);
                     *ctx.progress.lock() = session.progress().clone();
                 }
@@ -445,7 +453,13 @@ async fn data_worker(
                 rate.acquire(wire_len as usize).await;
             }
             stream.write_all_chunks(&mut [header, frame]).await.map_err(conn_err)?;
-            Ok::<_, TransferError>(Sent::Chunk { plain_len: job.plain_len, wire: wire_len, delta: base.is_some() })
+            let inline_len = job.inline.as_ref().map_or(0, Bytes::len);
+            Ok::<_, TransferError>(Sent::Chunk {
+                plain_len: job.plain_len,
+                wire: wire_len,
+                delta: base.is_some(),
+                inline_len,
+            })
         }
         .await;
         let failed = result.is_err();
