@@ -112,11 +112,7 @@ fn objects() -> Vec<(String, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn push_then_pull_and_nothing_is_sent_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let fed = Federation::new(dir.path(), &["a", "b"]);
-    let (a, b) = (fed.start("a"), fed.start("b"));
-    let (sa, sb) = (s3(&a), s3(&b));
-    sa.create_bucket().bucket("data").send().await.unwrap();
-    sb.create_bucket().bucket("data").send().await.unwrap();
+    let (a, _b, sa, sb) = two_sites(dir.path()).await;
     let total: usize = objects().iter().map(|(_, d)| d.len()).sum();
     for (key, data) in objects() {
         put(&sa, "data", &key, data).await;
@@ -154,12 +150,7 @@ async fn push_then_pull_and_nothing_is_sent_twice() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_object_travels_as_a_delta() {
     let dir = tempfile::tempdir().unwrap();
-    let fed = Federation::new(dir.path(), &["a", "b"]);
-    let (a, b) = (fed.start("a"), fed.start("b"));
-    let (sa, sb) = (s3(&a), s3(&b));
-    for s in [&sa, &sb] {
-        s.create_bucket().bucket("data").send().await.unwrap();
-    }
+    let (a, _b, sa, sb) = two_sites(dir.path()).await;
     let mut data = content(7, 8 << 20, 7);
     put(&sa, "data", "obj", data.clone()).await;
     transfer(&a, &["push", "b", "data"]);
@@ -283,20 +274,9 @@ async fn a_receiver_killed_midway_resumes_without_resending() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_chunk_at_the_sender_is_never_committed() {
     let dir = tempfile::tempdir().unwrap();
-    let fed = Federation::new(dir.path(), &["a", "b"]);
-    let (a, b) = (fed.start("a"), fed.start("b"));
-    let (sa, sb) = (s3(&a), s3(&b));
-    sa.create_bucket().bucket("data").send().await.unwrap();
-    sb.create_bucket().bucket("data").send().await.unwrap();
+    let (a, _b, sa, sb) = two_sites(dir.path()).await;
     put(&sa, "data", "victim", content(9, 2 << 20, 9)).await;
-    // Flip one payload byte in every pack at a (frames are 48-byte header + payload).
-    for entry in walk(&a.data_dir.join("chunks")) {
-        let mut bytes = std::fs::read(&entry).unwrap();
-        if bytes.len() > 1000 {
-            bytes[500] ^= 0x01;
-            std::fs::write(&entry, bytes).unwrap();
-        }
-    }
+    corrupt_every_pack(&a);
     let mut args = vec!["transfer", "push", "b", "data", "--wait", "--json", "--data-dir"];
     args.push(a.data_dir.to_str().unwrap());
     let out = clusster(&args);
@@ -305,6 +285,27 @@ async fn a_corrupt_chunk_at_the_sender_is_never_committed() {
     assert!(stderr.contains("corrupt"), "{stderr}");
     let listed = sb.list_objects_v2().bucket("data").send().await.unwrap();
     assert!(listed.contents().is_empty(), "nothing was committed at b");
+}
+
+/// Sites a and b of one federation, each with an empty bucket "data", and their S3 clients.
+async fn two_sites(root: &Path) -> (Daemon, Daemon, Client, Client) {
+    let fed = Federation::new(root, &["a", "b"]);
+    let (a, b) = (fed.start("a"), fed.start("b"));
+    let (sa, sb) = (s3(&a), s3(&b));
+    sa.create_bucket().bucket("data").send().await.unwrap();
+    sb.create_bucket().bucket("data").send().await.unwrap();
+    (a, b, sa, sb)
+}
+
+/// Flips one payload byte of the first frame in every pack of `site` (headers are 48 bytes).
+fn corrupt_every_pack(site: &Daemon) {
+    for pack in walk(&site.data_dir.join("chunks")) {
+        let mut bytes = std::fs::read(&pack).unwrap();
+        if bytes.len() > 1000 {
+            bytes[500] ^= 0x01;
+            std::fs::write(&pack, bytes).unwrap();
+        }
+    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -323,19 +324,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread")]
 async fn scrub_finds_a_corrupt_chunk_and_repair_fetches_it_from_a_peer() {
     let dir = tempfile::tempdir().unwrap();
-    let fed = Federation::new(dir.path(), &["a", "b"]);
-    let (a, b) = (fed.start("a"), fed.start("b"));
-    let (sa, sb) = (s3(&a), s3(&b));
-    sa.create_bucket().bucket("data").send().await.unwrap();
-    sb.create_bucket().bucket("data").send().await.unwrap();
+    let (a, _b, sa, _sb) = two_sites(dir.path()).await;
     let data = content(11, 3 << 20, 11);
     put(&sa, "data", "obj", data.clone()).await;
     transfer(&a, &["push", "b", "data"]);
-    for pack in walk(&a.data_dir.join("chunks")) {
-        let mut bytes = std::fs::read(&pack).unwrap();
-        bytes[500] ^= 0x01;
-        std::fs::write(&pack, bytes).unwrap();
-    }
+    corrupt_every_pack(&a);
     let dir_arg = a.data_dir.to_str().unwrap();
     let scrub = clusster(&["scrub", "--json", "--data-dir", dir_arg]);
     assert_eq!(scrub.status.code(), Some(3), "scrub finds the damage");
