@@ -3,7 +3,6 @@
 //! then bad input with the S3 error codes clients expect.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
@@ -16,17 +15,8 @@ use tests::Daemon;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clusster");
 
-fn client(daemon: &Daemon, id: &str, secret: &str) -> Client {
-    let creds = aws_credential_types::Credentials::new(id, secret, None, None, "clusster-test");
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(daemon.s3_url())
-        .credentials_provider(creds)
-        .force_path_style(true)
-        .build();
-    Client::from_conf(config)
-}
+mod common;
+use common::s3_client as client;
 
 fn data(len: usize, seed: u64) -> Vec<u8> {
     tests::content(seed, len, seed)

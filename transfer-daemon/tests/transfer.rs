@@ -2,8 +2,9 @@
 //! dedup of what the receiver holds, deltas, resume after the receiver is killed, and a
 //! corrupt chunk at the sender.
 
+mod common;
+
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,15 +70,7 @@ impl Federation {
 
 fn s3(daemon: &Daemon) -> Client {
     let (id, secret) = daemon.create_key(BIN, "proj");
-    let creds = aws_credential_types::Credentials::new(id, secret, None, None, "test");
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(daemon.s3_url())
-        .credentials_provider(creds)
-        .force_path_style(true)
-        .build();
-    Client::from_conf(config)
+    common::s3_client(daemon, &id, &secret)
 }
 
 async fn put(client: &Client, bucket: &str, key: &str, data: Vec<u8>) {
