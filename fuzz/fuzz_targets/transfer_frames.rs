@@ -23,7 +23,7 @@ fuzz_target!(|input: &[u8]| {
         match wire::decode_control(&frame) {
             Ok(Control::Offer { seq, objects }) => {
                 if let Ok(lookup) = receiver.on_offer(seq, objects) {
-                    let _ = receiver.need(seq, lookup.into_iter().map(|c| (c, None)).collect());
+                    let _ = receiver.need(seq, lookup.into_iter().map(|c| (c, Vec::new())).collect());
                 }
             }
             Ok(Control::OfferDone { offers }) => {

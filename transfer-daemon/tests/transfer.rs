@@ -34,6 +34,11 @@ struct Federation {
 
 impl Federation {
     fn new(root: &Path, names: &[&str]) -> Self {
+        Self::with_transfer_settings(root, names, "")
+    }
+
+    /// As [`Self::new`], with `settings` (TOML lines) added to each site's `[transfer]`.
+    fn with_transfer_settings(root: &Path, names: &[&str], settings: &str) -> Self {
         let fed = root.join("federation");
         ok(clusster(&["federation", "init", "--dir", fed.to_str().unwrap(), "--name", "test"]));
         for name in names {
@@ -53,7 +58,7 @@ impl Federation {
             let config = format!(
                 "[site]\nname = \"{name}\"\n\n[federation]\nfile = \"{}\"\ntls_dir = \"{}\"\nquic_listen = \"127.0.0.1:{port}\"\n\n\
                  # A killed peer is noticed within seconds, not the default minute.\n\
-                 [transfer]\nidle_timeout_ms = 3000\nkeep_alive_interval_ms = 500\n",
+                 [transfer]\nidle_timeout_ms = 3000\nkeep_alive_interval_ms = 500\n{settings}\n",
                 fed.join("federation.toml").display(),
                 dir.join("tls").display(),
             );
@@ -163,6 +168,34 @@ async fn a_changed_object_travels_as_a_delta() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_spreads_over_several_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::with_transfer_settings(dir.path(), &["a", "b"], "connections_per_peer = 3");
+    let (a, b) = (fed.start("a"), fed.start("b"));
+    let (sa, sb) = (s3(&a), s3(&b));
+    for client in [&sa, &sb] {
+        client.create_bucket().bucket("data").send().await.unwrap();
+    }
+    for (key, data) in objects() {
+        put(&sa, "data", &key, data).await;
+    }
+    let pushed = transfer(&a, &["push", "b", "data"]);
+    assert_eq!(pushed["state"], "done", "{pushed}");
+    // The sender's data streams went out on all three.
+    assert_eq!(pushed["progress"]["connections"], 3, "{pushed}");
+    for (key, data) in objects() {
+        assert_eq!(get(&sb, "data", &key).await, data, "{key} arrived intact");
+    }
+    // Pulled back over three connections, the sender being the side that accepted them.
+    sa.create_bucket().bucket("back").send().await.unwrap();
+    let pulled = transfer(&a, &["pull", "b", "data", "back"]);
+    assert_eq!(pulled["state"], "done", "{pulled}");
+    for (key, data) in objects() {
+        assert_eq!(get(&sa, "back", &key).await, data, "{key} came back intact");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn third_party_copy() {
     let dir = tempfile::tempdir().unwrap();
     let fed = Federation::new(dir.path(), &["a", "b", "c"]);
@@ -238,7 +271,6 @@ async fn a_receiver_killed_midway_resumes_without_resending() {
     };
     b.child.kill().unwrap();
     b.child.wait().unwrap();
-    drop(b);
     let b = fed.start("b");
     let deadline = Instant::now() + Duration::from_secs(120);
     let last = loop {

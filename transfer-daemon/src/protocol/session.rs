@@ -3,7 +3,8 @@
 //! could break is checked here, so the fuzzer and the tests reach it without sockets.
 
 use super::wire::{
-    ChunkRef, Control, MAX_CHUNK_LEN, MAX_KEY_LEN, OFFER_MAX_CHUNKS, OFFER_MAX_OBJECTS, OfferedObject, Progress, Want,
+    ChunkRef, Control, MAX_CHUNK_LEN, MAX_DELTA_BASES, MAX_KEY_LEN, OFFER_MAX_CHUNKS, OFFER_MAX_OBJECTS, OfferedObject,
+    Progress, Want,
 };
 use hw_offload::ChunkId;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -119,15 +120,15 @@ impl Receiver {
     }
 
     /// The answer to offer `seq`: `missing` are the looked-up chunks the store lacks,
-    /// each with the base the driver chose for it.
-    pub fn need(&mut self, seq: u64, missing: Vec<(ChunkRef, Option<ChunkId>)>) -> Control {
+    /// each with the delta bases the driver chose for it.
+    pub fn need(&mut self, seq: u64, missing: Vec<(ChunkRef, Vec<ChunkId>)>) -> Control {
         self.unanswered = self.unanswered.saturating_sub(1);
         let mut wants = Vec::with_capacity(missing.len());
-        for (c, base) in missing {
+        for (c, bases) in missing {
             self.outstanding.insert(c.id, (c.len, 0));
             self.progress.chunks_wanted += 1;
             self.progress.bytes_wanted += c.len as u64;
-            wants.push(Want { id: c.id, base });
+            wants.push(Want { id: c.id, bases });
         }
         Control::Need { seq, wants }
     }
@@ -184,6 +185,11 @@ impl Receiver {
     /// Counters so far.
     pub fn progress(&self) -> &Progress {
         &self.progress
+    }
+
+    /// Another connection carries data streams.
+    pub fn connection_added(&mut self) {
+        self.progress.connections += 1;
     }
 }
 
@@ -260,6 +266,9 @@ impl Sender {
             let Some(&len) = offered.get(&want.id) else {
                 return violation(format!("chunk {} was not offered in offer {seq}", want.id));
             };
+            if want.bases.len() > MAX_DELTA_BASES {
+                return violation(format!("chunk {} wanted against {} bases", want.id, want.bases.len()));
+            }
             if self.wanted.insert(want.id, len).is_none() {
                 self.progress.chunks_wanted += 1;
                 self.progress.bytes_wanted += len as u64;
@@ -298,6 +307,11 @@ impl Sender {
     /// Counters so far.
     pub fn progress(&self) -> &Progress {
         &self.progress
+    }
+
+    /// Another connection carries data streams.
+    pub fn connection_added(&mut self) {
+        self.progress.connections += 1;
     }
 }
 
@@ -344,11 +358,11 @@ mod tests {
         let Control::OfferDone { offers } = tx.offer_done() else { panic!() };
         rx.on_offer_done(offers).unwrap();
 
-        let Control::Need { seq, wants } = rx.need(0, vec![(b, None)]) else { panic!() };
+        let Control::Need { seq, wants } = rx.need(0, vec![(b, vec![])]) else { panic!() };
         let to_send = tx.on_need(seq, wants).unwrap();
         assert_eq!(to_send.len(), 1);
-        let Control::Need { seq, wants } = rx.need(s2, vec![(c, Some(a.id))]) else { panic!() };
-        assert_eq!(tx.on_need(seq, wants).unwrap()[0].0.base, Some(a.id));
+        let Control::Need { seq, wants } = rx.need(s2, vec![(c, vec![a.id])]) else { panic!() };
+        assert_eq!(tx.on_need(seq, wants).unwrap()[0].0.bases, vec![a.id]);
         assert!(tx.all_answered());
 
         assert!(!rx.is_complete());
@@ -389,8 +403,10 @@ mod tests {
     fn a_sender_serves_only_what_it_offered() {
         let mut tx = Sender::new(4);
         let Control::Offer { seq, .. } = tx.offer(vec![object("k", 0, vec![chunk(1, 3)], 3, true)]) else { panic!() };
-        let foreign = Want { id: ChunkId::of(b"secret"), base: None };
+        let foreign = Want { id: ChunkId::of(b"secret"), bases: vec![] };
         assert!(tx.on_need(seq, vec![foreign]).is_err());
+        let too_many = Want { id: chunk(1, 3).id, bases: vec![ChunkId::of(b"b"); MAX_DELTA_BASES + 1] };
+        assert!(tx.on_need(seq, vec![too_many]).is_err());
         assert!(tx.on_need(seq + 1, vec![]).is_err(), "no such offer");
         assert!(tx.on_retry(vec![ChunkId::of(b"secret")]).is_err());
     }
@@ -400,7 +416,7 @@ mod tests {
         let mut rx = Receiver::new();
         let c = chunk(1, 3);
         rx.on_offer(0, vec![object("k", 0, vec![c], 3, true)]).unwrap();
-        rx.need(0, vec![(c, None)]);
+        rx.need(0, vec![(c, vec![])]);
         for _ in 0..MAX_RETRIES {
             assert!(rx.on_bad_chunk(&c.id, 1).unwrap().is_some());
         }

@@ -4,8 +4,9 @@
 //!
 //! - kind [`KIND_CONTROL`]: a postcard-encoded [`Control`] message (control stream);
 //! - kind [`KIND_CHUNK`]: a chunk frame exactly as the store keeps it (data streams);
-//! - kind [`KIND_DELTA`]: the 32-byte id of a base chunk, then a store frame whose
-//!   payload is zstd compressed with that base's plain bytes as dictionary.
+//! - kind [`KIND_DELTA`]: a count `n` (1..=[`MAX_DELTA_BASES`]) and the 32-byte ids of
+//!   `n` base chunks, then a store frame whose payload is zstd compressed with the bases'
+//!   plain bytes, concatenated in that order, as a raw-content prefix.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hw_offload::{ChecksumAlgo, ChunkId};
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// ALPN of this protocol; the suffix is its version. A peer that offers another is
 /// refused in the handshake.
-pub const ALPN: &[u8] = b"clusster/1";
+pub const ALPN: &[u8] = b"clusster/2";
 
 /// Largest control message body.
 pub const MAX_CONTROL_LEN: usize = 4 << 20;
@@ -21,16 +22,20 @@ pub const MAX_CONTROL_LEN: usize = 4 << 20;
 pub const MAX_CHUNK_LEN: u32 = 16 << 20;
 /// Header of a stored chunk frame (likewise checked against the store).
 pub const CHUNK_FRAME_HEADER_LEN: usize = 48;
-/// Largest data frame body: a kind byte, a base id, and the frame of the largest chunk
+/// Most base chunks one delta is coded against: bounds what each side reads per chunk.
+pub const MAX_DELTA_BASES: usize = 4;
+/// Largest data frame body: a kind byte, the base ids, and the frame of the largest chunk
 /// with the store's bound on incompressible growth.
 pub const MAX_DATA_LEN: usize =
-    1 + 32 + CHUNK_FRAME_HEADER_LEN + MAX_CHUNK_LEN as usize + (MAX_CHUNK_LEN >> 7) as usize;
+    2 + 32 * MAX_DELTA_BASES + CHUNK_FRAME_HEADER_LEN + MAX_CHUNK_LEN as usize + (MAX_CHUNK_LEN >> 7) as usize;
 /// Chunk references per offer: bounds the offer (~40 bytes each) and the receiver's
 /// lookup batch.
 pub const OFFER_MAX_CHUNKS: usize = 8192;
 /// Objects per offer, so that many small objects share round trips but an offer stays
 /// far below [`MAX_CONTROL_LEN`].
 pub const OFFER_MAX_OBJECTS: usize = 4096;
+/// Most connections one transfer uses.
+pub const MAX_CONNECTIONS: u8 = 64;
 /// Longest object key (S3's limit).
 pub const MAX_KEY_LEN: usize = 1024;
 
@@ -102,6 +107,9 @@ pub struct Open {
     pub priority: u8,
     /// a cap on the data rate, bytes per second
     pub rate_limit: Option<u64>,
+    /// connections the opener gives this transfer, 1 to [`MAX_CONNECTIONS`]: this one, and
+    /// the others it joins ([`Control::Join`]); the sender spreads its data streams over all
+    pub connections: u8,
 }
 
 /// One chunk of an object: its id and plain length.
@@ -138,13 +146,13 @@ pub struct OfferedObject {
     pub last: bool,
 }
 
-/// A chunk the receiver lacks, and the chunk it holds that this one most likely replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A chunk the receiver lacks, and the chunks it holds that this one most likely replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Want {
     /// the chunk wanted
     pub id: ChunkId,
-    /// a chunk the receiver holds to delta against
-    pub base: Option<ChunkId>,
+    /// chunks the receiver holds to delta against, at most [`MAX_DELTA_BASES`], in order
+    pub bases: Vec<ChunkId>,
 }
 
 /// Control messages.
@@ -154,6 +162,13 @@ pub enum Control {
     Open(Open),
     /// the acceptor takes it
     Accepted,
+    /// first message on another connection to a transfer opened on an earlier one: this
+    /// connection's data streams carry its chunks too (several connections, several
+    /// congestion windows: a loss-based controller holds up better on a lossy long path)
+    Join {
+        /// the transfer's id
+        transfer: [u8; 16],
+    },
     /// part of the sender's manifest
     Offer {
         /// 0, 1, 2… in sending order
@@ -227,6 +242,8 @@ pub struct Progress {
     pub wire_bytes: u64,
     /// chunks that failed verification and were asked for again
     pub chunks_retried: u64,
+    /// connections carrying data streams (of the current attempt)
+    pub connections: u64,
 }
 
 /// Why bytes are not a frame.
@@ -266,10 +283,10 @@ impl WireError {
 pub enum Data {
     /// a stored chunk frame
     Chunk(Bytes),
-    /// a chunk coded against `base`
+    /// a chunk coded against `bases`
     Delta {
-        /// the receiver's chunk used as dictionary
-        base: ChunkId,
+        /// the receiver's chunks whose bytes, concatenated, are the prefix
+        bases: Vec<ChunkId>,
         /// a store frame whose payload needs the base to decode
         frame: Bytes,
     },
@@ -308,14 +325,21 @@ pub fn decode_control(body: &[u8]) -> Result<Control, WireError> {
     }
 }
 
-/// The header of a data frame carrying `frame`; send the header then the frame.
-pub fn data_header(kind: u8, base: Option<&ChunkId>, frame_len: usize) -> Bytes {
-    let mut out = BytesMut::with_capacity(5 + 32);
-    let extra = if base.is_some() { 32 } else { 0 };
+/// The header of a data frame carrying `frame`, a delta against `bases` if there are any
+/// (at most [`MAX_DELTA_BASES`]); send the header then the frame.
+pub fn data_header(bases: &[ChunkId], frame_len: usize) -> Bytes {
+    assert!(bases.len() <= MAX_DELTA_BASES, "{} delta bases", bases.len());
+    let extra = if bases.is_empty() { 0 } else { 1 + 32 * bases.len() };
+    let mut out = BytesMut::with_capacity(5 + extra);
     out.put_u32_le((1 + extra + frame_len) as u32);
-    out.put_u8(kind);
-    if let Some(base) = base {
-        out.put_slice(&base.0);
+    if bases.is_empty() {
+        out.put_u8(KIND_CHUNK);
+    } else {
+        out.put_u8(KIND_DELTA);
+        out.put_u8(bases.len() as u8);
+        for base in bases {
+            out.put_slice(&base.0);
+        }
     }
     out.freeze()
 }
@@ -327,11 +351,17 @@ pub fn decode_data(body: Bytes) -> Result<Data, WireError> {
         None => Err(WireError::Empty),
         Some(&KIND_CHUNK) => Ok(Data::Chunk(body.slice(1..))),
         Some(&KIND_DELTA) => {
-            if body.len() < 33 {
-                return Err(WireError::Malformed("delta frame shorter than its base id".into()));
+            let n = *body.get(1).ok_or_else(|| WireError::Malformed("delta frame without its bases".into()))? as usize;
+            if !(1..=MAX_DELTA_BASES).contains(&n) {
+                return Err(WireError::Malformed(format!("delta against {n} bases (1 to {MAX_DELTA_BASES})")));
             }
-            let base = ChunkId(body[1..33].try_into().expect("32 bytes"));
-            Ok(Data::Delta { base, frame: body.slice(33..) })
+            let frame_at = 2 + 32 * n;
+            if body.len() < frame_at {
+                return Err(WireError::Malformed("delta frame shorter than its base ids".into()));
+            }
+            let bases =
+                body[2..frame_at].chunks_exact(32).map(|id| ChunkId(id.try_into().expect("32 bytes"))).collect();
+            Ok(Data::Delta { bases, frame: body.slice(frame_at..) })
         }
         Some(&kind) => Err(WireError::UnexpectedKind(kind)),
     }
@@ -357,7 +387,8 @@ mod tests {
 
     #[test]
     fn control_round_trip() {
-        let msg = Control::Need { seq: 7, wants: vec![Want { id: ChunkId::of(b"a"), base: Some(ChunkId::of(b"b")) }] };
+        let wants = vec![Want { id: ChunkId::of(b"a"), bases: vec![ChunkId::of(b"b"), ChunkId::of(b"c")] }];
+        let msg = Control::Need { seq: 7, wants };
         let mut buf = BytesMut::from(&encode_control(&msg)[..]);
         let body = split_frame(&mut buf, MAX_CONTROL_LEN).unwrap().unwrap();
         assert_eq!(decode_control(&body).unwrap(), msg);
@@ -380,17 +411,28 @@ mod tests {
         assert!(matches!(decode_control(&[KIND_CONTROL, 0xff, 0xff]), Err(WireError::Malformed(_))));
         assert_eq!(decode_control(&[KIND_CHUNK]), Err(WireError::UnexpectedKind(KIND_CHUNK)));
         assert!(matches!(decode_data(Bytes::from_static(&[KIND_DELTA, 1, 2])), Err(WireError::Malformed(_))));
+        assert!(matches!(decode_data(Bytes::from_static(&[KIND_DELTA])), Err(WireError::Malformed(_))));
+        // No bases, or more than the bound, whatever follows.
+        for n in [0, MAX_DELTA_BASES as u8 + 1] {
+            let mut body = vec![KIND_DELTA, n];
+            body.resize(2 + 32 * 8 + 64, 0);
+            assert!(matches!(decode_data(Bytes::from(body)), Err(WireError::Malformed(_))), "{n} bases");
+        }
         assert_eq!(decode_data(Bytes::from_static(&[KIND_CONTROL])), Err(WireError::UnexpectedKind(KIND_CONTROL)));
     }
 
     #[test]
     fn data_frames_round_trip() {
-        let base = ChunkId::of(b"base");
+        let bases: Vec<ChunkId> = (0..MAX_DELTA_BASES as u8).map(|i| ChunkId::of(&[i])).collect();
         let frame = Bytes::from_static(b"stored frame");
         let mut buf = BytesMut::new();
-        buf.extend_from_slice(&data_header(KIND_DELTA, Some(&base), frame.len()));
-        buf.extend_from_slice(&frame);
-        let body = split_frame(&mut buf, MAX_DATA_LEN).unwrap().unwrap();
-        assert_eq!(decode_data(body).unwrap(), Data::Delta { base, frame });
+        for n in [0, 1, MAX_DELTA_BASES] {
+            buf.extend_from_slice(&data_header(&bases[..n], frame.len()));
+            buf.extend_from_slice(&frame);
+        }
+        let mut next = || decode_data(split_frame(&mut buf, MAX_DATA_LEN).unwrap().unwrap()).unwrap();
+        assert_eq!(next(), Data::Chunk(frame.clone()));
+        assert_eq!(next(), Data::Delta { bases: bases[..1].to_vec(), frame: frame.clone() });
+        assert_eq!(next(), Data::Delta { bases, frame });
     }
 }

@@ -17,7 +17,7 @@ use transfer_daemon::protocol::delta;
 use transfer_daemon::protocol::session::{IncomingObject, MAX_RETRIES, Receiver, Sender, Violation};
 use transfer_daemon::protocol::wire::ChunkRef;
 use transfer_daemon::protocol::wire::{
-    self, Control, Data, KIND_CHUNK, KIND_DELTA, MAX_CONTROL_LEN, MAX_DATA_LEN, OFFER_MAX_CHUNKS, OFFER_MAX_OBJECTS,
+    self, Control, Data, MAX_CONTROL_LEN, MAX_DATA_LEN, MAX_DELTA_BASES, OFFER_MAX_CHUNKS, OFFER_MAX_OBJECTS,
     OfferedObject, Progress, Selection, WireError, codes,
 };
 
@@ -100,6 +100,25 @@ pub struct Context {
     pub cancel: watch::Receiver<bool>,
     /// optional cap on the data rate
     pub rate: Option<Arc<RateLimiter>>,
+}
+
+/// The connections of one transfer attempt: the one carrying the control stream and those
+/// joined to it later ([`Control::Join`]). The sender spreads its data streams over all of
+/// them; the receiver reads data streams from all of them.
+pub struct Links {
+    /// the connection of the control stream
+    pub first: Connection,
+    /// connections the opener gives the transfer in all, this one included
+    pub expected: usize,
+    /// the others, as they join
+    pub joined: mpsc::UnboundedReceiver<Connection>,
+}
+
+impl Links {
+    /// Data streams per connection for a sender that opens `streams` in all.
+    fn streams_each(&self, streams: usize) -> usize {
+        streams.div_ceil(self.expected.max(1)).max(1)
+    }
 }
 
 /// Reads one frame; `Ok(None)` at a clean end of stream between frames.
@@ -218,7 +237,8 @@ impl RateLimiter {
 struct SendJob {
     id: ChunkId,
     plain_len: u32,
-    base: Option<ChunkId>,
+    /// the receiver's suggested delta bases
+    bases: Vec<ChunkId>,
     /// an inline object's bytes (they are in no pack)
     inline: Option<Bytes>,
 }
@@ -320,14 +340,14 @@ impl Manifest {
     }
 }
 
-/// Runs the sending side over `conn` once the transfer is open.
+/// Runs the sending side over `links` once the transfer is open.
 pub async fn send(
-    conn: &Connection,
+    links: Links,
     mut control: ControlStream,
     ctx: Context,
     source: Selection,
 ) -> Result<Progress, TransferError> {
-    let result = send_inner(conn, &mut control, &ctx, source).await;
+    let result = send_inner(links, &mut control, &ctx, source).await;
     if let Err(e) = &result {
         control.abort(e).await;
     }
@@ -335,7 +355,7 @@ pub async fn send(
 }
 
 async fn send_inner(
-    conn: &Connection,
+    mut links: Links,
     control: &mut ControlStream,
     ctx: &Context,
     source: Selection,
@@ -352,11 +372,22 @@ async fn send_inner(
     let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
     let (sent_tx, mut sent_rx) = mpsc::channel::<Sent>(256);
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..ctx.streams.max(1) {
-        let stream = conn.open_uni().await.map_err(conn_err)?;
-        workers.spawn(data_worker(stream, store.clone(), job_rx.clone(), sent_tx.clone(), ctx.rate.clone()));
+    let streams_each = links.streams_each(ctx.streams);
+    // Data streams on a connection, each taking chunks off the one queue.
+    let open_streams = async |conn: &Connection, workers: &mut tokio::task::JoinSet<()>| {
+        for _ in 0..streams_each {
+            let stream = conn.open_uni().await.map_err(conn_err)?;
+            workers.spawn(data_worker(stream, store.clone(), job_rx.clone(), sent_tx.clone(), ctx.rate.clone()));
+        }
+        Ok::<_, TransferError>(())
+    };
+    open_streams(&links.first, &mut workers).await?;
+    session.connection_added();
+    // Connections that joined already (the opener's, all of them); others come later.
+    while let Ok(conn) = links.joined.try_recv() {
+        open_streams(&conn, &mut workers).await?;
+        session.connection_added();
     }
-    drop(sent_tx);
     let mut cancel = ctx.cancel.clone();
     let mut queued = 0u64;
     let mut queued_inline = 0usize;
@@ -390,7 +421,7 @@ async fn send_inner(
                         queued += 1;
                         let inline = inline.get(&want.id).cloned();
                         queued_inline += inline.as_ref().map_or(0, Bytes::len);
-                        let _ = job_tx.send(SendJob { id: want.id, plain_len, base: want.base, inline });
+                        let _ = job_tx.send(SendJob { id: want.id, plain_len, bases: want.bases, inline });
                     }
                 }
                 Control::Retry { ids } => {
@@ -409,12 +440,16 @@ async fn send_inner(
                         };
                         queued += 1;
                         queued_inline += inline.as_ref().map_or(0, Bytes::len);
-                        let _ = job_tx.send(SendJob { id, plain_len, base: None, inline });
+                        let _ = job_tx.send(SendJob { id, plain_len, bases: Vec::new(), inline });
                     }
                 }
                 Control::Committed { .. } => break,
                 other => return Err(Violation(format!("unexpected message from the receiver: {}", name(&other))).into()),
             },
+            Some(conn) = links.joined.recv() => {
+                open_streams(&conn, &mut workers).await?;
+                session.connection_added();
+            }
             sent = sent_rx.recv() => match sent {
                 Some(Sent::Chunk { plain_len, wire, delta, inline_len }) => {
                     queued_inline -= inline_len;
@@ -446,8 +481,8 @@ async fn data_worker(
         let job = jobs.lock().await.recv().await;
         let Some(job) = job else { break };
         let result = async {
-            let (kind, base, frame) = encode_chunk(&store, &job).await?;
-            let header = wire::data_header(kind, base.as_ref(), frame.len());
+            let (bases, frame) = encode_chunk(&store, &job).await?;
+            let header = wire::data_header(&bases, frame.len());
             let wire_len = (header.len() + frame.len()) as u64;
             if let Some(rate) = &rate {
                 rate.acquire(wire_len as usize).await;
@@ -457,7 +492,7 @@ async fn data_worker(
             Ok::<_, TransferError>(Sent::Chunk {
                 plain_len: job.plain_len,
                 wire: wire_len,
-                delta: base.is_some(),
+                delta: !bases.is_empty(),
                 inline_len,
             })
         }
@@ -471,38 +506,50 @@ async fn data_worker(
     let _ = stream.stopped().await;
 }
 
-/// The frame for one job: the stored frame, or a delta when the base is held here and
-/// the delta is smaller.
-async fn encode_chunk(store: &Arc<Store>, job: &SendJob) -> Result<(u8, Option<ChunkId>, Bytes), TransferError> {
+/// The frame for one job and the bases it is coded against: the stored frame (no
+/// bases), or a delta against the suggested bases held here when that is smaller.
+async fn encode_chunk(store: &Arc<Store>, job: &SendJob) -> Result<(Vec<ChunkId>, Bytes), TransferError> {
     if let Some(data) = &job.inline {
-        return Ok((KIND_CHUNK, None, frame::encode(&job.id, Codec::Raw, data.len() as u32, data)));
+        return Ok((Vec::new(), frame::encode(&job.id, Codec::Raw, data.len() as u32, data)));
     }
     let stored = store
         .read_frame(&job.id)
         .await?
         .ok_or_else(|| TransferError::Local(format!("chunk {} is no longer held here", job.id)))?;
-    let Some(base_id) = job.base else { return Ok((KIND_CHUNK, None, stored)) };
-    // A base we do not hold (or cannot read) just means sending the chunk whole.
-    let Ok(Some(base)) = store.read_chunk_by_id(&base_id).await else { return Ok((KIND_CHUNK, None, stored)) };
+    // A base we do not hold (or cannot read) is left out; with none, the chunk goes whole.
+    let mut bases = Vec::with_capacity(job.bases.len());
+    let mut base_bytes = Vec::with_capacity(job.bases.len());
+    for id in job.bases.iter().take(MAX_DELTA_BASES) {
+        if let Ok(Some(bytes)) = store.read_chunk_by_id(id).await {
+            bases.push(*id);
+            base_bytes.push(bytes);
+        }
+    }
+    if bases.is_empty() {
+        return Ok((bases, stored));
+    }
     let plain = store
         .read_chunk_by_id(&job.id)
         .await?
         .ok_or_else(|| TransferError::Local(format!("chunk {} vanished", job.id)))?;
-    let id = job.id;
-    let coded = tokio::task::spawn_blocking(move || delta::encode(&base, &plain))
-        .await
-        .map_err(|e| TransferError::Local(e.to_string()))?
-        .map_err(|e| TransferError::Local(format!("delta encoding: {e}")))?;
-    if coded.len() + 32 >= stored.len() {
-        return Ok((KIND_CHUNK, None, stored));
+    let coded = tokio::task::spawn_blocking(move || {
+        let prefix: Vec<&[u8]> = base_bytes.iter().map(|b| &b[..]).collect();
+        delta::encode(&prefix, &plain)
+    })
+    .await
+    .map_err(|e| TransferError::Local(e.to_string()))?
+    .map_err(|e| TransferError::Local(format!("delta encoding: {e}")))?;
+    if 1 + 32 * bases.len() + coded.len() >= stored.len() {
+        return Ok((Vec::new(), stored));
     }
-    Ok((KIND_DELTA, Some(base_id), frame::encode(&id, Codec::Zstd, job.plain_len, &coded)))
+    Ok((bases, frame::encode(&job.id, Codec::Zstd, job.plain_len, &coded)))
 }
 
 fn name(msg: &Control) -> &'static str {
     match msg {
         Control::Open(_) => "Open",
         Control::Accepted => "Accepted",
+        Control::Join { .. } => "Join",
         Control::Offer { .. } => "Offer",
         Control::Need { .. } => "Need",
         Control::Retry { .. } => "Retry",
@@ -524,15 +571,15 @@ enum Arrived {
     Failed(TransferError),
 }
 
-/// Runs the receiving side over `conn` once the transfer is open; commits into `dest`.
+/// Runs the receiving side over `links` once the transfer is open; commits into `dest`.
 pub async fn receive(
-    conn: &Connection,
+    links: Links,
     mut control: ControlStream,
     ctx: Context,
     transfer: TransferId,
     dest: Selection,
 ) -> Result<Progress, TransferError> {
-    let result = receive_inner(conn, &mut control, &ctx, transfer, &dest).await;
+    let result = receive_inner(links, &mut control, &ctx, transfer, &dest).await;
     if let Err(e) = &result {
         control.abort(e).await;
     }
@@ -540,7 +587,7 @@ pub async fn receive(
 }
 
 async fn receive_inner(
-    conn: &Connection,
+    mut links: Links,
     control: &mut ControlStream,
     ctx: &Context,
     transfer: TransferId,
@@ -552,28 +599,35 @@ async fn receive_inner(
     let mut pin = store.transfer_pin();
     let mut sink = store.chunk_sink(transfer);
     let (arrived_tx, mut arrived_rx) = mpsc::channel::<Arrived>(64);
-    let accept = {
-        let conn = conn.clone();
+    // Reads every data stream a connection brings, until the transfer ends.
+    let accept_streams = |conn: Connection| {
         let store = store.clone();
-        tokio::spawn(async move {
+        let arrived_tx = arrived_tx.clone();
+        AbortOnDrop(tokio::spawn(async move {
             while let Ok(stream) = conn.accept_uni().await {
                 tokio::spawn(read_data_stream(stream, store.clone(), arrived_tx.clone()));
             }
-        })
+        }))
     };
-    let _stop_accepting = AbortOnDrop(accept);
+    let mut accepting = vec![accept_streams(links.first.clone())];
+    session.connection_added();
     let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
     let mut cancel = ctx.cancel.clone();
     while !session.is_complete() {
         tokio::select! {
+            Some(conn) = links.joined.recv() => {
+                accepting.push(accept_streams(conn));
+                session.connection_added();
+            }
             msg = control.recv() => match msg? {
                 Control::Offer { seq, objects } => {
                     let lookup = session.on_offer(seq, objects)?;
                     let ids: Vec<ChunkId> = lookup.iter().map(|c| c.id).collect();
                     let held = store.hold_chunks(&mut pin, &ids)?;
                     let missing: Vec<ChunkRef> = lookup.iter().zip(held).filter(|(_, h)| !h).map(|(c, _)| *c).collect();
-                    let bases = choose_bases(&store, &mut pin, dest, session.objects(), &missing)?;
-                    let need = session.need(seq, missing.into_iter().map(|c| (c, bases.get(&c.id).copied())).collect());
+                    let mut bases = choose_bases(&store, &mut pin, dest, session.objects(), &missing)?;
+                    let need =
+                        session.need(seq, missing.into_iter().map(|c| (c, bases.remove(&c.id).unwrap_or_default())).collect());
                     control.send(&need).await?;
                 }
                 Control::OfferDone { offers } => session.on_offer_done(offers)?,
@@ -647,7 +701,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Bases for the missing chunks of the objects just offered: the chunks of the object
+/// Delta bases for the missing chunks of the objects just offered: chunks of the object
 /// currently at the same destination key.
 fn choose_bases(
     store: &Store,
@@ -655,7 +709,7 @@ fn choose_bases(
     dest: &Selection,
     objects: &[IncomingObject],
     missing: &[ChunkRef],
-) -> Result<HashMap<ChunkId, ChunkId>, TransferError> {
+) -> Result<HashMap<ChunkId, Vec<ChunkId>>, TransferError> {
     let mut bases = HashMap::new();
     if missing.is_empty() {
         return Ok(bases);
@@ -721,9 +775,9 @@ async fn read_data_stream(mut stream: RecvStream, store: Arc<Store>, out: mpsc::
 
 /// Decodes and verifies a received chunk; returns the frame to store.
 async fn check_chunk(store: &Arc<Store>, data: Data, wire: u64) -> Arrived {
-    let (base, raw) = match data {
-        Data::Chunk(raw) => (None, raw),
-        Data::Delta { base, frame } => (Some(base), frame),
+    let (bases, raw) = match data {
+        Data::Chunk(raw) => (Vec::new(), raw),
+        Data::Delta { bases, frame } => (bases, frame),
     };
     let (header, payload) = match frame::decode(&raw) {
         Ok(decoded) => decoded,
@@ -732,44 +786,47 @@ async fn check_chunk(store: &Arc<Store>, data: Data, wire: u64) -> Arrived {
     let id = header.id;
     let bad = |reason: String| Arrived::Bad { id, wire, reason };
     let offload = store.offload();
-    match base {
-        None => {
-            let job = Job::encoded(
-                payload,
-                header.codec,
-                vec![Step::Decompress { codec: header.codec, plain_len: header.plain_len }, Step::Verify(id)],
-            );
-            match offload.run(job).await {
-                Ok(_) => Arrived::Good { id, frame: raw, plain_len: header.plain_len, wire, delta: false },
-                Err(e) => bad(e.to_string()),
-            }
+    if bases.is_empty() {
+        let job = Job::encoded(
+            payload,
+            header.codec,
+            vec![Step::Decompress { codec: header.codec, plain_len: header.plain_len }, Step::Verify(id)],
+        );
+        return match offload.run(job).await {
+            Ok(_) => Arrived::Good { id, frame: raw, plain_len: header.plain_len, wire, delta: false },
+            Err(e) => bad(e.to_string()),
+        };
+    }
+    let mut prefix = Vec::with_capacity(bases.len());
+    for base in &bases {
+        match store.read_chunk_by_id(base).await {
+            Ok(Some(bytes)) => prefix.push(bytes),
+            Ok(None) => return bad(format!("delta base {base} is not held here")),
+            Err(e) => return bad(format!("delta base {base}: {e}")),
         }
-        Some(base_id) => {
-            let base = match store.read_chunk_by_id(&base_id).await {
-                Ok(Some(base)) => base,
-                Ok(None) => return bad(format!("delta base {base_id} is not held here")),
-                Err(e) => return bad(format!("delta base {base_id}: {e}")),
-            };
-            let plain_len = header.plain_len;
-            let plain = match tokio::task::spawn_blocking(move || delta::decode(&base, &payload, plain_len)).await {
-                Ok(Ok(plain)) => plain,
-                Ok(Err(e)) => return bad(format!("delta does not decode: {e}")),
-                Err(e) => return Arrived::Failed(TransferError::Local(e.to_string())),
-            };
-            // Verify, and store it coded like any ingested chunk.
-            let mut steps = vec![Step::Verify(id)];
-            steps.extend(store.config().compress_step());
-            match offload.run(Job::new(plain, steps)).await {
-                Ok(out) => Arrived::Good {
-                    id,
-                    frame: frame::encode(&id, out.codec, plain_len, &out.data),
-                    plain_len,
-                    wire,
-                    delta: true,
-                },
-                Err(e) => bad(e.to_string()),
-            }
-        }
+    }
+    let plain_len = header.plain_len;
+    let decoded = tokio::task::spawn_blocking(move || {
+        let prefix: Vec<&[u8]> = prefix.iter().map(|b| &b[..]).collect();
+        delta::decode(&prefix, &payload, plain_len)
+    });
+    let plain = match decoded.await {
+        Ok(Ok(plain)) => plain,
+        Ok(Err(e)) => return bad(format!("delta does not decode: {e}")),
+        Err(e) => return Arrived::Failed(TransferError::Local(e.to_string())),
+    };
+    // Verify, and store it coded like any ingested chunk.
+    let mut steps = vec![Step::Verify(id)];
+    steps.extend(store.config().compress_step());
+    match offload.run(Job::new(plain, steps)).await {
+        Ok(out) => Arrived::Good {
+            id,
+            frame: frame::encode(&id, out.codec, plain_len, &out.data),
+            plain_len,
+            wire,
+            delta: true,
+        },
+        Err(e) => bad(e.to_string()),
     }
 }
 
@@ -798,7 +855,7 @@ pub async fn serve_repair(conn: &Connection, mut control: ControlStream, ctx: Co
         // Finishes its stream once the queue is drained, and ends when the peer has read it.
         tokio::spawn(data_worker(stream, store, Arc::new(tokio::sync::Mutex::new(job_rx)), sent_tx, ctx.rate.clone()));
         for id in &held {
-            let _ = job_tx.send(SendJob { id: *id, plain_len: 0, base: None, inline: None });
+            let _ = job_tx.send(SendJob { id: *id, plain_len: 0, bases: Vec::new(), inline: None });
         }
         drop(job_tx);
         let mut sent = 0u64;

@@ -8,7 +8,7 @@
 //! resumed transfer does not fetch it again; it releases it when the transfer ends, or
 //! after [`ABANDONED_AFTER`] without news.
 
-use super::driver::{self, Context, ControlStream, RateLimiter, TransferError};
+use super::driver::{self, Context, ControlStream, Links, RateLimiter, TransferError};
 use crate::federation::FederationEndpoint;
 use hw_offload::ChunkId;
 use parking_lot::Mutex;
@@ -21,9 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use store::Store;
 use store::transfer::TransferId;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use transfer_daemon::protocol::session::Violation;
-use transfer_daemon::protocol::wire::{Control, MAX_KEY_LEN, Mode, OFFER_MAX_CHUNKS, Open, Progress, Selection, codes};
+use transfer_daemon::protocol::wire::{
+    Control, MAX_CONNECTIONS, MAX_KEY_LEN, Mode, OFFER_MAX_CHUNKS, Open, Progress, Selection, codes,
+};
 
 /// A received-side transfer record older than this, its opener never back, is released.
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -121,6 +123,8 @@ struct Entry {
     status: Mutex<Status>,
     progress: Arc<Mutex<Progress>>,
     cancel: watch::Sender<bool>,
+    /// while a peer's transfer runs here: where the connections it joins go
+    joins: Mutex<Option<mpsc::UnboundedSender<quinn::Connection>>>,
 }
 
 struct Status {
@@ -287,6 +291,7 @@ impl Transfers {
             }),
             progress: Arc::default(),
             cancel: watch::channel(false).0,
+            joins: Mutex::new(None),
         });
         self.table.lock().insert(id, entry.clone());
         entry
@@ -438,15 +443,41 @@ impl Transfers {
             Kind::Copy { from, to } => (from.clone(), Mode::ThirdParty, Some(to.clone())),
             Kind::Incoming { .. } => return Err(TransferError::Local("incoming transfers are not opened here".into())),
         };
-        let (conn, control) = self.open(&peer, entry.id, mode, spec, third_party).await?;
+        // A delegated copy moves no data over this connection: the sender connects its own.
+        let connections = match mode {
+            Mode::Push | Mode::Pull => {
+                self.net.settings_for(&peer).connections_per_peer.clamp(1, MAX_CONNECTIONS as u32)
+            }
+            _ => 1,
+        };
+        let (conn, control) = self.open(&peer, entry.id, mode, spec, third_party, connections as u8).await?;
+        // The other connections join before any data moves, so that the sender's streams
+        // spread over all of them from the start.
+        let joins = (1..connections).map(|_| join(&self.net, &peer, entry.id));
+        let mut extra = Vec::new();
+        for joined in futures::future::join_all(joins).await {
+            match joined {
+                Ok(conn) => extra.push(conn),
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "a connection could not join the transfer; going on with fewer")
+                }
+            }
+        }
+        let (joined_tx, joined) = mpsc::unbounded_channel();
+        for conn in &extra {
+            let _ = joined_tx.send(conn.clone());
+        }
+        let links = Links { first: conn.clone(), expected: connections as usize, joined };
         let ctx = self.context(entry);
         let result = match mode {
-            Mode::Push => driver::send(&conn, control, ctx, spec.source.clone()).await.map(|_| ()),
-            Mode::Pull => driver::receive(&conn, control, ctx, entry.id, spec.dest.clone()).await.map(|_| ()),
+            Mode::Push => driver::send(links, control, ctx, spec.source.clone()).await.map(|_| ()),
+            Mode::Pull => driver::receive(links, control, ctx, entry.id, spec.dest.clone()).await.map(|_| ()),
             Mode::ThirdParty => follow_delegated(control, ctx).await,
             Mode::Repair => Err(TransferError::Local("repairs are not transfers".into())),
         };
-        conn.close(quinn::VarInt::from_u32(codes::DONE), b"");
+        for conn in extra.iter().chain([&conn]) {
+            conn.close(quinn::VarInt::from_u32(codes::DONE), b"");
+        }
         result
     }
 
@@ -458,6 +489,7 @@ impl Transfers {
         mode: Mode,
         spec: &TransferSpec,
         third_party: Option<String>,
+        connections: u8,
     ) -> Result<(quinn::Connection, ControlStream), TransferError> {
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.net.connect(peer))
             .await
@@ -473,6 +505,7 @@ impl Transfers {
             third_party,
             priority: spec.priority,
             rate_limit: spec.rate_limit,
+            connections,
         };
         control.send(&Control::Open(open)).await?;
         match control.recv().await? {
@@ -512,7 +545,7 @@ impl Transfers {
                 };
                 let id: TransferId = rand::random();
                 let attempt = async {
-                    let (conn, control) = self.open(&peer, id, Mode::Repair, &spec, None).await?;
+                    let (conn, control) = self.open(&peer, id, Mode::Repair, &spec, None, 1).await?;
                     let got = driver::repair(&conn, control, self.repair_context(), id, batch.to_vec()).await;
                     conn.close(quinn::VarInt::from_u32(codes::DONE), b"");
                     got
@@ -558,12 +591,15 @@ impl Transfers {
         }
     }
 
-    /// Answers one transfer a peer opened.
+    /// Answers one transfer a peer opened, or gives a running one another connection.
     async fn serve_transfer(self: Arc<Self>, conn: quinn::Connection, peer: String, mut control: ControlStream) {
         let open = match control.recv().await {
-            Ok(Control::Open(open)) => open,
+            Ok(Control::Open(open)) if (1..=MAX_CONNECTIONS).contains(&open.connections) => open,
+            Ok(Control::Join { transfer }) => return self.serve_join(conn, &peer, transfer, control).await,
             Ok(other) => {
-                let e = TransferError::Violation(Violation(format!("expected Open, got {other:?}")));
+                let e = TransferError::Violation(Violation(format!(
+                    "expected Open (for 1 to {MAX_CONNECTIONS} connections) or Join, got {other:?}"
+                )));
                 control.abort(&e).await;
                 return;
             }
@@ -612,17 +648,23 @@ impl Transfers {
             control.abort(&TransferError::Store(e)).await;
             return;
         }
+        // Ready for the opener's other connections before it hears Accepted.
+        let (joins, joined) = mpsc::unbounded_channel();
+        *entry.joins.lock() = Some(joins);
         if control.send(&Control::Accepted).await.is_err() {
+            entry.joins.lock().take();
             return;
         }
         entry.status.lock().state = State::Running;
         entry.status.lock().attempts += 1;
         let ctx = self.context(&entry);
+        let links = Links { first: conn, expected: open.connections as usize, joined };
         let result = if receiving {
-            driver::receive(&conn, control, ctx, open.transfer, open.dest.clone()).await.map(|_| ())
+            driver::receive(links, control, ctx, open.transfer, open.dest.clone()).await.map(|_| ())
         } else {
-            driver::send(&conn, control, ctx, open.source.clone()).await.map(|_| ())
+            driver::send(links, control, ctx, open.source.clone()).await.map(|_| ())
         };
+        entry.joins.lock().take();
         match result {
             Ok(()) => self.finish(&entry, State::Done, None).await,
             // The opener will be back: keep what was received.
@@ -636,6 +678,26 @@ impl Transfers {
                 tracing::warn!(%peer, transfer = %hex::encode(open.transfer), error = %e, "incoming transfer failed");
                 self.finish(&entry, State::Failed, Some(e.to_string())).await;
             }
+        }
+    }
+
+    /// Another connection of a transfer `peer` opened and runs here: its data streams go to
+    /// that transfer. Only the peer that opened it may join it.
+    async fn serve_join(&self, conn: quinn::Connection, peer: &str, transfer: TransferId, mut control: ControlStream) {
+        let entry = self.table.lock().get(&transfer).cloned();
+        let joins = entry
+            .filter(|e| matches!(&e.spec.kind, Kind::Incoming { peer: opener, .. } if opener == peer))
+            .and_then(|e| e.joins.lock().clone());
+        let refused = match joins {
+            Some(joins) if joins.send(conn).is_ok() => None,
+            _ => Some(format!("no transfer {} from {peer} is running here to join", hex::encode(transfer))),
+        };
+        match refused {
+            None => {
+                let _ = control.send(&Control::Accepted).await;
+                control.finish();
+            }
+            Some(reason) => control.abort(&TransferError::Violation(Violation(reason))).await,
         }
     }
 
@@ -769,6 +831,24 @@ impl Slots {
 }
 
 /// Follows a third-party transfer from the site that asked for it.
+/// Connects to `peer` again and joins the connection to the running transfer `id`.
+async fn join(net: &FederationEndpoint, peer: &str, id: TransferId) -> Result<quinn::Connection, TransferError> {
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, net.connect(peer))
+        .await
+        .map_err(|_| TransferError::Connection(format!("{peer} did not answer within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| TransferError::Connection(e.to_string()))?;
+    let (send, recv) = conn.open_bi().await.map_err(|e| TransferError::Connection(e.to_string()))?;
+    let mut control = ControlStream::new(send, recv);
+    control.send(&Control::Join { transfer: id }).await?;
+    match control.recv().await? {
+        Control::Accepted => {
+            control.finish();
+            Ok(conn)
+        }
+        other => Err(Violation(format!("expected Accepted, got {other:?}")).into()),
+    }
+}
+
 async fn follow_delegated(mut control: ControlStream, ctx: Context) -> Result<(), TransferError> {
     let mut cancel = ctx.cancel.clone();
     loop {

@@ -83,9 +83,15 @@ async fn bad_frames_end_one_transfer_not_the_daemon() {
         third_party: None,
         priority: 0,
         rate_limit: None,
+        connections: 1,
     };
     let answer = answer_to(&conn, &wire::encode_control(&Control::Open(open("nope")))).await;
     assert!(matches!(&answer, Control::Abort { reason, .. } if reason.contains("nope")), "{answer:?}");
+    // No connections, or a connection joining a transfer that does not run here.
+    let answer = answer_to(&conn, &wire::encode_control(&Control::Open(Open { connections: 0, ..open("data") }))).await;
+    assert!(matches!(answer, Control::Abort { code: codes::PROTOCOL, .. }), "{answer:?}");
+    let answer = answer_to(&conn, &wire::encode_control(&Control::Join { transfer: rand::random() })).await;
+    assert!(matches!(&answer, Control::Abort { reason, .. } if reason.contains("to join")), "{answer:?}");
 
     // The same connection, and the daemon, still serve a well-formed transfer.
     let answer = answer_to(&conn, &wire::encode_control(&Control::Open(open("data")))).await;
