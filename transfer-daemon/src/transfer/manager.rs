@@ -467,7 +467,7 @@ impl Transfers {
         for conn in &extra {
             let _ = joined_tx.send(conn.clone());
         }
-        let links = Links { first: conn.clone(), expected: connections as usize, joined };
+        let links = Links { first: conn.clone(), expected: 1 + extra.len(), joined };
         let ctx = self.context(entry);
         let result = match mode {
             Mode::Push => driver::send(links, control, ctx, spec.source.clone()).await.map(|_| ()),
