@@ -59,8 +59,9 @@ pub struct ChunkRef {
 /// An object's bytes: inline for small objects, else a manifest stored apart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
-    /// the bytes themselves
-    Inline(Vec<u8>),
+    /// the bytes themselves (as a byte string: postcard's encoding is the same as for a
+    /// sequence of u8, but decoding it is a copy instead of a visit per byte)
+    Inline(#[serde(with = "serde_bytes")] Vec<u8>),
     /// the id of its [`ManifestRecord`] in the manifests family
     Manifest(u64),
 }
@@ -295,5 +296,18 @@ mod tests {
         assert!(matches!(BucketRecord::decode(&raw[..1]), Err(StoreError::CorruptMetadata { .. })));
         assert_eq!(refcount::decode(&refcount::encode(-3)), Some(-3));
         assert_eq!(refcount::decode(&[2, 0, 0, 0, 0, 0, 0, 0, 1]), None);
+    }
+
+    #[test]
+    fn inline_bodies_keep_the_encoding_of_a_u8_sequence() {
+        // What earlier builds wrote, before the body was a byte string.
+        #[derive(Serialize)]
+        enum OldBody {
+            Inline(Vec<u8>),
+        }
+        let bytes: Vec<u8> = (0..=255).chain(0..40).collect();
+        let old = postcard::to_allocvec(&OldBody::Inline(bytes.clone())).unwrap();
+        assert_eq!(postcard::to_allocvec(&Body::Inline(bytes.clone())).unwrap(), old);
+        assert_eq!(postcard::from_bytes::<Body>(&old).unwrap(), Body::Inline(bytes));
     }
 }
