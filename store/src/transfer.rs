@@ -170,16 +170,28 @@ impl Store {
     /// become garbage unless an object uses them).
     pub async fn release_transfer(&self, transfer: TransferId) -> Result<(), StoreError> {
         let mut batch = self.meta.batch();
-        self.stage_release(&mut batch, &transfer)?;
+        let mut deltas = HashMap::new();
+        self.stage_release(&mut batch, &transfer, &mut deltas)?;
+        for (id, delta) in deltas {
+            batch.add_ref(&id, delta);
+        }
         self.commit(batch).await
     }
 
-    fn stage_release(&self, batch: &mut crate::meta::Batch, transfer: &TransferId) -> Result<(), StoreError> {
+    /// Stages the deletion of `transfer`'s record and markers; the references they held
+    /// go into `deltas`, so that a commit adding references to the same chunks writes
+    /// one reference change per chunk, not two.
+    fn stage_release(
+        &self,
+        batch: &mut crate::meta::Batch,
+        transfer: &TransferId,
+        deltas: &mut HashMap<ChunkId, i64>,
+    ) -> Result<(), StoreError> {
         for entry in self.meta.scan_raw(cf::TRANSFER_CHUNKS, transfer, keys::prefix_successor(transfer)) {
             let (k, _): RawEntry = entry?;
             if let Some((_, id)) = keys::decode_transfer_chunk_key(&k) {
                 batch.delete(cf::TRANSFER_CHUNKS, &k);
-                batch.add_ref(&id, -1);
+                *deltas.entry(id).or_default() -= 1;
             }
         }
         batch.delete(cf::TRANSFERS, transfer);
@@ -247,10 +259,11 @@ impl Store {
             };
             batch.put(cf::OBJECTS, &okey, &record);
         }
+        self.stage_release(&mut batch, &transfer, &mut deltas)?;
+        // Where an object's reference replaces the transfer's, the sum is 0: nothing written.
         for (id, delta) in deltas {
             batch.add_ref(&id, delta);
         }
-        self.stage_release(&mut batch, &transfer)?;
         self.commit(batch).await?;
         drop(key_guards);
         drop(bucket_guards);
