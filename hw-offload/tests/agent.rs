@@ -170,3 +170,61 @@ fn the_agent_refuses_out_of_bounds_entries_and_keeps_serving() {
     assert_eq!(cqes[4].status, status::OK);
     assert_eq!(cqes[4].digest, *blake3::hash(b"hello").as_bytes());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_over_shared_buffers_are_not_copied_and_results_outlive_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    start_agent(&dir.path().join("agent.sock"));
+    let agent = Arc::new(AgentEngine::start("agent", config(dir.path())).unwrap());
+    let offload = Offload::new(agent.clone());
+    let data = common::compressible(1 << 20, 7);
+    let mut buffer = offload.buffer(data.len() / 2);
+    assert!(buffer.is_shared(), "an attached agent lends shared memory");
+    buffer.extend_from_slice(&data[..1000]);
+    // Past the capacity: the buffer moves to a larger range and stays shared.
+    buffer.extend_from_slice(&data[1000..]);
+    assert!(buffer.is_shared());
+    let input = buffer.freeze();
+    assert_eq!(input, data);
+    let compress =
+        |bytes: bytes::Bytes| Job::new(bytes, vec![Step::ChunkId, Step::Compress { codec: Codec::Zstd, level: 1 }]);
+
+    let copied = agent.bytes_copied_in();
+    let out = offload.run(compress(input.slice(4096..))).await.unwrap();
+    assert_eq!(agent.bytes_copied_in(), copied, "a job over a shared buffer is submitted by offset");
+    assert_eq!(out.chunk_id, Some(ChunkId::of(&data[4096..])));
+    assert_eq!(out.codec, Codec::Zstd);
+    offload.run(compress(data.clone())).await.unwrap();
+    assert_eq!(agent.bytes_copied_in(), copied + data.len() as u64, "heap inputs are copied in");
+
+    // The engine goes away (and with it the link); what points into the region stays valid.
+    drop(offload);
+    drop(agent);
+    let cpu = Offload::cpu(1);
+    let plain = cpu
+        .run(Job::encoded(
+            out.data.clone(),
+            out.codec,
+            vec![
+                Step::Decompress { codec: out.codec, plain_len: (data.len() - 4096) as u32 },
+                Step::Verify(out.chunk_id.unwrap()),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(plain.data, data.slice(4096..));
+    assert_eq!(input, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_agent_buffers_are_plain_heap_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Arc::new(AgentEngine::start("agent", config(dir.path())).unwrap());
+    let router = Router::new(Arc::new(CpuEngine::new(1)), vec![Route::new(agent, 0)], RouterConfig::default());
+    let offload = Offload::routed(router);
+    let mut buffer = offload.buffer(100);
+    assert!(!buffer.is_shared());
+    buffer.extend_from_slice(b"plain");
+    let out = offload.run(Job::new(buffer.freeze(), vec![Step::ChunkId])).await.unwrap();
+    assert_eq!(out.chunk_id, Some(ChunkId::of(b"plain")));
+}
