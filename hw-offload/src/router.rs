@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 /// How the router treats offload engines.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    /// After the probation, one offloaded job in this many is recomputed on the CPU
-    /// (0: never). Each check costs the job's CPU time, so this trades host CPU for trust.
+    /// After the probation, one offloaded job in this many is checked on the CPU
+    /// (0: never). A check costs a good part of the job's CPU time (decoding and hashing
+    /// its output, or redoing it), so this trades host CPU for trust.
     pub spot_check_one_in: u64,
     /// Jobs checked one by one after an engine is first used or comes back.
     pub probation_jobs: u64,
@@ -39,7 +40,8 @@ pub struct RouterConfig {
 impl Default for RouterConfig {
     fn default() -> Self {
         Self {
-            // One in 1024: about 1 ms of host CPU per GiB for BLAKE3 + zstd checks.
+            // One in 1024: about 2 ms of host CPU per GiB for BLAKE3 + zstd checks on the
+            // reference VM (benches/RESULTS.md).
             spot_check_one_in: 1024,
             probation_jobs: 64,
             disable_for: Duration::from_secs(5),

@@ -152,8 +152,6 @@ struct Shared {
     /// Tasks polling the completion ring themselves right now; while there are any, the
     /// agent need not ring the completion thread.
     reapers: AtomicU32,
-    /// Submissions so far; one in [`HOST_CPU_SAMPLE`] has its host CPU time measured.
-    submissions: AtomicU64,
     /// Input bytes copied into the region (inputs that were not in it already).
     copied_in: AtomicU64,
 }
@@ -207,7 +205,6 @@ impl AgentEngine {
             stop: AtomicBool::new(false),
             metrics: EngineMetrics::default(),
             reapers: AtomicU32::new(0),
-            submissions: AtomicU64::new(0),
             copied_in: AtomicU64::new(0),
         });
         // Attach before returning, so a daemon that starts with its agent running uses
@@ -362,8 +359,12 @@ impl Engine for AgentEngine {
 
     fn submit(&self, jobs: Vec<Job>) -> Completion {
         let count = jobs.len();
-        let timed = self.shared.submissions.fetch_add(1, Ordering::Relaxed).is_multiple_of(HOST_CPU_SAMPLE);
-        let started = if timed { thread_cpu_ns() } else { 0 };
+        // Host CPU on the submission path (here, and reaping in `AgentCompletion`) is
+        // measured with the monotonic clock: these sections never block, so their wall
+        // time is their CPU time (more if the thread is preempted). The thread's CPU
+        // clock is a system call of 0.6 µs here, several µs under load: more than a
+        // small job's whole round trip.
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         if jobs.is_empty() {
             let _ = tx.send(Vec::new());
@@ -410,18 +411,16 @@ impl Engine for AgentEngine {
             };
             batch.complete(index, Err(err));
         }
-        if timed && count > 0 {
-            let spent = thread_cpu_ns().saturating_sub(started) * HOST_CPU_SAMPLE / count as u64;
-            for &op in &ops {
-                self.shared.metrics.record_host_cpu(op, spent);
-            }
+        let spent = started.elapsed().as_nanos() as u64 / count as u64;
+        for &op in &ops {
+            self.shared.metrics.record_host_cpu(op, spent);
         }
         Completion::from_future(AgentCompletion {
             rx,
             shared: self.shared.clone(),
             expected: count,
             reap_for: reap_window(count, bytes),
-            timed_ops: if timed { ops } else { Vec::new() },
+            ops,
         })
     }
 
@@ -445,11 +444,6 @@ impl Engine for AgentEngine {
         self.shared.connected.load(Ordering::Acquire)
     }
 }
-
-/// One submission in [`HOST_CPU_SAMPLE`] has its host CPU time measured and counted
-/// that many times: reading a thread's CPU clock is a system call (about 0.6 µs on the
-/// reference VM), too dear to make twice per job.
-const HOST_CPU_SAMPLE: u64 = 16;
 
 /// Small batches are reaped by the awaiting task itself if the agent answers within
 /// this long: a thread hand-off (doorbell, completion thread, task wake-up) costs 10 to
@@ -479,8 +473,8 @@ struct AgentCompletion {
     expected: usize,
     /// How long the first poll may look for the completions itself (zero: not at all).
     reap_for: Duration,
-    /// Set on sampled submissions: the reaping time is charged to these jobs.
-    timed_ops: Vec<OpKind>,
+    /// The jobs' operations, which the reaping time is charged to.
+    ops: Vec<OpKind>,
 }
 
 impl AgentCompletion {
@@ -500,7 +494,7 @@ impl AgentCompletion {
     /// Polls the completion ring for up to `reap_for`, reaping what arrives.
     fn reap_here(&mut self) -> Option<Results> {
         let shared = self.shared.clone();
-        let started = if self.timed_ops.is_empty() { 0 } else { thread_cpu_ns() };
+        let started = Instant::now();
         let region = {
             let mut state = shared.state.lock();
             let link = state.link.as_mut()?;
@@ -536,11 +530,9 @@ impl AgentCompletion {
                 shared.reap_now();
             }
         }
-        if !self.timed_ops.is_empty() {
-            let spent = thread_cpu_ns().saturating_sub(started) * HOST_CPU_SAMPLE / self.timed_ops.len() as u64;
-            for &op in &self.timed_ops {
-                shared.metrics.record_host_cpu(op, spent);
-            }
+        let spent = started.elapsed().as_nanos() as u64 / self.ops.len().max(1) as u64;
+        for &op in &self.ops {
+            shared.metrics.record_host_cpu(op, spent);
         }
         results.or_else(|| self.try_take())
     }
@@ -814,7 +806,8 @@ fn completion_loop(shared: &Shared) {
             let _ = attach(shared);
             continue;
         }
-        let started = thread_cpu_ns();
+        // Monotonic clock, as on the submission path: this section does not block.
+        let started = Instant::now();
         let (done, fd) = {
             let mut state = shared.state.lock();
             let Some(link) = state.link.as_mut() else { continue };
@@ -834,7 +827,7 @@ fn completion_loop(shared: &Shared) {
             }
             // Completion-side host time (reaping, copying out, waking the submitter),
             // spread over the jobs reaped.
-            let per_job = thread_cpu_ns().saturating_sub(started) / count;
+            let per_job = started.elapsed().as_nanos() as u64 / count;
             for op in ops {
                 shared.metrics.record_host_cpu(op, per_job);
             }
@@ -887,6 +880,9 @@ fn wait_doorbell(fd: i32) -> bool {
         let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         match r {
             0 => return false,
+            // A short read drained the socket: no second call just to hear WouldBlock
+            // (a byte arriving meanwhile makes the next poll return at once).
+            r if r > 0 && (r as usize) < buf.len() => return true,
             r if r > 0 => continue,
             _ => {
                 let err = std::io::Error::last_os_error();
