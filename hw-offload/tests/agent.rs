@@ -228,3 +228,42 @@ async fn without_an_agent_buffers_are_plain_heap_memory() {
     let out = offload.run(Job::new(buffer.freeze(), vec![Step::ChunkId])).await.unwrap();
     assert_eq!(out.chunk_id, Some(ChunkId::of(b"plain")));
 }
+
+#[test]
+fn an_agent_writing_an_impossible_completion_tail_is_detached_then_attached_afresh() {
+    use hw_offload::agent::ring;
+    use hw_offload::agent::shm::SharedRegion;
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    // A broken agent: accepts the region, then claims a million completions.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut hello = [0u8; 24];
+            stream.read_exact(&mut hello).unwrap();
+            let path_len = u32::from_le_bytes(hello[12..16].try_into().unwrap()) as usize;
+            let region_len = u64::from_le_bytes(hello[16..24].try_into().unwrap()) as usize;
+            let mut path = vec![0u8; path_len];
+            stream.read_exact(&mut path).unwrap();
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(String::from_utf8(path).unwrap());
+            let region = SharedRegion::map(&file.unwrap(), region_len).unwrap();
+            let mut ack = ring::ACK_MAGIC.to_vec();
+            ack.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
+            stream.write_all(&ack).unwrap();
+            region.atomic_u32(ring::off::CQ_TAIL).store(1 << 20, Ordering::Release);
+            stream.write_all(&[1]).unwrap();
+            held.push((stream, region));
+        }
+    });
+    let agent = AgentEngine::start("agent", config(dir.path())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.attachments() < 2 {
+        assert!(Instant::now() < deadline, "not detached and attached again");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -495,7 +495,7 @@ impl AgentCompletion {
     fn reap_here(&mut self) -> Option<Results> {
         let shared = self.shared.clone();
         let started = Instant::now();
-        let region = {
+        let pool = {
             let mut state = shared.state.lock();
             let link = state.link.as_mut()?;
             // While this task polls, the agent need not ring: we look at the tail.
@@ -506,19 +506,17 @@ impl AgentCompletion {
         let deadline = Instant::now() + self.reap_for;
         let mut results = None;
         loop {
-            if shared.reap_now() > 0
-                && let Some(r) = self.try_take()
-            {
+            // Another reaper (or the completion thread) may have taken ours: look anyway.
+            shared.reap_now();
+            if let Some(r) = self.try_take() {
                 results = Some(r);
                 break;
             }
-            let head = region.region().atomic_u32(ring::off::CQ_HEAD).load(Ordering::Relaxed);
-            if !spin_until(
-                region.region(),
-                ring::off::CQ_TAIL,
-                head,
-                deadline.saturating_duration_since(Instant::now()),
-            ) {
+            // Bounded by the deadline even if the tail moves with nothing to reap (an
+            // impossible tail is left for the end of the socket to settle).
+            let left = deadline.saturating_duration_since(Instant::now());
+            let head = pool.region().atomic_u32(ring::off::CQ_HEAD).load(Ordering::Relaxed);
+            if left.is_zero() || !spin_until(pool.region(), ring::off::CQ_TAIL, head, left) {
                 break;
             }
         }
@@ -637,16 +635,24 @@ impl Link {
         }
     }
 
+    /// Whether the agent published a completion tail it could not have produced (more
+    /// entries than the ring holds ahead of our head).
+    fn impossible_tail(&self) -> bool {
+        let tail = self.pool.region().atomic_u32(ring::off::CQ_TAIL).load(Ordering::Acquire);
+        tail.wrapping_sub(self.cq_head) > self.layout.cq_entries
+    }
+
     /// Takes every posted completion; returns the batches to complete.
     fn reap(&mut self, name: &str, metrics: &EngineMetrics) -> Vec<Reaped> {
-        let mut done = Vec::new();
         let region = self.pool.region();
         let tail = region.atomic_u32(ring::off::CQ_TAIL).load(Ordering::Acquire);
-        if tail == self.cq_head || tail.wrapping_sub(self.cq_head) > self.layout.cq_entries {
-            // Nothing new, or a tail the agent could not have produced (treated as a
-            // crash: its socket is about to close).
-            return done;
+        let posted = tail.wrapping_sub(self.cq_head);
+        if posted == 0 || posted > self.layout.cq_entries {
+            // Nothing new, or a tail the agent could not have produced (the completion
+            // thread detaches on seeing it).
+            return Vec::new();
         }
+        let mut done = Vec::with_capacity(posted as usize);
         while self.cq_head != tail {
             let mut raw = [0u8; ring::CQE_LEN];
             region.read(self.layout.cqe_at(self.cq_head), &mut raw).expect("slot inside the ring");
@@ -808,16 +814,28 @@ fn completion_loop(shared: &Shared) {
         }
         // Monotonic clock, as on the submission path: this section does not block.
         let started = Instant::now();
-        let (done, fd) = {
+        let (done, fd, broken) = {
             let mut state = shared.state.lock();
             let Some(link) = state.link.as_mut() else { continue };
             let done = link.reap(&shared.name, &shared.metrics);
+            let broken = done.is_empty() && link.impossible_tail();
             // Nothing to take: ask for a doorbell, look once more, then sleep. No polling
             // here: small batches are polled for by the tasks awaiting them, and large
             // ones take far longer than a doorbell.
-            let fd = if done.is_empty() { (!shared.arm_doorbell(link)).then(|| link.stream.as_raw_fd()) } else { None };
-            (done, fd)
+            let fd = if done.is_empty() && !broken {
+                (!shared.arm_doorbell(link)).then(|| link.stream.as_raw_fd())
+            } else {
+                None
+            };
+            (done, fd, broken)
         };
+        if broken {
+            // Nothing could ever be reaped again: drop the link (its jobs rerun on the
+            // CPU, the agent sees the socket close) and attach afresh later.
+            tracing::warn!(engine = shared.name, "offload agent wrote an impossible completion tail; detaching");
+            detach(shared);
+            continue;
+        }
         if !done.is_empty() {
             let count = done.len() as u64;
             let mut ops = Vec::with_capacity(done.len());
