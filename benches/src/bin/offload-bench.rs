@@ -9,7 +9,8 @@
 //! the agent with inputs in its shared region, as the store's segment buffers are, and
 //! with inputs copied in; the router with its spot checks); the size sweep with the
 //! router (agent from the thresholds below, inputs copied in) against inline; host CPU
-//! per offloaded job; ring round-trip latency; the idle agent's CPU. Medians over RUNS.
+//! per offloaded job; ring round-trip latency; the store's own ingest of 1 GiB, inline
+//! and with the agent; the idle agent's CPU. Medians over RUNS.
 
 use bytes::Bytes;
 use hw_offload::agent::{AgentConfig, AgentEngine};
@@ -114,6 +115,28 @@ async fn run(engine: &dyn Engine, data: &[Bytes], batch: usize) -> Cost {
         thread_ns: thread_cpu_ns() - thread,
         completion_thread_ns: threads_cpu_ns(COMPLETION_THREAD) - completion_thread,
         completion_thread_sleeps: threads_sleeps(COMPLETION_THREAD) - sleeps,
+        wall: started.elapsed(),
+    }
+}
+
+/// Puts `body` as one object into a fresh store at `dir` on `offload`; host CPU and wall
+/// time of the put alone.
+async fn ingest(offload: &hw_offload::Offload, dir: std::path::PathBuf, body: &[Bytes]) -> Cost {
+    let store = store::Store::open(store::StoreConfig::new(dir), offload.clone()).await.expect("open the store");
+    store.create_bucket("b", "bench").await.expect("create the bucket");
+    let pieces = futures::stream::iter(body.iter().cloned().map(Ok::<Bytes, std::io::Error>));
+    let started = Instant::now();
+    let process = process_cpu_ns();
+    let thread = thread_cpu_ns();
+    store
+        .put_object("b", "o", store::ObjectMeta::default(), pieces, &store::PutOptions::default())
+        .await
+        .expect("put the object");
+    Cost {
+        process_ns: process_cpu_ns() - process,
+        thread_ns: thread_cpu_ns() - thread,
+        completion_thread_ns: 0,
+        completion_thread_sleeps: 0,
         wall: started.elapsed(),
     }
 }
@@ -285,7 +308,42 @@ async fn main() {
         median(wakes)
     );
 
-    // 5. Idle agent CPU over 10 s, attached.
+    // 5. The store's own ingest (the S3 PUT path: FastCDC, MD5, BLAKE3 + zstd-1, packs)
+    // of the same GiB arriving in 64 KiB body pieces: inline against the router with
+    // the agent, whose segment buffers are in the shared region. A fresh store per run,
+    // so every run writes every chunk.
+    let body: Vec<Bytes> =
+        gib.iter().flat_map(|c| (0..16).map(move |i| c.slice(i * (64 << 10)..(i + 1) * (64 << 10)))).collect();
+    let routed = hw_offload::Offload::routed(Router::new(
+        cpu.clone(),
+        vec![Route::new(agent.clone(), 64 << 10).with_threshold(OpKind::Boundaries, u64::MAX)],
+        RouterConfig::default(),
+    ));
+    let (mut inline_ms, mut inline_mibs, mut routed_ms, mut routed_mibs, mut copied) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    // The router's probation (its first 64 jobs all checked) is spent on a warm-up put.
+    ingest(&routed, dir.path().join("warm-up"), &body[..1024]).await;
+    for run in 0..runs {
+        let cost = ingest(&hw_offload::Offload::cpu(1), dir.path().join(format!("inline-{run}")), &body).await;
+        inline_ms.push(cost.process_ns as f64 / 1e6);
+        inline_mibs.push(1024.0 / cost.wall.as_secs_f64());
+        let before = agent.bytes_copied_in();
+        let cost = ingest(&routed, dir.path().join(format!("routed-{run}")), &body).await;
+        routed_ms.push(cost.process_ns as f64 / 1e6);
+        routed_mibs.push(1024.0 / cost.wall.as_secs_f64());
+        copied.push((agent.bytes_copied_in() - before) as f64 / MIB as f64);
+    }
+    println!(
+        "\nstore ingest of 1 GiB: inline {:.0} ms/GiB host CPU, {:.0} MiB/s; router with the agent {:.0} ms/GiB, \
+         {:.0} MiB/s, {:.1} MiB copied into the region",
+        median(inline_ms),
+        median(inline_mibs),
+        median(routed_ms),
+        median(routed_mibs),
+        median(copied)
+    );
+
+    // 6. Idle agent CPU over 10 s, attached.
     let pid = agent_process.id();
     let before = proc_cpu_ns(pid);
     std::thread::sleep(Duration::from_secs(10));
