@@ -121,7 +121,7 @@ pub struct RawOffload {
     /// Size thresholds written by `clusster offload bench`; relative to the data dir.
     /// A missing file means the built-in thresholds.
     pub thresholds_file: PathBuf,
-    /// One offloaded job in this many is recomputed on the CPU (0: none after probation).
+    /// One offloaded job in this many is checked on the CPU (0: none after probation).
     pub spot_check_one_in: u64,
     /// Jobs checked one by one each time an engine is (re)enabled.
     pub probation_jobs: u64,
