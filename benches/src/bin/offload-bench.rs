@@ -169,14 +169,16 @@ async fn main() {
     pin(host_core);
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("agent.sock");
-    let mut agent_process = Command::new(&args[1])
-        .args(["offload-agent", "--socket", socket.to_str().unwrap(), "--cores", agent_core])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start clusster offload-agent");
+    let mut agent_process = KillOnDrop(
+        Command::new(&args[1])
+            .args(["offload-agent", "--socket", socket.to_str().unwrap(), "--cores", agent_core])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start clusster offload-agent"),
+    );
     let mut line = String::new();
-    BufReader::new(agent_process.stdout.take().unwrap()).read_line(&mut line).expect("agent ready line");
+    BufReader::new(agent_process.0.stdout.take().unwrap()).read_line(&mut line).expect("agent ready line");
     let mut config = AgentConfig::new(&socket);
     // Room for the whole GiB of inputs as buffers (at most 3/4 of the data area) plus
     // the outputs of the jobs in flight.
@@ -344,11 +346,21 @@ async fn main() {
     );
 
     // 6. Idle agent CPU over 10 s, attached.
-    let pid = agent_process.id();
+    let pid = agent_process.0.id();
     let before = proc_cpu_ns(pid);
     std::thread::sleep(Duration::from_secs(10));
     let idle = proc_cpu_ns(pid) - before;
     println!("idle agent: {:.3} % of a core over 10 s", idle as f64 / 1e10 * 100.0);
-    let _ = agent_process.kill();
-    let _ = agent_process.wait();
+    drop(agent_process);
+}
+
+/// The agent process, killed however the bench ends (a panic would otherwise leave it
+/// running, holding its shared region and the bench's stderr).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
