@@ -260,6 +260,25 @@ mod tests {
     }
 
     #[test]
+    fn a_buffer_that_outgrows_a_full_region_moves_to_the_heap_intact() {
+        let pool = pool(1 << 20);
+        let data_len = (1 << 20) - 4096;
+        let mut buffer = crate::JobBuffer::shared(pool.buffer(4096).unwrap());
+        buffer.extend_from_slice(&[7u8; 3000]);
+        // The rest of the buffers' share (3/4 of the area) is taken: growing cannot stay
+        // shared.
+        let hog = pool.buffer(data_len / 4 * 3 - 4096).unwrap();
+        buffer.extend_from_slice(&[9u8; 3000]);
+        assert!(!buffer.is_shared());
+        let bytes = buffer.freeze();
+        assert_eq!(bytes.len(), 6000);
+        assert!(bytes[..3000].iter().all(|&b| b == 7) && bytes[3000..].iter().all(|&b| b == 9));
+        assert_eq!(pool.data_offset_of(&bytes), None);
+        drop(hog);
+        assert!(pool.alloc(data_len).is_some(), "the first range was given back when the buffer moved");
+    }
+
+    #[test]
     fn buffers_leave_a_share_for_jobs_and_retired_pools_lend_nothing() {
         let pool = pool(1 << 20);
         let data_len = (1 << 20) - 4096;
