@@ -1,5 +1,6 @@
 //! The engine API: submit a batch of jobs, await their completions.
 
+use crate::buffer::JobBuffer;
 use crate::job::{Job, JobError, JobOutput};
 use crate::metrics::EngineMetrics;
 use std::future::Future;
@@ -30,6 +31,15 @@ pub trait Engine: Send + Sync + 'static {
     /// asks on every submission.
     fn available(&self) -> bool {
         true
+    }
+
+    /// A buffer of `len` bytes in memory this engine reads without copying (shared
+    /// memory, DMA-able memory), or `None` if it has none to give now. Jobs over bytes
+    /// from such a buffer skip the copy into the engine; every other engine still
+    /// accepts them like any other bytes.
+    fn buffer(&self, len: usize) -> Option<JobBuffer> {
+        let _ = len;
+        None
     }
 
     /// The engines behind this one (a router's), for metrics export; empty for a leaf.
@@ -96,6 +106,14 @@ impl Offload {
     /// The portable default: a CPU pool of `threads` workers (0 = one per core).
     pub fn cpu(threads: usize) -> Self {
         Self::new(Arc::new(crate::CpuEngine::new(threads)))
+    }
+
+    /// A buffer of `len` bytes to fill with data that jobs will run over: in the offload
+    /// engine's shared memory when one is attached (so jobs need no copy), on the heap
+    /// otherwise. The bytes stay valid as long as anything references them, whatever
+    /// happens to the engine.
+    pub fn buffer(&self, len: usize) -> JobBuffer {
+        self.engine.buffer(len).unwrap_or_else(|| JobBuffer::heap(len))
     }
 
     /// Submits a batch.

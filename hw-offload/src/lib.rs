@@ -11,6 +11,7 @@
 //! - [`kernels`]: the byte-crunching functions (for engines and benchmarks only);
 //! - [`job`]: jobs, steps, outputs and errors, the engine-neutral description of work;
 //! - [`engine`]: the [`Engine`] trait and the [`Offload`] handle the store calls;
+//! - [`buffer`]: [`JobBuffer`], memory an engine reads without a copy (or the heap);
 //! - [`cpu`]: the CPU engine;
 //! - [`router`]: picks an engine per job, falls back to the CPU, spot-checks results;
 //! - [`agent`]: the offload agent (another process, on other cores or a DPU) and the
@@ -32,6 +33,7 @@
 //! ```
 
 pub mod agent;
+pub mod buffer;
 pub mod cpu;
 pub mod engine;
 pub mod fault;
@@ -41,6 +43,7 @@ pub mod metrics;
 pub mod router;
 
 pub use agent::{AgentConfig, AgentEngine};
+pub use buffer::JobBuffer;
 pub use cpu::CpuEngine;
 pub use engine::{Completion, Engine, Offload};
 pub use fault::{Fault, FaultEngine};

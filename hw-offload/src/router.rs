@@ -3,10 +3,16 @@
 //! reruns on the CPU whatever an engine could not do (busy, past the deadline, failed).
 //!
 //! Trust: offloaded results are spot-checked on the CPU (every job while an engine is on
-//! probation after being enabled, then one in `spot_check_one_in`). A result that differs
-//! disables the engine for good and the whole batch is answered from the CPU, so a wrong
-//! chunk id never reaches the store from a checked batch.
+//! probation after being enabled, then one in `spot_check_one_in`). A result that is
+//! wrong disables the engine for good and the whole batch is answered from the CPU, so a
+//! wrong chunk id never reaches the store from a checked batch.
+//!
+//! A check verifies the answer rather than redoing the job where it can, because that is
+//! cheaper: for hash and compress, the CPU decodes the engine's payload, hashes what it
+//! decodes and compares it with the input (decoding costs a fraction of compressing).
+//! Other chains are recomputed and compared.
 
+use crate::buffer::JobBuffer;
 use crate::engine::{Completion, Engine};
 use crate::job::{Job, JobError, JobOutput, Step};
 use crate::metrics::{EngineMetrics, OpKind};
@@ -19,8 +25,9 @@ use std::time::{Duration, Instant};
 /// How the router treats offload engines.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    /// After the probation, one offloaded job in this many is recomputed on the CPU
-    /// (0: never). Each check costs the job's CPU time, so this trades host CPU for trust.
+    /// After the probation, one offloaded job in this many is checked on the CPU
+    /// (0: never). A check costs a good part of the job's CPU time (decoding and hashing
+    /// its output, or redoing it), so this trades host CPU for trust.
     pub spot_check_one_in: u64,
     /// Jobs checked one by one after an engine is first used or comes back.
     pub probation_jobs: u64,
@@ -33,7 +40,8 @@ pub struct RouterConfig {
 impl Default for RouterConfig {
     fn default() -> Self {
         Self {
-            // One in 1024: about 1 ms of host CPU per GiB for BLAKE3 + zstd checks.
+            // One in 1024: about 2 ms of host CPU per GiB for BLAKE3 + zstd checks on the
+            // reference VM (benches/RESULTS.md).
             spot_check_one_in: 1024,
             probation_jobs: 64,
             disable_for: Duration::from_secs(5),
@@ -247,6 +255,16 @@ impl Engine for Router {
         &self.metrics
     }
 
+    /// Shared memory of the first engine that would take jobs now, so that jobs over the
+    /// buffer skip the copy there; the heap when no such engine is up.
+    fn buffer(&self, len: usize) -> Option<JobBuffer> {
+        let now = Instant::now();
+        self.routes
+            .iter()
+            .filter(|r| r.usable(now, self.config.probation_jobs))
+            .find_map(|r| r.route.engine.buffer(len))
+    }
+
     fn children(&self) -> Vec<Arc<dyn Engine>> {
         std::iter::once(self.cpu.clone()).chain(self.routes.iter().map(|r| r.route.engine.clone())).collect()
     }
@@ -303,24 +321,31 @@ async fn finish_part(
             None => redo.push(i),
         }
     }
-    let mut rerun: Vec<usize> = redo.iter().chain(&compare).copied().collect();
-    rerun.sort_unstable();
-    if rerun.is_empty() {
+    if redo.is_empty() && compare.is_empty() {
         return answers.into_iter().map(|a| a.expect("present")).collect();
     }
     for &i in &redo {
         engine.metrics().record_fallback(main_op(&part.originals[i]));
     }
-    let cpu_answers = cpu.submit(rerun.iter().map(|&i| part.originals[i].clone()).collect()).await;
+    // One CPU batch: the jobs to redo, then one check per answer to compare.
+    let (checks, check_jobs): (Vec<Check>, Vec<Job>) =
+        compare.iter().map(|&i| Check::plan(&part.originals[i], answers[i].as_ref().expect("present"))).unzip();
+    let cpu_jobs = redo.iter().map(|&i| part.originals[i].clone()).chain(check_jobs).collect();
+    let mut cpu_answers = cpu.submit(cpu_jobs).await.into_iter();
+    for &i in &redo {
+        answers[i] = Some(cpu_answers.next().unwrap_or_else(|| Err(JobError::EngineGone(cpu.name().to_owned()))));
+    }
     let mut wrong = None;
-    for (&i, cpu_answer) in rerun.iter().zip(cpu_answers) {
-        if compare.contains(&i) {
-            let engine_answer = answers[i].as_ref().expect("present");
-            if let Err(reason) = agree(&part.originals[i], engine_answer, &cpu_answer, cpu).await {
+    for (check, &i) in checks.iter().zip(&compare) {
+        let cpu_answer = cpu_answers.next().unwrap_or_else(|| Err(JobError::EngineGone(cpu.name().to_owned())));
+        let engine_answer = answers[i].take().expect("present");
+        match check.judge(&part.originals[i], engine_answer, cpu_answer, cpu).await {
+            Ok(answer) => answers[i] = Some(answer),
+            Err(reason) => {
                 wrong = Some(reason);
+                break;
             }
         }
-        answers[i] = Some(cpu_answer);
     }
     if let Some(reason) = wrong {
         state.condemn(&reason);
@@ -329,6 +354,67 @@ async fn finish_part(
         return rerun_on_cpu(part, cpu, engine.metrics()).await;
     }
     answers.into_iter().map(|a| a.expect("present")).collect()
+}
+
+/// How one offloaded answer is checked on the CPU.
+enum Check {
+    /// The job is hash and/or compress over plain bytes and the engine succeeded: the
+    /// CPU decodes the engine's payload and hashes what it decodes, which must be the
+    /// input and (if asked for) the engine's chunk id.
+    Verify {
+        /// whether the chain asked for a chunk id
+        wants_id: bool,
+    },
+    /// Anything else: the CPU redoes the job and the answers must mean the same.
+    Recompute,
+}
+
+impl Check {
+    /// The check for `answer` to `job`, and the CPU job that settles it.
+    fn plan(job: &Job, answer: &Result<JobOutput, JobError>) -> (Self, Job) {
+        let hash_and_compress = job.codec == Codec::Raw
+            && !job.steps.is_empty()
+            && job.steps.iter().all(|s| matches!(s, Step::ChunkId | Step::Compress { .. }));
+        match (answer, u32::try_from(job.data.len())) {
+            (Ok(out), Ok(plain_len)) if hash_and_compress => {
+                let wants_id = job.steps.iter().any(|s| matches!(s, Step::ChunkId));
+                let decode = Job::encoded(
+                    out.data.clone(),
+                    out.codec,
+                    vec![Step::Decompress { codec: out.codec, plain_len }, Step::ChunkId],
+                );
+                (Self::Verify { wants_id }, decode)
+            }
+            _ => (Self::Recompute, job.clone()),
+        }
+    }
+
+    /// The answer to keep, or why the engine's answer is wrong.
+    async fn judge(
+        &self,
+        job: &Job,
+        engine_answer: Result<JobOutput, JobError>,
+        cpu_answer: Result<JobOutput, JobError>,
+        cpu: &Arc<dyn Engine>,
+    ) -> Result<Result<JobOutput, JobError>, String> {
+        let Self::Verify { wants_id } = *self else {
+            agree(job, &engine_answer, &cpu_answer, cpu).await?;
+            return Ok(cpu_answer);
+        };
+        let answer = engine_answer.map_err(|e| format!("engine answer changed under the check: {e}"))?;
+        let decoded = cpu_answer.map_err(|e| format!("{:?} output does not decode: {e}", answer.codec))?;
+        if !answer.cuts.is_empty() || !answer.sums.is_empty() || answer.digests.is_some() {
+            return Err("the engine returned results the chain did not ask for".into());
+        }
+        if decoded.data != job.data {
+            return Err(format!("{:?} output decodes to other bytes than the input", answer.codec));
+        }
+        let expected = if wants_id { decoded.chunk_id } else { None };
+        if answer.chunk_id != expected {
+            return Err(format!("chunk id {:?} where the CPU computes {expected:?}", answer.chunk_id));
+        }
+        Ok(Ok(answer))
+    }
 }
 
 async fn rerun_on_cpu(part: &Part, cpu: &Arc<dyn Engine>, metrics: &EngineMetrics) -> Results {

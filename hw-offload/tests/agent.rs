@@ -170,3 +170,100 @@ fn the_agent_refuses_out_of_bounds_entries_and_keeps_serving() {
     assert_eq!(cqes[4].status, status::OK);
     assert_eq!(cqes[4].digest, *blake3::hash(b"hello").as_bytes());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_over_shared_buffers_are_not_copied_and_results_outlive_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    start_agent(&dir.path().join("agent.sock"));
+    let agent = Arc::new(AgentEngine::start("agent", config(dir.path())).unwrap());
+    let offload = Offload::new(agent.clone());
+    let data = common::compressible(1 << 20, 7);
+    let mut buffer = offload.buffer(data.len() / 2);
+    assert!(buffer.is_shared(), "an attached agent lends shared memory");
+    buffer.extend_from_slice(&data[..1000]);
+    // Past the capacity: the buffer moves to a larger range and stays shared.
+    buffer.extend_from_slice(&data[1000..]);
+    assert!(buffer.is_shared());
+    let input = buffer.freeze();
+    assert_eq!(input, data);
+    let compress =
+        |bytes: bytes::Bytes| Job::new(bytes, vec![Step::ChunkId, Step::Compress { codec: Codec::Zstd, level: 1 }]);
+
+    let copied = agent.bytes_copied_in();
+    let out = offload.run(compress(input.slice(4096..))).await.unwrap();
+    assert_eq!(agent.bytes_copied_in(), copied, "a job over a shared buffer is submitted by offset");
+    assert_eq!(out.chunk_id, Some(ChunkId::of(&data[4096..])));
+    assert_eq!(out.codec, Codec::Zstd);
+    offload.run(compress(data.clone())).await.unwrap();
+    assert_eq!(agent.bytes_copied_in(), copied + data.len() as u64, "heap inputs are copied in");
+
+    // The engine goes away (and with it the link); what points into the region stays valid.
+    drop(offload);
+    drop(agent);
+    let cpu = Offload::cpu(1);
+    let plain = cpu
+        .run(Job::encoded(
+            out.data.clone(),
+            out.codec,
+            vec![
+                Step::Decompress { codec: out.codec, plain_len: (data.len() - 4096) as u32 },
+                Step::Verify(out.chunk_id.unwrap()),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(plain.data, data.slice(4096..));
+    assert_eq!(input, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_agent_buffers_are_plain_heap_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Arc::new(AgentEngine::start("agent", config(dir.path())).unwrap());
+    let router = Router::new(Arc::new(CpuEngine::new(1)), vec![Route::new(agent, 0)], RouterConfig::default());
+    let offload = Offload::routed(router);
+    let mut buffer = offload.buffer(100);
+    assert!(!buffer.is_shared());
+    buffer.extend_from_slice(b"plain");
+    let out = offload.run(Job::new(buffer.freeze(), vec![Step::ChunkId])).await.unwrap();
+    assert_eq!(out.chunk_id, Some(ChunkId::of(b"plain")));
+}
+
+#[test]
+fn an_agent_writing_an_impossible_completion_tail_is_detached_then_attached_afresh() {
+    use hw_offload::agent::ring;
+    use hw_offload::agent::shm::SharedRegion;
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    // A broken agent: accepts the region, then claims a million completions.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut hello = [0u8; 24];
+            stream.read_exact(&mut hello).unwrap();
+            let path_len = u32::from_le_bytes(hello[12..16].try_into().unwrap()) as usize;
+            let region_len = u64::from_le_bytes(hello[16..24].try_into().unwrap()) as usize;
+            let mut path = vec![0u8; path_len];
+            stream.read_exact(&mut path).unwrap();
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(String::from_utf8(path).unwrap());
+            let region = SharedRegion::map(&file.unwrap(), region_len).unwrap();
+            let mut ack = ring::ACK_MAGIC.to_vec();
+            ack.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
+            stream.write_all(&ack).unwrap();
+            region.atomic_u32(ring::off::CQ_TAIL).store(1 << 20, Ordering::Release);
+            stream.write_all(&[1]).unwrap();
+            held.push((stream, region));
+        }
+    });
+    let agent = AgentEngine::start("agent", config(dir.path())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.attachments() < 2 {
+        assert!(Instant::now() < deadline, "not detached and attached again");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

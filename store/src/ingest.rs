@@ -12,15 +12,18 @@ use crate::error::StoreError;
 use crate::frame;
 use crate::meta::{cf, keys, values::ChunkLoc, values::ChunkRef, values::PackRecord};
 use crate::metrics::StoreMetrics;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::FuturesOrdered;
 use futures::{Stream, StreamExt};
-use hw_offload::{ChecksumAlgo, ChunkId, Codec, Completion, Digests, Job, Offload, Step, StreamDigests};
+use hw_offload::{ChecksumAlgo, ChunkId, Codec, Completion, Digests, Job, JobBuffer, Offload, Step, StreamDigests};
 use std::collections::HashSet;
 use std::pin::pin;
 
 /// Bytes cut per boundaries job; the carry-over is at most one chunk.
 const SEGMENT_BYTES: usize = 2 << 20;
+/// Room in a segment buffer: the segment plus one body piece that overshoots it (pieces
+/// are usually far smaller; a larger one makes the buffer grow, which moves it).
+const SEGMENT_BUFFER_BYTES: usize = SEGMENT_BYTES + (1 << 20);
 /// Chunk jobs in flight per writer: enough to keep every engine thread busy while the
 /// writer awaits pack I/O, bounded so a fast client cannot queue the whole object.
 const CHUNK_JOBS_IN_FLIGHT: usize = 32;
@@ -186,7 +189,9 @@ impl Store {
         let mut manifest: Vec<ChunkRef> = Vec::new();
         let mut seen: HashSet<ChunkId> = HashSet::new();
         let mut jobs: FuturesOrdered<ChunkJob> = FuturesOrdered::new();
-        let mut carry = BytesMut::new();
+        // Segments are filled in memory the offload engine reads without a copy (its
+        // shared region, when an agent is attached), so chunk jobs are passed by offset.
+        let mut carry = offload.buffer(SEGMENT_BUFFER_BYTES);
         let mut size = 0u64;
         let mut eof = false;
         let mut first = true;
@@ -207,7 +212,8 @@ impl Store {
                     None => eof = true,
                 }
             }
-            let segment = carry.split().freeze();
+            let next = if eof { JobBuffer::heap(0) } else { offload.buffer(SEGMENT_BUFFER_BYTES) };
+            let segment = std::mem::replace(&mut carry, next).freeze();
             digests.feed(segment.slice(carried..)).await?;
             if first && eof && segment.len() <= inline_max {
                 let digests = digests.finish().await?;

@@ -121,7 +121,7 @@ pub struct RawOffload {
     /// Size thresholds written by `clusster offload bench`; relative to the data dir.
     /// A missing file means the built-in thresholds.
     pub thresholds_file: PathBuf,
-    /// One offloaded job in this many is recomputed on the CPU (0: none after probation).
+    /// One offloaded job in this many is checked on the CPU (0: none after probation).
     pub spot_check_one_in: u64,
     /// Jobs checked one by one each time an engine is (re)enabled.
     pub probation_jobs: u64,
@@ -345,13 +345,14 @@ engines = []
 agent_socket = "{agent_socket}"
 # Cores `clusster offload-agent --config` pins itself to, e.g. [1]; [] = unpinned.
 agent_cores = []
-# Memory shared with the agent (rings and job data), MiB.
+# Memory shared with the agent (rings, job data, and the ingest buffers jobs read
+# without a copy: a few 3 MiB buffers per ingest running at once), MiB.
 agent_region_mib = {region}
 # Size thresholds written by `clusster offload bench` (relative: under the data dir);
 # without the file, jobs from 64 KiB go to the agent.
 thresholds_file = "{thresholds}"
 # After the first {probation} jobs (all checked), one offloaded job in this many is
-# recomputed on the CPU; a wrong result disables the engine until restart.
+# checked on the CPU; a wrong result disables the engine until restart.
 spot_check_one_in = {spot}
 probation_jobs = {probation}
 # An engine that has not answered within this many ms is bypassed; a failing one is

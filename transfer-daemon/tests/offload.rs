@@ -127,6 +127,9 @@ async fn killing_the_agent_mid_ingest_loses_nothing_and_it_is_reattached() {
     let before_kill = agent.metrics().op(OpKind::Compress).jobs;
     assert!(before_kill > 0, "the agent did work before it was killed");
     assert!(!agent.is_attached());
+    // The store fills its segments in the shared region, so chunk jobs go by offset.
+    let copied = agent.bytes_copied_in();
+    assert!(copied < (32 * MIB) as u64, "{copied} bytes copied into the region for a 256 MiB zero-copy ingest");
 
     let inline_etag = put(&inline, "big", blocks, |_| {}).await;
     assert_eq!(etag, inline_etag);
@@ -163,6 +166,10 @@ async fn killing_the_agent_mid_ingest_loses_nothing_and_it_is_reattached() {
     let etag = put(&offloaded, "again", 64, |_| {}).await;
     assert_eq!(etag, put(&inline, "again", 64, |_| {}).await);
     assert!(agent.metrics().op(OpKind::Compress).jobs > before, "jobs go to the re-attached agent");
+    assert!(
+        agent.bytes_copied_in() - copied < (16 * MIB) as u64,
+        "segments come from the new region after the re-attachment"
+    );
 }
 
 #[test]

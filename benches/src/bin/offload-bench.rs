@@ -5,15 +5,19 @@
 //!
 //! usage: offload-bench CLUSSTER_BIN HOST_CORE AGENT_CORE RUNS
 //!
-//! Prints markdown rows: host CPU per GiB for BLAKE3 + zstd on 1 MiB chunks; the size
-//! sweep with the router (agent from the thresholds below) against inline; host CPU per
-//! offloaded job; ring round-trip latency; the idle agent's CPU. Medians over RUNS.
+//! Prints markdown rows: host CPU per GiB for BLAKE3 + zstd on 1 MiB chunks (inline;
+//! the agent with inputs in its shared region, as the store's segment buffers are, and
+//! with inputs copied in; the router with its spot checks); the size sweep with the
+//! router (agent from the thresholds below, inputs copied in) against inline; host CPU
+//! per offloaded job; ring round-trip latency; the store's own ingest of 1 GiB, inline
+//! and with the agent; the idle agent's CPU. Medians over RUNS.
 
 use bytes::Bytes;
 use hw_offload::agent::{AgentConfig, AgentEngine};
 use hw_offload::{
     Codec, CpuEngine, Engine, Job, OpKind, Route, Router, RouterConfig, Step, process_cpu_ns, thread_cpu_ns,
 };
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -48,8 +52,41 @@ fn job(data: &Bytes) -> Job {
 struct Cost {
     process_ns: u64,
     thread_ns: u64,
+    completion_thread_ns: u64,
+    completion_thread_sleeps: u64,
     wall: Duration,
 }
+
+/// CPU time (ns) of this process's threads whose name starts with `prefix`, from
+/// `/proc/self/task/*/schedstat` (nanosecond resolution, unlike `stat`'s ticks).
+fn threads_cpu_ns(prefix: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .flatten()
+        .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)))
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()))
+        .sum()
+}
+
+/// Voluntary context switches (sleeps) of this process's threads named `prefix...`.
+fn threads_sleeps(prefix: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .flatten()
+        .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)))
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// The agent engine's completion thread (named `offload-agent-cq`, cut to 15 bytes).
+const COMPLETION_THREAD: &str = "offload-agent-c";
 
 /// Runs every job of `data` through `engine`, `batch` jobs per submission and two
 /// submissions in flight (as the store's ingest keeps jobs in flight).
@@ -57,6 +94,8 @@ async fn run(engine: &dyn Engine, data: &[Bytes], batch: usize) -> Cost {
     let started = Instant::now();
     let process = process_cpu_ns();
     let thread = thread_cpu_ns();
+    let completion_thread = threads_cpu_ns(COMPLETION_THREAD);
+    let sleeps = threads_sleeps(COMPLETION_THREAD);
     let mut pending = std::collections::VecDeque::new();
     for group in data.chunks(batch) {
         pending.push_back(engine.submit(group.iter().map(job).collect()));
@@ -71,7 +110,35 @@ async fn run(engine: &dyn Engine, data: &[Bytes], batch: usize) -> Cost {
             r.expect("job");
         }
     }
-    Cost { process_ns: process_cpu_ns() - process, thread_ns: thread_cpu_ns() - thread, wall: started.elapsed() }
+    Cost {
+        process_ns: process_cpu_ns() - process,
+        thread_ns: thread_cpu_ns() - thread,
+        completion_thread_ns: threads_cpu_ns(COMPLETION_THREAD) - completion_thread,
+        completion_thread_sleeps: threads_sleeps(COMPLETION_THREAD) - sleeps,
+        wall: started.elapsed(),
+    }
+}
+
+/// Puts `body` as one object into a fresh store at `dir` on `offload`; host CPU and wall
+/// time of the put alone.
+async fn ingest(offload: &hw_offload::Offload, dir: std::path::PathBuf, body: &[Bytes]) -> Cost {
+    let store = store::Store::open(store::StoreConfig::new(dir), offload.clone()).await.expect("open the store");
+    store.create_bucket("b", "bench").await.expect("create the bucket");
+    let pieces = futures::stream::iter(body.iter().cloned().map(Ok::<Bytes, std::io::Error>));
+    let started = Instant::now();
+    let process = process_cpu_ns();
+    let thread = thread_cpu_ns();
+    store
+        .put_object("b", "o", store::ObjectMeta::default(), pieces, &store::PutOptions::default())
+        .await
+        .expect("put the object");
+    Cost {
+        process_ns: process_cpu_ns() - process,
+        thread_ns: thread_cpu_ns() - thread,
+        completion_thread_ns: 0,
+        completion_thread_sleeps: 0,
+        wall: started.elapsed(),
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -102,54 +169,87 @@ async fn main() {
     pin(host_core);
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("agent.sock");
-    let mut agent_process = Command::new(&args[1])
-        .args(["offload-agent", "--socket", socket.to_str().unwrap(), "--cores", agent_core])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start clusster offload-agent");
+    let mut agent_process = KillOnDrop(
+        Command::new(&args[1])
+            .args(["offload-agent", "--socket", socket.to_str().unwrap(), "--cores", agent_core])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start clusster offload-agent"),
+    );
     let mut line = String::new();
-    BufReader::new(agent_process.stdout.take().unwrap()).read_line(&mut line).expect("agent ready line");
+    BufReader::new(agent_process.0.stdout.take().unwrap()).read_line(&mut line).expect("agent ready line");
     let mut config = AgentConfig::new(&socket);
-    config.region_bytes = 128 << 20;
+    // Room for the whole GiB of inputs as buffers (at most 3/4 of the data area) plus
+    // the outputs of the jobs in flight.
+    config.region_bytes = 1536 << 20;
     let agent = Arc::new(AgentEngine::start("agent", config).expect("attach"));
     assert!(agent.is_attached());
     let cpu = Arc::new(CpuEngine::new(1));
-
-    // 1. BLAKE3 + zstd on 1 GiB of 1 MiB chunks.
-    let gib: Vec<Bytes> = (0..1024).map(|i| chunk(MIB, i)).collect();
-    let (mut inline_ms, mut inline_mibs, mut agent_ms, mut agent_thread_ms, mut agent_mibs) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    for _ in 0..runs {
-        let c = run(cpu.as_ref(), &gib, 16).await;
-        inline_ms.push(c.process_ns as f64 / 1e6);
-        inline_mibs.push(1024.0 / c.wall.as_secs_f64());
-        let a = run(agent.as_ref(), &gib, 16).await;
-        agent_ms.push(a.process_ns as f64 / 1e6);
-        agent_thread_ms.push(a.thread_ns as f64 / 1e6);
-        agent_mibs.push(1024.0 / a.wall.as_secs_f64());
-    }
-    println!("| BLAKE3 + zstd-1, 1 MiB chunks, 1 GiB | host CPU ms/GiB (process) | submitting thread ms/GiB | MiB/s |");
-    println!("| --- | --- | --- | --- |");
-    println!(
-        "| inline (CPU engine, 1 worker) | {:.0} | (worker thread) | {:.0} |",
-        median(inline_ms.clone()),
-        median(inline_mibs.clone())
-    );
-    println!(
-        "| agent on core {agent_core} | {:.0} | {:.1} | {:.0} ({:.2}x inline) |",
-        median(agent_ms),
-        median(agent_thread_ms),
-        median(agent_mibs.clone()),
-        median(agent_mibs) / median(inline_mibs)
-    );
-
-    // 2. Size sweep, router with the default agent threshold (64 KiB) against inline.
     let router = Router::new(
         cpu.clone(),
         vec![Route::new(agent.clone(), 64 << 10).with_threshold(OpKind::Boundaries, u64::MAX)],
         RouterConfig::default(),
     );
+
+    // 1. BLAKE3 + zstd on 1 GiB of 1 MiB chunks: on the heap for inline and the copying
+    // agent, in the agent's shared region (filled before the clock starts, as inline's
+    // data is ready before its clock starts) for zero-copy.
+    let gib: Vec<Bytes> = (0..1024).map(|i| chunk(MIB, i)).collect();
+    let shared: Vec<Bytes> = gib
+        .iter()
+        .map(|data| {
+            let mut buffer = agent.buffer(data.len()).expect("room in the shared region for the input");
+            buffer.extend_from_slice(data);
+            buffer.freeze()
+        })
+        .collect();
+    // The router's first jobs are all checked (probation): get past it before measuring,
+    // so the figures show the steady state (one job in 1,024 checked).
+    run(&router, &shared[..RouterConfig::default().probation_jobs as usize], 16).await;
+    let mut rows = std::collections::BTreeMap::<&str, [Vec<f64>; 5]>::new();
+    for _ in 0..runs {
+        for (name, engine, data) in [
+            ("inline", cpu.as_ref() as &dyn Engine, &gib),
+            ("agent, zero-copy", agent.as_ref(), &shared),
+            ("agent, copied in", agent.as_ref(), &gib),
+            ("router, zero-copy, spot checks", &router, &shared),
+        ] {
+            let c = run(engine, data, 16).await;
+            let row = rows.entry(name).or_default();
+            row[0].push(c.process_ns as f64 / 1e6);
+            row[1].push(c.thread_ns as f64 / 1e6);
+            row[2].push(c.completion_thread_ns as f64 / 1e6);
+            row[3].push(c.completion_thread_sleeps as f64);
+            row[4].push(1024.0 / c.wall.as_secs_f64());
+        }
+    }
+    let inline_mibs = median(rows["inline"][4].clone());
+    println!(
+        "| BLAKE3 + zstd-1, 1 MiB chunks, 1 GiB | host CPU ms/GiB (process) | submitting thread | completion thread \
+         | its sleeps | MiB/s |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (name, [process, thread, completion, sleeps, mibs]) in &rows {
+        let mut line = String::new();
+        let mibs = median(mibs.clone());
+        let _ = write!(
+            line,
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.0} | {mibs:.0}",
+            median(process.clone()),
+            median(thread.clone()),
+            median(completion.clone()),
+            median(sleeps.clone())
+        );
+        if *name != "inline" {
+            let _ = write!(line, " ({:.2}x inline)", mibs / inline_mibs);
+        }
+        println!("{line} |");
+    }
+    drop(shared);
+
+    // 2. Size sweep, router with the default agent threshold (64 KiB) against inline,
+    // inputs on the heap (copied into the region).
     println!("\n| job size | inline host CPU ns/job | router host CPU ns/job | ratio |");
     println!("| --- | --- | --- | --- |");
     let mut size = 512;
@@ -180,27 +280,87 @@ async fn main() {
     }
     println!("\nhost CPU per offloaded 512 B BLAKE3 job, batches of 32: {:.2} µs", median(per_job) / 1000.0);
 
-    // 4. Ring round trip: one 64 B job at a time.
+    // 4. Ring round trip: one 64 B job at a time, the awaiting task reaping it itself
+    // unless the agent takes longer than its polling window.
     let tiny = chunk(64, 1);
-    let mut lat = Vec::with_capacity(20_000);
-    for _ in 0..20_000 {
-        let t = Instant::now();
-        agent.submit(vec![Job::new(tiny.clone(), vec![Step::ChunkId])]).await.pop().unwrap().expect("job");
-        lat.push(t.elapsed().as_nanos() as f64);
+    let (mut p50, mut p99, mut over, mut cpu_per_trip, mut wakes) = (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        let mut lat = Vec::with_capacity(20_000);
+        let process = process_cpu_ns();
+        let sleeps = threads_sleeps(COMPLETION_THREAD);
+        for _ in 0..20_000 {
+            let t = Instant::now();
+            agent.submit(vec![Job::new(tiny.clone(), vec![Step::ChunkId])]).await.pop().unwrap().expect("job");
+            lat.push(t.elapsed().as_nanos() as f64);
+        }
+        cpu_per_trip.push((process_cpu_ns() - process) as f64 / lat.len() as f64);
+        wakes.push((threads_sleeps(COMPLETION_THREAD) - sleeps) as f64);
+        lat.sort_by(f64::total_cmp);
+        p50.push(lat[lat.len() / 2]);
+        p99.push(lat[lat.len() * 99 / 100]);
+        over.push(lat.iter().filter(|&&ns| ns > 5_000.0).count() as f64 / lat.len() as f64 * 100.0);
     }
-    lat.sort_by(f64::total_cmp);
     println!(
-        "ring round trip, one 64 B job at a time: p50 {:.1} µs, p99 {:.1} µs",
-        lat[lat.len() / 2] / 1000.0,
-        lat[lat.len() * 99 / 100] / 1000.0
+        "ring round trip, one 64 B job at a time: p50 {:.1} µs, p99 {:.1} µs, {:.2} % over 5 µs, \
+         host CPU {:.2} µs per round trip, completion thread woken {:.0} times per 20,000",
+        median(p50) / 1000.0,
+        median(p99) / 1000.0,
+        median(over),
+        median(cpu_per_trip) / 1000.0,
+        median(wakes)
     );
 
-    // 5. Idle agent CPU over 10 s, attached.
-    let pid = agent_process.id();
+    // 5. The store's own ingest (the S3 PUT path: FastCDC, MD5, BLAKE3 + zstd-1, packs)
+    // of the same GiB arriving in 64 KiB body pieces: inline against the router with
+    // the agent, whose segment buffers are in the shared region. A fresh store per run,
+    // so every run writes every chunk.
+    let body: Vec<Bytes> =
+        gib.iter().flat_map(|c| (0..16).map(move |i| c.slice(i * (64 << 10)..(i + 1) * (64 << 10)))).collect();
+    let routed = hw_offload::Offload::routed(Router::new(
+        cpu.clone(),
+        vec![Route::new(agent.clone(), 64 << 10).with_threshold(OpKind::Boundaries, u64::MAX)],
+        RouterConfig::default(),
+    ));
+    let (mut inline_ms, mut inline_mibs, mut routed_ms, mut routed_mibs, mut copied) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    // The router's probation (its first 64 jobs all checked) is spent on a warm-up put.
+    ingest(&routed, dir.path().join("warm-up"), &body[..1024]).await;
+    for run in 0..runs {
+        let cost = ingest(&hw_offload::Offload::cpu(1), dir.path().join(format!("inline-{run}")), &body).await;
+        inline_ms.push(cost.process_ns as f64 / 1e6);
+        inline_mibs.push(1024.0 / cost.wall.as_secs_f64());
+        let before = agent.bytes_copied_in();
+        let cost = ingest(&routed, dir.path().join(format!("routed-{run}")), &body).await;
+        routed_ms.push(cost.process_ns as f64 / 1e6);
+        routed_mibs.push(1024.0 / cost.wall.as_secs_f64());
+        copied.push((agent.bytes_copied_in() - before) as f64 / MIB as f64);
+    }
+    println!(
+        "\nstore ingest of 1 GiB: inline {:.0} ms/GiB host CPU, {:.0} MiB/s; router with the agent {:.0} ms/GiB, \
+         {:.0} MiB/s, {:.1} MiB copied into the region",
+        median(inline_ms),
+        median(inline_mibs),
+        median(routed_ms),
+        median(routed_mibs),
+        median(copied)
+    );
+
+    // 6. Idle agent CPU over 10 s, attached.
+    let pid = agent_process.0.id();
     let before = proc_cpu_ns(pid);
     std::thread::sleep(Duration::from_secs(10));
     let idle = proc_cpu_ns(pid) - before;
     println!("idle agent: {:.3} % of a core over 10 s", idle as f64 / 1e10 * 100.0);
-    let _ = agent_process.kill();
-    let _ = agent_process.wait();
+    drop(agent_process);
+}
+
+/// The agent process, killed however the bench ends (a panic would otherwise leave it
+/// running, holding its shared region and the bench's stderr).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -4,10 +4,12 @@
 //!
 //! - [`shm`]: the mapping (the only `unsafe` code);
 //! - [`ring`]: region layout, submission and completion entries;
+//! - `pool`: the host's allocator over the data area, and the zero-copy slots it lends;
 //! - [`host`]: [`AgentEngine`], the engine the host's router sends jobs to;
 //! - [`server`]: the agent's serving loop.
 
 pub mod host;
+pub(crate) mod pool;
 pub mod ring;
 pub mod server;
 pub mod shm;

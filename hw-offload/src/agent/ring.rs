@@ -11,8 +11,10 @@ pub const REGION_MAGIC: [u8; 8] = *b"CLOFRGN\0";
 pub const HELLO_MAGIC: [u8; 8] = *b"CLOFHLO\0";
 /// Acknowledgement magic (agent to host).
 pub const ACK_MAGIC: [u8; 8] = *b"CLOFACK\0";
-/// Protocol version; a peer with another version is refused at the hello.
-pub const VERSION: u32 = 1;
+/// Protocol version; a peer with another version is refused at the hello. Version 2:
+/// input ranges are read-only for the agent, and output ranges are the host's once
+/// completed (zero-copy buffers); the layout is version 1's.
+pub const VERSION: u32 = 2;
 /// The header occupies the first page.
 pub const HEADER_LEN: u64 = 4096;
 /// Submission entry size.
@@ -343,7 +345,7 @@ impl Layout {
             || u32_at(off::SQE_SIZE) as usize != SQE_LEN
             || u32_at(off::CQE_SIZE) as usize != CQE_LEN
         {
-            return Err(LayoutError::Geometry("header or entry sizes differ from version 1".into()));
+            return Err(LayoutError::Geometry(format!("header or entry sizes differ from version {VERSION}")));
         }
         let layout = Self {
             region_len: u64_at(off::REGION_LEN),

@@ -1,9 +1,11 @@
 //! The one place with `unsafe`: mapping the shared region and touching it.
 //!
-//! The region is shared with another process that we do not trust, so nothing here
-//! hands out references into it except the ring words, which are atomics. Bytes are
-//! copied in and out through bounds-checked raw copies; who may touch which bytes when
-//! is the ring protocol's business (see `PROTOCOL.md`), not the compiler's.
+//! The region is shared with another process that we do not trust. The ring words are
+//! handed out as atomics and entries are copied in and out through bounds-checked raw
+//! copies. Data-area ranges are also lent out as `&[u8]` ([`SharedRegion::slice`]) so
+//! that job inputs and outputs need no copy (zero-copy buffers, `pool.rs`): the ring
+//! protocol gives the agent no right to write a range outside the jobs it holds, and the
+//! host lends a range only while no job of the agent may write it (see `PROTOCOL.md`).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -89,6 +91,40 @@ impl SharedRegion {
         assert!(offset.is_multiple_of(8) && offset + 8 <= self.len, "ring word {offset} outside the header");
         // SAFETY: as for `atomic_u32`.
         unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast::<u64>()) }
+    }
+
+    /// Where `bytes` starts in the region, if all of it lies inside the mapping.
+    pub fn offset_of(&self, bytes: &[u8]) -> Option<u64> {
+        let start = self.ptr.as_ptr() as usize;
+        let at = (bytes.as_ptr() as usize).checked_sub(start)?;
+        (at.checked_add(bytes.len())? <= self.len).then_some(at as u64)
+    }
+
+    /// The bytes at `offset`, lent without a copy.
+    ///
+    /// The caller must own the range under the ring protocol for as long as the slice
+    /// lives: the host's allocator lends a range to one buffer or job at a time, and the
+    /// agent may write only the output range of a job in flight, which the host never
+    /// lends out before that job's completion. A peer that breaks the protocol can change
+    /// these bytes under the reader, as with any file mapped `MAP_SHARED`; it can never
+    /// make the slice point outside the mapping.
+    pub fn slice(&self, offset: u64, len: u64) -> Result<&[u8], OutOfBounds> {
+        let at = self.check(offset, len)?;
+        // SAFETY: the range is inside the mapping (checked above), which lives as long as
+        // `self`; the ownership rule above is the protocol's (see the doc comment).
+        Ok(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(at), len as usize) })
+    }
+
+    /// Copies `len` bytes inside the region from `from` to `to` (ranges must not overlap).
+    pub fn copy_within(&self, from: u64, to: u64, len: u64) -> Result<(), OutOfBounds> {
+        let src = self.check(from, len)?;
+        let dst = self.check(to, len)?;
+        if src.max(dst) - src.min(dst) < len as usize {
+            return Err(OutOfBounds { offset: to, len, region: self.len as u64 });
+        }
+        // SAFETY: both ranges are inside the mapping and do not overlap (checked above).
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(src), self.ptr.as_ptr().add(dst), len as usize) };
+        Ok(())
     }
 
     /// Copies `dst.len()` bytes at `offset` out of the region.
