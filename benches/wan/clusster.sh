@@ -15,7 +15,8 @@
 # crosses linkem. Loading A is not measured. A's daemon is restarted after loading so that its
 # peak RSS (VmHWM) covers the transfers, not the S3 uploads.
 # Environment: CLUSSTER (the binary; default target/release/clusster), CLUSSTER_CC (bbr),
-# CLUSSTER_STREAMS (8), CLUSSTER_TIMEOUT (900 s per push).
+# CLUSSTER_STREAMS (8), CLUSSTER_CONNECTIONS (connections_per_peer; default: the daemon's),
+# CLUSSTER_TIMEOUT (900 s per push).
 
 CLUSSTER_CC=${CLUSSTER_CC:-bbr}
 CLUSSTER_STREAMS=${CLUSSTER_STREAMS:-8}
@@ -101,6 +102,9 @@ listen = "127.0.0.1:9470"
 congestion_controller = "$CLUSSTER_CC"
 streams_per_transfer = $CLUSSTER_STREAMS
 EOF
+  if [ -n "${CLUSSTER_CONNECTIONS:-}" ]; then
+    echo "connections_per_peer = $CLUSSTER_CONNECTIONS" >>"$CLU/$1.toml"
+  fi
 }
 
 clu_setup() { # PROFILE
