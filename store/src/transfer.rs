@@ -230,12 +230,14 @@ impl Store {
         let mut batch = self.meta.batch();
         let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
         let mut checked_buckets = BTreeSet::new();
-        for o in objects {
+        // The objects being replaced, in one batched lookup (under the key locks).
+        let okeys: Vec<_> = objects.iter().map(|o| keys::object_key(&o.bucket, &o.key)).collect();
+        let replaced = self.meta.get_many::<ObjectRecord, _>(cf::OBJECTS, &okeys)?;
+        for ((o, okey), old) in objects.into_iter().zip(okeys).zip(replaced) {
             if checked_buckets.insert(o.bucket.clone()) {
                 self.bucket(&o.bucket)?;
             }
-            let okey = keys::object_key(&o.bucket, &o.key);
-            if let Some(old) = self.meta.get::<ObjectRecord>(cf::OBJECTS, &okey)? {
+            if let Some(old) = old {
                 self.release_body(&mut batch, &old.body, &mut deltas)?;
             }
             let body = if o.chunks.is_empty() {
@@ -317,24 +319,26 @@ impl ChunkSink {
         let bytes = pack.seal().await?;
         let mut batch = self.store.meta.batch();
         batch.put(cf::PACKS, &keys::pack_key(pack_id), &PackRecord { bytes, created_ms: crate::now_ms() });
-        let mut held = Vec::with_capacity(self.unflushed.len());
         let mut seen = std::collections::HashSet::new();
-        for (id, loc) in self.unflushed.drain(..) {
-            if !seen.insert(id) {
-                continue;
-            }
-            let key = keys::chunk_key(&id);
+        let chunks: Vec<(ChunkId, ChunkLoc)> = self.unflushed.drain(..).filter(|(id, _)| seen.insert(*id)).collect();
+        // Three batched lookups for the whole group, not three per chunk.
+        let keys: Vec<_> = chunks.iter().map(|(id, _)| keys::chunk_key(id)).collect();
+        let markers: Vec<_> = chunks.iter().map(|(id, _)| keys::transfer_chunk_key(&self.transfer, id)).collect();
+        let indexed = self.store.meta.contains_many(cf::CHUNKS, &keys)?;
+        let quarantined = self.store.meta.contains_many(cf::QUARANTINE, &keys)?;
+        let marked = self.store.meta.contains_many(cf::TRANSFER_CHUNKS, &markers)?;
+        let mut held = Vec::with_capacity(chunks.len());
+        for (i, (id, loc)) in chunks.into_iter().enumerate() {
             // Another writer may have stored it meanwhile: keep its copy, ours is garbage.
-            if !self.store.meta.contains(cf::CHUNKS, &key)? {
-                batch.put(cf::CHUNKS, &key, &loc);
+            if !indexed[i] {
+                batch.put(cf::CHUNKS, &keys[i], &loc);
                 // Receiving a quarantined chunk is how a peer repairs it.
-                if self.store.meta.contains(cf::QUARANTINE, &key)? {
-                    batch.delete(cf::QUARANTINE, &key);
+                if quarantined[i] {
+                    batch.delete(cf::QUARANTINE, &keys[i]);
                 }
             }
-            let marker = keys::transfer_chunk_key(&self.transfer, &id);
-            if !self.store.meta.contains(cf::TRANSFER_CHUNKS, &marker)? {
-                batch.put(cf::TRANSFER_CHUNKS, &marker, &TransferChunk);
+            if !marked[i] {
+                batch.put(cf::TRANSFER_CHUNKS, &markers[i], &TransferChunk);
                 batch.add_ref(&id, 1);
             }
             held.push(id);

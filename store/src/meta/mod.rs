@@ -113,6 +113,19 @@ impl MetaDb {
             .collect()
     }
 
+    /// The records at `keys` in `cf`, in order, read in one batched lookup.
+    pub fn get_many<R: Record, K: AsRef<[u8]>>(&self, cf: &str, keys: &[K]) -> Result<Vec<Option<R>>, StoreError> {
+        let handle = self.cf(cf);
+        self.db
+            .batched_multi_get_cf(handle, keys.iter().map(|k| k.as_ref()), false)
+            .into_iter()
+            .map(|r| match r.map_err(db_error)? {
+                Some(raw) => R::decode(&raw).map(Some),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
     /// Raw key/value pairs of `cf` from `start` (inclusive) to `end` (exclusive).
     pub fn scan_raw<'a>(
         &'a self,
