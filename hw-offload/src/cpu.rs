@@ -48,6 +48,14 @@ struct Work {
 /// ~4 µs here; a hand-off to a worker and back costs 10–50 µs of CPU on a busy host).
 pub const INLINE_MAX_BYTES: usize = 16 << 10;
 
+/// The bytes a job touches: its input, or what a decompression expands it to.
+fn work_bytes(job: &Job) -> usize {
+    job.steps.iter().fold(job.data.len(), |most, step| match step {
+        Step::Decompress { plain_len, .. } => most.max(*plain_len as usize),
+        _ => most,
+    })
+}
+
 /// A pool of threads running jobs in FIFO order.
 pub struct CpuEngine {
     queue: crossbeam_channel::Sender<Work>,
@@ -94,7 +102,7 @@ impl Engine for CpuEngine {
             let _ = tx.send(Vec::new());
             return completion;
         }
-        if jobs.iter().map(|j| j.data.len()).sum::<usize>() <= INLINE_MAX_BYTES
+        if jobs.iter().map(work_bytes).sum::<usize>() <= INLINE_MAX_BYTES
             && let Some(mut worker) = self.inline.try_lock()
         {
             let _ = tx.send(jobs.into_iter().map(|job| worker.run(job)).collect());
@@ -266,17 +274,29 @@ mod tests {
     use crate::{ChecksumAlgo, ChunkerConfig, Offload, StreamDigests};
 
     #[tokio::test]
-    async fn small_batches_run_inline_with_the_same_results() {
+    async fn small_batches_run_on_the_submitting_thread() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let ready = |c: &mut Completion| Future::poll(std::pin::Pin::new(c), &mut Context::from_waker(Waker::noop()));
         let engine = CpuEngine::new(1);
+        // The only worker is busy with this for a good while (zstd's slowest level on text).
+        let text: Vec<u8> =
+            (0..200_000u32).flat_map(|i| format!("run {} sample {}\n", i % 977, i % 613).into_bytes()).collect();
+        let busy = engine.submit(vec![Job::new(text, vec![Step::Compress { codec: Codec::Zstd, level: 19 }])]);
+        // A small batch is done as soon as it is submitted, with the pool's result.
         let small = Bytes::from(vec![7u8; INLINE_MAX_BYTES]);
-        let big = Bytes::from(vec![7u8; INLINE_MAX_BYTES + 1]);
-        for data in [small, big] {
-            let steps = vec![Step::ChunkId, Step::Compress { codec: Codec::Zstd, level: 3 }];
-            let out = engine.submit(vec![Job::new(data.clone(), steps)]).await.pop().unwrap().unwrap();
-            assert_eq!(out.chunk_id, Some(ChunkId::of(&data)));
-            let plain = zstd::bulk::decompress(&out.data, data.len()).unwrap();
-            assert_eq!(plain, data);
-        }
+        let mut done = engine.submit(vec![Job::new(small.clone(), vec![Step::ChunkId])]);
+        let Poll::Ready(mut results) = ready(&mut done) else { panic!("a small batch waited for the pool") };
+        assert_eq!(results.pop().unwrap().unwrap().chunk_id, Some(ChunkId::of(&small)));
+        // A small input that expands past the bound is not small: it queues for the worker.
+        let zeros = vec![0u8; 1 << 20];
+        let packed = Bytes::from(zstd::bulk::compress(&zeros, 1).unwrap());
+        assert!(packed.len() < INLINE_MAX_BYTES);
+        let steps = vec![Step::Decompress { codec: Codec::Zstd, plain_len: zeros.len() as u32 }];
+        let mut expanding = engine.submit(vec![Job::encoded(packed, Codec::Zstd, steps)]);
+        assert!(ready(&mut expanding).is_pending(), "a 1 MiB decompression ran on the submitting thread");
+        assert_eq!(expanding.await.pop().unwrap().unwrap().data, zeros);
+        busy.await.pop().unwrap().unwrap();
     }
 
     #[tokio::test]

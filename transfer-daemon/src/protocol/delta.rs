@@ -120,17 +120,22 @@ fn place_run(
             continue;
         }
         // Old chunks under the new one aligned from the left anchor or from the right one,
-        // the better alignment of each counting.
-        let (lo, hi) = (left.0.min(right.0), left.1.max(right.1));
-        let first = old_starts.partition_point(|&s| s <= lo).saturating_sub(1);
-        let mut picked: Vec<(i64, usize)> = (first..old.len())
-            .take_while(|&i| old_starts[i] < hi)
+        // the better alignment of each counting. Each window is one chunk wide: a binary
+        // search and a few steps, however far apart the two alignments are.
+        let under = |(lo, hi): (i64, i64)| {
+            let first = old_starts.partition_point(|&s| s <= lo).saturating_sub(1);
+            first..(first..old.len()).find(|&i| old_starts[i] >= hi).unwrap_or(old.len())
+        };
+        let (l, r) = (under(left), under(right));
+        let mut picked: Vec<(i64, usize)> = l
+            .clone()
+            .chain(r.filter(|i| !l.contains(i)))
             .map(|i| (overlap(i, left).max(overlap(i, right)), i))
             .filter(|&(bytes, _)| bytes > 0)
             .collect();
         if picked.is_empty() {
             // Beyond the old run (an insertion grew it): the nearest old chunk.
-            picked.push((0, if lo >= old_len { old.len() - 1 } else { 0 }));
+            picked.push((0, if left.0.min(right.0) >= old_len { old.len() - 1 } else { 0 }));
         }
         // Keep the largest overlaps, in their order in the old version.
         picked.sort_by_key(|&(bytes, _)| std::cmp::Reverse(bytes));

@@ -266,8 +266,14 @@ impl Sender {
             let Some(&len) = offered.get(&want.id) else {
                 return violation(format!("chunk {} was not offered in offer {seq}", want.id));
             };
-            if want.bases.len() > MAX_DELTA_BASES {
-                return violation(format!("chunk {} wanted against {} bases", want.id, want.bases.len()));
+            let distinct: HashSet<&ChunkId> = want.bases.iter().collect();
+            if want.bases.len() > MAX_DELTA_BASES || distinct.len() != want.bases.len() {
+                return violation(format!(
+                    "chunk {} wanted against {} bases ({} distinct; at most {MAX_DELTA_BASES})",
+                    want.id,
+                    want.bases.len(),
+                    distinct.len()
+                ));
             }
             if self.wanted.insert(want.id, len).is_none() {
                 self.progress.chunks_wanted += 1;
@@ -401,12 +407,27 @@ mod tests {
 
     #[test]
     fn a_sender_serves_only_what_it_offered() {
-        let mut tx = Sender::new(4);
-        let Control::Offer { seq, .. } = tx.offer(vec![object("k", 0, vec![chunk(1, 3)], 3, true)]) else { panic!() };
-        let foreign = Want { id: ChunkId::of(b"secret"), bases: vec![] };
-        assert!(tx.on_need(seq, vec![foreign]).is_err());
-        let too_many = Want { id: chunk(1, 3).id, bases: vec![ChunkId::of(b"b"); MAX_DELTA_BASES + 1] };
-        assert!(tx.on_need(seq, vec![too_many]).is_err());
+        let offered = || {
+            let mut tx = Sender::new(4);
+            let Control::Offer { seq, .. } = tx.offer(vec![object("k", 0, vec![chunk(1, 3)], 3, true)]) else {
+                panic!()
+            };
+            (tx, seq)
+        };
+        let cases = [
+            (Want { id: ChunkId::of(b"secret"), bases: vec![] }, "was not offered"),
+            (
+                Want { id: chunk(1, 3).id, bases: (0..=MAX_DELTA_BASES as u8).map(|i| ChunkId::of(&[i])).collect() },
+                "bases",
+            ),
+            (Want { id: chunk(1, 3).id, bases: vec![ChunkId::of(b"b"); 2] }, "1 distinct"),
+        ];
+        for (want, why) in cases {
+            let (mut tx, seq) = offered();
+            let err = tx.on_need(seq, vec![want]).unwrap_err();
+            assert!(err.0.contains(why), "{err:?} should say {why:?}");
+        }
+        let (mut tx, seq) = offered();
         assert!(tx.on_need(seq + 1, vec![]).is_err(), "no such offer");
         assert!(tx.on_retry(vec![ChunkId::of(b"secret")]).is_err());
     }

@@ -287,7 +287,7 @@ pub enum Data {
     Delta {
         /// the receiver's chunks whose bytes, concatenated, are the prefix
         bases: Vec<ChunkId>,
-        /// a store frame whose payload needs the base to decode
+        /// a store frame whose payload needs the bases to decode
         frame: Bytes,
     },
 }

@@ -121,6 +121,13 @@ impl Links {
     }
 }
 
+/// The delta bases a receiver suggested for each chunk it asked for: a delta is decoded
+/// only against those, so a sender cannot make it read other chunks.
+type Suggested = Arc<parking_lot::Mutex<HashMap<ChunkId, Vec<ChunkId>>>>;
+
+/// Most plain bytes of bases a sender reads for one delta.
+const MAX_DELTA_PREFIX_BYTES: usize = 4 << 20;
+
 /// Reads one frame; `Ok(None)` at a clean end of stream between frames.
 pub async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Option<Bytes>, TransferError> {
     let mut len = [0u8; 4];
@@ -450,14 +457,14 @@ async fn send_inner(
                 open_streams(&conn, &mut workers).await?;
                 session.connection_added();
             }
-            sent = sent_rx.recv() => match sent {
-                Some(Sent::Chunk { plain_len, wire, delta, inline_len }) => {
+            // The workers and readers report their own failures; the channel never closes first.
+            Some(sent) = sent_rx.recv() => match sent {
+                Sent::Chunk { plain_len, wire, delta, inline_len } => {
                     queued_inline -= inline_len;
                     session.sent(plain_len, wire, delta);
                     *ctx.progress.lock() = session.progress().clone();
                 }
-                Some(Sent::Failed(e)) => return Err(e),
-                None => return Err(TransferError::Local("every data stream ended".into())),
+                Sent::Failed(e) => return Err(e),
             },
             _ = cancel.changed() => return Err(TransferError::Cancelled),
         }
@@ -519,8 +526,13 @@ async fn encode_chunk(store: &Arc<Store>, job: &SendJob) -> Result<(Vec<ChunkId>
     // A base we do not hold (or cannot read) is left out; with none, the chunk goes whole.
     let mut bases = Vec::with_capacity(job.bases.len());
     let mut base_bytes = Vec::with_capacity(job.bases.len());
+    let mut prefix_len = 0;
     for id in job.bases.iter().take(MAX_DELTA_BASES) {
+        if prefix_len >= MAX_DELTA_PREFIX_BYTES {
+            break;
+        }
         if let Ok(Some(bytes)) = store.read_chunk_by_id(id).await {
+            prefix_len += bytes.len();
             bases.push(*id);
             base_bytes.push(bytes);
         }
@@ -599,13 +611,15 @@ async fn receive_inner(
     let mut pin = store.transfer_pin();
     let mut sink = store.chunk_sink(transfer);
     let (arrived_tx, mut arrived_rx) = mpsc::channel::<Arrived>(64);
+    let suggested: Suggested = Arc::default();
     // Reads every data stream a connection brings, until the transfer ends.
     let accept_streams = |conn: Connection| {
         let store = store.clone();
         let arrived_tx = arrived_tx.clone();
+        let suggested = suggested.clone();
         AbortOnDrop(tokio::spawn(async move {
             while let Ok(stream) = conn.accept_uni().await {
-                tokio::spawn(read_data_stream(stream, store.clone(), arrived_tx.clone()));
+                tokio::spawn(read_data_stream(stream, store.clone(), suggested.clone(), arrived_tx.clone()));
             }
         }))
     };
@@ -626,6 +640,12 @@ async fn receive_inner(
                     let held = store.hold_chunks(&mut pin, &ids)?;
                     let missing: Vec<ChunkRef> = lookup.iter().zip(held).filter(|(_, h)| !h).map(|(c, _)| *c).collect();
                     let mut bases = choose_bases(&store, &mut pin, dest, session.objects(), &missing)?;
+                    {
+                        let mut suggested = suggested.lock();
+                        for (id, ids) in &bases {
+                            suggested.insert(*id, ids.clone());
+                        }
+                    }
                     let need =
                         session.need(seq, missing.into_iter().map(|c| (c, bases.remove(&c.id).unwrap_or_default())).collect());
                     control.send(&need).await?;
@@ -633,23 +653,24 @@ async fn receive_inner(
                 Control::OfferDone { offers } => session.on_offer_done(offers)?,
                 other => return Err(Violation(format!("unexpected message from the sender: {}", name(&other))).into()),
             },
-            arrived = arrived_rx.recv() => match arrived {
-                Some(Arrived::Good { id, frame, plain_len, wire, delta }) => {
+            // The workers and readers report their own failures; the channel never closes first.
+            Some(arrived) = arrived_rx.recv() => match arrived {
+                Arrived::Good { id, frame, plain_len, wire, delta } => {
                     session.on_chunk(&id, wire, delta)?;
+                    suggested.lock().remove(&id);
                     sink.append(id, frame, plain_len).await?;
                     if sink.unflushed_bytes() >= FLUSH_BYTES {
                         sink.flush().await?;
                     }
                 }
-                Some(Arrived::Bad { id, wire, reason }) => {
+                Arrived::Bad { id, wire, reason } => {
                     tracing::warn!(chunk = %id, %reason, "received chunk failed verification");
                     match session.on_bad_chunk(&id, wire)? {
                         Some(retry) => control.send(&retry).await?,
                         None => return Err(TransferError::Local(format!("chunk {id} failed verification {} times: {reason}", MAX_RETRIES + 1))),
                     }
                 }
-                Some(Arrived::Failed(e)) => return Err(e),
-                None => return Err(TransferError::Local("data stream readers ended".into())),
+                Arrived::Failed(e) => return Err(e),
             },
             _ = flush_tick.tick() => {
                 if sink.unflushed_chunks() > 0 {
@@ -745,7 +766,7 @@ fn to_wire(c: &StoredChunk) -> ChunkRef {
 }
 
 /// Reads one data stream, checking each frame before handing it on.
-async fn read_data_stream(mut stream: RecvStream, store: Arc<Store>, out: mpsc::Sender<Arrived>) {
+async fn read_data_stream(mut stream: RecvStream, store: Arc<Store>, suggested: Suggested, out: mpsc::Sender<Arrived>) {
     loop {
         let body = match read_frame(&mut stream, MAX_DATA_LEN).await {
             Ok(Some(body)) => body,
@@ -760,7 +781,7 @@ async fn read_data_stream(mut stream: RecvStream, store: Arc<Store>, out: mpsc::
         };
         let wire = body.len() as u64 + 4;
         let arrived = match wire::decode_data(body) {
-            Ok(data) => check_chunk(&store, data, wire).await,
+            Ok(data) => check_chunk(&store, &suggested, data, wire).await,
             Err(e) => {
                 let _ = stream.stop(VarInt::from_u32(e.code()));
                 Arrived::Failed(e.into())
@@ -774,7 +795,7 @@ async fn read_data_stream(mut stream: RecvStream, store: Arc<Store>, out: mpsc::
 }
 
 /// Decodes and verifies a received chunk; returns the frame to store.
-async fn check_chunk(store: &Arc<Store>, data: Data, wire: u64) -> Arrived {
+async fn check_chunk(store: &Arc<Store>, suggested: &Suggested, data: Data, wire: u64) -> Arrived {
     let (bases, raw) = match data {
         Data::Chunk(raw) => (Vec::new(), raw),
         Data::Delta { bases, frame } => (bases, frame),
@@ -785,6 +806,13 @@ async fn check_chunk(store: &Arc<Store>, data: Data, wire: u64) -> Arrived {
     };
     let id = header.id;
     let bad = |reason: String| Arrived::Bad { id, wire, reason };
+    if !bases.is_empty() {
+        let allowed = suggested.lock().get(&id).is_some_and(|ok| bases.iter().all(|b| ok.contains(b)));
+        if !allowed {
+            let reason = format!("chunk {id} came as a delta against bases this site did not suggest");
+            return Arrived::Failed(Violation(reason).into());
+        }
+    }
     let offload = store.offload();
     if bases.is_empty() {
         let job = Job::encoded(
@@ -905,7 +933,8 @@ pub async fn repair(
         if !outstanding.is_empty() {
             let stream = conn.accept_uni().await.map_err(conn_err)?;
             let (tx, mut rx) = mpsc::channel::<Arrived>(16);
-            let reader = AbortOnDrop(tokio::spawn(read_data_stream(stream, store.clone(), tx)));
+            // Repairs come whole: no delta bases are suggested, so none is accepted.
+            let reader = AbortOnDrop(tokio::spawn(read_data_stream(stream, store.clone(), Suggested::default(), tx)));
             while !outstanding.is_empty() {
                 match rx.recv().await {
                     Some(Arrived::Good { id, frame, plain_len, .. }) if outstanding.remove(&id) => {

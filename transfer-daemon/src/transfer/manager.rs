@@ -123,8 +123,9 @@ struct Entry {
     status: Mutex<Status>,
     progress: Arc<Mutex<Progress>>,
     cancel: watch::Sender<bool>,
-    /// while a peer's transfer runs here: where the connections it joins go
-    joins: Mutex<Option<mpsc::UnboundedSender<quinn::Connection>>>,
+    /// while a peer's transfer runs here: where the connections it joins go, and how
+    /// many more it announced in its Open
+    joins: Mutex<Option<(mpsc::UnboundedSender<quinn::Connection>, u8)>>,
 }
 
 struct Status {
@@ -650,9 +651,16 @@ impl Transfers {
         }
         // Ready for the opener's other connections before it hears Accepted.
         let (joins, joined) = mpsc::unbounded_channel();
-        *entry.joins.lock() = Some(joins);
+        *entry.joins.lock() = Some((joins.clone(), open.connections - 1));
+        // Forget this attempt's channel, not that of a newer attempt of the same transfer.
+        let stop_joins = || {
+            let mut current = entry.joins.lock();
+            if current.as_ref().is_some_and(|(tx, _)| tx.same_channel(&joins)) {
+                current.take();
+            }
+        };
         if control.send(&Control::Accepted).await.is_err() {
-            entry.joins.lock().take();
+            stop_joins();
             return;
         }
         entry.status.lock().state = State::Running;
@@ -664,7 +672,7 @@ impl Transfers {
         } else {
             driver::send(links, control, ctx, open.source.clone()).await.map(|_| ())
         };
-        entry.joins.lock().take();
+        stop_joins();
         match result {
             Ok(()) => self.finish(&entry, State::Done, None).await,
             // The opener will be back: keep what was received.
@@ -685,12 +693,17 @@ impl Transfers {
     /// that transfer. Only the peer that opened it may join it.
     async fn serve_join(&self, conn: quinn::Connection, peer: &str, transfer: TransferId, mut control: ControlStream) {
         let entry = self.table.lock().get(&transfer).cloned();
-        let joins = entry
-            .filter(|e| matches!(&e.spec.kind, Kind::Incoming { peer: opener, .. } if opener == peer))
-            .and_then(|e| e.joins.lock().clone());
-        let refused = match joins {
-            Some(joins) if joins.send(conn).is_ok() => None,
-            _ => Some(format!("no transfer {} from {peer} is running here to join", hex::encode(transfer))),
+        let entry = entry.filter(|e| matches!(&e.spec.kind, Kind::Incoming { peer: opener, .. } if opener == peer));
+        let refused = match entry.as_ref().map(|e| e.joins.lock()) {
+            Some(mut joins) => match joins.as_mut() {
+                Some((tx, left)) if *left > 0 && tx.send(conn).is_ok() => {
+                    *left -= 1;
+                    None
+                }
+                Some(_) => Some(format!("transfer {} has all the connections it announced", hex::encode(transfer))),
+                None => Some(format!("no transfer {} from {peer} is running here to join", hex::encode(transfer))),
+            },
+            None => Some(format!("no transfer {} from {peer} is running here to join", hex::encode(transfer))),
         };
         match refused {
             None => {
