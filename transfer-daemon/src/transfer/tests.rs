@@ -98,6 +98,68 @@ async fn bad_frames_end_one_transfer_not_the_daemon() {
     assert_eq!(answer, Control::Accepted);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delta_against_bases_the_receiver_did_not_suggest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = federation(dir.path(), &["good", "rogue"]);
+    let store = Store::open(StoreConfig::new(dir.path().join("store")), hw_offload::Offload::cpu(1)).await.unwrap();
+    store.create_bucket("data", "").await.unwrap();
+    let daemon = Transfers::new(store, endpoint(dir.path(), "good", &fed), 2, 2);
+    let address = daemon.local_addr().unwrap();
+    tokio::spawn(daemon.clone().accept_loop());
+    let conn = endpoint(dir.path(), "rogue", &fed).connect_to("good", address).await.unwrap();
+
+    // A push of one new 100-byte object: good has no earlier version, so it suggests no base.
+    let plain = vec![42u8; 100];
+    let id = hw_offload::ChunkId::of(&plain);
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let here = Selection { bucket: "data".into(), prefix: String::new() };
+    let open = Open {
+        transfer: rand::random(),
+        mode: Mode::Push,
+        source: here.clone(),
+        dest: here,
+        third_party: None,
+        priority: 0,
+        rate_limit: None,
+        connections: 1,
+    };
+    let mut next = async || {
+        let body = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_CONTROL_LEN)).await.unwrap().unwrap().unwrap();
+        wire::decode_control(&body).unwrap()
+    };
+    send.write_all(&wire::encode_control(&Control::Open(open))).await.unwrap();
+    assert_eq!(next().await, Control::Accepted);
+    let object = wire::OfferedObject {
+        key: "k".into(),
+        size: 100,
+        etag: String::new(),
+        checksums: Vec::new(),
+        mtime_ms: 0,
+        meta: Vec::new(),
+        part_sizes: Vec::new(),
+        first_chunk: 0,
+        chunks: vec![wire::ChunkRef { id, len: 100 }],
+        last: true,
+    };
+    send.write_all(&wire::encode_control(&Control::Offer { seq: 0, objects: vec![object] })).await.unwrap();
+    let Control::Need { wants, .. } = next().await else { panic!("expected Need") };
+    assert_eq!(wants, vec![wire::Want { id, bases: vec![] }]);
+
+    // The chunk as a delta against a base good never named.
+    let base = hw_offload::ChunkId::of(b"some chunk good may hold");
+    let coded = transfer_daemon::protocol::delta::encode(&[b"some chunk good may hold"], &plain).unwrap();
+    let frame = store::frame::encode(&id, hw_offload::Codec::Zstd, 100, &coded);
+    let mut data = conn.open_uni().await.unwrap();
+    data.write_all(&wire::data_header(&[base], frame.len())).await.unwrap();
+    data.write_all(&frame).await.unwrap();
+    let answer = next().await;
+    assert!(
+        matches!(&answer, Control::Abort { code: codes::PROTOCOL, reason } if reason.contains("did not suggest")),
+        "{answer:?}"
+    );
+}
+
 #[test]
 fn the_protocol_bounds_match_the_store_frame() {
     assert_eq!(wire::MAX_CHUNK_LEN, store::frame::MAX_PLAIN_LEN);
