@@ -314,13 +314,55 @@ impl ChunkSink {
     /// Seals the open pack and commits its chunks to the index, each holding a reference
     /// for the transfer. Returns the ids now held.
     pub async fn flush(&mut self) -> Result<Vec<ChunkId>, StoreError> {
-        let Some(pack) = self.pack.take() else { return Ok(Vec::new()) };
-        let pack_id = pack.id();
-        let bytes = pack.seal().await?;
+        match self.start_flush() {
+            Some(pending) => pending.finish().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Takes the open pack and its chunks out, to be made durable by
+    /// [`PendingFlush::finish`] while this sink goes on receiving into a new pack. Finish
+    /// each before starting the next: two groups committing at once could both count a
+    /// chunk as new. The sink's claims keep the chunks from GC until it is dropped.
+    pub fn start_flush(&mut self) -> Option<PendingFlush> {
+        let pack = self.pack.take()?;
+        self.unflushed_bytes = 0;
+        // Its own claims: GC must not take the pack or its chunks for garbage even if the
+        // sink is dropped (a failed transfer) before the group is committed.
+        let mut claims = ClaimSet::new(self.store.claims.clone());
+        claims.open_pack(pack.id());
+        for (id, _) in &self.unflushed {
+            claims.claim_chunk(*id);
+        }
+        Some(PendingFlush {
+            store: self.store.clone(),
+            transfer: self.transfer,
+            pack,
+            chunks: std::mem::take(&mut self.unflushed),
+            _claims: claims,
+        })
+    }
+}
+
+/// A group of received chunks on its way to durability (see [`ChunkSink::start_flush`]).
+pub struct PendingFlush {
+    store: Arc<Store>,
+    transfer: TransferId,
+    pack: PackWriter,
+    chunks: Vec<(ChunkId, ChunkLoc)>,
+    _claims: ClaimSet,
+}
+
+impl PendingFlush {
+    /// Seals the pack and commits its chunks to the index, each holding a reference for
+    /// the transfer. Returns the ids now held.
+    pub async fn finish(self) -> Result<Vec<ChunkId>, StoreError> {
+        let pack_id = self.pack.id();
+        let bytes = self.pack.seal().await?;
         let mut batch = self.store.meta.batch();
         batch.put(cf::PACKS, &keys::pack_key(pack_id), &PackRecord { bytes, created_ms: crate::now_ms() });
         let mut seen = std::collections::HashSet::new();
-        let chunks: Vec<(ChunkId, ChunkLoc)> = self.unflushed.drain(..).filter(|(id, _)| seen.insert(*id)).collect();
+        let chunks: Vec<(ChunkId, ChunkLoc)> = self.chunks.into_iter().filter(|(id, _)| seen.insert(*id)).collect();
         // Three batched lookups for the whole group, not three per chunk.
         let keys: Vec<_> = chunks.iter().map(|(id, _)| keys::chunk_key(id)).collect();
         let markers: Vec<_> = chunks.iter().map(|(id, _)| keys::transfer_chunk_key(&self.transfer, id)).collect();
@@ -343,7 +385,6 @@ impl ChunkSink {
             }
             held.push(id);
         }
-        self.unflushed_bytes = 0;
         self.store.commit(batch).await?;
         Ok(held)
     }

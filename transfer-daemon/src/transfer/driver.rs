@@ -576,6 +576,28 @@ fn name(msg: &Control) -> &'static str {
 
 // ---------------------------------------------------------------- receiving side
 
+/// At most one group of received chunks on its way to durability, in the background, so
+/// that a pack's fsync does not stop the streams (flow control would stall the sender).
+#[derive(Default)]
+struct Flushing(Option<tokio::task::JoinHandle<Result<Vec<ChunkId>, store::StoreError>>>);
+
+impl Flushing {
+    /// Waits for the group in flight, then sends the sink's open one on its way.
+    async fn start(&mut self, sink: &mut store::transfer::ChunkSink) -> Result<(), TransferError> {
+        self.wait().await?;
+        self.0 = sink.start_flush().map(|pending| tokio::spawn(pending.finish()));
+        Ok(())
+    }
+
+    /// Waits until every group started is durable.
+    async fn wait(&mut self) -> Result<(), TransferError> {
+        if let Some(task) = self.0.take() {
+            task.await.map_err(|e| TransferError::Local(format!("flush task: {e}")))??;
+        }
+        Ok(())
+    }
+}
+
 /// A data frame checked by a stream reader.
 enum Arrived {
     Good { id: ChunkId, frame: Bytes, plain_len: u32, wire: u64, delta: bool },
@@ -626,6 +648,8 @@ async fn receive_inner(
     let mut accepting = vec![accept_streams(links.first.clone())];
     session.connection_added();
     let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
+    // The group being made durable (pack fsync, index commit) while the next one fills.
+    let mut flushing = Flushing::default();
     let mut cancel = ctx.cancel.clone();
     while !session.is_complete() {
         tokio::select! {
@@ -660,7 +684,7 @@ async fn receive_inner(
                     suggested.lock().remove(&id);
                     sink.append(id, frame, plain_len).await?;
                     if sink.unflushed_bytes() >= FLUSH_BYTES {
-                        sink.flush().await?;
+                        flushing.start(&mut sink).await?;
                     }
                 }
                 Arrived::Bad { id, wire, reason } => {
@@ -674,14 +698,15 @@ async fn receive_inner(
             },
             _ = flush_tick.tick() => {
                 if sink.unflushed_chunks() > 0 {
-                    sink.flush().await?;
+                    flushing.start(&mut sink).await?;
                 }
             }
             _ = cancel.changed() => return Err(TransferError::Cancelled),
         }
         *ctx.progress.lock() = session.progress().clone();
     }
-    sink.flush().await?;
+    flushing.start(&mut sink).await?;
+    flushing.wait().await?;
     let objects = session
         .objects()
         .iter()
