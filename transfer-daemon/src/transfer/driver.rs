@@ -650,63 +650,71 @@ async fn receive_inner(
     let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
     // The group being made durable (pack fsync, index commit) while the next one fills.
     let mut flushing = Flushing::default();
-    let mut cancel = ctx.cancel.clone();
-    while !session.is_complete() {
-        tokio::select! {
-            Some(conn) = links.joined.recv() => {
-                accepting.push(accept_streams(conn));
-                session.connection_added();
-            }
-            msg = control.recv() => match msg? {
-                Control::Offer { seq, objects } => {
-                    let lookup = session.on_offer(seq, objects)?;
-                    let ids: Vec<ChunkId> = lookup.iter().map(|c| c.id).collect();
-                    let held = store.hold_chunks(&mut pin, &ids)?;
-                    let missing: Vec<ChunkRef> = lookup.iter().zip(held).filter(|(_, h)| !h).map(|(c, _)| *c).collect();
-                    let mut bases = choose_bases(&store, &mut pin, dest, session.objects(), &missing)?;
-                    {
-                        let mut suggested = suggested.lock();
-                        for (id, ids) in &bases {
-                            suggested.insert(*id, ids.clone());
+    // On any error, the group in flight still lands before this returns: the caller may
+    // release the transfer next, and a group committed after that would hold its chunks
+    // for a transfer that no longer exists.
+    let received = async {
+        let mut cancel = ctx.cancel.clone();
+        while !session.is_complete() {
+            tokio::select! {
+                Some(conn) = links.joined.recv() => {
+                    accepting.push(accept_streams(conn));
+                    session.connection_added();
+                }
+                msg = control.recv() => match msg? {
+                    Control::Offer { seq, objects } => {
+                        let lookup = session.on_offer(seq, objects)?;
+                        let ids: Vec<ChunkId> = lookup.iter().map(|c| c.id).collect();
+                        let held = store.hold_chunks(&mut pin, &ids)?;
+                        let missing: Vec<ChunkRef> = lookup.iter().zip(held).filter(|(_, h)| !h).map(|(c, _)| *c).collect();
+                        let mut bases = choose_bases(&store, &mut pin, dest, session.objects(), &missing)?;
+                        {
+                            let mut suggested = suggested.lock();
+                            for (id, ids) in &bases {
+                                suggested.insert(*id, ids.clone());
+                            }
+                        }
+                        let need =
+                            session.need(seq, missing.into_iter().map(|c| (c, bases.remove(&c.id).unwrap_or_default())).collect());
+                        control.send(&need).await?;
+                    }
+                    Control::OfferDone { offers } => session.on_offer_done(offers)?,
+                    other => return Err(Violation(format!("unexpected message from the sender: {}", name(&other))).into()),
+                },
+                // The workers and readers report their own failures; the channel never closes first.
+                Some(arrived) = arrived_rx.recv() => match arrived {
+                    Arrived::Good { id, frame, plain_len, wire, delta } => {
+                        session.on_chunk(&id, wire, delta)?;
+                        suggested.lock().remove(&id);
+                        sink.append(id, frame, plain_len).await?;
+                        if sink.unflushed_bytes() >= FLUSH_BYTES {
+                            flushing.start(&mut sink).await?;
                         }
                     }
-                    let need =
-                        session.need(seq, missing.into_iter().map(|c| (c, bases.remove(&c.id).unwrap_or_default())).collect());
-                    control.send(&need).await?;
-                }
-                Control::OfferDone { offers } => session.on_offer_done(offers)?,
-                other => return Err(Violation(format!("unexpected message from the sender: {}", name(&other))).into()),
-            },
-            // The workers and readers report their own failures; the channel never closes first.
-            Some(arrived) = arrived_rx.recv() => match arrived {
-                Arrived::Good { id, frame, plain_len, wire, delta } => {
-                    session.on_chunk(&id, wire, delta)?;
-                    suggested.lock().remove(&id);
-                    sink.append(id, frame, plain_len).await?;
-                    if sink.unflushed_bytes() >= FLUSH_BYTES {
+                    Arrived::Bad { id, wire, reason } => {
+                        tracing::warn!(chunk = %id, %reason, "received chunk failed verification");
+                        match session.on_bad_chunk(&id, wire)? {
+                            Some(retry) => control.send(&retry).await?,
+                            None => return Err(TransferError::Local(format!("chunk {id} failed verification {} times: {reason}", MAX_RETRIES + 1))),
+                        }
+                    }
+                    Arrived::Failed(e) => return Err(e),
+                },
+                _ = flush_tick.tick() => {
+                    if sink.unflushed_chunks() > 0 {
                         flushing.start(&mut sink).await?;
                     }
                 }
-                Arrived::Bad { id, wire, reason } => {
-                    tracing::warn!(chunk = %id, %reason, "received chunk failed verification");
-                    match session.on_bad_chunk(&id, wire)? {
-                        Some(retry) => control.send(&retry).await?,
-                        None => return Err(TransferError::Local(format!("chunk {id} failed verification {} times: {reason}", MAX_RETRIES + 1))),
-                    }
-                }
-                Arrived::Failed(e) => return Err(e),
-            },
-            _ = flush_tick.tick() => {
-                if sink.unflushed_chunks() > 0 {
-                    flushing.start(&mut sink).await?;
-                }
+                _ = cancel.changed() => return Err(TransferError::Cancelled),
             }
-            _ = cancel.changed() => return Err(TransferError::Cancelled),
+            *ctx.progress.lock() = session.progress().clone();
         }
-        *ctx.progress.lock() = session.progress().clone();
+        flushing.start(&mut sink).await
     }
-    flushing.start(&mut sink).await?;
-    flushing.wait().await?;
+    .await;
+    let landed = flushing.wait().await;
+    received?;
+    landed?;
     let objects = session
         .objects()
         .iter()
