@@ -239,6 +239,16 @@ rsync_push() { # PROFILE STEP RUN SRC DSTNAME VALUE_KIND: pushes SRC/ to dst/DST
     "$sent" "$value" "$verified"
 }
 
+rsync_over_orig() { # PROFILE STEP SRC LABEL: RUNS pushes of SRC, B's copy reset to ORIG before each
+  local run
+  for run in $(seq 1 "$RUNS"); do
+    echo "  rsync $4 run $run" >&2
+    rm -rf "$CLW_RUN/dst/tree"
+    cp -a "$ORIG" "$CLW_RUN/dst/tree"
+    rsync_push "$1" "rsync-$2" "$run" "$3" tree -
+  done
+}
+
 # ==== the clusster transfer: benches/wan/clusster.sh (run_clusster and its setup) ==========
 # shellcheck source=clusster.sh
 source "$HERE/clusster.sh"
@@ -301,20 +311,10 @@ run_profile() {
   # (cp -a keeps the times rsync compares), so the link carries only the delta. Their time is
   # mostly both sides reading and checksumming 1 GiB, so it moves with the machine's load:
   # repeat them like the cold copy.
-  for run in $(seq 1 "$RUNS"); do
-    echo "  rsync after the 1 % overwrite run $run" >&2
-    rm -rf "$CLW_RUN/dst/tree"
-    cp -a "$ORIG" "$CLW_RUN/dst/tree"
-    rsync_push "$profile" rsync-overwrite "$run" "$MUT" tree -
-  done
+  rsync_over_orig "$profile" overwrite "$MUT" "after the 1 % overwrite"
   echo "  rsync re-send" >&2
   rsync_push "$profile" rsync-resend 1 "$MUT" tree -
-  for run in $(seq 1 "$RUNS"); do
-    echo "  rsync after insertions run $run" >&2
-    rm -rf "$CLW_RUN/dst/tree"
-    cp -a "$ORIG" "$CLW_RUN/dst/tree"
-    rsync_push "$profile" rsync-insert "$run" "$INS" tree -
-  done
+  rsync_over_orig "$profile" insert "$INS" "after insertions"
   if [ "${SKIP_SMALL:-0}" != 1 ]; then
     echo "  rsync of 100,000 small files" >&2
     rm -rf "$CLW_RUN/dst/small"

@@ -4,39 +4,14 @@
 //! worker (a queue push, two thread wake-ups) would cost more than the work.
 
 use crate::Codec;
-use crate::engine::{Completion, Engine};
+use crate::engine::{Batch, Completion, Engine};
 use crate::job::{Job, JobError, JobOutput, Step};
 use crate::kernels::{cdc, codec, digest::ChunkId};
 use crate::metrics::{EngineMetrics, OpKind};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-use tokio::sync::oneshot;
-
-type BatchResults = Vec<Result<JobOutput, JobError>>;
-
-/// Collects a batch's results as workers finish its jobs; the last one sends them.
-struct Batch {
-    results: Mutex<Vec<Option<Result<JobOutput, JobError>>>>,
-    remaining: AtomicUsize,
-    done: Mutex<Option<oneshot::Sender<BatchResults>>>,
-}
-
-impl Batch {
-    fn complete(&self, index: usize, result: Result<JobOutput, JobError>) {
-        self.results.lock()[index] = Some(result);
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let results = std::mem::take(&mut *self.results.lock());
-            let results = results.into_iter().map(|r| r.expect("every job completed")).collect();
-            if let Some(tx) = self.done.lock().take() {
-                // The submitter may have stopped waiting; nothing to do then.
-                let _ = tx.send(results);
-            }
-        }
-    }
-}
 
 struct Work {
     job: Job,
@@ -108,11 +83,7 @@ impl Engine for CpuEngine {
             let _ = tx.send(jobs.into_iter().map(|job| worker.run(job)).collect());
             return completion;
         }
-        let batch = Arc::new(Batch {
-            results: Mutex::new((0..jobs.len()).map(|_| None).collect()),
-            remaining: AtomicUsize::new(jobs.len()),
-            done: Mutex::new(Some(tx)),
-        });
+        let batch = Batch::new(jobs.len(), tx);
         for (index, job) in jobs.into_iter().enumerate() {
             // Fails only when every worker is gone; the completion then reports EngineGone.
             let _ = self.queue.send(Work { job, batch: batch.clone(), index });

@@ -60,6 +60,38 @@ enum Inner {
     Future(Pin<Box<dyn Future<Output = Results> + Send>>),
 }
 
+/// A batch's results, filled by index as its jobs finish (on any thread); the last one
+/// sends them all to the batch's [`Completion`].
+pub(crate) struct Batch {
+    results: parking_lot::Mutex<Vec<Option<Result<JobOutput, JobError>>>>,
+    remaining: std::sync::atomic::AtomicUsize,
+    done: parking_lot::Mutex<Option<oneshot::Sender<Results>>>,
+}
+
+impl Batch {
+    /// A batch of `count` jobs whose results go to `done`.
+    pub(crate) fn new(count: usize, done: oneshot::Sender<Results>) -> Arc<Self> {
+        Arc::new(Self {
+            results: parking_lot::Mutex::new((0..count).map(|_| None).collect()),
+            remaining: std::sync::atomic::AtomicUsize::new(count),
+            done: parking_lot::Mutex::new(Some(done)),
+        })
+    }
+
+    /// Records job `index`'s result.
+    pub(crate) fn complete(&self, index: usize, result: Result<JobOutput, JobError>) {
+        self.results.lock()[index] = Some(result);
+        if self.remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            let results = std::mem::take(&mut *self.results.lock());
+            let results = results.into_iter().map(|r| r.expect("every job completed")).collect();
+            if let Some(tx) = self.done.lock().take() {
+                // The submitter may have stopped waiting; nothing to do then.
+                let _ = tx.send(results);
+            }
+        }
+    }
+}
+
 impl Completion {
     /// A completion and the sender an engine fulfils it with.
     pub fn channel(engine: &str, expected: usize) -> (oneshot::Sender<Results>, Self) {

@@ -17,7 +17,7 @@ use super::ring::{self, Cqe, Layout, Sqe, op, status};
 use super::shm::SharedRegion;
 use crate::Codec;
 use crate::buffer::JobBuffer;
-use crate::engine::{Completion, Engine};
+use crate::engine::{Batch, Completion, Engine};
 use crate::job::{Job, JobError, JobOutput, Step};
 use crate::kernels::digest::{ChunkId, SumAlgo};
 use crate::metrics::{EngineMetrics, OpKind, thread_cpu_ns};
@@ -68,25 +68,6 @@ impl AgentConfig {
 }
 
 type Results = Vec<Result<JobOutput, JobError>>;
-
-/// Results of one batch, filled as completions arrive.
-struct Batch {
-    results: Mutex<Vec<Option<Result<JobOutput, JobError>>>>,
-    remaining: AtomicU64,
-    done: Mutex<Option<oneshot::Sender<Results>>>,
-}
-
-impl Batch {
-    fn complete(&self, index: usize, result: Result<JobOutput, JobError>) {
-        self.results.lock()[index] = Some(result);
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let results = std::mem::take(&mut *self.results.lock());
-            if let Some(tx) = self.done.lock().take() {
-                let _ = tx.send(results.into_iter().map(|r| r.expect("every job completed")).collect());
-            }
-        }
-    }
-}
 
 /// What the host remembers of a job in flight.
 struct InFlight {
@@ -370,11 +351,7 @@ impl Engine for AgentEngine {
             let _ = tx.send(Vec::new());
             return Completion::from_future(async move { rx.await.unwrap_or_default() });
         }
-        let batch = Arc::new(Batch {
-            results: Mutex::new((0..count).map(|_| None).collect()),
-            remaining: AtomicU64::new(count as u64),
-            done: Mutex::new(Some(tx)),
-        });
+        let batch = Batch::new(count, tx);
         let bytes: usize = jobs.iter().map(|j| j.data.len()).sum();
         let mut refused: Vec<(usize, &str)> = Vec::new();
         let mut ops = Vec::with_capacity(count);

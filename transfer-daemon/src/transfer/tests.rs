@@ -50,17 +50,24 @@ async fn answer_to(conn: &quinn::Connection, raw: &[u8]) -> Control {
     wire::decode_control(&body).unwrap()
 }
 
+/// Site "good" serving transfers with an empty bucket "data", and a connection to it
+/// from site "rogue" of the same federation (its endpoint kept alive beside it).
+async fn good_site_and_rogue_peer(dir: &Path) -> (FederationEndpoint, quinn::Connection) {
+    let fed = federation(dir, &["good", "rogue"]);
+    let store = Store::open(StoreConfig::new(dir.join("store")), hw_offload::Offload::cpu(1)).await.unwrap();
+    store.create_bucket("data", "").await.unwrap();
+    let daemon = Transfers::new(store, endpoint(dir, "good", &fed), 2, 2);
+    let address = daemon.local_addr().unwrap();
+    tokio::spawn(daemon.clone().accept_loop());
+    let rogue = endpoint(dir, "rogue", &fed);
+    let conn = rogue.connect_to("good", address).await.unwrap();
+    (rogue, conn)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_frames_end_one_transfer_not_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
-    let fed = federation(dir.path(), &["good", "rogue"]);
-    let store = Store::open(StoreConfig::new(dir.path().join("store")), hw_offload::Offload::cpu(1)).await.unwrap();
-    store.create_bucket("data", "").await.unwrap();
-    let daemon = Transfers::new(store, endpoint(dir.path(), "good", &fed), 2, 2);
-    let address = daemon.local_addr().unwrap();
-    tokio::spawn(daemon.clone().accept_loop());
-    let rogue = endpoint(dir.path(), "rogue", &fed);
-    let conn = rogue.connect_to("good", address).await.unwrap();
+    let (_rogue, conn) = good_site_and_rogue_peer(dir.path()).await;
 
     // A length beyond the control bound: refused before anything is allocated.
     let answer = answer_to(&conn, &u32::MAX.to_le_bytes()).await;
@@ -101,13 +108,7 @@ async fn bad_frames_end_one_transfer_not_the_daemon() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delta_against_bases_the_receiver_did_not_suggest_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let fed = federation(dir.path(), &["good", "rogue"]);
-    let store = Store::open(StoreConfig::new(dir.path().join("store")), hw_offload::Offload::cpu(1)).await.unwrap();
-    store.create_bucket("data", "").await.unwrap();
-    let daemon = Transfers::new(store, endpoint(dir.path(), "good", &fed), 2, 2);
-    let address = daemon.local_addr().unwrap();
-    tokio::spawn(daemon.clone().accept_loop());
-    let conn = endpoint(dir.path(), "rogue", &fed).connect_to("good", address).await.unwrap();
+    let (_rogue, conn) = good_site_and_rogue_peer(dir.path()).await;
 
     // A push of one new 100-byte object: good has no earlier version, so it suggests no base.
     let plain = vec![42u8; 100];
