@@ -54,7 +54,19 @@ struct Cost {
     thread_ns: u64,
     completion_thread_ns: u64,
     completion_thread_sleeps: u64,
+    /// voluntary context switches of the submitting thread
+    thread_sleeps: u64,
     wall: Duration,
+}
+
+/// Voluntary context switches (sleeps) of the calling thread.
+fn this_thread_sleeps() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:")).and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// CPU time (ns) of this process's threads whose name starts with `prefix`, from
@@ -96,6 +108,7 @@ async fn run(engine: &dyn Engine, data: &[Bytes], batch: usize) -> Cost {
     let thread = thread_cpu_ns();
     let completion_thread = threads_cpu_ns(COMPLETION_THREAD);
     let sleeps = threads_sleeps(COMPLETION_THREAD);
+    let thread_sleeps = this_thread_sleeps();
     let mut pending = std::collections::VecDeque::new();
     for group in data.chunks(batch) {
         pending.push_back(engine.submit(group.iter().map(job).collect()));
@@ -115,6 +128,7 @@ async fn run(engine: &dyn Engine, data: &[Bytes], batch: usize) -> Cost {
         thread_ns: thread_cpu_ns() - thread,
         completion_thread_ns: threads_cpu_ns(COMPLETION_THREAD) - completion_thread,
         completion_thread_sleeps: threads_sleeps(COMPLETION_THREAD) - sleeps,
+        thread_sleeps: this_thread_sleeps() - thread_sleeps,
         wall: started.elapsed(),
     }
 }
@@ -137,6 +151,7 @@ async fn ingest(offload: &hw_offload::Offload, dir: std::path::PathBuf, body: &[
         thread_ns: thread_cpu_ns() - thread,
         completion_thread_ns: 0,
         completion_thread_sleeps: 0,
+        thread_sleeps: 0,
         wall: started.elapsed(),
     }
 }
@@ -160,7 +175,7 @@ fn proc_cpu_ns(pid: u32) -> u64 {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 5 {
-        eprintln!("usage: offload-bench CLUSSTER_BIN HOST_CORE AGENT_CORE RUNS");
+        eprintln!("usage: offload-bench CLUSSTER_BIN HOST_CORE AGENT_CORE RUNS (ZERO_COPY_ONLY=1: one row only)");
         std::process::exit(2);
     }
     let host_core: usize = args[2].parse().expect("HOST_CORE");
@@ -207,7 +222,21 @@ async fn main() {
     // The router's first jobs are all checked (probation): get past it before measuring,
     // so the figures show the steady state (one job in 1,024 checked).
     run(&router, &shared[..RouterConfig::default().probation_jobs as usize], 16).await;
-    let mut rows = std::collections::BTreeMap::<&str, [Vec<f64>; 5]>::new();
+    if std::env::var_os("ZERO_COPY_ONLY").is_some() {
+        // For profiling the host side (`perf record -t`): only the zero-copy agent runs.
+        for _ in 0..runs {
+            let accounted = agent.metrics().op(OpKind::Compress).host_cpu_ns;
+            let c = run(agent.as_ref(), &shared, 16).await;
+            println!(
+                "agent, zero-copy: host CPU {:.1} ms/GiB, {} sleeps, {:.1} ms in submitting and reaping",
+                c.process_ns as f64 / 1e6,
+                c.thread_sleeps,
+                (agent.metrics().op(OpKind::Compress).host_cpu_ns - accounted) as f64 / 1e6
+            );
+        }
+        return;
+    }
+    let mut rows = std::collections::BTreeMap::<&str, [Vec<f64>; 6]>::new();
     for _ in 0..runs {
         for (name, engine, data) in [
             ("inline", cpu.as_ref() as &dyn Engine, &gib),
@@ -219,25 +248,27 @@ async fn main() {
             let row = rows.entry(name).or_default();
             row[0].push(c.process_ns as f64 / 1e6);
             row[1].push(c.thread_ns as f64 / 1e6);
-            row[2].push(c.completion_thread_ns as f64 / 1e6);
-            row[3].push(c.completion_thread_sleeps as f64);
-            row[4].push(1024.0 / c.wall.as_secs_f64());
+            row[2].push(c.thread_sleeps as f64);
+            row[3].push(c.completion_thread_ns as f64 / 1e6);
+            row[4].push(c.completion_thread_sleeps as f64);
+            row[5].push(1024.0 / c.wall.as_secs_f64());
         }
     }
-    let inline_mibs = median(rows["inline"][4].clone());
+    let inline_mibs = median(rows["inline"][5].clone());
     println!(
-        "| BLAKE3 + zstd-1, 1 MiB chunks, 1 GiB | host CPU ms/GiB (process) | submitting thread | completion thread \
-         | its sleeps | MiB/s |"
+        "| BLAKE3 + zstd-1, 1 MiB chunks, 1 GiB | host CPU ms/GiB (process) | submitting thread | its sleeps \
+         | completion thread (no runtime) | its sleeps | MiB/s |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for (name, [process, thread, completion, sleeps, mibs]) in &rows {
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (name, [process, thread, thread_sleeps, completion, sleeps, mibs]) in &rows {
         let mut line = String::new();
         let mibs = median(mibs.clone());
         let _ = write!(
             line,
-            "| {name} | {:.1} | {:.1} | {:.1} | {:.0} | {mibs:.0}",
+            "| {name} | {:.1} | {:.1} | {:.0} | {:.1} | {:.0} | {mibs:.0}",
             median(process.clone()),
             median(thread.clone()),
+            median(thread_sleeps.clone()),
             median(completion.clone()),
             median(sleeps.clone())
         );

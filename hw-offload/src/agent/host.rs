@@ -8,9 +8,12 @@
 //!
 //! Completions are reaped by whoever gets there first: the task awaiting a small batch
 //! polls the completion ring for a few microseconds itself (no thread hand-off), and a
-//! completion thread, woken by the agent's doorbell, takes everything else. That thread
-//! also notices a dead agent (its socket closes), fails what was in flight, and
-//! re-attaches when the agent is back.
+//! reaper task, woken by the agent's doorbell through the async runtime's poller, takes
+//! everything else. The reaper runs on the runtime that started the engine, so a
+//! doorbell wakes one thread (the one that runs the awaiting task next), not a
+//! completion thread and then the awaiting one; without a runtime it gets its own
+//! thread. It also notices a dead agent (its socket closes), fails what was in flight,
+//! and re-attaches when the agent is back.
 
 use super::pool::{Pool, Slot};
 use super::ring::{self, Cqe, Layout, Sqe, op, status};
@@ -26,7 +29,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -34,7 +37,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{Notify, oneshot};
 
 /// How the host attaches to an agent.
 #[derive(Debug, Clone)]
@@ -102,6 +106,9 @@ type Reaped = (Arc<Batch>, usize, OpKind, Result<JobOutput, JobError>);
 
 /// One attachment to the agent.
 struct Link {
+    /// Which attachment this is (1 for the first), so the reaper knows when its doorbell
+    /// registration belongs to an earlier one.
+    generation: u64,
     pool: Arc<Pool>,
     layout: Layout,
     stream: UnixStream,
@@ -129,9 +136,11 @@ struct Shared {
     connected: AtomicBool,
     attachments: AtomicU64,
     stop: AtomicBool,
+    /// Ends the reaper's wait between attachment attempts when the engine is dropped.
+    stopped: Notify,
     metrics: EngineMetrics,
     /// Tasks polling the completion ring themselves right now; while there are any, the
-    /// agent need not ring the completion thread.
+    /// agent need not ring the reaper.
     reapers: AtomicU32,
     /// Input bytes copied into the region (inputs that were not in it already).
     copied_in: AtomicU64,
@@ -167,13 +176,16 @@ impl Shared {
 /// An engine that runs jobs in an offload agent process.
 pub struct AgentEngine {
     shared: Arc<Shared>,
+    /// The reaper's own thread, when the engine was started outside an async runtime.
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl AgentEngine {
-    /// Starts the completion thread, which attaches to the agent now if it is there
-    /// and keeps trying if it is not; jobs submitted while detached fail as
-    /// [`JobError::Unavailable`] (the router runs them on the CPU).
+    /// Starts the reaper, which attaches to the agent now if it is there and keeps
+    /// trying if it is not; jobs submitted while detached fail as
+    /// [`JobError::Unavailable`] (the router runs them on the CPU). Called inside a
+    /// Tokio runtime (with I/O enabled), the reaper is a task on it; otherwise it runs
+    /// on a thread of its own.
     pub fn start(name: &str, config: AgentConfig) -> std::io::Result<Self> {
         Layout::plan(config.region_bytes, config.ring_entries)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -184,6 +196,7 @@ impl AgentEngine {
             connected: AtomicBool::new(false),
             attachments: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            stopped: Notify::new(),
             metrics: EngineMetrics::default(),
             reapers: AtomicU32::new(0),
             copied_in: AtomicU64::new(0),
@@ -194,9 +207,14 @@ impl AgentEngine {
             tracing::warn!(engine = name, socket = %shared.config.socket.display(), error = %e,
                 "offload agent not reachable; running on the CPU until it is");
         }
+        if let Some(runtime) = runtime_with_io() {
+            runtime.spawn(reaper(shared.clone()));
+            return Ok(Self { shared, thread: None });
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let thread = std::thread::Builder::new().name(format!("offload-{name}-cq")).spawn({
             let shared = shared.clone();
-            move || completion_loop(&shared)
+            move || runtime.block_on(reaper(shared))
         })?;
         Ok(Self { shared, thread: Some(thread) })
     }
@@ -232,14 +250,35 @@ impl AgentEngine {
 impl Drop for AgentEngine {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        if let Some(link) = self.shared.state.lock().link.as_ref() {
-            // Wake the completion thread out of its poll.
+        self.shared.stopped.notify_one();
+        // The agent sees its socket close now, whenever the reaper task next runs; the
+        // shutdown also ends the reaper's wait for a doorbell.
+        let link = self.shared.state.lock().link.take();
+        if let Some(link) = link {
             let _ = link.stream.shutdown(std::net::Shutdown::Both);
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// The current Tokio runtime, if there is one and it can poll file descriptors.
+fn runtime_with_io() -> Option<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let _entered = runtime.enter();
+    let (probe, _) = UnixStream::pair().ok()?;
+    register(OwnedFd::from(probe)).ok()?;
+    Some(runtime)
+}
+
+/// Registers a descriptor with the current runtime's poller, for reading only: the
+/// host also writes doorbells to the agent on this socket, and each one the agent reads
+/// would otherwise wake the poller as the socket turns writable again.
+fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the `AsyncFd` owns the descriptor and nothing replaces or closes it while
+    // it is registered; it is closed only when the `AsyncFd` drops.
+    unsafe { Ok(AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)?) }
 }
 
 /// The chain as agent op codes, or `None` if the agent protocol cannot express it.
@@ -423,15 +462,15 @@ impl Engine for AgentEngine {
 }
 
 /// Small batches are reaped by the awaiting task itself if the agent answers within
-/// this long: a thread hand-off (doorbell, completion thread, task wake-up) costs 10 to
+/// this long: a thread hand-off (doorbell, poller, task wake-up) costs 10 to
 /// 50 µs on a shared machine, far more than a small job.
 const REAP_SPIN_MAX: Duration = Duration::from_micros(50);
 /// Batches with more input than this take longer on the agent than the task should
-/// poll for; they are reaped by the completion thread.
+/// poll for; they are reaped by the reaper task.
 const REAP_SPIN_MAX_BYTES: usize = 64 << 10;
 
 /// How long the task awaiting a batch of `jobs` jobs and `bytes` bytes polls for its
-/// completions before relying on the completion thread: about what a polling agent
+/// completions before relying on the reaper: about what a polling agent
 /// needs for small jobs (a few µs, plus roughly 1 µs per KiB for hash and compress),
 /// and not at all for large batches.
 fn reap_window(jobs: usize, bytes: usize) -> Duration {
@@ -443,7 +482,7 @@ fn reap_window(jobs: usize, bytes: usize) -> Duration {
 }
 
 /// The results of one batch: reaped by the awaiting task itself when the batch is
-/// small and the agent is quick, otherwise delivered by the completion thread.
+/// small and the agent is quick, otherwise delivered by the reaper.
 struct AgentCompletion {
     rx: oneshot::Receiver<Results>,
     shared: Arc<Shared>,
@@ -483,7 +522,7 @@ impl AgentCompletion {
         let deadline = Instant::now() + self.reap_for;
         let mut results = None;
         loop {
-            // Another reaper (or the completion thread) may have taken ours: look anyway.
+            // Another task (or the reaper) may have taken ours: look anyway.
             shared.reap_now();
             if let Some(r) = self.try_take() {
                 results = Some(r);
@@ -523,8 +562,8 @@ impl Future for AgentCompletion {
         }
         if !this.reap_for.is_zero() {
             let reaped = this.reap_here();
-            // Only the first poll looks itself: later ones follow the completion
-            // thread's wake-up, which brings the results.
+            // Only the first poll looks itself: later ones follow the reaper's
+            // wake-up, which brings the results.
             this.reap_for = Duration::ZERO;
             if let Some(results) = reaped {
                 return Poll::Ready(results);
@@ -739,6 +778,7 @@ fn attach(shared: &Shared) -> std::io::Result<()> {
     stream.set_read_timeout(None)?;
     stream.set_nonblocking(true)?;
     let link = Link {
+        generation: shared.attachments.load(Ordering::Relaxed) + 1,
         pool: Pool::new(region, layout.data_off, layout.data_len),
         layout,
         stream,
@@ -770,47 +810,63 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-/// Longest sleep while waiting for completions. Completions ring the doorbell and a stop
-/// shuts the socket down, both of which end the sleep at once; this only bounds how long
-/// a lost wakeup (which the protocol rules out) could go unnoticed. Every timeout is a
-/// wake-up of an idle thread (about 30 µs of CPU on the reference VM), so it is rare.
-const POLL_MS: i32 = 1000;
+/// The doorbell of one attachment, registered with the runtime's poller: a duplicate of
+/// the link's socket, so the link's own handle stays a plain non-blocking socket that
+/// submitters write to from any thread.
+struct Doorbell {
+    generation: u64,
+    fd: AsyncFd<OwnedFd>,
+}
 
-fn completion_loop(shared: &Shared) {
+/// Takes the completions that nobody polls for, hands them to their batches, and keeps
+/// the link: detaches when the agent goes (or misbehaves) and attaches again.
+async fn reaper(shared: Arc<Shared>) {
+    let mut doorbell: Option<Doorbell> = None;
     loop {
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
         if !shared.connected.load(Ordering::Acquire) {
-            std::thread::sleep(shared.config.reattach_every);
-            if shared.stop.load(Ordering::Acquire) {
-                return;
+            doorbell = None;
+            tokio::select! {
+                _ = tokio::time::sleep(shared.config.reattach_every) => {}
+                _ = shared.stopped.notified() => return,
             }
-            let _ = attach(shared);
+            // Attaching waits for the agent's answer (up to its 5 s read timeout).
+            let attaching = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || attach(&attaching)).await;
             continue;
         }
         // Monotonic clock, as on the submission path: this section does not block.
         let started = Instant::now();
-        let (done, fd, broken) = {
+        let (done, wait, broken) = {
             let mut state = shared.state.lock();
             let Some(link) = state.link.as_mut() else { continue };
+            if doorbell.as_ref().is_none_or(|d| d.generation != link.generation) {
+                doorbell = match link.stream.try_clone().and_then(|s| register(OwnedFd::from(s))) {
+                    Ok(fd) => Some(Doorbell { generation: link.generation, fd }),
+                    Err(e) => {
+                        // Without a doorbell no completion would ever be taken.
+                        drop(state);
+                        tracing::warn!(engine = shared.name, error = %e, "cannot wait for the offload agent's doorbell; detaching");
+                        detach(&shared);
+                        continue;
+                    }
+                };
+            }
             let done = link.reap(&shared.name, &shared.metrics);
             let broken = done.is_empty() && link.impossible_tail();
-            // Nothing to take: ask for a doorbell, look once more, then sleep. No polling
+            // Nothing to take: ask for a doorbell, look once more, then wait. No polling
             // here: small batches are polled for by the tasks awaiting them, and large
             // ones take far longer than a doorbell.
-            let fd = if done.is_empty() && !broken {
-                (!shared.arm_doorbell(link)).then(|| link.stream.as_raw_fd())
-            } else {
-                None
-            };
-            (done, fd, broken)
+            let wait = done.is_empty() && !broken && !shared.arm_doorbell(link);
+            (done, wait, broken)
         };
         if broken {
             // Nothing could ever be reaped again: drop the link (its jobs rerun on the
             // CPU, the agent sees the socket close) and attach afresh later.
             tracing::warn!(engine = shared.name, "offload agent wrote an impossible completion tail; detaching");
-            detach(shared);
+            detach(&shared);
             continue;
         }
         if !done.is_empty() {
@@ -828,13 +884,24 @@ fn completion_loop(shared: &Shared) {
             }
             continue;
         }
-        let Some(fd) = fd else { continue };
-        let alive = wait_doorbell(fd);
+        if !wait {
+            continue;
+        }
+        let Some(bell) = doorbell.as_ref() else { continue };
+        let alive = match bell.fd.readable().await {
+            Ok(mut ready) => match ready.try_io(|fd| drain_doorbell(fd.get_ref())) {
+                Ok(Ok(alive)) => alive,
+                Ok(Err(_)) => false,
+                // Woken without a byte to read: wait again.
+                Err(_would_block) => true,
+            },
+            Err(_) => false,
+        };
         if let Some(link) = shared.state.lock().link.as_ref() {
             link.pool.region().atomic_u32(ring::off::HOST_NEED_WAKEUP).store(0, Ordering::Relaxed);
         }
         if !alive {
-            detach(shared);
+            detach(&shared);
         }
     }
 }
@@ -860,31 +927,31 @@ pub(crate) fn spin_until(region: &SharedRegion, word: usize, seen: u32, spin: Du
     }
 }
 
-/// Waits for a doorbell byte; false when the agent's end is closed.
-fn wait_doorbell(fd: i32) -> bool {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd; the fd stays open while the link is installed, and only
-    // this thread removes the link.
-    let n = unsafe { libc::poll(&mut pfd, 1, POLL_MS) };
-    if n <= 0 {
-        return true;
-    }
+/// Reads every doorbell byte there is: `Ok(false)` when the agent's end is closed,
+/// `WouldBlock` when there was nothing to read, any other error when the socket broke.
+fn drain_doorbell(fd: &OwnedFd) -> std::io::Result<bool> {
     let mut buf = [0u8; 64];
+    let mut read_any = false;
     loop {
-        // SAFETY: reading into a local buffer of the length given; fd as above.
-        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        match r {
-            0 => return false,
+        match read_fd(fd, &mut buf) {
+            Ok(0) => return Ok(false),
             // A short read drained the socket: no second call just to hear WouldBlock
-            // (a byte arriving meanwhile makes the next poll return at once).
-            r if r > 0 && (r as usize) < buf.len() => return true,
-            r if r > 0 => continue,
-            _ => {
-                let err = std::io::Error::last_os_error();
-                return err.kind() == std::io::ErrorKind::WouldBlock || err.kind() == std::io::ErrorKind::Interrupted;
-            }
+            // (a byte arriving meanwhile makes the poller report the socket again).
+            Ok(n) if n < buf.len() => return Ok(true),
+            Ok(_) => read_any = true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && read_any => return Ok(true),
+            // Nothing to read (`try_io` waits again), or the socket is unusable.
+            Err(e) => return Err(e),
         }
     }
+}
+
+fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: reading into a buffer of the length given, from a descriptor we own.
+    let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r as usize) }
 }
 
 /// Drops the link and fails everything that was in flight on it.
