@@ -365,23 +365,36 @@ impl Store {
     /// Reads an object and claims its chunks, so that GC keeps them while a read or a
     /// copy uses them, even if the object is deleted or replaced meanwhile.
     pub(crate) fn pin_object(&self, bucket: &str, key: &str) -> Result<Pinned, StoreError> {
+        let record = self.object_record(bucket, key)?;
+        self.pin_record(bucket, key, record)
+    }
+
+    /// [`Store::pin_object`] from a record of `bucket/key` read already (by a listing).
+    pub(crate) fn pin_record(&self, bucket: &str, key: &str, mut record: ObjectRecord) -> Result<Pinned, StoreError> {
         for _ in 0..3 {
-            let record = self.object_record(bucket, key)?;
             let chunks = match &record.body {
-                Body::Inline(_) => Vec::new(),
+                // Nothing to hold: the record read is the object.
+                Body::Inline(_) => {
+                    return Ok(Pinned { record, chunks: Vec::new(), claims: ClaimSet::new(self.claims.clone()) });
+                }
                 Body::Manifest(id) => match self.manifest(*id) {
                     Ok(chunks) => chunks,
                     // Replaced between the two reads: look again.
-                    Err(_) => continue,
+                    Err(_) => {
+                        record = self.object_record(bucket, key)?;
+                        continue;
+                    }
                 },
             };
             let mut claims = ClaimSet::new(self.claims.clone());
             claims.claim_all(chunks.iter().map(|c| c.id));
             // Still the same object: it held its chunks' references until our claims
             // were in place, so GC cannot have taken any of them.
-            if self.object_record(bucket, key)?.body == record.body {
+            let now = self.object_record(bucket, key)?;
+            if now.body == record.body {
                 return Ok(Pinned { record, chunks, claims });
             }
+            record = now;
         }
         Err(StoreError::Backend(format!("{bucket}/{key} kept changing while being opened; retry")))
     }

@@ -37,7 +37,8 @@ pub struct TransferPin {
 /// An object as a transfer sends it.
 #[derive(Debug, Clone)]
 pub struct ExportedObject {
-    /// its record (size, ETag, checksums, metadata)
+    /// its record (size, ETag, checksums, metadata); an inline object's bytes are moved
+    /// out into `inline`, leaving an empty inline body here
     pub record: ObjectRecord,
     /// its chunks in order; for an inline object, the one pseudo-chunk of its bytes
     pub chunks: Vec<ChunkRef>,
@@ -86,15 +87,59 @@ impl Store {
     /// object is exported as one pseudo-chunk named by the BLAKE3 of its bytes.
     pub fn export_object(&self, pin: &mut TransferPin, bucket: &str, key: &str) -> Result<ExportedObject, StoreError> {
         let pinned = self.pin_object(bucket, key)?;
+        Ok(Self::exported(pin, pinned))
+    }
+
+    /// Up to `max` objects of `bucket` under `prefix` after the key `after`, in key
+    /// order, exported as [`Store::export_object`] does, from one scan: an inline object
+    /// is not read again. `None` as the last key when the listing is complete.
+    pub fn export_page(
+        &self,
+        pin: &mut TransferPin,
+        bucket: &str,
+        prefix: &str,
+        after: &str,
+        max: usize,
+    ) -> Result<(Vec<(String, ExportedObject)>, Option<String>), StoreError> {
+        self.bucket(bucket)?;
+        let bucket_prefix = keys::bucket_prefix(bucket);
+        let mut from = keys::object_key(bucket, after);
+        from.push(0); // strictly after `after`
+        let mut page = Vec::new();
+        for item in self.meta.scan::<ObjectRecord>(cf::OBJECTS, &keys::object_key(bucket, prefix), &from) {
+            let (raw_key, record) = item?;
+            let key = std::str::from_utf8(&raw_key[bucket_prefix.len()..])
+                .map_err(|e| StoreError::CorruptMetadata { kind: "object key", reason: e.to_string() })?;
+            if page.len() >= max {
+                let last = page.last().map(|(k, _): &(String, ExportedObject)| k.clone());
+                return Ok((page, last));
+            }
+            let pinned = match self.pin_record(bucket, key, record) {
+                Ok(p) => p,
+                // Deleted since the scan saw it: not part of the listing.
+                Err(StoreError::NoSuchKey { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            page.push((key.to_owned(), Self::exported(pin, pinned)));
+        }
+        Ok((page, None))
+    }
+
+    fn exported(pin: &mut TransferPin, pinned: crate::objects::Pinned) -> ExportedObject {
         pin.claims.absorb(pinned.claims);
-        let (chunks, inline) = match &pinned.record.body {
+        let mut record = pinned.record;
+        // The bytes move to `inline` (not copied); the record keeps an empty body.
+        let (chunks, inline) = match std::mem::replace(&mut record.body, Body::Inline(Vec::new())) {
             Body::Inline(data) if data.is_empty() => (Vec::new(), None),
             Body::Inline(data) => {
-                (vec![ChunkRef { id: ChunkId::of(data), len: data.len() as u32 }], Some(Bytes::from(data.clone())))
+                (vec![ChunkRef { id: ChunkId::of(&data), len: data.len() as u32 }], Some(Bytes::from(data)))
             }
-            Body::Manifest(_) => (pinned.chunks, None),
+            body @ Body::Manifest(_) => {
+                record.body = body;
+                (pinned.chunks, None)
+            }
         };
-        Ok(ExportedObject { record: pinned.record, chunks, inline })
+        ExportedObject { record, chunks, inline }
     }
 
     /// A chunk's frame exactly as stored (header and compressed payload), not verified:
@@ -187,13 +232,16 @@ impl Store {
         transfer: &TransferId,
         deltas: &mut HashMap<ChunkId, i64>,
     ) -> Result<(), StoreError> {
-        for entry in self.meta.scan_raw(cf::TRANSFER_CHUNKS, transfer, keys::prefix_successor(transfer)) {
+        // Past every marker key (the id and 32 bytes), even for an id of all 0xff bytes.
+        let end = keys::prefix_successor(transfer).unwrap_or_else(|| [&transfer[..], &[0xff; 33]].concat());
+        for entry in self.meta.scan_raw(cf::TRANSFER_CHUNKS, transfer, Some(end.clone())) {
             let (k, _): RawEntry = entry?;
             if let Some((_, id)) = keys::decode_transfer_chunk_key(&k) {
-                batch.delete(cf::TRANSFER_CHUNKS, &k);
                 *deltas.entry(id).or_default() -= 1;
             }
         }
+        // One tombstone for all the markers, not one per chunk.
+        batch.delete_range(cf::TRANSFER_CHUNKS, transfer, &end);
         batch.delete(cf::TRANSFERS, transfer);
         Ok(())
     }
@@ -230,6 +278,8 @@ impl Store {
         let mut batch = self.meta.batch();
         let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
         let mut checked_buckets = BTreeSet::new();
+        // Put in id order after the objects (RocksDB inserts keys in order far faster).
+        let mut manifests = Vec::new();
         // The objects being replaced, in one batched lookup (under the key locks).
         let okeys: Vec<_> = objects.iter().map(|o| keys::object_key(&o.bucket, &o.key)).collect();
         let replaced = self.meta.get_many::<ObjectRecord, _>(cf::OBJECTS, &okeys)?;
@@ -247,7 +297,7 @@ impl Store {
                     *deltas.entry(c.id).or_default() += 1;
                 }
                 let id = rand::random::<u64>();
-                batch.put(cf::MANIFESTS, &id.to_be_bytes(), &ManifestRecord { chunks: o.chunks });
+                manifests.push((id, ManifestRecord { chunks: o.chunks }));
                 Body::Manifest(id)
             };
             let record = ObjectRecord {
@@ -261,8 +311,14 @@ impl Store {
             };
             batch.put(cf::OBJECTS, &okey, &record);
         }
+        manifests.sort_unstable_by_key(|(id, _)| *id);
+        for (id, manifest) in &manifests {
+            batch.put(cf::MANIFESTS, &id.to_be_bytes(), manifest);
+        }
         self.stage_release(&mut batch, &transfer, &mut deltas)?;
         // Where an object's reference replaces the transfer's, the sum is 0: nothing written.
+        let mut deltas: Vec<(ChunkId, i64)> = deltas.into_iter().filter(|(_, delta)| *delta != 0).collect();
+        deltas.sort_unstable_by_key(|(id, _)| *id);
         for (id, delta) in deltas {
             batch.add_ref(&id, delta);
         }
@@ -361,8 +417,11 @@ impl PendingFlush {
         let bytes = self.pack.seal().await?;
         let mut batch = self.store.meta.batch();
         batch.put(cf::PACKS, &keys::pack_key(pack_id), &PackRecord { bytes, created_ms: crate::now_ms() });
-        let mut seen = std::collections::HashSet::new();
-        let chunks: Vec<(ChunkId, ChunkLoc)> = self.chunks.into_iter().filter(|(id, _)| seen.insert(*id)).collect();
+        // In id order: the index, the markers and the counts are all keyed by the id, and
+        // RocksDB inserts keys in order far faster than scattered ones.
+        let mut chunks = self.chunks;
+        chunks.sort_by_key(|(id, _)| *id);
+        chunks.dedup_by_key(|(id, _)| *id);
         // Three batched lookups for the whole group, not three per chunk.
         let keys: Vec<_> = chunks.iter().map(|(id, _)| keys::chunk_key(id)).collect();
         let markers: Vec<_> = chunks.iter().map(|(id, _)| keys::transfer_chunk_key(&self.transfer, id)).collect();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use store::Store;
 use store::frame;
 use store::meta::values::ChunkRef as StoredChunk;
-use store::transfer::{TransferId, TransferPin, TransferredObject};
+use store::transfer::{ExportedObject, TransferId, TransferPin, TransferredObject};
 use tokio::sync::{mpsc, watch};
 use transfer_daemon::protocol::delta;
 use transfer_daemon::protocol::session::{IncomingObject, MAX_RETRIES, Receiver, Sender, Violation};
@@ -262,7 +262,7 @@ struct Manifest {
     source: Selection,
     after: String,
     listing_done: bool,
-    queue: std::collections::VecDeque<String>,
+    queue: std::collections::VecDeque<(String, ExportedObject)>,
     /// the rest of a large object's chunk list
     open: Option<(OfferedObject, Vec<ChunkRef>)>,
 }
@@ -272,15 +272,16 @@ impl Manifest {
         Self { store, source, after: String::new(), listing_done: false, queue: Default::default(), open: None }
     }
 
-    fn next_key(&mut self) -> Result<Option<String>, TransferError> {
+    /// The next object of the selection, exported (its chunks claimed in `pin`).
+    fn next_object(&mut self, pin: &mut TransferPin) -> Result<Option<(String, ExportedObject)>, TransferError> {
         if self.queue.is_empty() && !self.listing_done {
-            let page =
-                self.store.list_objects(&self.source.bucket, &self.source.prefix, None, &self.after, LIST_PAGE)?;
-            self.listing_done = !page.truncated;
-            if let Some(last) = page.objects.last() {
-                self.after = last.key.clone();
+            let (page, last) =
+                self.store.export_page(pin, &self.source.bucket, &self.source.prefix, &self.after, LIST_PAGE)?;
+            match last {
+                Some(last) => self.after = last,
+                None => self.listing_done = true,
             }
-            self.queue.extend(page.objects.into_iter().map(|o| o.key));
+            self.queue.extend(page);
         }
         Ok(self.queue.pop_front())
     }
@@ -317,13 +318,7 @@ impl Manifest {
             {
                 return Ok((objects, inline));
             }
-            let Some(key) = self.next_key()? else { return Ok((objects, inline)) };
-            let exported = match self.store.export_object(pin, &self.source.bucket, &key) {
-                Ok(e) => e,
-                // Deleted since it was listed: it is not part of the transfer.
-                Err(store::StoreError::NoSuchKey { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            };
+            let Some((key, exported)) = self.next_object(pin)? else { return Ok((objects, inline)) };
             if let (Some(data), Some(c)) = (&exported.inline, exported.chunks.first()) {
                 inline_bytes += data.len();
                 inline.insert(c.id, data.clone());
