@@ -7,13 +7,14 @@
 
 use hw_offload::ChunkId;
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+/// Claims come and go several times per received chunk: foldhash (seeded per process)
+/// instead of SipHash, which was most of their cost.
 #[derive(Debug, Default)]
 pub(crate) struct ClaimTable {
-    chunks: HashMap<ChunkId, u32>,
-    packs: HashSet<u64>,
+    chunks: foldhash::HashMap<ChunkId, u32>,
+    packs: foldhash::HashSet<u64>,
 }
 
 impl ClaimTable {

@@ -223,6 +223,18 @@ impl Store {
         self.commit(batch).await
     }
 
+    /// The chunks `transfer` holds a reference to (a marker each), in id order.
+    fn transfer_markers(&self, transfer: &TransferId) -> Result<Vec<ChunkId>, StoreError> {
+        let mut held = Vec::new();
+        for entry in self.meta.scan_raw(cf::TRANSFER_CHUNKS, transfer, Some(markers_end(transfer))) {
+            let (k, _): RawEntry = entry?;
+            if let Some((_, id)) = keys::decode_transfer_chunk_key(&k) {
+                held.push(id);
+            }
+        }
+        Ok(held)
+    }
+
     /// Stages the deletion of `transfer`'s record and markers; the references they held
     /// go into `deltas`, so that a commit adding references to the same chunks writes
     /// one reference change per chunk, not two.
@@ -232,18 +244,24 @@ impl Store {
         transfer: &TransferId,
         deltas: &mut HashMap<ChunkId, i64>,
     ) -> Result<(), StoreError> {
-        // Past every marker key (the id and 32 bytes), even for an id of all 0xff bytes.
-        let end = keys::prefix_successor(transfer).unwrap_or_else(|| [&transfer[..], &[0xff; 33]].concat());
-        for entry in self.meta.scan_raw(cf::TRANSFER_CHUNKS, transfer, Some(end.clone())) {
-            let (k, _): RawEntry = entry?;
-            if let Some((_, id)) = keys::decode_transfer_chunk_key(&k) {
-                *deltas.entry(id).or_default() -= 1;
-            }
+        self.stage_release_of(batch, transfer, &self.transfer_markers(transfer)?, deltas);
+        Ok(())
+    }
+
+    /// [`Store::stage_release`] with the markers read already.
+    fn stage_release_of(
+        &self,
+        batch: &mut crate::meta::Batch,
+        transfer: &TransferId,
+        markers: &[ChunkId],
+        deltas: &mut HashMap<ChunkId, i64>,
+    ) {
+        for id in markers {
+            *deltas.entry(*id).or_default() -= 1;
         }
         // One tombstone for all the markers, not one per chunk.
-        batch.delete_range(cf::TRANSFER_CHUNKS, transfer, &end);
+        batch.delete_range(cf::TRANSFER_CHUNKS, transfer, &markers_end(transfer));
         batch.delete(cf::TRANSFERS, transfer);
-        Ok(())
     }
 
     /// Commits every object of `transfer` in one batch, replacing what is at their keys,
@@ -253,16 +271,6 @@ impl Store {
         transfer: TransferId,
         objects: Vec<TransferredObject>,
     ) -> Result<(), StoreError> {
-        // Hold the chunks first: a chunk that was held when the receiver looked stays now.
-        let mut pin = self.transfer_pin();
-        let mut ids: Vec<ChunkId> = objects.iter().flat_map(|o| o.chunks.iter().map(|c| c.id)).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        for (id, held) in ids.iter().zip(self.hold_chunks(&mut pin, &ids)?) {
-            if !held {
-                return Err(StoreError::MissingChunk(*id));
-            }
-        }
         let buckets: BTreeSet<usize> = objects.iter().map(|o| crate::stripe(&o.bucket.as_str())).collect();
         let key_stripes: BTreeSet<usize> =
             objects.iter().map(|o| crate::stripe(&(o.bucket.as_str(), o.key.as_str()))).collect();
@@ -275,6 +283,21 @@ impl Store {
         for stripe in key_stripes {
             key_guards.push(self.key_locks[stripe].lock().await);
         }
+        // Read under the key locks, so that two commits of one transfer (an attempt and
+        // its resumption) cannot both release its markers. The chunks they name stay
+        // referenced until the batch below releases them: nothing else to check.
+        let markers = self.transfer_markers(&transfer)?;
+        // Hold the other chunks: a chunk that was held when the receiver looked stays now.
+        let mut pin = self.transfer_pin();
+        let mut ids: Vec<ChunkId> = objects.iter().flat_map(|o| o.chunks.iter().map(|c| c.id)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|id| markers.binary_search(id).is_err());
+        for (id, held) in ids.iter().zip(self.hold_chunks(&mut pin, &ids)?) {
+            if !held {
+                return Err(StoreError::MissingChunk(*id));
+            }
+        }
         let mut batch = self.meta.batch();
         let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
         let mut checked_buckets = BTreeSet::new();
@@ -282,9 +305,18 @@ impl Store {
         let mut manifests = Vec::new();
         // The objects being replaced, in one batched lookup (under the key locks).
         let okeys: Vec<_> = objects.iter().map(|o| keys::object_key(&o.bucket, &o.key)).collect();
-        let replaced = self.meta.get_many::<ObjectRecord, _>(cf::OBJECTS, &okeys)?;
+        // Into an empty range of keys (a first copy), there is nothing to replace: one
+        // seek says so, instead of a lookup per object.
+        let (first, last) = (okeys.iter().min(), okeys.iter().max());
+        let replaced = match (first, last) {
+            (Some(first), Some(last)) if self.meta.any_in_range(cf::OBJECTS, first, last)? => {
+                self.meta.get_many::<ObjectRecord, _>(cf::OBJECTS, &okeys)?
+            }
+            _ => vec![None; okeys.len()],
+        };
         for ((o, okey), old) in objects.into_iter().zip(okeys).zip(replaced) {
-            if checked_buckets.insert(o.bucket.clone()) {
+            if !checked_buckets.contains(&o.bucket) {
+                checked_buckets.insert(o.bucket.clone());
                 self.bucket(&o.bucket)?;
             }
             if let Some(old) = old {
@@ -315,7 +347,7 @@ impl Store {
         for (id, manifest) in &manifests {
             batch.put(cf::MANIFESTS, &id.to_be_bytes(), manifest);
         }
-        self.stage_release(&mut batch, &transfer, &mut deltas)?;
+        self.stage_release_of(&mut batch, &transfer, &markers, &mut deltas);
         // Where an object's reference replaces the transfer's, the sum is 0: nothing written.
         let mut deltas: Vec<(ChunkId, i64)> = deltas.into_iter().filter(|(_, delta)| *delta != 0).collect();
         deltas.sort_unstable_by_key(|(id, _)| *id);
@@ -327,6 +359,12 @@ impl Store {
         drop(bucket_guards);
         Ok(())
     }
+}
+
+/// Past every marker key of `transfer` (its id and 32 bytes), even for an id of all
+/// 0xff bytes.
+fn markers_end(transfer: &TransferId) -> Vec<u8> {
+    keys::prefix_successor(transfer).unwrap_or_else(|| [&transfer[..], &[0xff; 33]].concat())
 }
 
 /// Writes a transfer's received chunks into packs; [`ChunkSink::flush`] makes them
@@ -343,7 +381,8 @@ pub struct ChunkSink {
 impl ChunkSink {
     /// Appends a chunk frame the caller has verified (id, lengths and content).
     pub async fn append(&mut self, id: ChunkId, frame: Bytes, plain_len: u32) -> Result<(), StoreError> {
-        self.claims.claim_chunk(id);
+        // The chunk itself needs no claim yet: GC cannot see it until its group is
+        // flushed, and the flush claims the group before it looks at the index.
         if self.pack.is_none() {
             let pack = rand::random::<u64>();
             self.claims.open_pack(pack);
@@ -379,7 +418,8 @@ impl ChunkSink {
     /// Takes the open pack and its chunks out, to be made durable by
     /// [`PendingFlush::finish`] while this sink goes on receiving into a new pack. Finish
     /// each before starting the next: two groups committing at once could both count a
-    /// chunk as new. The sink's claims keep the chunks from GC until it is dropped.
+    /// chunk as new. The group claims its chunks until it is durable; from then on their
+    /// transfer markers hold them.
     pub fn start_flush(&mut self) -> Option<PendingFlush> {
         let pack = self.pack.take()?;
         self.unflushed_bytes = 0;
@@ -387,9 +427,7 @@ impl ChunkSink {
         // sink is dropped (a failed transfer) before the group is committed.
         let mut claims = ClaimSet::new(self.store.claims.clone());
         claims.open_pack(pack.id());
-        for (id, _) in &self.unflushed {
-            claims.claim_chunk(*id);
-        }
+        claims.claim_all(self.unflushed.iter().map(|(id, _)| *id));
         Some(PendingFlush {
             store: self.store.clone(),
             transfer: self.transfer,

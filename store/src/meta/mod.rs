@@ -141,6 +141,21 @@ impl MetaDb {
             .collect()
     }
 
+    /// Whether `cf` holds any key from `first` to `last`, both inclusive.
+    pub fn any_in_range(&self, cf: &str, first: &[u8], last: &[u8]) -> Result<bool, StoreError> {
+        let mut ro = ReadOptions::default();
+        let mut end = last.to_vec();
+        end.push(0); // the smallest key after `last`
+        ro.set_iterate_upper_bound(end);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(cf), ro);
+        it.seek(first);
+        if it.valid() {
+            return Ok(true);
+        }
+        it.status().map_err(db_error)?;
+        Ok(false)
+    }
+
     /// Raw key/value pairs of `cf` from `start` (inclusive) to `end` (exclusive).
     pub fn scan_raw<'a>(
         &'a self,

@@ -182,6 +182,11 @@ impl Receiver {
         &self.objects
     }
 
+    /// Takes the objects out (to commit them), leaving none.
+    pub fn take_objects(&mut self) -> Vec<IncomingObject> {
+        std::mem::take(&mut self.objects)
+    }
+
     /// Counters so far.
     pub fn progress(&self) -> &Progress {
         &self.progress

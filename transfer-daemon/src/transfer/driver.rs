@@ -710,22 +710,23 @@ async fn receive_inner(
     let landed = flushing.wait().await;
     received?;
     landed?;
+    let all_in = Instant::now();
     let objects = session
-        .objects()
-        .iter()
+        .take_objects()
+        .into_iter()
         .map(|o| {
             let meta = postcard::from_bytes(&o.head.meta)
                 .map_err(|e| Violation(format!("{:?}: undecodable metadata: {e}", o.head.key)))?;
             Ok(TransferredObject {
                 bucket: dest.bucket.clone(),
-                key: format!("{}{}", dest.prefix, o.head.key),
+                key: if dest.prefix.is_empty() { o.head.key } else { format!("{}{}", dest.prefix, o.head.key) },
                 size: o.head.size,
-                etag: o.head.etag.clone(),
-                checksums: o.head.checksums.clone(),
+                etag: o.head.etag,
+                checksums: o.head.checksums,
                 mtime_ms: o.head.mtime_ms,
                 meta,
-                part_sizes: o.head.part_sizes.clone(),
-                chunks: o.chunks.iter().map(|c| StoredChunk { id: c.id, len: c.len }).collect(),
+                part_sizes: o.head.part_sizes,
+                chunks: o.chunks.into_iter().map(|c| StoredChunk { id: c.id, len: c.len }).collect(),
             })
         })
         .collect::<Result<Vec<TransferredObject>, Violation>>()?;
@@ -733,7 +734,14 @@ async fn receive_inner(
         return Err(TransferError::Local(format!("destination key of {} bytes is too long", o.key.len())));
     }
     let count = objects.len() as u64;
+    let committing = Instant::now();
     store.commit_transfer(transfer, objects).await?;
+    tracing::info!(
+        objects = count,
+        prepare_ms = (committing - all_in).as_millis() as u64,
+        commit_ms = committing.elapsed().as_millis() as u64,
+        "transfer committed"
+    );
     control.send(&Control::Committed { objects: count }).await?;
     control.finish();
     // Let the sender read `Committed` before either side closes the connection: it
