@@ -5,7 +5,7 @@
 use crate::Store;
 use crate::error::StoreError;
 use crate::ingest::{Ingested, IngestedBody};
-use crate::meta::values::{Body, ManifestRecord, ObjectMeta, ObjectRecord, PartRecord, UploadRecord};
+use crate::meta::values::{ObjectMeta, ObjectRecord, PartRecord, UploadRecord};
 use crate::meta::{cf, keys};
 use crate::objects::{ObjectInfo, PutOptions};
 use bytes::Bytes;
@@ -225,8 +225,7 @@ impl Store {
             batch.delete(cf::PARTS, &keys::part_key(&id, n));
         }
         batch.delete(cf::UPLOADS, &keys::upload_key(bucket, key, &id));
-        let manifest_id = rand::random::<u64>();
-        batch.put(cf::MANIFESTS, &manifest_id.to_be_bytes(), &ManifestRecord { chunks });
+        let body = crate::objects::stage_body(&mut batch, chunks);
         let record = ObjectRecord {
             size,
             etag: format!("{}-{}", hex::encode(md5s.finalize()), listed.len()),
@@ -234,7 +233,7 @@ impl Store {
             mtime_ms: crate::now_ms(),
             meta: upload.meta,
             part_sizes,
-            body: Body::Manifest(manifest_id),
+            body,
         };
         self.replace_object(bucket, key, record, batch, deltas).await
     }

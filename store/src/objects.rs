@@ -190,9 +190,7 @@ impl Store {
                 for c in chunks {
                     *deltas.entry(c.id).or_default() += 1;
                 }
-                let id = rand::random::<u64>();
-                batch.put(cf::MANIFESTS, &id.to_be_bytes(), &ManifestRecord { chunks: chunks.clone() });
-                Body::Manifest(id)
+                stage_body(&mut batch, chunks.clone())
             }
         };
         self.stage_new_chunks(&mut batch, &ingested)?;
@@ -264,11 +262,19 @@ impl Store {
         body: &Body,
         deltas: &mut HashMap<ChunkId, i64>,
     ) -> Result<(), StoreError> {
-        if let Body::Manifest(id) = body {
-            for c in self.manifest(*id)? {
-                *deltas.entry(c.id).or_default() -= 1;
+        match body {
+            Body::Inline(_) => {}
+            Body::Manifest(id) => {
+                for c in self.manifest(*id)? {
+                    *deltas.entry(c.id).or_default() -= 1;
+                }
+                batch.delete(cf::MANIFESTS, &id.to_be_bytes());
             }
-            batch.delete(cf::MANIFESTS, &id.to_be_bytes());
+            Body::Chunks(chunks) => {
+                for c in chunks {
+                    *deltas.entry(c.id).or_default() -= 1;
+                }
+            }
         }
         Ok(())
     }
@@ -313,13 +319,11 @@ impl Store {
         let mut deltas = HashMap::new();
         let body = match &src.body {
             Body::Inline(data) => Body::Inline(data.clone()),
-            Body::Manifest(_) => {
+            Body::Manifest(_) | Body::Chunks(_) => {
                 for c in &chunks {
                     *deltas.entry(c.id).or_default() += 1;
                 }
-                let new_id = rand::random::<u64>();
-                batch.put(cf::MANIFESTS, &new_id.to_be_bytes(), &ManifestRecord { chunks });
-                Body::Manifest(new_id)
+                stage_body(&mut batch, chunks)
             }
         };
         let record = ObjectRecord { mtime_ms: crate::now_ms(), meta: meta.unwrap_or(src.meta), body, ..src };
@@ -351,7 +355,7 @@ impl Store {
         let mut pinned = self.pin_object(bucket, key)?;
         let inline = match std::mem::replace(&mut pinned.record.body, Body::Inline(Vec::new())) {
             Body::Inline(data) => Some(Bytes::from(data)),
-            Body::Manifest(_) => None,
+            Body::Manifest(_) | Body::Chunks(_) => None,
         };
         Ok(OpenObject {
             store: self.clone(),
@@ -377,6 +381,7 @@ impl Store {
                 Body::Inline(_) => {
                     return Ok(Pinned { record, chunks: Vec::new(), claims: ClaimSet::new(self.claims.clone()) });
                 }
+                Body::Chunks(chunks) => chunks.clone(),
                 Body::Manifest(id) => match self.manifest(*id) {
                     Ok(chunks) => chunks,
                     // Replaced between the two reads: look again.
@@ -649,4 +654,15 @@ mod tests {
         assert_eq!(got, [(2, 0..10)]);
         assert!(covering_chunks(&chunks, 0..0).is_empty());
     }
+}
+
+/// The body for an object of `chunks`: the list in the record when it is short, else a
+/// manifest staged in `batch` under a new id.
+pub(crate) fn stage_body(batch: &mut crate::meta::Batch, chunks: Vec<ChunkRef>) -> Body {
+    if chunks.len() <= Body::EMBEDDED_CHUNKS_MAX {
+        return Body::Chunks(chunks);
+    }
+    let id = rand::random::<u64>();
+    batch.put(cf::MANIFESTS, &id.to_be_bytes(), &ManifestRecord { chunks });
+    Body::Manifest(id)
 }

@@ -94,10 +94,13 @@ impl Store {
         for item in self.meta.scan::<ObjectRecord>(cf::OBJECTS, b"", b"") {
             let (_, record) = item?;
             report.objects += 1;
-            if let Body::Manifest(id) = record.body {
-                for c in self.manifest(id)? {
-                    *counts.entry(c.id).or_default() += 1;
-                }
+            let chunks = match record.body {
+                Body::Inline(_) => Vec::new(),
+                Body::Manifest(id) => self.manifest(id)?,
+                Body::Chunks(chunks) => chunks,
+            };
+            for c in chunks {
+                *counts.entry(c.id).or_default() += 1;
             }
         }
         for item in self.meta.scan::<PartRecord>(cf::PARTS, b"", b"") {

@@ -16,7 +16,7 @@ use crate::claims::ClaimSet;
 use crate::error::StoreError;
 use crate::meta::keys::{self, TRANSFER_ID_LEN};
 use crate::meta::values::{
-    Body, ChunkLoc, ChunkRef, ManifestRecord, ObjectMeta, ObjectRecord, PackRecord, TransferChunk, TransferRecord,
+    Body, ChunkLoc, ChunkRef, ObjectMeta, ObjectRecord, PackRecord, TransferChunk, TransferRecord,
 };
 use crate::meta::{RawEntry, cf};
 use bytes::Bytes;
@@ -134,7 +134,7 @@ impl Store {
             Body::Inline(data) => {
                 (vec![ChunkRef { id: ChunkId::of(&data), len: data.len() as u32 }], Some(Bytes::from(data)))
             }
-            body @ Body::Manifest(_) => {
+            body @ (Body::Manifest(_) | Body::Chunks(_)) => {
                 record.body = body;
                 (pinned.chunks, None)
             }
@@ -301,8 +301,6 @@ impl Store {
         let mut batch = self.meta.batch();
         let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
         let mut checked_buckets = BTreeSet::new();
-        // Put in id order after the objects (RocksDB inserts keys in order far faster).
-        let mut manifests = Vec::new();
         // The objects being replaced, in one batched lookup (under the key locks).
         let okeys: Vec<_> = objects.iter().map(|o| keys::object_key(&o.bucket, &o.key)).collect();
         // Into an empty range of keys (a first copy), there is nothing to replace: one
@@ -328,9 +326,7 @@ impl Store {
                 for c in &o.chunks {
                     *deltas.entry(c.id).or_default() += 1;
                 }
-                let id = rand::random::<u64>();
-                manifests.push((id, ManifestRecord { chunks: o.chunks }));
-                Body::Manifest(id)
+                crate::objects::stage_body(&mut batch, o.chunks)
             };
             let record = ObjectRecord {
                 size: o.size,
@@ -342,10 +338,6 @@ impl Store {
                 body,
             };
             batch.put(cf::OBJECTS, &okey, &record);
-        }
-        manifests.sort_unstable_by_key(|(id, _)| *id);
-        for (id, manifest) in &manifests {
-            batch.put(cf::MANIFESTS, &id.to_be_bytes(), manifest);
         }
         self.stage_release_of(&mut batch, &transfer, &markers, &mut deltas);
         // Where an object's reference replaces the transfer's, the sum is 0: nothing written.

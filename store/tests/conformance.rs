@@ -167,18 +167,21 @@ async fn ranges_read_only_what_they_cover(f: Fixture) {
 async fn overwrite_and_delete_release_chunks_to_gc(f: Fixture) {
     let s = &f.store;
     s.create_bucket("b", "").await.unwrap();
-    put(s, "b", "k", &random(1 << 20, 1)).await;
-    put(s, "b", "k", &random(1 << 20, 2)).await;
-    let report = s.gc().await.unwrap();
-    assert!(report.chunks_deleted > 0, "{report:?}");
-    assert_eq!(report.packs_deleted, 1, "{report:?}");
-    assert_eq!(get(s, "b", "k", None).await.unwrap(), random(1 << 20, 2));
-    assert_consistent(s);
-    s.delete_object("b", "k").await.unwrap();
-    s.delete_object("b", "k").await.unwrap(); // deleting again is fine, as in S3
-    s.gc().await.unwrap();
-    assert_eq!(pack_count(&f.raw).await, 0);
-    assert_consistent(s);
+    // A few chunks (their list kept in the object's record) and many (in a manifest).
+    for size in [256 << 10, 4 << 20] {
+        put(s, "b", "k", &random(size, 1)).await;
+        put(s, "b", "k", &random(size, 2)).await;
+        let report = s.gc().await.unwrap();
+        assert!(report.chunks_deleted > 0, "{size}: {report:?}");
+        assert_eq!(report.packs_deleted, 1, "{size}: {report:?}");
+        assert_eq!(get(s, "b", "k", None).await.unwrap(), random(size, 2));
+        assert_consistent(s);
+        s.delete_object("b", "k").await.unwrap();
+        s.delete_object("b", "k").await.unwrap(); // deleting again is fine, as in S3
+        s.gc().await.unwrap();
+        assert_eq!(pack_count(&f.raw).await, 0, "{size}");
+        assert_consistent(s);
+    }
 }
 
 async fn copies_share_chunks(f: Fixture) {
@@ -200,6 +203,14 @@ async fn copies_share_chunks(f: Fixture) {
     s.delete_object("b", "src").await.unwrap();
     s.gc().await.unwrap();
     assert_eq!(get(s, "c", "dst", None).await.unwrap(), data);
+    assert_consistent(s);
+    // The same for an object whose chunk list is in its record.
+    let small = random(200 << 10, 5);
+    put(s, "b", "small", &small).await;
+    s.copy_object("b", "small", "c", "small", None).await.unwrap();
+    s.delete_object("b", "small").await.unwrap();
+    s.gc().await.unwrap();
+    assert_eq!(get(s, "c", "small", None).await.unwrap(), small);
     assert_consistent(s);
 }
 

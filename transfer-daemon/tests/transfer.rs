@@ -312,6 +312,28 @@ async fn a_corrupt_chunk_at_the_sender_is_never_committed() {
     assert!(listed.contents().is_empty(), "nothing was committed at b");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_key_too_long_fails_the_transfer_before_its_data_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _b, sa, sb) = two_sites(dir.path()).await;
+    put(&sb, "data", "kept", b"already at b".to_vec()).await;
+    put(&sa, "data", &"k".repeat(100), content(5, 4 << 20, 5)).await;
+    // 1,000 bytes of prefix and a 100-byte key: over the 1,024-byte limit at b only.
+    let prefix = format!("data/{}/", "p".repeat(999));
+    let mut args = vec!["transfer", "push", "b", "data", &prefix, "--wait", "--json", "--data-dir"];
+    args.push(a.data_dir.to_str().unwrap());
+    let out = clusster(&args);
+    assert_eq!(out.status.code(), Some(1), "the transfer fails");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("too long"), "{stderr}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(status["progress"]["chunks_done"].as_u64().unwrap_or(0), 0, "no data was sent: {status}");
+    let listed = sb.list_objects_v2().bucket("data").send().await.unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["kept"], "nothing was committed at b, and nothing lost");
+    assert_eq!(get(&sb, "data", "kept").await, b"already at b");
+}
+
 /// Sites a and b of one federation, each with an empty bucket "data", and their S3 clients.
 async fn two_sites(root: &Path) -> (Daemon, Daemon, Client, Client) {
     let fed = Federation::new(root, &["a", "b"]);

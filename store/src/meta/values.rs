@@ -56,7 +56,8 @@ pub struct ChunkRef {
     pub len: u32,
 }
 
-/// An object's bytes: inline for small objects, else a manifest stored apart.
+/// An object's bytes: inline for small objects, else its chunk list, in the record for
+/// objects of a few chunks and in a manifest stored apart for the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
     /// the bytes themselves (as a byte string: postcard's encoding is the same as for a
@@ -64,6 +65,15 @@ pub enum Body {
     Inline(#[serde(with = "serde_bytes")] Vec<u8>),
     /// the id of its [`ManifestRecord`] in the manifests family
     Manifest(u64),
+    /// the chunks themselves, in order (at most [`Body::EMBEDDED_CHUNKS_MAX`]): one
+    /// record to write and read instead of two
+    Chunks(Vec<ChunkRef>),
+}
+
+impl Body {
+    /// The most chunks kept in the object's record rather than in a manifest (about
+    /// 600 bytes of record; listings read every record of the range they list).
+    pub const EMBEDDED_CHUNKS_MAX: usize = 16;
 }
 
 /// The ordered chunk list of one object.

@@ -642,6 +642,8 @@ async fn receive_inner(
     };
     let mut accepting = vec![accept_streams(links.first.clone())];
     session.connection_added();
+    // Each offered object's metadata, decoded as it is offered.
+    let mut metas: Vec<store::ObjectMeta> = Vec::new();
     let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
     // The group being made durable (pack fsync, index commit) while the next one fills.
     let mut flushing = Flushing::default();
@@ -659,6 +661,10 @@ async fn receive_inner(
                 msg = control.recv() => match msg? {
                     Control::Offer { seq, objects } => {
                         let lookup = session.on_offer(seq, objects)?;
+                        // New objects are checked now, not after all their data came.
+                        for o in &session.objects()[metas.len()..] {
+                            metas.push(destination_meta(dest, o)?);
+                        }
                         let ids: Vec<ChunkId> = lookup.iter().map(|c| c.id).collect();
                         let held = store.hold_chunks(&mut pin, &ids)?;
                         let missing: Vec<ChunkRef> = lookup.iter().zip(held).filter(|(_, h)| !h).map(|(c, _)| *c).collect();
@@ -711,28 +717,22 @@ async fn receive_inner(
     received?;
     landed?;
     let all_in = Instant::now();
-    let objects = session
+    let objects: Vec<TransferredObject> = session
         .take_objects()
         .into_iter()
-        .map(|o| {
-            let meta = postcard::from_bytes(&o.head.meta)
-                .map_err(|e| Violation(format!("{:?}: undecodable metadata: {e}", o.head.key)))?;
-            Ok(TransferredObject {
-                bucket: dest.bucket.clone(),
-                key: if dest.prefix.is_empty() { o.head.key } else { format!("{}{}", dest.prefix, o.head.key) },
-                size: o.head.size,
-                etag: o.head.etag,
-                checksums: o.head.checksums,
-                mtime_ms: o.head.mtime_ms,
-                meta,
-                part_sizes: o.head.part_sizes,
-                chunks: o.chunks.into_iter().map(|c| StoredChunk { id: c.id, len: c.len }).collect(),
-            })
+        .zip(metas)
+        .map(|(o, meta)| TransferredObject {
+            bucket: dest.bucket.clone(),
+            key: if dest.prefix.is_empty() { o.head.key } else { format!("{}{}", dest.prefix, o.head.key) },
+            size: o.head.size,
+            etag: o.head.etag,
+            checksums: o.head.checksums,
+            mtime_ms: o.head.mtime_ms,
+            meta,
+            part_sizes: o.head.part_sizes,
+            chunks: o.chunks.into_iter().map(|c| StoredChunk { id: c.id, len: c.len }).collect(),
         })
-        .collect::<Result<Vec<TransferredObject>, Violation>>()?;
-    if let Some(o) = objects.iter().find(|o| o.key.len() > wire::MAX_KEY_LEN) {
-        return Err(TransferError::Local(format!("destination key of {} bytes is too long", o.key.len())));
-    }
+        .collect();
     let count = objects.len() as u64;
     let committing = Instant::now();
     store.commit_transfer(transfer, objects).await?;
@@ -748,6 +748,16 @@ async fn receive_inner(
     // ends its side of the control stream once it has.
     let _ = tokio::time::timeout(Duration::from_secs(5), control.recv()).await;
     Ok(session.progress().clone())
+}
+
+/// An offered object's metadata, once its destination key is known to be valid.
+fn destination_meta(dest: &Selection, o: &IncomingObject) -> Result<store::ObjectMeta, TransferError> {
+    let key_len = dest.prefix.len() + o.head.key.len();
+    if key_len > wire::MAX_KEY_LEN {
+        return Err(TransferError::Local(format!("destination key of {key_len} bytes is too long")));
+    }
+    Ok(postcard::from_bytes(&o.head.meta)
+        .map_err(|e| Violation(format!("{:?}: undecodable metadata: {e}", o.head.key)))?)
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

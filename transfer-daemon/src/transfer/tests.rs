@@ -137,7 +137,7 @@ async fn a_delta_against_bases_the_receiver_did_not_suggest_is_refused() {
         etag: String::new(),
         checksums: Vec::new(),
         mtime_ms: 0,
-        meta: Vec::new(),
+        meta: postcard::to_allocvec(&store::ObjectMeta::default()).unwrap(),
         part_sizes: Vec::new(),
         first_chunk: 0,
         chunks: vec![wire::ChunkRef { id, len: 100 }],
