@@ -640,6 +640,17 @@ fn covering_chunks(chunks: &[ChunkRef], range: Range<u64>) -> Vec<(ChunkRef, Ran
     out
 }
 
+/// The body for an object of `chunks`: the list in the record when it is short, else a
+/// manifest staged in `batch` under a new id.
+pub(crate) fn stage_body(batch: &mut crate::meta::Batch, chunks: Vec<ChunkRef>) -> Body {
+    if chunks.len() <= Body::EMBEDDED_CHUNKS_MAX {
+        return Body::Chunks(chunks);
+    }
+    let id = rand::random::<u64>();
+    batch.put(cf::MANIFESTS, &id.to_be_bytes(), &ManifestRecord { chunks });
+    Body::Manifest(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,15 +665,4 @@ mod tests {
         assert_eq!(got, [(2, 0..10)]);
         assert!(covering_chunks(&chunks, 0..0).is_empty());
     }
-}
-
-/// The body for an object of `chunks`: the list in the record when it is short, else a
-/// manifest staged in `batch` under a new id.
-pub(crate) fn stage_body(batch: &mut crate::meta::Batch, chunks: Vec<ChunkRef>) -> Body {
-    if chunks.len() <= Body::EMBEDDED_CHUNKS_MAX {
-        return Body::Chunks(chunks);
-    }
-    let id = rand::random::<u64>();
-    batch.put(cf::MANIFESTS, &id.to_be_bytes(), &ManifestRecord { chunks });
-    Body::Manifest(id)
 }

@@ -46,6 +46,15 @@ pub struct ExportedObject {
     pub inline: Option<Bytes>,
 }
 
+/// A page of [`Store::export_page`].
+#[derive(Debug)]
+pub struct ExportedPage {
+    /// the objects with their keys, in key order
+    pub objects: Vec<(String, ExportedObject)>,
+    /// the last key of a page that is not the listing's last (to list on after it)
+    pub last: Option<String>,
+}
+
 /// An object a transfer brings in, committed by [`Store::commit_transfer`].
 #[derive(Debug, Clone)]
 pub struct TransferredObject {
@@ -100,7 +109,7 @@ impl Store {
         prefix: &str,
         after: &str,
         max: usize,
-    ) -> Result<(Vec<(String, ExportedObject)>, Option<String>), StoreError> {
+    ) -> Result<ExportedPage, StoreError> {
         self.bucket(bucket)?;
         let bucket_prefix = keys::bucket_prefix(bucket);
         let mut from = keys::object_key(bucket, after);
@@ -112,7 +121,7 @@ impl Store {
                 .map_err(|e| StoreError::CorruptMetadata { kind: "object key", reason: e.to_string() })?;
             if page.len() >= max {
                 let last = page.last().map(|(k, _): &(String, ExportedObject)| k.clone());
-                return Ok((page, last));
+                return Ok(ExportedPage { objects: page, last });
             }
             let pinned = match self.pin_record(bucket, key, record) {
                 Ok(p) => p,
@@ -122,7 +131,7 @@ impl Store {
             };
             page.push((key.to_owned(), Self::exported(pin, pinned)));
         }
-        Ok((page, None))
+        Ok(ExportedPage { objects: page, last: None })
     }
 
     fn exported(pin: &mut TransferPin, pinned: crate::objects::Pinned) -> ExportedObject {

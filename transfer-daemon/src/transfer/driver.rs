@@ -275,13 +275,12 @@ impl Manifest {
     /// The next object of the selection, exported (its chunks claimed in `pin`).
     fn next_object(&mut self, pin: &mut TransferPin) -> Result<Option<(String, ExportedObject)>, TransferError> {
         if self.queue.is_empty() && !self.listing_done {
-            let (page, last) =
-                self.store.export_page(pin, &self.source.bucket, &self.source.prefix, &self.after, LIST_PAGE)?;
-            match last {
+            let page = self.store.export_page(pin, &self.source.bucket, &self.source.prefix, &self.after, LIST_PAGE)?;
+            match page.last {
                 Some(last) => self.after = last,
                 None => self.listing_done = true,
             }
-            self.queue.extend(page);
+            self.queue.extend(page.objects);
         }
         Ok(self.queue.pop_front())
     }
