@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# small-loopback.sh: 100,000 small files pushed between two clusster daemons on loopback,
-# with no link emulator in the path (the issue's "veth without delay": the kernel path is
-# the same as between two namespaces over veth, without linkem's CPU on the same cores).
+# small-loopback.sh: 100,000 small files pushed between two clusster daemons with no link
+# emulator in the path: on loopback, or with NET=veth (root) between two network namespaces
+# joined by a veth pair (the issue's "veth without delay"; no linkem on the same cores).
 #
 #   benches/wan/small-loopback.sh [RUNS]
+#   NET=veth benches/wan/small-loopback.sh [RUNS]
 #
 # Makes the files with ../shared/bench/lib/mkdata.py (tree small 100000 10K 1) unless
 # SMALL names a directory of them, loads them into site a over S3 with rclone (not timed),
@@ -18,6 +19,8 @@ WORK=${WORK:-/tmp/clsmall}
 RUNS=${1:-3}
 MKDATA=$REPO/../shared/bench/lib/mkdata.py
 SMALL=${SMALL:-$WORK/small}
+NET=${NET:-loopback}
+case "$NET" in loopback | veth) ;; *) echo "NET=$NET: loopback or veth" >&2; exit 2 ;; esac
 [ -x "$CLUSSTER" ] || { echo "no $CLUSSTER: cargo build --release -p transfer-daemon --bin clusster" >&2; exit 1; }
 command -v rclone >/dev/null || { echo "rclone is missing: scripts/install-bench-deps" >&2; exit 1; }
 mkdir -p "$WORK"
@@ -25,8 +28,34 @@ mkdir -p "$WORK"
 
 R=$WORK/run
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+# With NET=veth each site runs in its own namespace (cls-a, cls-b, veth va <-> vb): QUIC
+# crosses the veth pair, S3 and the admin API stay on each namespace's loopback.
+declare -A NS=([a]="" [b]="") ADDR=([a]=127.0.0.1 [b]=127.0.0.1)
+netns_down() { for ns in cls-a cls-b; do ip netns del "$ns" 2>/dev/null || true; done; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ "$NET" = veth ]; then sleep 0.5; netns_down; fi
+}
 trap cleanup EXIT
+if [ "$NET" = veth ]; then
+  netns_down
+  for s in a b; do
+    ip netns add "cls-$s"
+    ip -n "cls-$s" link set lo up
+    NS[$s]="ip netns exec cls-$s"
+  done
+  ip -n cls-a link add va type veth peer name vb netns cls-b
+  ip -n cls-a addr add 10.79.0.1/24 dev va
+  ip -n cls-b addr add 10.79.0.2/24 dev vb
+  ip -n cls-a link set va up
+  ip -n cls-b link set vb up
+  ADDR=([a]=10.79.0.1 [b]=10.79.0.2)
+fi
+at() { # SITE CMD...: CMD in SITE's namespace (or here, on loopback)
+  local s=$1
+  shift
+  ${NS[$s]} "$@"
+}
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 declare -A QUIC S3 ADMIN
@@ -36,7 +65,7 @@ setup() {
   "$CLUSSTER" federation init --dir "$R/fed" --name small-loopback >/dev/null
   for s in a b; do
     QUIC[$s]=$(port) S3[$s]=$(port) ADMIN[$s]=$(port)
-    "$CLUSSTER" site init "$s" --federation "$R/fed" --out "$R/$s-tls" --quic "127.0.0.1:${QUIC[$s]}" >/dev/null
+    "$CLUSSTER" site init "$s" --federation "$R/fed" --out "$R/$s-tls" --quic "${ADDR[$s]}:${QUIC[$s]}" >/dev/null
   done
   printf '\n[[link]]\na = "a"\nb = "b"\nbandwidth_mbps = 10000\nrtt_ms = 1\n' >>"$R/fed/federation.toml"
   for s in a b; do
@@ -46,7 +75,7 @@ name = "$s"
 [federation]
 file = "$R/fed/federation.toml"
 tls_dir = "$R/$s-tls"
-quic_listen = "127.0.0.1:${QUIC[$s]}"
+quic_listen = "${ADDR[$s]}:${QUIC[$s]}"
 [s3]
 listen = "127.0.0.1:${S3[$s]}"
 [admin]
@@ -60,7 +89,8 @@ start() { # SITE
   local s=$1 i
   mkdir -p "$R/$s"
   : >"$R/$s.out"
-  "$CLUSSTER" serve --config "$R/$s.toml" --data-dir "$R/$s" >"$R/$s.out" 2>>"$R/$s.log" &
+  # Not through `at`: $! must be the daemon's pid (`ip netns exec` execs it in place).
+  ${NS[$s]} "$CLUSSTER" serve --config "$R/$s.toml" --data-dir "$R/$s" >"$R/$s.out" 2>>"$R/$s.log" &
   PID[$s]=$!
   PIDS+=("$!")
   for i in $(seq 300); do
@@ -80,8 +110,8 @@ stop() { # SITE, if it runs
 rclone_at() { # SITE ARGS...: rclone against SITE's gateway with a fresh key (remote "s:")
   local s=$1 key
   shift
-  key=$("$CLUSSTER" key create --project p --json --data-dir "$R/$s")
-  env -u AWS_CA_BUNDLE RCLONE_CONFIG=/dev/null RCLONE_CONFIG_S_TYPE=s3 RCLONE_CONFIG_S_PROVIDER=Other \
+  key=$(at "$s" "$CLUSSTER" key create --project p --json --data-dir "$R/$s")
+  at "$s" env -u AWS_CA_BUNDLE RCLONE_CONFIG=/dev/null RCLONE_CONFIG_S_TYPE=s3 RCLONE_CONFIG_S_PROVIDER=Other \
     RCLONE_CONFIG_S_ENDPOINT="http://127.0.0.1:${S3[$s]}" \
     RCLONE_CONFIG_S_ACCESS_KEY_ID="$(jq -r .access_key_id <<<"$key")" \
     RCLONE_CONFIG_S_SECRET_ACCESS_KEY="$(jq -r .secret_access_key <<<"$key")" \
@@ -99,6 +129,7 @@ rclone_at a copy --transfers 32 "$SMALL" s:small
 # Restart so that a's peak RSS covers the pushes, not the uploads.
 stop a
 start a
+echo "network: $NET"
 echo "run | wall s | files/s | CPU s a | CPU s b | peak RSS a MiB | peak RSS b MiB"
 for run in $(seq "$RUNS"); do
   stop b
@@ -115,7 +146,7 @@ for run in $(seq "$RUNS"); do
   fi
   ca=$(cpu_s "$a") cb=$(cpu_s "$b")
   t0=$(date +%s.%N)
-  "$CLUSSTER" transfer push b small small --wait --json --data-dir "$R/a" >"$R/push-$run.json"
+  at a "$CLUSSTER" transfer push b small small --wait --json --data-dir "$R/a" >"$R/push-$run.json"
   t1=$(date +%s.%N)
   ca1=$(cpu_s "$a") cb1=$(cpu_s "$b")
   [ "${PERF:-0}" = 1 ] && { kill -INT "$pa" "$pb"; wait "$pa" "$pb" 2>/dev/null || true; }
