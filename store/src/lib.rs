@@ -71,6 +71,10 @@ pub struct Store {
     upload_locks: Vec<tokio::sync::Mutex<()>>,
     /// Taken before key locks, never after.
     bucket_locks: Vec<tokio::sync::RwLock<()>>,
+    /// Per transfer id: held from reading a transfer's markers until the batch that adds
+    /// or removes markers is written (flush, commit, release), so that none of them works
+    /// from markers another is changing. Taken before bucket and key locks.
+    transfer_locks: Vec<tokio::sync::Mutex<()>>,
     /// One GC or scrub pass at a time.
     pub(crate) maintenance: tokio::sync::Mutex<()>,
     metrics: Arc<StoreMetrics>,
@@ -113,6 +117,7 @@ impl Store {
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             upload_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             bucket_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
+            transfer_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             maintenance: tokio::sync::Mutex::new(()),
             metrics: Arc::default(),
         }))
@@ -143,6 +148,10 @@ impl Store {
 
     pub(crate) async fn lock_key(&self, bucket: &str, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
         self.key_locks[stripe(&(bucket, key))].lock().await
+    }
+
+    pub(crate) async fn lock_transfer(&self, transfer: &[u8]) -> tokio::sync::MutexGuard<'_, ()> {
+        self.transfer_locks[stripe(&transfer)].lock().await
     }
 
     pub(crate) async fn lock_upload(&self, upload_id: &str) -> tokio::sync::MutexGuard<'_, ()> {

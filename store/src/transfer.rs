@@ -223,6 +223,7 @@ impl Store {
     /// Forgets `transfer`: its record and the references its received chunks hold (they
     /// become garbage unless an object uses them).
     pub async fn release_transfer(&self, transfer: TransferId) -> Result<(), StoreError> {
+        let _markers_stay = self.lock_transfer(&transfer).await;
         let mut batch = self.meta.batch();
         let mut deltas = HashMap::new();
         self.stage_release(&mut batch, &transfer, &mut deltas)?;
@@ -268,8 +269,11 @@ impl Store {
         for id in markers {
             *deltas.entry(*id).or_default() -= 1;
         }
-        // One tombstone for all the markers, not one per chunk.
-        batch.delete_range(cf::TRANSFER_CHUNKS, transfer, &markers_end(transfer));
+        // One tombstone for all the markers, not one per chunk. The caller holds the
+        // transfer's lock: no marker can have been added since they were read.
+        if !markers.is_empty() {
+            batch.delete_range(cf::TRANSFER_CHUNKS, transfer, &markers_end(transfer));
+        }
         batch.delete(cf::TRANSFERS, transfer);
     }
 
@@ -280,6 +284,7 @@ impl Store {
         transfer: TransferId,
         objects: Vec<TransferredObject>,
     ) -> Result<(), StoreError> {
+        let _markers_stay = self.lock_transfer(&transfer).await;
         let buckets: BTreeSet<usize> = objects.iter().map(|o| crate::stripe(&o.bucket.as_str())).collect();
         let key_stripes: BTreeSet<usize> =
             objects.iter().map(|o| crate::stripe(&(o.bucket.as_str(), o.key.as_str()))).collect();
@@ -292,18 +297,23 @@ impl Store {
         for stripe in key_stripes {
             key_guards.push(self.key_locks[stripe].lock().await);
         }
-        // Read under the key locks, so that two commits of one transfer (an attempt and
-        // its resumption) cannot both release its markers. The chunks they name stay
-        // referenced until the batch below releases them: nothing else to check.
+        // Read under the transfer's lock, so that no flush, commit or release of the same
+        // transfer (an attempt and its resumption) changes them meanwhile. The chunks they
+        // name stay referenced until the batch below releases them: no claim needed.
         let markers = self.transfer_markers(&transfer)?;
-        // Hold the other chunks: a chunk that was held when the receiver looked stays now.
-        let mut pin = self.transfer_pin();
         let mut ids: Vec<ChunkId> = objects.iter().flat_map(|o| o.chunks.iter().map(|c| c.id)).collect();
         ids.sort_unstable();
         ids.dedup();
-        ids.retain(|id| markers.binary_search(id).is_err());
-        for (id, held) in ids.iter().zip(self.hold_chunks(&mut pin, &ids)?) {
-            if !held {
+        let (marked, others): (Vec<ChunkId>, Vec<ChunkId>) =
+            ids.into_iter().partition(|id| markers.binary_search(id).is_ok());
+        // Hold the other chunks: a chunk that was held when the receiver looked stays now.
+        let mut pin = self.transfer_pin();
+        let held = self.hold_chunks(&mut pin, &others)?;
+        // A referenced chunk can still have left the index (quarantined by a scrub or a
+        // read that found it corrupt): the transfer must not commit objects over it.
+        let indexed = self.meta.contains_many(cf::CHUNKS, &marked.iter().map(keys::chunk_key).collect::<Vec<_>>())?;
+        for (id, present) in others.iter().zip(held).chain(marked.iter().zip(indexed)) {
+            if !present {
                 return Err(StoreError::MissingChunk(*id));
             }
         }
@@ -454,6 +464,8 @@ impl PendingFlush {
     pub async fn finish(self) -> Result<Vec<ChunkId>, StoreError> {
         let pack_id = self.pack.id();
         let bytes = self.pack.seal().await?;
+        // Markers are added under the transfer's lock (see `commit_transfer`).
+        let _markers_stay = self.store.lock_transfer(&self.transfer).await;
         let mut batch = self.store.meta.batch();
         batch.put(cf::PACKS, &keys::pack_key(pack_id), &PackRecord { bytes, created_ms: crate::now_ms() });
         // In id order: the index, the markers and the counts are all keyed by the id, and

@@ -183,9 +183,10 @@ pub struct AgentEngine {
 impl AgentEngine {
     /// Starts the reaper, which attaches to the agent now if it is there and keeps
     /// trying if it is not; jobs submitted while detached fail as
-    /// [`JobError::Unavailable`] (the router runs them on the CPU). Called inside a
-    /// Tokio runtime (with I/O enabled), the reaper is a task on it; otherwise it runs
-    /// on a thread of its own.
+    /// [`JobError::Unavailable`] (the router runs them on the CPU). Called inside a Tokio
+    /// runtime, the reaper is a task on it (a doorbell then wakes one thread, the one that
+    /// runs the awaiting task), and that runtime must have I/O and timers enabled
+    /// (`Builder::enable_all`); called outside any runtime, it runs on a thread of its own.
     pub fn start(name: &str, config: AgentConfig) -> std::io::Result<Self> {
         Layout::plan(config.region_bytes, config.ring_entries)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -207,7 +208,7 @@ impl AgentEngine {
             tracing::warn!(engine = name, socket = %shared.config.socket.display(), error = %e,
                 "offload agent not reachable; running on the CPU until it is");
         }
-        if let Some(runtime) = runtime_with_io() {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(reaper(shared.clone()));
             return Ok(Self { shared, thread: None });
         }
@@ -261,15 +262,6 @@ impl Drop for AgentEngine {
             let _ = t.join();
         }
     }
-}
-
-/// The current Tokio runtime, if there is one and it can poll file descriptors.
-fn runtime_with_io() -> Option<tokio::runtime::Handle> {
-    let runtime = tokio::runtime::Handle::try_current().ok()?;
-    let _entered = runtime.enter();
-    let (probe, _) = UnixStream::pair().ok()?;
-    register(OwnedFd::from(probe)).ok()?;
-    Some(runtime)
 }
 
 /// Registers a descriptor with the current runtime's poller, for reading only: the
@@ -821,6 +813,23 @@ struct Doorbell {
 /// Takes the completions that nobody polls for, hands them to their batches, and keeps
 /// the link: detaches when the agent goes (or misbehaves) and attaches again.
 async fn reaper(shared: Arc<Shared>) {
+    // If the runtime drops this task (it shut down while the engine lives on), nothing
+    // would reap any more: detach, so that jobs in flight fail over to the CPU instead of
+    // waiting forever and new ones are not sent.
+    struct DetachOnDrop(Arc<Shared>);
+    impl Drop for DetachOnDrop {
+        fn drop(&mut self) {
+            if !self.0.stop.load(Ordering::Acquire) {
+                tracing::warn!(
+                    engine = self.0.name,
+                    "offload reaper stopped with its runtime; the agent stays detached"
+                );
+            }
+            detach(&self.0);
+        }
+    }
+    let guard = DetachOnDrop(shared);
+    let shared = &guard.0;
     let mut doorbell: Option<Doorbell> = None;
     loop {
         if shared.stop.load(Ordering::Acquire) {
@@ -849,7 +858,7 @@ async fn reaper(shared: Arc<Shared>) {
                         // Without a doorbell no completion would ever be taken.
                         drop(state);
                         tracing::warn!(engine = shared.name, error = %e, "cannot wait for the offload agent's doorbell; detaching");
-                        detach(&shared);
+                        detach(shared);
                         continue;
                     }
                 };
@@ -866,7 +875,7 @@ async fn reaper(shared: Arc<Shared>) {
             // Nothing could ever be reaped again: drop the link (its jobs rerun on the
             // CPU, the agent sees the socket close) and attach afresh later.
             tracing::warn!(engine = shared.name, "offload agent wrote an impossible completion tail; detaching");
-            detach(&shared);
+            detach(shared);
             continue;
         }
         if !done.is_empty() {
@@ -882,6 +891,9 @@ async fn reaper(shared: Arc<Shared>) {
             for op in ops {
                 shared.metrics.record_host_cpu(op, per_job);
             }
+            // Let the tasks just woken run (and submit more) before looking again: on a
+            // current-thread runtime they could not while this loop kept reaping.
+            tokio::task::yield_now().await;
             continue;
         }
         if !wait {
@@ -889,11 +901,18 @@ async fn reaper(shared: Arc<Shared>) {
         }
         let Some(bell) = doorbell.as_ref() else { continue };
         let alive = match bell.fd.readable().await {
-            Ok(mut ready) => match ready.try_io(|fd| drain_doorbell(fd.get_ref())) {
-                Ok(Ok(alive)) => alive,
-                Ok(Err(_)) => false,
-                // Woken without a byte to read: wait again.
-                Err(_would_block) => true,
+            Ok(mut ready) => match drain_doorbell(ready.get_inner()) {
+                // Drained (or woken with nothing to read): wait for the next event. A byte
+                // that arrived after the drain is a newer event, which this does not clear.
+                Ok(alive) => {
+                    ready.clear_ready();
+                    alive
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    ready.clear_ready();
+                    true
+                }
+                Err(_) => false,
             },
             Err(_) => false,
         };
@@ -901,7 +920,7 @@ async fn reaper(shared: Arc<Shared>) {
             link.pool.region().atomic_u32(ring::off::HOST_NEED_WAKEUP).store(0, Ordering::Relaxed);
         }
         if !alive {
-            detach(&shared);
+            detach(shared);
         }
     }
 }
@@ -935,13 +954,12 @@ fn drain_doorbell(fd: &OwnedFd) -> std::io::Result<bool> {
     loop {
         match read_fd(fd, &mut buf) {
             Ok(0) => return Ok(false),
-            // A short read drained the socket: no second call just to hear WouldBlock
-            // (a byte arriving meanwhile makes the poller report the socket again).
+            // A short read drained the socket: no second call just to hear WouldBlock.
             Ok(n) if n < buf.len() => return Ok(true),
             Ok(_) => read_any = true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && read_any => return Ok(true),
-            // Nothing to read (`try_io` waits again), or the socket is unusable.
+            // Nothing to read, or the socket is unusable.
             Err(e) => return Err(e),
         }
     }

@@ -13,6 +13,9 @@ pub trait Record: Serialize + DeserializeOwned {
     const KIND: &'static str;
     /// The version this build writes.
     const VERSION: u8;
+    /// The oldest version this build still reads (earlier encodings that decode as this
+    /// one: a version that only adds enum variants).
+    const OLDEST_READABLE: u8 = Self::VERSION;
 
     /// `[version][body]`.
     fn encode(&self) -> Vec<u8> {
@@ -25,7 +28,7 @@ pub trait Record: Serialize + DeserializeOwned {
     /// Decodes a value written by [`Record::encode`].
     fn decode(raw: &[u8]) -> Result<Self, StoreError> {
         match raw.split_first() {
-            Some((&v, body)) if v == Self::VERSION => postcard::from_bytes(body)
+            Some((&v, body)) if (Self::OLDEST_READABLE..=Self::VERSION).contains(&v) => postcard::from_bytes(body)
                 .map_err(|e| StoreError::CorruptMetadata { kind: Self::KIND, reason: e.to_string() }),
             Some((&v, _)) => Err(StoreError::UnknownFormat { kind: Self::KIND, version: v }),
             None => Err(StoreError::CorruptMetadata { kind: Self::KIND, reason: "empty value".into() }),
@@ -128,7 +131,10 @@ pub struct ObjectRecord {
 
 impl Record for ObjectRecord {
     const KIND: &'static str = "object";
-    const VERSION: u8 = 1;
+    /// 2 added `Body::Chunks`: a build that reads only 1 reports such a record as a
+    /// format it does not know, not as corrupt.
+    const VERSION: u8 = 2;
+    const OLDEST_READABLE: u8 = 1;
 }
 
 /// Where a chunk's frame is stored.
@@ -306,6 +312,30 @@ mod tests {
         assert!(matches!(BucketRecord::decode(&raw[..1]), Err(StoreError::CorruptMetadata { .. })));
         assert_eq!(refcount::decode(&refcount::encode(-3)), Some(-3));
         assert_eq!(refcount::decode(&[2, 0, 0, 0, 0, 0, 0, 0, 1]), None);
+    }
+
+    #[test]
+    fn object_records_of_version_1_still_read_and_chunk_lists_need_version_2() {
+        let mut rec = ObjectRecord {
+            size: 3,
+            etag: "e".into(),
+            checksums: Vec::new(),
+            mtime_ms: 1,
+            meta: ObjectMeta::default(),
+            part_sizes: Vec::new(),
+            body: Body::Manifest(7),
+        };
+        // What version 1 wrote: the same body encoding under the version byte 1.
+        let mut v1 = rec.encode();
+        assert_eq!(v1[0], 2);
+        v1[0] = 1;
+        assert_eq!(ObjectRecord::decode(&v1).unwrap(), rec);
+        rec.body = Body::Chunks(vec![ChunkRef { id: ChunkId::of(b"abc"), len: 3 }]);
+        let v2 = rec.encode();
+        assert_eq!(ObjectRecord::decode(&v2).unwrap(), rec);
+        let mut v3 = v2.clone();
+        v3[0] = 3;
+        assert!(matches!(ObjectRecord::decode(&v3), Err(StoreError::UnknownFormat { kind: "object", version: 3 })));
     }
 
     #[test]

@@ -716,6 +716,7 @@ async fn receive_inner(
     received?;
     landed?;
     let all_in = Instant::now();
+    debug_assert_eq!(metas.len(), session.objects().len(), "one decoded metadata per offered object");
     let objects: Vec<TransferredObject> = session
         .take_objects()
         .into_iter()
