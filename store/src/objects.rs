@@ -262,21 +262,22 @@ impl Store {
         body: &Body,
         deltas: &mut HashMap<ChunkId, i64>,
     ) -> Result<(), StoreError> {
-        match body {
-            Body::Inline(_) => {}
-            Body::Manifest(id) => {
-                for c in self.manifest(*id)? {
-                    *deltas.entry(c.id).or_default() -= 1;
-                }
-                batch.delete(cf::MANIFESTS, &id.to_be_bytes());
-            }
-            Body::Chunks(chunks) => {
-                for c in chunks {
-                    *deltas.entry(c.id).or_default() -= 1;
-                }
-            }
+        for c in self.body_chunks(body)? {
+            *deltas.entry(c.id).or_default() -= 1;
+        }
+        if let Body::Manifest(id) = body {
+            batch.delete(cf::MANIFESTS, &id.to_be_bytes());
         }
         Ok(())
+    }
+
+    /// The chunks a body references, wherever its list is kept (none when inline).
+    pub(crate) fn body_chunks(&self, body: &Body) -> Result<Vec<ChunkRef>, StoreError> {
+        match body {
+            Body::Inline(_) => Ok(Vec::new()),
+            Body::Manifest(id) => self.manifest(*id),
+            Body::Chunks(chunks) => Ok(chunks.clone()),
+        }
     }
 
     pub(crate) fn manifest(&self, id: u64) -> Result<Vec<ChunkRef>, StoreError> {
@@ -504,8 +505,7 @@ impl Store {
             let mut restart = None;
             for item in self.meta.scan::<ObjectRecord>(cf::OBJECTS, &scan_prefix, &from) {
                 let (raw_key, record) = item?;
-                let key = std::str::from_utf8(&raw_key[bucket_prefix.len()..])
-                    .map_err(|e| StoreError::CorruptMetadata { kind: "object key", reason: e.to_string() })?;
+                let key = keys::object_name(&raw_key, &bucket_prefix)?;
                 if page.objects.len() + page.common_prefixes.len() >= max {
                     page.truncated = true;
                     break 'scan;

@@ -7,7 +7,7 @@
 
 use crate::Store;
 use crate::error::StoreError;
-use crate::meta::values::{Body, ChunkLoc, ChunkRef, ObjectRecord, PartRecord, refcount};
+use crate::meta::values::{ChunkLoc, ChunkRef, ObjectRecord, PartRecord, refcount};
 use crate::meta::{cf, keys};
 use hw_offload::ChunkId;
 use serde::Serialize;
@@ -94,12 +94,7 @@ impl Store {
         for item in self.meta.scan::<ObjectRecord>(cf::OBJECTS, b"", b"") {
             let (_, record) = item?;
             report.objects += 1;
-            let chunks = match record.body {
-                Body::Inline(_) => Vec::new(),
-                Body::Manifest(id) => self.manifest(id)?,
-                Body::Chunks(chunks) => chunks,
-            };
-            for c in chunks {
+            for c in self.body_chunks(&record.body)? {
                 *counts.entry(c.id).or_default() += 1;
             }
         }

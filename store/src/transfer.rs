@@ -117,8 +117,7 @@ impl Store {
         let mut page = Vec::new();
         for item in self.meta.scan::<ObjectRecord>(cf::OBJECTS, &keys::object_key(bucket, prefix), &from) {
             let (raw_key, record) = item?;
-            let key = std::str::from_utf8(&raw_key[bucket_prefix.len()..])
-                .map_err(|e| StoreError::CorruptMetadata { kind: "object key", reason: e.to_string() })?;
+            let key = keys::object_name(&raw_key, &bucket_prefix)?;
             if page.len() >= max {
                 let last = page.last().map(|(k, _): &(String, ExportedObject)| k.clone());
                 return Ok(ExportedPage { objects: page, last });
@@ -226,7 +225,7 @@ impl Store {
         let _markers_stay = self.lock_transfer(&transfer).await;
         let mut batch = self.meta.batch();
         let mut deltas = HashMap::new();
-        self.stage_release(&mut batch, &transfer, &mut deltas)?;
+        self.stage_release(&mut batch, &transfer, &self.transfer_markers(&transfer)?, &mut deltas);
         for (id, delta) in deltas {
             batch.add_ref(&id, delta);
         }
@@ -245,21 +244,10 @@ impl Store {
         Ok(held)
     }
 
-    /// Stages the deletion of `transfer`'s record and markers; the references they held
-    /// go into `deltas`, so that a commit adding references to the same chunks writes
-    /// one reference change per chunk, not two.
+    /// Stages the deletion of `transfer`'s record and `markers` (read under its lock);
+    /// the references they held go into `deltas`, so that a commit adding references to
+    /// the same chunks writes one reference change per chunk, not two.
     fn stage_release(
-        &self,
-        batch: &mut crate::meta::Batch,
-        transfer: &TransferId,
-        deltas: &mut HashMap<ChunkId, i64>,
-    ) -> Result<(), StoreError> {
-        self.stage_release_of(batch, transfer, &self.transfer_markers(transfer)?, deltas);
-        Ok(())
-    }
-
-    /// [`Store::stage_release`] with the markers read already.
-    fn stage_release_of(
         &self,
         batch: &mut crate::meta::Batch,
         transfer: &TransferId,
@@ -364,7 +352,7 @@ impl Store {
             };
             batch.put(cf::OBJECTS, &okey, &record);
         }
-        self.stage_release_of(&mut batch, &transfer, &markers, &mut deltas);
+        self.stage_release(&mut batch, &transfer, &markers, &mut deltas);
         // Where an object's reference replaces the transfer's, the sum is 0: nothing written.
         let mut deltas: Vec<(ChunkId, i64)> = deltas.into_iter().filter(|(_, delta)| *delta != 0).collect();
         deltas.sort_unstable_by_key(|(id, _)| *id);

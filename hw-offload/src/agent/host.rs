@@ -908,10 +908,6 @@ async fn reaper(shared: Arc<Shared>) {
                     ready.clear_ready();
                     alive
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    ready.clear_ready();
-                    true
-                }
                 Err(_) => false,
             },
             Err(_) => false,
@@ -946,20 +942,18 @@ pub(crate) fn spin_until(region: &SharedRegion, word: usize, seen: u32, spin: Du
     }
 }
 
-/// Reads every doorbell byte there is: `Ok(false)` when the agent's end is closed,
-/// `WouldBlock` when there was nothing to read, any other error when the socket broke.
+/// Reads every doorbell byte there is: `Ok(false)` when the agent's end is closed, an
+/// error when the socket broke.
 fn drain_doorbell(fd: &OwnedFd) -> std::io::Result<bool> {
     let mut buf = [0u8; 64];
-    let mut read_any = false;
     loop {
         match read_fd(fd, &mut buf) {
             Ok(0) => return Ok(false),
             // A short read drained the socket: no second call just to hear WouldBlock.
             Ok(n) if n < buf.len() => return Ok(true),
-            Ok(_) => read_any = true,
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && read_any => return Ok(true),
-            // Nothing to read, or the socket is unusable.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) => return Err(e),
         }
     }

@@ -30,6 +30,12 @@ pub fn decode_object_key(raw: &[u8]) -> Option<(&str, &str)> {
     Some((std::str::from_utf8(bucket).ok()?, std::str::from_utf8(key).ok()?))
 }
 
+/// The key name of a scanned [`object_key`] of the bucket whose prefix is `bucket_prefix`.
+pub fn object_name<'a>(raw: &'a [u8], bucket_prefix: &[u8]) -> Result<&'a str, crate::error::StoreError> {
+    std::str::from_utf8(&raw[bucket_prefix.len()..])
+        .map_err(|e| crate::error::StoreError::CorruptMetadata { kind: "object key", reason: e.to_string() })
+}
+
 /// `[len(bucket)][bucket][key]\0[upload id]`: uploads listed by key, then upload id.
 /// Keys never contain NUL (the gateway refuses them), so the separator sorts first.
 pub fn upload_key(bucket: &str, key: &str, upload: &[u8; UPLOAD_ID_LEN]) -> Vec<u8> {
