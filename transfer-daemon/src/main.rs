@@ -99,6 +99,15 @@ enum Command {
         /// Cores to pin to, e.g. 1 or 2,3 (default: [offload] agent_cores).
         #[arg(long, value_delimiter = ',')]
         cores: Option<Vec<usize>>,
+        /// How long to keep polling for work after finishing some before sleeping, in
+        /// microseconds, at most 1 s (0: sleep at once; each sleep costs the host a
+        /// doorbell).
+        #[arg(
+            long,
+            default_value_t = hw_offload::agent::DEFAULT_IDLE_SPIN.as_micros() as u64,
+            value_parser = clap::value_parser!(u64).range(0..=1_000_000)
+        )]
+        idle_spin_us: u64,
         /// Config file (default: <data-dir>/clusster.toml if present).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -301,11 +310,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Key { command } => key(command).await,
         Command::Transfer { command } => transfer_cli::run(command).await,
-        Command::OffloadAgent { socket, cores, config, data_dir } => {
+        Command::OffloadAgent { socket, cores, idle_spin_us, config, data_dir } => {
             let offload = offload_settings(config.as_deref(), data_dir)?;
             let socket = socket.unwrap_or(offload.agent_socket);
-            let cores = cores.unwrap_or(offload.agent_cores);
-            tokio::task::spawn_blocking(move || offload::run_agent(&socket, cores)).await?
+            let options = hw_offload::agent::ServeOptions {
+                cores: cores.unwrap_or(offload.agent_cores),
+                idle_spin: std::time::Duration::from_micros(idle_spin_us),
+            };
+            tokio::task::spawn_blocking(move || offload::run_agent(&socket, options)).await?
         }
         Command::Offload { command: OffloadCommand::Bench { socket, out, config, data_dir, json } } => {
             let mut settings = offload_settings(config.as_deref(), data_dir)?;

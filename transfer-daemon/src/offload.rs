@@ -66,7 +66,7 @@ fn read_thresholds(path: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
 }
 
 /// `clusster offload-agent`: serves hosts on `socket` until killed.
-pub fn run_agent(socket: &Path, cores: Vec<usize>) -> anyhow::Result<()> {
+pub fn run_agent(socket: &Path, options: ServeOptions) -> anyhow::Result<()> {
     if socket.exists() {
         if UnixStream::connect(socket).is_ok() {
             return Err(crate::UsageError(format!(
@@ -79,12 +79,12 @@ pub fn run_agent(socket: &Path, cores: Vec<usize>) -> anyhow::Result<()> {
         std::fs::remove_file(socket).with_context(|| format!("cannot remove stale socket {}", socket.display()))?;
     }
     let listener = UnixListener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
-    hw_offload::agent::shm::pin_current_thread(&cores)
+    let cores = &options.cores;
+    hw_offload::agent::shm::pin_current_thread(cores)
         .map_err(|e| crate::UsageError(format!("cannot pin the agent to cores {cores:?}: {e}")))?;
-    tracing::info!(socket = %socket.display(), ?cores, "offload agent ready");
+    tracing::info!(socket = %socket.display(), ?cores, idle_spin = ?options.idle_spin, "offload agent ready");
     println!("{}", serde_json::json!({ "agent_socket": socket, "cores": cores }));
-    hw_offload::agent::serve(listener, ServeOptions { cores }, Arc::new(AtomicBool::new(false)))
-        .context("offload agent stopped")
+    hw_offload::agent::serve(listener, options, Arc::new(AtomicBool::new(false))).context("offload agent stopped")
 }
 
 /// One measured row of the calibration.

@@ -186,6 +186,21 @@ fn a_second_agent_on_the_same_socket_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already listens"));
 }
 
+#[test]
+fn an_idle_spin_out_of_range_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    for bad in ["2000000", "-1", "soon"] {
+        let out = Command::new(bin())
+            .args(["offload-agent", "--socket", socket.to_str().unwrap(), &format!("--idle-spin-us={bad}")])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--idle-spin-us {bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--idle-spin-us"), "--idle-spin-us {bad}");
+        assert!(!socket.exists(), "nothing listens after a refused start");
+    }
+}
+
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {

@@ -26,7 +26,6 @@ use crate::kernels::digest::{ChunkId, SumAlgo};
 use crate::metrics::{EngineMetrics, OpKind, thread_cpu_ns};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -91,6 +90,53 @@ struct InFlight {
     op: OpKind,
 }
 
+/// The jobs in flight on one link. A job's `user_data` is its slot (low 32 bits) and the
+/// slot's generation (high 32 bits), so a completion finds its job without hashing and a
+/// stale or forged `user_data` matches nothing. Freed slots are reused last-in first-out,
+/// which keeps the few in use warm in the cache.
+#[derive(Default)]
+struct InFlightTable {
+    slots: Vec<(u32, Option<InFlight>)>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl InFlightTable {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn insert(&mut self, job: InFlight) -> u64 {
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push((0, None));
+            (self.slots.len() - 1) as u32
+        });
+        let (generation, slot) = &mut self.slots[index as usize];
+        *generation = generation.wrapping_add(1);
+        *slot = Some(job);
+        self.len += 1;
+        (u64::from(*generation) << 32) | u64::from(index)
+    }
+
+    fn remove(&mut self, user_data: u64) -> Option<InFlight> {
+        let index = user_data as u32;
+        let (generation, slot) = self.slots.get_mut(index as usize)?;
+        if u64::from(*generation) != user_data >> 32 {
+            return None;
+        }
+        let job = slot.take()?;
+        self.free.push(index);
+        self.len -= 1;
+        Some(job)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = InFlight> + '_ {
+        self.free.clear();
+        self.len = 0;
+        self.slots.drain(..).filter_map(|(_, job)| job)
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum DigestKind {
     None,
@@ -114,7 +160,7 @@ struct Link {
     stream: UnixStream,
     sq_tail: u32,
     cq_head: u32,
-    in_flight: HashMap<u64, InFlight>,
+    in_flight: InFlightTable,
 }
 
 impl Drop for Link {
@@ -126,7 +172,6 @@ impl Drop for Link {
 
 struct State {
     link: Option<Link>,
-    next_user_data: u64,
 }
 
 struct Shared {
@@ -193,7 +238,7 @@ impl AgentEngine {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             config,
-            state: Mutex::new(State { link: None, next_user_data: 1 }),
+            state: Mutex::new(State { link: None }),
             connected: AtomicBool::new(false),
             attachments: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -389,7 +434,7 @@ impl Engine for AgentEngine {
         let mut copied = 0;
         {
             let mut state = self.shared.state.lock();
-            let State { link, next_user_data } = &mut *state;
+            let link = &mut state.link;
             for (index, job) in jobs.into_iter().enumerate() {
                 let op = job.steps.last().map_or(OpKind::ChunkId, Step::op);
                 ops.push(op);
@@ -397,9 +442,7 @@ impl Engine for AgentEngine {
                     refused.push((index, "agent not attached"));
                     continue;
                 };
-                let user_data = *next_user_data;
-                *next_user_data += 1;
-                match link.push(user_data, job, batch.clone(), index) {
+                match link.push(job, batch.clone(), index) {
                     Ok(bytes) => copied += bytes,
                     Err(reason) => refused.push((index, reason)),
                 }
@@ -572,7 +615,7 @@ impl Future for AgentCompletion {
 impl Link {
     /// Writes a job's entry (not yet visible to the agent), copying its input into the
     /// region unless it lies there already; returns the bytes copied.
-    fn push(&mut self, user_data: u64, job: Job, batch: Arc<Batch>, index: usize) -> Result<u64, &'static str> {
+    fn push(&mut self, job: Job, batch: Arc<Batch>, index: usize) -> Result<u64, &'static str> {
         let plan = plan(&job).ok_or("chain not supported by the agent protocol")?;
         let region = self.pool.region();
         let head = region.atomic_u32(ring::off::SQ_HEAD).load(Ordering::Acquire);
@@ -595,12 +638,26 @@ impl Link {
             0 => None,
             cap => Some(self.pool.alloc(cap).ok_or(BUSY)?),
         };
+        let out_off = output.as_ref().map_or(0, Slot::data_offset);
+        let in_len = job.data.len() as u32;
+        let user_data = self.in_flight.insert(InFlight {
+            batch,
+            index,
+            input: job.data,
+            input_codec: job.codec,
+            digest: plan.digest,
+            decode_codec: plan.decode_codec,
+            _input_copy: input_copy,
+            output,
+            out_cap: plan.out_cap as u32,
+            op: job.steps.last().map_or(OpKind::ChunkId, Step::op),
+        });
         let sqe = Sqe {
             user_data,
             in_off,
-            in_len: job.data.len() as u32,
+            in_len,
             out_cap: plan.out_cap as u32,
-            out_off: output.as_ref().map_or(0, Slot::data_offset),
+            out_off,
             ops: plan.ops,
             level: plan.level,
             plain_len: plan.plain_len,
@@ -608,21 +665,6 @@ impl Link {
         };
         region.write(self.layout.sqe_at(self.sq_tail), &sqe.encode()).expect("slot inside the ring");
         self.sq_tail = self.sq_tail.wrapping_add(1);
-        self.in_flight.insert(
-            user_data,
-            InFlight {
-                batch,
-                index,
-                input: job.data,
-                input_codec: job.codec,
-                digest: plan.digest,
-                decode_codec: plan.decode_codec,
-                _input_copy: input_copy,
-                output,
-                out_cap: plan.out_cap as u32,
-                op: job.steps.last().map_or(OpKind::ChunkId, Step::op),
-            },
-        );
         Ok(copied)
     }
 
@@ -635,9 +677,11 @@ impl Link {
         }
         tail.store(self.sq_tail, Ordering::Release);
         // Pairs with the agent's fence between setting need_wakeup and re-reading the
-        // tail: one of us sees the other's store, so no wakeup is lost.
+        // tail: one of us sees the other's store, so no wakeup is lost. Taking the flag
+        // (not just reading it) rings once per sleep: the submissions that follow before
+        // the agent is up find it cleared.
         fence(Ordering::SeqCst);
-        if region.atomic_u32(ring::off::AGENT_NEED_WAKEUP).load(Ordering::Relaxed) != 0 {
+        if region.atomic_u32(ring::off::AGENT_NEED_WAKEUP).swap(0, Ordering::Relaxed) != 0 {
             // A full socket buffer already holds a wakeup: WouldBlock is fine.
             let _ = (&self.stream).write(&[1]);
         }
@@ -666,7 +710,7 @@ impl Link {
             region.read(self.layout.cqe_at(self.cq_head), &mut raw).expect("slot inside the ring");
             self.cq_head = self.cq_head.wrapping_add(1);
             let cqe = Cqe::decode(&raw);
-            let Some(mut job) = self.in_flight.remove(&cqe.user_data) else {
+            let Some(mut job) = self.in_flight.remove(cqe.user_data) else {
                 tracing::warn!(engine = name, user_data = cqe.user_data, "completion for no job in flight; ignored");
                 continue;
             };
@@ -776,7 +820,7 @@ fn attach(shared: &Shared) -> std::io::Result<()> {
         stream,
         sq_tail: 0,
         cq_head: 0,
-        in_flight: HashMap::new(),
+        in_flight: InFlightTable::default(),
     };
     shared.state.lock().link = Some(link);
     shared.attachments.fetch_add(1, Ordering::AcqRel);
@@ -880,20 +924,23 @@ async fn reaper(shared: Arc<Shared>) {
         }
         if !done.is_empty() {
             let count = done.len() as u64;
-            let mut ops = Vec::with_capacity(done.len());
+            let mut per_op = [0u64; OpKind::ALL.len()];
             for (batch, index, op, result) in done {
-                ops.push(op);
+                per_op[op as usize] += 1;
                 batch.complete(index, result);
             }
             // Completion-side host time (reaping, copying out, waking the submitter),
             // spread over the jobs reaped.
             let per_job = started.elapsed().as_nanos() as u64 / count;
-            for op in ops {
-                shared.metrics.record_host_cpu(op, per_job);
+            for (op, jobs) in OpKind::ALL.into_iter().zip(per_op) {
+                if jobs > 0 {
+                    shared.metrics.record_host_cpu(op, per_job * jobs);
+                }
             }
-            // Let the tasks just woken run (and submit more) before looking again: on a
-            // current-thread runtime they could not while this loop kept reaping.
-            tokio::task::yield_now().await;
+            // Look again at once (more may have arrived meanwhile), but let the tasks just
+            // woken run first once this task has used its share of the runtime: an
+            // unconditional yield costs the runtime a poll of its driver, a system call.
+            tokio::task::coop::consume_budget().await;
             continue;
         }
         if !wait {
@@ -920,10 +967,6 @@ async fn reaper(shared: Arc<Shared>) {
         }
     }
 }
-
-/// How long the agent polls the submission tail after finishing work, like io_uring's
-/// `sq_thread_idle`: it runs only right after activity, so an idle agent sleeps.
-pub(crate) const AGENT_SPIN: Duration = Duration::from_micros(50);
 
 /// Polls `word` of `region` until it differs from `seen` or `spin` passes.
 pub(crate) fn spin_until(region: &SharedRegion, word: usize, seen: u32, spin: Duration) -> bool {
@@ -983,11 +1026,51 @@ fn detach(shared: &Shared) {
         in_flight = link.in_flight.len(),
         "offload agent gone; its jobs rerun on the CPU, re-attaching when it is back"
     );
-    for (_, job) in std::mem::take(&mut link.in_flight) {
+    for job in link.in_flight.drain() {
         shared.metrics.record_op_error(job.op);
         job.batch.complete(
             job.index,
             Err(JobError::Unavailable { engine: shared.name.clone(), reason: "agent connection closed".into() }),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_flight() -> InFlight {
+        let (tx, _rx) = oneshot::channel();
+        InFlight {
+            batch: Batch::new(1, tx),
+            index: 0,
+            input: Bytes::new(),
+            input_codec: Codec::Raw,
+            digest: DigestKind::None,
+            decode_codec: None,
+            _input_copy: None,
+            output: None,
+            out_cap: 0,
+            op: OpKind::ChunkId,
+        }
+    }
+
+    #[test]
+    fn a_completion_finds_only_the_job_it_was_issued_for() {
+        let mut table = InFlightTable::default();
+        let first = table.insert(in_flight());
+        assert!(table.remove(first).is_some());
+        assert!(table.remove(first).is_none(), "a job is taken once");
+        let second = table.insert(in_flight());
+        assert_eq!(second as u32, first as u32, "the freed slot is reused");
+        assert!(table.remove(first).is_none(), "a stale user_data matches nothing");
+        assert!(table.remove(0).is_none() && table.remove(u64::MAX).is_none(), "nor does a forged one");
+        let third = table.insert(in_flight());
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.drain().count(), 2);
+        assert_eq!(table.len(), 0);
+        assert!(table.remove(second).is_none() && table.remove(third).is_none());
+        let again = table.insert(in_flight());
+        assert!(table.remove(again).is_some(), "usable after a drain");
     }
 }

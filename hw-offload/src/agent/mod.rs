@@ -15,4 +15,4 @@ pub mod server;
 pub mod shm;
 
 pub use host::{AgentConfig, AgentEngine};
-pub use server::{ServeOptions, serve, serve_host};
+pub use server::{DEFAULT_IDLE_SPIN, ServeOptions, serve, serve_host};

@@ -19,13 +19,28 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How the agent runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Cores each serving thread is pinned to (empty: not pinned).
     pub cores: Vec<usize>,
+    /// How long the agent keeps polling its submission tail after finishing work before
+    /// it sleeps, as io_uring's `sq_thread_idle`. It should outlast the host's turnaround
+    /// (being woken, taking the results, submitting the next jobs: 100 to 200 µs on a
+    /// loaded VM), or the host pays for a doorbell on nearly every batch. An idle agent
+    /// does not poll.
+    pub idle_spin: Duration,
+}
+
+/// The agent's default [`ServeOptions::idle_spin`].
+pub const DEFAULT_IDLE_SPIN: Duration = Duration::from_millis(1);
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self { cores: Vec::new(), idle_spin: DEFAULT_IDLE_SPIN }
+    }
 }
 
 /// Longest region path a hello may carry.
@@ -58,7 +73,7 @@ pub fn serve(listener: UnixListener, options: ServeOptions, stop: Arc<AtomicBool
             if let Err(e) = pin_current_thread(&options.cores) {
                 tracing::warn!(error = %e, cores = ?options.cores, "cannot pin the agent thread; running unpinned");
             }
-            match serve_host(stream) {
+            match serve_host(stream, options.idle_spin) {
                 Ok(jobs) => tracing::info!(jobs, "host detached"),
                 Err(e) => tracing::warn!(error = %e, "host connection ended with an error"),
             }
@@ -67,8 +82,9 @@ pub fn serve(listener: UnixListener, options: ServeOptions, stop: Arc<AtomicBool
     Ok(())
 }
 
-/// Serves one host: hello, then the ring until the socket closes. Returns jobs served.
-pub fn serve_host(mut stream: UnixStream) -> std::io::Result<u64> {
+/// Serves one host: hello, then the ring until the socket closes, polling for `idle_spin`
+/// after work before sleeping. Returns jobs served.
+pub fn serve_host(mut stream: UnixStream, idle_spin: Duration) -> std::io::Result<u64> {
     let mut hello = [0u8; 24];
     match stream.read_exact(&mut hello) {
         Ok(()) => {}
@@ -116,8 +132,16 @@ pub fn serve_host(mut stream: UnixStream) -> std::io::Result<u64> {
     ack[12..16].copy_from_slice(&1u32.to_le_bytes());
     stream.write_all(&ack)?;
     stream.set_nonblocking(true)?;
-    Agent { region, layout, stream, worker: Worker::new(Arc::new(EngineMetrics::default())), sq_head: 0, cq_tail: 0 }
-        .run()
+    Agent {
+        region,
+        layout,
+        stream,
+        worker: Worker::new(Arc::new(EngineMetrics::default())),
+        sq_head: 0,
+        cq_tail: 0,
+        idle_spin,
+    }
+    .run()
 }
 
 struct Agent {
@@ -127,12 +151,15 @@ struct Agent {
     worker: Worker,
     sq_head: u32,
     cq_tail: u32,
+    idle_spin: Duration,
 }
 
 impl Agent {
     fn run(mut self) -> std::io::Result<u64> {
         let mut served = 0u64;
         let cpu_start = thread_cpu_ns();
+        // Whether a job ran since the last sleep: only then is more work likely soon.
+        let mut worked = false;
         loop {
             let tail = self.region.atomic_u32(ring::off::SQ_TAIL).load(Ordering::Acquire);
             let pending = tail.wrapping_sub(self.sq_head);
@@ -158,6 +185,7 @@ impl Agent {
                 cqe.agent_ns = started.elapsed().as_nanos().min(u32::MAX as u128) as u32;
                 self.post(&cqe);
                 served += 1;
+                worked = true;
                 self.region.atomic_u64(ring::off::AGENT_JOBS).store(served, Ordering::Relaxed);
                 if served.is_multiple_of(CPU_PUBLISH_EVERY) {
                     self.publish_cpu(cpu_start);
@@ -169,11 +197,10 @@ impl Agent {
                 continue;
             }
             // Right after work, look for more for a moment before paying for a doorbell.
-            if served > 0
-                && super::host::spin_until(&self.region, ring::off::SQ_TAIL, self.sq_head, super::host::AGENT_SPIN)
-            {
+            if worked && super::host::spin_until(&self.region, ring::off::SQ_TAIL, self.sq_head, self.idle_spin) {
                 continue;
             }
+            worked = false;
             if !self.sleep(cpu_start)? {
                 return Ok(served);
             }
