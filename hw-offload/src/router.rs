@@ -3,9 +3,12 @@
 //! reruns on the CPU whatever an engine could not do (busy, past the deadline, failed).
 //!
 //! Trust: offloaded results are spot-checked on the CPU (every job while an engine is on
-//! probation after being enabled, then one in `spot_check_one_in`). A result that is
-//! wrong disables the engine for good and the whole batch is answered from the CPU, so a
-//! wrong chunk id never reaches the store from a checked batch.
+//! probation after being enabled, then one in `spot_check_one_in`). The probation ends
+//! after `probation_jobs` answers were checked and found right, not after that many jobs
+//! were sent: a writer that keeps more jobs in flight than that would otherwise send
+//! unchecked jobs before the first check is back. A result that is wrong disables the
+//! engine for good and the whole batch is answered from the CPU, so a wrong chunk id
+//! never reaches the store from a checked batch.
 //!
 //! A check verifies the answer rather than redoing the job where it can, because that is
 //! cheaper: for hash and compress, the CPU decodes the engine's payload, hashes what it
@@ -29,7 +32,8 @@ pub struct RouterConfig {
     /// (0: never). A check costs a good part of the job's CPU time (decoding and hashing
     /// its output, or redoing it), so this trades host CPU for trust.
     pub spot_check_one_in: u64,
-    /// Jobs checked one by one after an engine is first used or comes back.
+    /// Right answers an engine must give, every job checked, after it is first used or
+    /// comes back, before its jobs are only sampled.
     pub probation_jobs: u64,
     /// An engine that failed (not a wrong result) is left alone this long.
     pub disable_for: Duration,
@@ -82,7 +86,7 @@ struct RouteState {
     disabled_until: Mutex<Option<Instant>>,
     /// Set on a wrong result: never used again by this router.
     condemned: AtomicBool,
-    /// Jobs left to check one by one.
+    /// Right answers still to see before sampling starts; until then every job is checked.
     probation_left: AtomicU64,
     offloaded: AtomicU64,
 }
@@ -131,8 +135,13 @@ impl RouteState {
 
     fn wants_check(&self, one_in: u64) -> bool {
         let n = self.offloaded.fetch_add(1, Relaxed);
-        let on_probation = self.probation_left.fetch_update(Relaxed, Relaxed, |left| left.checked_sub(1)).is_ok();
+        let on_probation = self.probation_left.load(Relaxed) > 0;
         on_probation || (one_in > 0 && n % one_in == one_in - 1)
+    }
+
+    /// Counts answers found right towards the probation.
+    fn passed(&self, checked: u64) {
+        let _ = self.probation_left.fetch_update(Relaxed, Relaxed, |left| Some(left.saturating_sub(checked)));
     }
 }
 
@@ -353,6 +362,7 @@ async fn finish_part(
         // Nothing this engine answered in this batch is trusted.
         return rerun_on_cpu(part, cpu, engine.metrics()).await;
     }
+    state.passed(compare.len() as u64);
     answers.into_iter().map(|a| a.expect("present")).collect()
 }
 

@@ -94,6 +94,25 @@ async fn a_lie_after_probation_is_caught_by_sampling() {
 }
 
 #[tokio::test]
+async fn jobs_sent_before_the_probation_answers_are_back_are_checked_too() {
+    // Right for its first 8 jobs, then lies. Three batches of 8 are in flight before any
+    // answer is back: the probation (8 right answers) has not ended when the lies are
+    // sent, so they are checked, caught, and the CPU's answers replace them.
+    let engine = Arc::new(FaultEngine::new("liar", 8, Fault::WrongHash));
+    let config = RouterConfig { probation_jobs: 8, spot_check_one_in: 0, ..Default::default() };
+    let offload =
+        Offload::routed(Router::new(Arc::new(CpuEngine::new(1)), vec![Route::new(engine.clone(), 0)], config));
+    let batches: Vec<_> = (0..3).map(|_| hash_jobs(8, 50_000)).collect();
+    let pending: Vec<_> = batches.iter().map(|(jobs, _)| offload.submit(jobs.clone())).collect();
+    for (done, (_, ids)) in pending.into_iter().zip(&batches) {
+        for (r, id) in done.await.into_iter().zip(ids) {
+            assert_eq!(r.unwrap().chunk_id, Some(*id));
+        }
+    }
+    assert!(engine.metrics().errors() > 0, "the lie was caught");
+}
+
+#[tokio::test]
 async fn corrupt_compressed_payloads_are_caught() {
     let engine = Arc::new(FaultEngine::new("corrupter", 0, Fault::CorruptPayload));
     let offload = router(engine.clone(), 0, RouterConfig::default());
