@@ -5,9 +5,10 @@
 //!
 //! usage: offload-bench CLUSSTER_BIN HOST_CORE AGENT_CORE RUNS
 //!
-//! Prints markdown rows: host CPU per GiB for BLAKE3 + zstd on 1 MiB chunks (inline;
-//! the agent with inputs in its shared region, as the store's segment buffers are, and
-//! with inputs copied in; the router with its spot checks); the size sweep with the
+//! Prints markdown rows: host CPU per GiB for BLAKE3 + zstd on 1 MiB chunks, with as
+//! many jobs in flight as the store's ingest keeps (inline; the agent with inputs in its
+//! shared region, as the store's segment buffers are, also with half as many in flight,
+//! and with inputs copied in; the router with its spot checks); the size sweep with the
 //! router (agent from the thresholds below, inputs copied in) against inline; host CPU
 //! per offloaded job; ring round-trip latency; the store's own ingest of 1 GiB, inline
 //! and with the agent; the idle agent's CPU. Medians over RUNS.
@@ -52,8 +53,6 @@ fn job(data: &Bytes) -> Job {
 struct Cost {
     process_ns: u64,
     thread_ns: u64,
-    completion_thread_ns: u64,
-    completion_thread_sleeps: u64,
     /// voluntary context switches of the submitting thread
     thread_sleeps: u64,
     wall: Duration,
@@ -69,50 +68,22 @@ fn this_thread_sleeps() -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time (ns) of this process's threads whose name starts with `prefix`, from
-/// `/proc/self/task/*/schedstat` (nanosecond resolution, unlike `stat`'s ticks).
-fn threads_cpu_ns(prefix: &str) -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
-    tasks
-        .flatten()
-        .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)))
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()))
-        .sum()
-}
+/// Jobs the store's ingest keeps in flight per writer, which the 1 MiB rows keep too.
+const IN_FLIGHT: usize = store::ingest::CHUNK_JOBS_IN_FLIGHT;
 
-/// Voluntary context switches (sleeps) of this process's threads named `prefix...`.
-fn threads_sleeps(prefix: &str) -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
-    tasks
-        .flatten()
-        .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)))
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .filter_map(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-        })
-        .sum()
-}
-
-/// The agent engine's completion thread (named `offload-agent-cq`, cut to 15 bytes).
-const COMPLETION_THREAD: &str = "offload-agent-c";
-
-/// Runs every job of `data` through `engine`, `batch` jobs per submission and two
-/// submissions in flight (as the store's ingest keeps jobs in flight).
-async fn run(engine: &dyn Engine, data: &[Bytes], batch: usize) -> Cost {
+/// Runs every job of `data` through `engine`, `batch` jobs per submission and
+/// `in_flight` jobs (rounded up to whole submissions) in flight, as the store's ingest
+/// keeps chunk jobs in flight.
+async fn run(engine: &dyn Engine, data: &[Bytes], batch: usize, in_flight: usize) -> Cost {
+    let submissions = in_flight.div_ceil(batch).max(1);
+    let thread_sleeps = this_thread_sleeps();
     let started = Instant::now();
     let process = process_cpu_ns();
     let thread = thread_cpu_ns();
-    let completion_thread = threads_cpu_ns(COMPLETION_THREAD);
-    let sleeps = threads_sleeps(COMPLETION_THREAD);
-    let thread_sleeps = this_thread_sleeps();
     let mut pending = std::collections::VecDeque::new();
     for group in data.chunks(batch) {
         pending.push_back(engine.submit(group.iter().map(job).collect()));
-        if pending.len() >= 2 {
+        if pending.len() >= submissions {
             for r in pending.pop_front().unwrap().await {
                 r.expect("job");
             }
@@ -123,14 +94,8 @@ async fn run(engine: &dyn Engine, data: &[Bytes], batch: usize) -> Cost {
             r.expect("job");
         }
     }
-    Cost {
-        process_ns: process_cpu_ns() - process,
-        thread_ns: thread_cpu_ns() - thread,
-        completion_thread_ns: threads_cpu_ns(COMPLETION_THREAD) - completion_thread,
-        completion_thread_sleeps: threads_sleeps(COMPLETION_THREAD) - sleeps,
-        thread_sleeps: this_thread_sleeps() - thread_sleeps,
-        wall: started.elapsed(),
-    }
+    let (process_ns, thread_ns, wall) = (process_cpu_ns() - process, thread_cpu_ns() - thread, started.elapsed());
+    Cost { process_ns, thread_ns, thread_sleeps: this_thread_sleeps() - thread_sleeps, wall }
 }
 
 /// Puts `body` as one object into a fresh store at `dir` on `offload`; host CPU and wall
@@ -149,8 +114,6 @@ async fn ingest(offload: &hw_offload::Offload, dir: std::path::PathBuf, body: &[
     Cost {
         process_ns: process_cpu_ns() - process,
         thread_ns: thread_cpu_ns() - thread,
-        completion_thread_ns: 0,
-        completion_thread_sleeps: 0,
         thread_sleeps: 0,
         wall: started.elapsed(),
     }
@@ -221,12 +184,12 @@ async fn main() {
         .collect();
     // The router's first jobs are all checked (probation): get past it before measuring,
     // so the figures show the steady state (one job in 1,024 checked).
-    run(&router, &shared[..RouterConfig::default().probation_jobs as usize], 16).await;
+    run(&router, &shared[..RouterConfig::default().probation_jobs as usize], 16, IN_FLIGHT).await;
     if std::env::var_os("ZERO_COPY_ONLY").is_some() {
         // For profiling the host side (`perf record -t`): only the zero-copy agent runs.
         for _ in 0..runs {
             let accounted = agent.metrics().op(OpKind::Compress).host_cpu_ns;
-            let c = run(agent.as_ref(), &shared, 16).await;
+            let c = run(agent.as_ref(), &shared, 16, IN_FLIGHT).await;
             println!(
                 "agent, zero-copy: host CPU {:.1} ms/GiB, {} sleeps, {:.1} ms in submitting and reaping",
                 c.process_ns as f64 / 1e6,
@@ -236,43 +199,41 @@ async fn main() {
         }
         return;
     }
-    let mut rows = std::collections::BTreeMap::<&str, [Vec<f64>; 6]>::new();
+    let mut rows = std::collections::BTreeMap::<String, [Vec<f64>; 4]>::new();
     for _ in 0..runs {
-        for (name, engine, data) in [
-            ("inline", cpu.as_ref() as &dyn Engine, &gib),
-            ("agent, zero-copy", agent.as_ref(), &shared),
-            ("agent, copied in", agent.as_ref(), &gib),
-            ("router, zero-copy, spot checks", &router, &shared),
+        for (name, engine, data, in_flight) in [
+            ("inline", cpu.as_ref() as &dyn Engine, &gib, IN_FLIGHT),
+            ("agent, zero-copy", agent.as_ref(), &shared, IN_FLIGHT),
+            // Half the store's window: twice the doorbells (the method of earlier figures).
+            ("agent, zero-copy", agent.as_ref(), &shared, IN_FLIGHT / 2),
+            ("agent, copied in", agent.as_ref(), &gib, IN_FLIGHT),
+            ("router, zero-copy, spot checks", &router, &shared, IN_FLIGHT),
         ] {
-            let c = run(engine, data, 16).await;
-            let row = rows.entry(name).or_default();
+            let c = run(engine, data, 16, in_flight).await;
+            let row = rows.entry(format!("{name}, {in_flight} in flight")).or_default();
             row[0].push(c.process_ns as f64 / 1e6);
             row[1].push(c.thread_ns as f64 / 1e6);
             row[2].push(c.thread_sleeps as f64);
-            row[3].push(c.completion_thread_ns as f64 / 1e6);
-            row[4].push(c.completion_thread_sleeps as f64);
-            row[5].push(1024.0 / c.wall.as_secs_f64());
+            row[3].push(1024.0 / c.wall.as_secs_f64());
         }
     }
-    let inline_mibs = median(rows["inline"][5].clone());
+    let inline_mibs = median(rows[&format!("inline, {IN_FLIGHT} in flight")][3].clone());
     println!(
-        "| BLAKE3 + zstd-1, 1 MiB chunks, 1 GiB | host CPU ms/GiB (process) | submitting thread | its sleeps \
-         | completion thread (no runtime) | its sleeps | MiB/s |"
+        "| BLAKE3 + zstd-1, 1 MiB chunks, 1 GiB, jobs of 16 | host CPU ms/GiB (process) | submitting thread \
+         | its sleeps | MiB/s |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for (name, [process, thread, thread_sleeps, completion, sleeps, mibs]) in &rows {
+    println!("| --- | --- | --- | --- | --- |");
+    for (name, [process, thread, thread_sleeps, mibs]) in &rows {
         let mut line = String::new();
         let mibs = median(mibs.clone());
         let _ = write!(
             line,
-            "| {name} | {:.1} | {:.1} | {:.0} | {:.1} | {:.0} | {mibs:.0}",
+            "| {name} | {:.1} | {:.1} | {:.0} | {mibs:.0}",
             median(process.clone()),
             median(thread.clone()),
             median(thread_sleeps.clone()),
-            median(completion.clone()),
-            median(sleeps.clone())
         );
-        if *name != "inline" {
+        if !name.starts_with("inline") {
             let _ = write!(line, " ({:.2}x inline)", mibs / inline_mibs);
         }
         println!("{line} |");
@@ -289,8 +250,8 @@ async fn main() {
         let data: Vec<Bytes> = (0..count).map(|i| chunk(size, i as u64)).collect();
         let (mut i_ns, mut r_ns) = (vec![], vec![]);
         for _ in 0..runs {
-            i_ns.push(run(cpu.as_ref(), &data, 16).await.process_ns as f64 / count as f64);
-            r_ns.push(run(&router, &data, 16).await.process_ns as f64 / count as f64);
+            i_ns.push(run(cpu.as_ref(), &data, 16, IN_FLIGHT).await.process_ns as f64 / count as f64);
+            r_ns.push(run(&router, &data, 16, IN_FLIGHT).await.process_ns as f64 / count as f64);
         }
         let (i, r) = (median(i_ns), median(r_ns));
         println!("| {size} | {i:.0} | {r:.0} | {:.2} |", r / i);
@@ -318,14 +279,14 @@ async fn main() {
     for _ in 0..runs {
         let mut lat = Vec::with_capacity(20_000);
         let process = process_cpu_ns();
-        let sleeps = threads_sleeps(COMPLETION_THREAD);
+        let sleeps = this_thread_sleeps();
         for _ in 0..20_000 {
             let t = Instant::now();
             agent.submit(vec![Job::new(tiny.clone(), vec![Step::ChunkId])]).await.pop().unwrap().expect("job");
             lat.push(t.elapsed().as_nanos() as f64);
         }
         cpu_per_trip.push((process_cpu_ns() - process) as f64 / lat.len() as f64);
-        wakes.push((threads_sleeps(COMPLETION_THREAD) - sleeps) as f64);
+        wakes.push((this_thread_sleeps() - sleeps) as f64);
         lat.sort_by(f64::total_cmp);
         p50.push(lat[lat.len() / 2]);
         p99.push(lat[lat.len() * 99 / 100]);
@@ -333,7 +294,7 @@ async fn main() {
     }
     println!(
         "ring round trip, one 64 B job at a time: p50 {:.1} µs, p99 {:.1} µs, {:.2} % over 5 µs, \
-         host CPU {:.2} µs per round trip, completion thread woken {:.0} times per 20,000",
+         host CPU {:.2} µs per round trip, the host thread slept {:.0} times per 20,000",
         median(p50) / 1000.0,
         median(p99) / 1000.0,
         median(over),
