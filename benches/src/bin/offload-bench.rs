@@ -242,19 +242,30 @@ async fn main() {
 
     // 2. Size sweep, router with the default agent threshold (64 KiB) against inline,
     // inputs on the heap (copied into the region).
-    println!("\n| job size | inline host CPU ns/job | router host CPU ns/job | ratio |");
+    println!("\n| job size | inline host CPU ns/job | router host CPU ns/job | ratio (median of the runs' ratios) |");
     println!("| --- | --- | --- | --- |");
     let mut size = 512;
     while size <= 16 * MIB {
         let count = ((64 * MIB) / size).clamp(16, 4096);
         let data: Vec<Bytes> = (0..count).map(|i| chunk(size, i as u64)).collect();
-        let (mut i_ns, mut r_ns) = (vec![], vec![]);
-        for _ in 0..runs {
-            i_ns.push(run(cpu.as_ref(), &data, 16, IN_FLIGHT).await.process_ns as f64 / count as f64);
-            r_ns.push(run(&router, &data, 16, IN_FLIGHT).await.process_ns as f64 / count as f64);
+        let (mut i_ns, mut r_ns, mut ratios) = (vec![], vec![], vec![]);
+        for run_index in 0..runs {
+            // Each run measures both back to back, in turn first, so that a drift of the
+            // machine's load does not favour one; the ratio is taken within the run.
+            let inline = async { run(cpu.as_ref(), &data, 16, IN_FLIGHT).await.process_ns as f64 / count as f64 };
+            let routed = async { run(&router, &data, 16, IN_FLIGHT).await.process_ns as f64 / count as f64 };
+            let (i, r) = if run_index % 2 == 0 {
+                let i = inline.await;
+                (i, routed.await)
+            } else {
+                let r = routed.await;
+                (inline.await, r)
+            };
+            i_ns.push(i);
+            r_ns.push(r);
+            ratios.push(r / i);
         }
-        let (i, r) = (median(i_ns), median(r_ns));
-        println!("| {size} | {i:.0} | {r:.0} | {:.2} |", r / i);
+        println!("| {size} | {:.0} | {:.0} | {:.2} |", median(i_ns), median(r_ns), median(ratios));
         size *= 4;
     }
 
