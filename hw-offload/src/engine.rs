@@ -33,6 +33,13 @@ pub trait Engine: Send + Sync + 'static {
         true
     }
 
+    /// Changes whenever the engine behind this handle may have been replaced (an agent
+    /// process that went away and came back, possibly another build): the router then
+    /// puts it on probation again. Constant for an engine that cannot be replaced.
+    fn incarnation(&self) -> u64 {
+        0
+    }
+
     /// A buffer of `len` bytes in memory this engine reads without copying (shared
     /// memory, DMA-able memory), or `None` if it has none to give now. Jobs over bytes
     /// from such a buffer skip the copy into the engine; every other engine still

@@ -37,6 +37,7 @@ pub struct FaultEngine {
     fault: Mutex<(u64, Fault)>,
     seen: AtomicU64,
     dead: Arc<AtomicBool>,
+    incarnation: AtomicU64,
     metrics: EngineMetrics,
 }
 
@@ -50,6 +51,7 @@ impl FaultEngine {
             fault: Mutex::new((after_jobs, fault)),
             seen: AtomicU64::new(0),
             dead: Arc::new(AtomicBool::new(false)),
+            incarnation: AtomicU64::new(0),
             metrics: EngineMetrics::default(),
         }
     }
@@ -61,8 +63,15 @@ impl FaultEngine {
 
     /// Brings a crashed engine back, behaving.
     pub fn revive(&self) {
-        *self.fault.lock() = (0, Fault::None);
+        self.restart(Fault::None);
+    }
+
+    /// The engine comes back as a new incarnation (a restarted process, maybe another
+    /// build) that shows `fault` from its first job.
+    pub fn restart(&self, fault: Fault) {
+        *self.fault.lock() = (self.seen.load(Relaxed), fault);
         self.dead.store(false, Relaxed);
+        self.incarnation.fetch_add(1, Relaxed);
     }
 
     /// Jobs submitted so far.
@@ -136,5 +145,9 @@ impl Engine for FaultEngine {
 
     fn available(&self) -> bool {
         !self.dead.load(Relaxed)
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.incarnation.load(Relaxed)
     }
 }

@@ -88,6 +88,8 @@ struct RouteState {
     condemned: AtomicBool,
     /// Right answers still to see before sampling starts; until then every job is checked.
     probation_left: AtomicU64,
+    /// The engine's incarnation the probation was for.
+    incarnation: AtomicU64,
     offloaded: AtomicU64,
 }
 
@@ -104,6 +106,14 @@ impl RouteState {
             *disabled = None;
             self.probation_left.store(probation_jobs, Relaxed);
             tracing::info!(engine = self.route.engine.name(), "offload engine back in use, on probation");
+        }
+        drop(disabled);
+        // A re-attached agent may be another process, or another build: it earns its
+        // trust again, even if it went and came back while nothing was sent to it.
+        let incarnation = self.route.engine.incarnation();
+        if self.incarnation.swap(incarnation, Relaxed) != incarnation {
+            self.probation_left.store(probation_jobs, Relaxed);
+            tracing::info!(engine = self.route.engine.name(), "offload engine replaced, on probation");
         }
         self.route.engine.available()
     }
@@ -162,6 +172,7 @@ impl Router {
         let routes = routes
             .into_iter()
             .map(|route| RouteState {
+                incarnation: AtomicU64::new(route.engine.incarnation()),
                 route,
                 disabled_until: Mutex::new(None),
                 condemned: AtomicBool::new(false),

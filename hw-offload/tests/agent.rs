@@ -12,8 +12,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 fn start_agent(socket: &std::path::Path) {
+    start_agent_with(socket, ServeOptions::default());
+}
+
+fn start_agent_with(socket: &std::path::Path, options: ServeOptions) {
     let listener = UnixListener::bind(socket).unwrap();
-    std::thread::spawn(move || serve(listener, ServeOptions::default(), Arc::new(AtomicBool::new(false))));
+    std::thread::spawn(move || serve(listener, options, Arc::new(AtomicBool::new(false))));
 }
 
 fn config(dir: &std::path::Path) -> AgentConfig {
@@ -266,4 +270,40 @@ fn an_agent_writing_an_impossible_completion_tail_is_detached_then_attached_afre
         assert!(Instant::now() < deadline, "not detached and attached again");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_doorbell_is_lost_when_the_agent_sleeps_after_every_batch() {
+    // The agent does not poll after work, so nearly every batch needs a doorbell; four
+    // tasks submit at once, large batches (reaped through the host's doorbell) and small
+    // ones (polled for by their task). A lost doorbell to the host would hang a batch; one
+    // to the agent would stall it until the agent's 1 s idle look, so the whole run is
+    // bounded generously as a hang guard, not a speed test.
+    let dir = tempfile::tempdir().unwrap();
+    start_agent_with(&dir.path().join("agent.sock"), ServeOptions { idle_spin: Duration::ZERO, ..Default::default() });
+    let agent = Arc::new(AgentEngine::start("agent", config(dir.path())).unwrap());
+    let run = async {
+        let tasks: Vec<_> = (0..4u64)
+            .map(|task| {
+                let agent = agent.clone();
+                tokio::spawn(async move {
+                    for i in 0..150u64 {
+                        let len = if i % 2 == 0 { 2 << 10 } else { 96 << 10 };
+                        let data = common::compressible(len, task * 1000 + i);
+                        let out = agent.submit(vec![Job::new(data.clone(), vec![Step::ChunkId])]).await;
+                        assert_eq!(
+                            out[0].as_ref().unwrap().chunk_id,
+                            Some(ChunkId::of(&data)),
+                            "task {task} batch {i}"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), run).await.expect("every batch answered");
+    assert_eq!(agent.metrics().op(hw_offload::OpKind::ChunkId).jobs, 600);
 }

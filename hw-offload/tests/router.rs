@@ -113,6 +113,24 @@ async fn jobs_sent_before_the_probation_answers_are_back_are_checked_too() {
 }
 
 #[tokio::test]
+async fn a_replaced_engine_is_on_probation_again() {
+    // Passes its probation, then is replaced (an agent restarted, maybe another build)
+    // by one that lies from its first job; sampling alone would miss the lies.
+    let engine = Arc::new(FaultEngine::new("replaced", 0, Fault::None));
+    let config = RouterConfig { probation_jobs: 8, spot_check_one_in: 0, ..Default::default() };
+    let offload =
+        Offload::routed(Router::new(Arc::new(CpuEngine::new(1)), vec![Route::new(engine.clone(), 0)], config));
+    let (jobs, _) = hash_jobs(8, 50_000);
+    offload.submit(jobs).await;
+    engine.restart(Fault::WrongHash);
+    let (jobs, ids) = hash_jobs(8, 50_000);
+    for (r, id) in offload.submit(jobs).await.into_iter().zip(&ids) {
+        assert_eq!(r.unwrap().chunk_id, Some(*id));
+    }
+    assert!(engine.metrics().errors() > 0, "the new incarnation's lie was caught");
+}
+
+#[tokio::test]
 async fn corrupt_compressed_payloads_are_caught() {
     let engine = Arc::new(FaultEngine::new("corrupter", 0, Fault::CorruptPayload));
     let offload = router(engine.clone(), 0, RouterConfig::default());

@@ -123,7 +123,8 @@ pub struct RawOffload {
     pub thresholds_file: PathBuf,
     /// One offloaded job in this many is checked on the CPU (0: none after probation).
     pub spot_check_one_in: u64,
-    /// Jobs checked one by one each time an engine is (re)enabled.
+    /// Answers an engine must give right, every job checked, each time it is (re)enabled
+    /// or re-attached, before its jobs are only sampled.
     pub probation_jobs: u64,
     /// An engine that has not answered a batch within this many ms is bypassed.
     pub deadline_ms: u64,
@@ -351,7 +352,7 @@ agent_region_mib = {region}
 # Size thresholds written by `clusster offload bench` (relative: under the data dir);
 # without the file, jobs from 64 KiB go to the agent.
 thresholds_file = "{thresholds}"
-# After the first {probation} jobs (all checked), one offloaded job in this many is
+# Once {probation} answers (all checked) were right, one offloaded job in this many is
 # checked on the CPU; a wrong result disables the engine until restart.
 spot_check_one_in = {spot}
 probation_jobs = {probation}

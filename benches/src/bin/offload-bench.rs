@@ -326,7 +326,8 @@ async fn main() {
     ));
     let (mut inline_ms, mut inline_mibs, mut routed_ms, mut routed_mibs, mut copied) =
         (vec![], vec![], vec![], vec![], vec![]);
-    // The router's probation (its first 64 jobs all checked) is spent on a warm-up put.
+    // The router's probation (every job checked until 64 answers were right) is spent on
+    // a warm-up put.
     ingest(&routed, dir.path().join("warm-up"), &body[..1024]).await;
     for run in 0..runs {
         let cost = ingest(&hw_offload::Offload::cpu(1), dir.path().join(format!("inline-{run}")), &body).await;

@@ -61,8 +61,10 @@ impl AgentConfig {
         Self {
             socket: socket.into(),
             shm_dir: PathBuf::from("/dev/shm"),
-            // 64 MiB: 32 one-MiB chunk jobs in and out with room to spare, or two of
-            // the largest (16 MiB) chunks.
+            // 64 MiB: an ingest's 64 chunk jobs in flight at the default chunk sizes
+            // (64 KiB average, 256 KiB at most) and its segment buffers with room to
+            // spare, or two of the largest (16 MiB) chunks. Larger chunks need more:
+            // jobs that do not fit rerun on the CPU.
             region_bytes: 64 << 20,
             ring_entries: 256,
             reattach_every: Duration::from_millis(200),
@@ -130,10 +132,18 @@ impl InFlightTable {
         Some(job)
     }
 
-    fn drain(&mut self) -> impl Iterator<Item = InFlight> + '_ {
-        self.free.clear();
+    /// Takes every job; the slots keep their generations, so no user_data issued before
+    /// matches a job issued after.
+    fn drain(&mut self) -> Vec<InFlight> {
         self.len = 0;
-        self.slots.drain(..).filter_map(|(_, job)| job)
+        let mut jobs = Vec::new();
+        for (index, (_, slot)) in self.slots.iter_mut().enumerate() {
+            if let Some(job) = slot.take() {
+                jobs.push(job);
+                self.free.push(index as u32);
+            }
+        }
+        jobs
     }
 }
 
@@ -494,6 +504,10 @@ impl Engine for AgentEngine {
     fn available(&self) -> bool {
         self.shared.connected.load(Ordering::Acquire)
     }
+
+    fn incarnation(&self) -> u64 {
+        self.attachments()
+    }
 }
 
 /// Small batches are reaped by the awaiting task itself if the agent answers within
@@ -681,9 +695,22 @@ impl Link {
         // (not just reading it) rings once per sleep: the submissions that follow before
         // the agent is up find it cleared.
         fence(Ordering::SeqCst);
-        if region.atomic_u32(ring::off::AGENT_NEED_WAKEUP).swap(0, Ordering::Relaxed) != 0 {
-            // A full socket buffer already holds a wakeup: WouldBlock is fine.
-            let _ = (&self.stream).write(&[1]);
+        let need_wakeup = region.atomic_u32(ring::off::AGENT_NEED_WAKEUP);
+        if need_wakeup.swap(0, Ordering::Relaxed) != 0 {
+            loop {
+                match (&self.stream).write(&[1]) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // A full socket buffer already holds a wakeup.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    // Not rung: leave the flag for the next publication to try again (a
+                    // closed socket is the reaper's to notice).
+                    Err(_) => {
+                        need_wakeup.store(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -700,8 +727,8 @@ impl Link {
         let tail = region.atomic_u32(ring::off::CQ_TAIL).load(Ordering::Acquire);
         let posted = tail.wrapping_sub(self.cq_head);
         if posted == 0 || posted > self.layout.cq_entries {
-            // Nothing new, or a tail the agent could not have produced (the completion
-            // thread detaches on seeing it).
+            // Nothing new, or a tail the agent could not have produced (the reaper
+            // detaches on seeing it).
             return Vec::new();
         }
         let mut done = Vec::with_capacity(posted as usize);
@@ -932,7 +959,8 @@ async fn reaper(shared: Arc<Shared>) {
             // Completion-side host time (reaping, copying out, waking the submitter),
             // spread over the jobs reaped.
             let per_job = started.elapsed().as_nanos() as u64 / count;
-            for (op, jobs) in OpKind::ALL.into_iter().zip(per_op) {
+            for op in OpKind::ALL {
+                let jobs = per_op[op as usize];
                 if jobs > 0 {
                     shared.metrics.record_host_cpu(op, per_job * jobs);
                 }
@@ -1067,10 +1095,11 @@ mod tests {
         assert!(table.remove(0).is_none() && table.remove(u64::MAX).is_none(), "nor does a forged one");
         let third = table.insert(in_flight());
         assert_eq!(table.len(), 2);
-        assert_eq!(table.drain().count(), 2);
+        assert_eq!(table.drain().len(), 2);
         assert_eq!(table.len(), 0);
         assert!(table.remove(second).is_none() && table.remove(third).is_none());
         let again = table.insert(in_flight());
+        assert!(![first, second, third].contains(&again), "no user_data is issued twice");
         assert!(table.remove(again).is_some(), "usable after a drain");
     }
 }

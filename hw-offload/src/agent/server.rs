@@ -30,7 +30,8 @@ pub struct ServeOptions {
     /// it sleeps, as io_uring's `sq_thread_idle`. It should outlast the host's turnaround
     /// (being woken, taking the results, submitting the next jobs: 100 to 200 µs on a
     /// loaded VM), or the host pays for a doorbell on nearly every batch. An idle agent
-    /// does not poll.
+    /// does not poll. The default assumes the agent has its cores to itself (`cores`):
+    /// on a core shared with the host, polling takes time from the thread it waits for.
     pub idle_spin: Duration,
 }
 
@@ -170,7 +171,9 @@ impl Agent {
                 // Completions may be posted only while the host has room to reap them.
                 let cq_head = self.region.atomic_u32(ring::off::CQ_HEAD).load(Ordering::Acquire);
                 if self.cq_tail.wrapping_sub(cq_head) >= self.layout.cq_entries {
-                    self.sleep(cpu_start)?;
+                    if !self.sleep(cpu_start)? {
+                        return Ok(served);
+                    }
                     continue;
                 }
                 let mut raw = [0u8; ring::SQE_LEN];
