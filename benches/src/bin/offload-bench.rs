@@ -240,8 +240,8 @@ async fn main() {
     }
     drop(shared);
 
-    // 2. Size sweep, router with the default agent threshold (64 KiB) against inline,
-    // inputs on the heap (copied into the region).
+    // 2. Size sweep, 512 B to 16 MiB, router with the default agent threshold (64 KiB)
+    // against inline, inputs on the heap (copied into the region).
     println!("\n| job size | inline host CPU ns/job | router host CPU ns/job | ratio (median of the runs' ratios) |");
     println!("| --- | --- | --- | --- |");
     let mut size = 512;
@@ -251,24 +251,28 @@ async fn main() {
         let count = ((64 * MIB) / size).clamp(16, 16_384);
         let data: Vec<Bytes> = (0..count).map(|i| chunk(size, i as u64)).collect();
         let (mut i_ns, mut r_ns, mut ratios) = (vec![], vec![], vec![]);
-        for run_index in 0..runs {
-            // Each run measures both back to back, in turn first, so that a drift of the
-            // machine's load does not favour one; the ratio is taken within the run.
-            let inline = async { run(cpu.as_ref(), &data, 16, IN_FLIGHT).await.process_ns as f64 / count as f64 };
-            let routed = async { run(&router, &data, 16, IN_FLIGHT).await.process_ns as f64 / count as f64 };
-            let (i, r) = if run_index % 2 == 0 {
-                let i = inline.await;
-                (i, routed.await)
-            } else {
-                let r = routed.await;
-                (inline.await, r)
-            };
-            i_ns.push(i);
-            r_ns.push(r);
-            ratios.push(r / i);
+        for _ in 0..runs {
+            // Both sides take turns on slices of the data (each going first on every other
+            // slice), so that a change in the shared machine's load while a run lasts
+            // falls on both alike; the ratio is taken within the run.
+            let (mut i, mut r) = (0u64, 0u64);
+            for (slice_index, slice) in data.chunks(count.div_ceil(8)).enumerate() {
+                let inline_first = slice_index % 2 == 0;
+                for side in [inline_first, !inline_first] {
+                    if side {
+                        i += run(cpu.as_ref(), slice, 16, IN_FLIGHT).await.process_ns;
+                    } else {
+                        r += run(&router, slice, 16, IN_FLIGHT).await.process_ns;
+                    }
+                }
+            }
+            i_ns.push(i as f64 / count as f64);
+            r_ns.push(r as f64 / count as f64);
+            ratios.push(r as f64 / i as f64);
         }
         println!("| {size} | {:.0} | {:.0} | {:.2} |", median(i_ns), median(r_ns), median(ratios));
-        size *= 4;
+        // By fours, ending on the largest chunk (16 MiB).
+        size = if size < 4 * MIB { size * 4 } else { size * 2 };
     }
 
     // 3. Host CPU per offloaded job, small jobs in batches of 32.
