@@ -221,7 +221,8 @@ async fn main() {
     }
     let inline_mibs = median(rows[&format!("inline, {IN_FLIGHT} in flight")][3].clone());
     println!(
-        "| BLAKE3 + zstd-1, 1 MiB chunks, 1 GiB, jobs of 16 | host CPU ms/GiB (process) | submitting thread \
+        "| BLAKE3 + zstd-1, 1 MiB chunks, 1 GiB, submissions of 16 jobs | host CPU ms/GiB (process) \
+         | submitting thread \
          | its sleeps | MiB/s |"
     );
     println!("| --- | --- | --- | --- | --- |");
@@ -248,8 +249,8 @@ async fn main() {
     println!("| --- | --- | --- | --- |");
     let mut size = 512;
     while size <= 16 * MIB {
-        // At least 64 MiB and up to 16,384 jobs: the small buckets take long enough (about
-        // 0.1 s of CPU per run) for the machine's noise to average out.
+        // 64 MiB of jobs, but at least 16 and at most 16,384 of them: the small buckets
+        // then take long enough (about 0.1 s of CPU per run) for the noise to average out.
         let count = ((64 * MIB) / size).clamp(16, 16_384);
         let data: Vec<Bytes> = (0..count).map(|i| chunk(size, i as u64)).collect();
         let (mut i_ns, mut r_ns, mut ratios) = (vec![], vec![], vec![]);
