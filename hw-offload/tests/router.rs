@@ -82,8 +82,7 @@ async fn a_lie_after_probation_is_caught_by_sampling() {
     // batch of 8 after the lie starts contains a checked job and is redone on the CPU.
     let engine = Arc::new(FaultEngine::new("late-liar", 8, Fault::WrongHash));
     let config = RouterConfig { probation_jobs: 8, spot_check_one_in: 4, ..Default::default() };
-    let offload =
-        Offload::routed(Router::new(Arc::new(CpuEngine::new(1)), vec![Route::new(engine.clone(), 0)], config));
+    let offload = router(engine.clone(), 0, config);
     for _ in 0..3 {
         let (jobs, ids) = hash_jobs(8, 50_000);
         for (r, id) in offload.submit(jobs).await.into_iter().zip(&ids) {
@@ -100,8 +99,7 @@ async fn jobs_sent_before_the_probation_answers_are_back_are_checked_too() {
     // sent, so they are checked, caught, and the CPU's answers replace them.
     let engine = Arc::new(FaultEngine::new("liar", 8, Fault::WrongHash));
     let config = RouterConfig { probation_jobs: 8, spot_check_one_in: 0, ..Default::default() };
-    let offload =
-        Offload::routed(Router::new(Arc::new(CpuEngine::new(1)), vec![Route::new(engine.clone(), 0)], config));
+    let offload = router(engine.clone(), 0, config);
     let batches: Vec<_> = (0..3).map(|_| hash_jobs(8, 50_000)).collect();
     let pending: Vec<_> = batches.iter().map(|(jobs, _)| offload.submit(jobs.clone())).collect();
     for (done, (_, ids)) in pending.into_iter().zip(&batches) {
@@ -118,8 +116,7 @@ async fn a_replaced_engine_is_on_probation_again() {
     // by one that lies from its first job; sampling alone would miss the lies.
     let engine = Arc::new(FaultEngine::new("replaced", 0, Fault::None));
     let config = RouterConfig { probation_jobs: 8, spot_check_one_in: 0, ..Default::default() };
-    let offload =
-        Offload::routed(Router::new(Arc::new(CpuEngine::new(1)), vec![Route::new(engine.clone(), 0)], config));
+    let offload = router(engine.clone(), 0, config);
     let (jobs, _) = hash_jobs(8, 50_000);
     offload.submit(jobs).await;
     engine.restart(Fault::WrongHash);

@@ -180,14 +180,11 @@ impl Drop for Link {
     }
 }
 
-struct State {
-    link: Option<Link>,
-}
-
 struct Shared {
     name: String,
     config: AgentConfig,
-    state: Mutex<State>,
+    /// The attachment, while there is one.
+    link: Mutex<Option<Link>>,
     connected: AtomicBool,
     attachments: AtomicU64,
     stop: AtomicBool,
@@ -205,8 +202,8 @@ impl Shared {
     /// Takes whatever completions are posted and hands them to their batches.
     fn reap_now(&self) -> usize {
         let done = {
-            let mut state = self.state.lock();
-            let Some(link) = state.link.as_mut() else { return 0 };
+            let mut link = self.link.lock();
+            let Some(link) = link.as_mut() else { return 0 };
             link.reap(&self.name, &self.metrics)
         };
         let count = done.len();
@@ -248,7 +245,7 @@ impl AgentEngine {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             config,
-            state: Mutex::new(State { link: None }),
+            link: Mutex::new(None),
             connected: AtomicBool::new(false),
             attachments: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -293,8 +290,8 @@ impl AgentEngine {
 
     /// The agent's own CPU time and job count as it last published them.
     pub fn agent_counters(&self) -> Option<(u64, u64)> {
-        let state = self.shared.state.lock();
-        let link = state.link.as_ref()?;
+        let link = self.shared.link.lock();
+        let link = link.as_ref()?;
         let region = link.pool.region();
         Some((
             region.atomic_u64(ring::off::AGENT_JOBS).load(Ordering::Relaxed),
@@ -309,7 +306,7 @@ impl Drop for AgentEngine {
         self.shared.stopped.notify_one();
         // The agent sees its socket close now, whenever the reaper task next runs; the
         // shutdown also ends the reaper's wait for a doorbell.
-        let link = self.shared.state.lock().link.take();
+        let link = self.shared.link.lock().take();
         if let Some(link) = link {
             let _ = link.stream.shutdown(std::net::Shutdown::Both);
         }
@@ -443,8 +440,7 @@ impl Engine for AgentEngine {
         let mut ops = Vec::with_capacity(count);
         let mut copied = 0;
         {
-            let mut state = self.shared.state.lock();
-            let link = &mut state.link;
+            let mut link = self.shared.link.lock();
             for (index, job) in jobs.into_iter().enumerate() {
                 let op = job.steps.last().map_or(OpKind::ChunkId, Step::op);
                 ops.push(op);
@@ -489,7 +485,7 @@ impl Engine for AgentEngine {
         if !self.shared.connected.load(Ordering::Acquire) {
             return None;
         }
-        let pool = self.shared.state.lock().link.as_ref()?.pool.clone();
+        let pool = self.shared.link.lock().as_ref()?.pool.clone();
         pool.buffer(len as u64).map(JobBuffer::shared)
     }
 
@@ -561,8 +557,8 @@ impl AgentCompletion {
         let shared = self.shared.clone();
         let started = Instant::now();
         let pool = {
-            let mut state = shared.state.lock();
-            let link = state.link.as_mut()?;
+            let mut link = shared.link.lock();
+            let link = link.as_mut()?;
             // While this task polls, the agent need not ring: we look at the tail.
             shared.reapers.fetch_add(1, Ordering::AcqRel);
             link.pool.region().atomic_u32(ring::off::HOST_NEED_WAKEUP).store(0, Ordering::Relaxed);
@@ -588,7 +584,7 @@ impl AgentCompletion {
         if shared.reapers.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last task to stop polling asks for doorbells again, then takes what
             // arrived while no one would have been rung.
-            let arrived = shared.state.lock().link.as_ref().is_some_and(|link| shared.arm_doorbell(link));
+            let arrived = shared.link.lock().as_ref().is_some_and(|link| shared.arm_doorbell(link));
             if arrived {
                 shared.reap_now();
             }
@@ -849,7 +845,7 @@ fn attach(shared: &Shared) -> std::io::Result<()> {
         cq_head: 0,
         in_flight: InFlightTable::default(),
     };
-    shared.state.lock().link = Some(link);
+    *shared.link.lock() = Some(link);
     shared.attachments.fetch_add(1, Ordering::AcqRel);
     shared.connected.store(true, Ordering::Release);
     tracing::info!(engine = shared.name, socket = %config.socket.display(), "offload agent attached");
@@ -920,14 +916,14 @@ async fn reaper(shared: Arc<Shared>) {
         // Monotonic clock, as on the submission path: this section does not block.
         let started = Instant::now();
         let (done, wait, broken) = {
-            let mut state = shared.state.lock();
-            let Some(link) = state.link.as_mut() else { continue };
+            let mut guard = shared.link.lock();
+            let Some(link) = guard.as_mut() else { continue };
             if doorbell.as_ref().is_none_or(|d| d.generation != link.generation) {
                 doorbell = match link.stream.try_clone().and_then(|s| register(OwnedFd::from(s))) {
                     Ok(fd) => Some(Doorbell { generation: link.generation, fd }),
                     Err(e) => {
                         // Without a doorbell no completion would ever be taken.
-                        drop(state);
+                        drop(guard);
                         tracing::warn!(engine = shared.name, error = %e, "cannot wait for the offload agent's doorbell; detaching");
                         detach(shared);
                         continue;
@@ -987,7 +983,7 @@ async fn reaper(shared: Arc<Shared>) {
             },
             Err(_) => false,
         };
-        if let Some(link) = shared.state.lock().link.as_ref() {
+        if let Some(link) = shared.link.lock().as_ref() {
             link.pool.region().atomic_u32(ring::off::HOST_NEED_WAKEUP).store(0, Ordering::Relaxed);
         }
         if !alive {
@@ -1040,9 +1036,9 @@ fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Drops the link and fails everything that was in flight on it.
 fn detach(shared: &Shared) {
     let link = {
-        let mut state = shared.state.lock();
+        let mut link = shared.link.lock();
         shared.connected.store(false, Ordering::Release);
-        state.link.take()
+        link.take()
     };
     let Some(mut link) = link else { return };
     if shared.stop.load(Ordering::Acquire) {
