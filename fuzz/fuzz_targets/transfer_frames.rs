@@ -3,15 +3,11 @@
 //! beyond the frame bounds.
 #![no_main]
 
-#[allow(dead_code, missing_docs)]
-#[path = "../../transfer-daemon/src/protocol/mod.rs"]
-mod protocol;
-
 use bytes::{Bytes, BytesMut};
 use hw_offload::ChunkId;
 use libfuzzer_sys::fuzz_target;
-use protocol::session::{Receiver, Sender};
-use protocol::wire::{self, CHUNK_FRAME_HEADER_LEN, Control, Data, MAX_DATA_LEN};
+use transfer_proto::session::{Receiver, Sender};
+use transfer_proto::wire::{self, CHUNK_FRAME_HEADER_LEN, Control, Data, MAX_DATA_LEN};
 
 fuzz_target!(|input: &[u8]| {
     let mut buf = BytesMut::from(input);
@@ -45,7 +41,8 @@ fuzz_target!(|input: &[u8]| {
         // The id sits in the last 32 bytes of a stored frame's header.
         if chunk.len() >= CHUNK_FRAME_HEADER_LEN {
             let id = ChunkId(chunk[16..48].try_into().expect("32 bytes"));
-            if receiver.on_chunk(&id, chunk.len() as u64, false).is_err() {
+            let plain_len = u32::from_be_bytes(chunk[8..12].try_into().expect("4 bytes"));
+            if receiver.on_chunk(&id, plain_len, chunk.len() as u64, false).is_err() {
                 let _ = receiver.on_bad_chunk(&id, chunk.len() as u64);
             }
         }

@@ -15,7 +15,7 @@
 //! the payload is verified against the id after decoding.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use hw_offload::{ChunkId, Codec};
+use hw_offload::{ChunkId, Codec, Job, Step};
 
 /// Frame magic.
 pub const MAGIC: [u8; 4] = *b"CLCF";
@@ -115,6 +115,18 @@ pub fn decode(raw: &Bytes) -> Result<(FrameHeader, Bytes), FrameError> {
         return Err(FrameError::Truncated { have: raw.len(), need });
     }
     Ok((header, raw.slice(HEADER_LEN..)))
+}
+
+/// The offload job that turns a decoded frame's payload into its plain bytes, verified
+/// against the id the header names: the one way a stored or received frame is checked
+/// (reads, GC's compaction, transfers). Compare `header.id` with the chunk expected
+/// before running it.
+pub fn verify_job(header: &FrameHeader, payload: Bytes) -> Job {
+    Job::encoded(
+        payload,
+        header.codec,
+        vec![Step::Decompress { codec: header.codec, plain_len: header.plain_len }, Step::Verify(header.id)],
+    )
 }
 
 #[cfg(test)]

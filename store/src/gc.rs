@@ -11,8 +11,8 @@ use crate::frame;
 use crate::meta::values::{ChunkLoc, PackRecord, refcount};
 use crate::meta::{cf, keys};
 use crate::metrics::StoreMetrics;
-use hw_offload::{ChunkId, Job, Step};
-use serde::Serialize;
+use hw_offload::ChunkId;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// Chunks deleted per metadata batch: the claim lock is held across the batch's synced
@@ -23,7 +23,7 @@ const DELETE_BATCH: usize = 128;
 const COMPACT_BELOW_LIVE_FRACTION: f64 = 0.5;
 
 /// What a GC pass did.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GcReport {
     /// unreferenced chunks removed from the index
     pub chunks_deleted: u64,
@@ -149,15 +149,9 @@ impl Store {
         for (id, loc) in chunks {
             let raw = self.chunks.read(loc.pack, loc.offset, loc.frame_len).await?;
             let verified = match frame::decode(&raw) {
-                Ok((h, payload)) if h.id == id => self
-                    .offload
-                    .run(Job::encoded(
-                        payload,
-                        h.codec,
-                        vec![Step::Decompress { codec: h.codec, plain_len: h.plain_len }, Step::Verify(id)],
-                    ))
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok((h, payload)) if h.id == id => {
+                    self.offload.run(frame::verify_job(&h, payload)).await.map_err(|e| e.to_string())
+                }
                 Ok((h, _)) => Err(format!("frame names chunk {}", h.id)),
                 Err(e) => Err(e.to_string()),
             };

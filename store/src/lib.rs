@@ -4,7 +4,7 @@
 //! Modules:
 //! - [`access`]: access keys and bucket grants;
 //! - [`config`]: store settings;
-//! - [`meta`]: the metadata database (all RocksDB access), keys and record formats;
+//! - `meta` (private): the metadata database (all RocksDB access), keys and record formats;
 //! - [`chunks`]: pack objects on the chunk backend, durable local writes;
 //! - [`frame`]: the on-disk format of one chunk;
 //! - [`ingest`]: the streaming write pipeline (chunk, hash, compress, dedup, pack);
@@ -35,7 +35,7 @@ pub mod error;
 pub mod frame;
 pub mod gc;
 pub mod ingest;
-pub mod meta;
+mod meta;
 pub mod metrics;
 pub mod multipart;
 pub mod objects;
@@ -47,7 +47,7 @@ pub use chunks::ChunkBackend;
 pub use config::StoreConfig;
 pub use error::StoreError;
 pub use ingest::{IngestOptions, Ingested};
-pub use meta::values::{ObjectMeta, ObjectRecord};
+pub use meta::values::{ChunkRef, ObjectMeta, ObjectRecord};
 pub use metrics::StoreMetrics;
 pub use objects::{ListPage, ObjectInfo, ObjectStream, OpenObject, PutOptions, check_digests};
 

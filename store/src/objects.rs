@@ -13,7 +13,7 @@ use crate::meta::values::{
 use crate::metrics::StoreMetrics;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, stream::BoxStream};
-use hw_offload::{ChecksumAlgo, ChunkId, Job, JobError, Step};
+use hw_offload::{ChecksumAlgo, ChunkId, JobError};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -438,12 +438,7 @@ impl Store {
             let reason = format!("frame names chunk {} of {} bytes", header.id, header.plain_len);
             return Err(self.quarantine(chunk.id, loc, reason).await);
         }
-        let job = Job::encoded(
-            payload,
-            header.codec,
-            vec![Step::Decompress { codec: header.codec, plain_len: header.plain_len }, Step::Verify(chunk.id)],
-        );
-        match self.offload.run(job).await {
+        match self.offload.run(frame::verify_job(&header, payload)).await {
             Ok(out) => Ok(out.data),
             Err(e @ (JobError::Corrupt { .. } | JobError::Decode { .. })) => {
                 Err(self.quarantine(chunk.id, loc, e.to_string()).await)

@@ -11,7 +11,7 @@ use crate::meta::{cf, keys};
 use crate::metrics::StoreMetrics;
 use bytes::Bytes;
 use futures::{StreamExt, stream};
-use hw_offload::{Job, JobError, Step};
+use hw_offload::JobError;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -109,11 +109,7 @@ impl Store {
                 let reason = format!("frame names chunk {} of {} bytes", header.id, header.plain_len);
                 return Err(self.quarantine(chunk.id, *loc, reason).await);
             }
-            jobs.push(Job::encoded(
-                payload,
-                header.codec,
-                vec![Step::Decompress { codec: header.codec, plain_len: header.plain_len }, Step::Verify(chunk.id)],
-            ));
+            jobs.push(frame::verify_job(&header, payload));
         }
         let results = self.offload.submit(jobs).await;
         let mut out = Vec::with_capacity(results.len());

@@ -10,14 +10,14 @@ use crate::error::StoreError;
 use crate::meta::values::{ChunkLoc, ChunkRef, ObjectRecord, PartRecord, refcount};
 use crate::meta::{cf, keys};
 use hw_offload::ChunkId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// Chunks verified concurrently by a scrub.
 const SCRUB_PARALLEL: usize = 4;
 
 /// What a scrub found.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ScrubReport {
     /// chunks read and verified
     pub chunks_checked: u64,
@@ -28,7 +28,7 @@ pub struct ScrubReport {
 }
 
 /// What a check found.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CheckReport {
     /// objects examined
     pub objects: u64,

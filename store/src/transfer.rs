@@ -6,7 +6,7 @@
 //! in one batch with [`Store::commit_transfer`].
 //!
 //! A received chunk is durable and indexed as soon as its group is flushed, and holds one
-//! reference for its transfer (a [`TransferChunk`] marker) until the transfer commits or is
+//! reference for its transfer (a `TransferChunk` marker) until the transfer commits or is
 //! released: GC keeps it across restarts, and a resumed transfer finds it held and does not
 //! ask for it again.
 

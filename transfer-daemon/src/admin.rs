@@ -2,7 +2,7 @@
 //! (maintenance, access keys, bucket grants) for the operator, behind the bearer token
 //! kept in `<data_dir>/admin.token`. Errors are RFC 9457 problem documents.
 
-use crate::transfer::manager::{ApiError, Kind, TransferSpec, Transfers};
+use crate::api::{CreatedKey, KeyInfo, NewKey, NewTransfer};
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
@@ -13,7 +13,8 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use store::Store;
-use transfer_daemon::protocol::wire::Selection;
+use transfer_engine::manager::{ApiError, Kind, TransferSpec, Transfers};
+use transfer_proto::wire::Selection;
 
 /// What the handlers share.
 pub struct AdminState {
@@ -170,11 +171,6 @@ async fn scrub(State(state): State<Arc<AdminState>>) -> Result<Response, Problem
     Ok(json(&state.store.scrub().await?))
 }
 
-#[derive(serde::Deserialize)]
-struct NewKey {
-    project: String,
-}
-
 async fn create_key(
     State(state): State<Arc<AdminState>>,
     body: Result<axum::Json<NewKey>, axum::extract::rejection::JsonRejection>,
@@ -183,10 +179,7 @@ async fn create_key(
         Problem::new(StatusCode::BAD_REQUEST, "invalid request", format!("{e}; send {{\"project\": \"NAME\"}}"))
     })?;
     let (id, secret) = state.store.create_access_key(&req.project).await?;
-    Ok((
-        StatusCode::CREATED,
-        json(&serde_json::json!({ "access_key_id": id, "secret_access_key": secret, "project": req.project })),
-    )
+    Ok((StatusCode::CREATED, json(&CreatedKey { access_key_id: id, secret_access_key: secret, project: req.project }))
         .into_response())
 }
 
@@ -195,7 +188,7 @@ async fn list_keys(State(state): State<Arc<AdminState>>) -> Result<Response, Pro
         .store
         .list_access_keys()?
         .into_iter()
-        .map(|(id, r)| serde_json::json!({ "access_key_id": id, "project": r.project, "created_ms": r.created_ms }))
+        .map(|(id, r)| KeyInfo { access_key_id: id, project: r.project, created_ms: r.created_ms })
         .collect();
     Ok(json(&keys))
 }
@@ -252,26 +245,6 @@ fn transfers(state: &AdminState) -> Result<&Arc<Transfers>, Problem> {
             "this site has no federation: set [federation] file in its config (see `clusster federation init`)",
         )
     })
-}
-
-/// `POST /admin/transfers` body.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewTransfer {
-    /// push, pull or copy
-    mode: String,
-    /// receiving site (push, copy)
-    to: Option<String>,
-    /// sending site (pull, copy)
-    from: Option<String>,
-    /// `bucket[/prefix]` on the sending site
-    source: String,
-    /// `bucket[/prefix]` on the receiving site (default: as source)
-    dest: Option<String>,
-    #[serde(default)]
-    priority: u8,
-    /// bytes per second
-    rate_limit: Option<u64>,
 }
 
 /// `bucket/prefix` → selection.

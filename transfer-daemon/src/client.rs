@@ -1,8 +1,10 @@
-//! CLI verbs that ask the running daemon through its admin listener.
+//! The CLI's client of the running daemon's admin API.
 
 use crate::admin::TOKEN_FILE;
 use crate::config::{DEFAULT_DATA_DIR, LISTEN_FILE};
 use anyhow::{Context, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::path::Path;
 
 /// Where and how to reach the daemon's admin API.
@@ -42,21 +44,21 @@ impl AdminClient {
         Ok(Self { base, token })
     }
 
-    /// Calls an endpoint; returns its JSON answer (`Null` for an empty one). A problem
-    /// document becomes the error message.
-    pub async fn call(
+    /// Calls an endpoint with an optional JSON body; returns its answer decoded as `T`
+    /// (`()` for an empty one). A problem document becomes the error message.
+    pub async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<serde_json::Value>,
-    ) -> anyhow::Result<serde_json::Value> {
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
         let mut request = reqwest::Client::new().request(method, &url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {
-            request = request.json(&body);
+            request = request.json(body);
         }
         let response = request
             .send()
@@ -73,6 +75,17 @@ impl AdminClient {
             let detail = body["detail"].as_str().unwrap_or("no detail");
             bail!("{url}: {status}: {detail}");
         }
-        Ok(body)
+        serde_json::from_value(body).with_context(|| {
+            format!("{url} answered in a form this CLI does not know: is the daemon of another version?")
+        })
+    }
+
+    /// As [`Self::call`] without a body.
+    pub async fn call_without_body<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        self.call(method, path, None::<&()>).await
     }
 }

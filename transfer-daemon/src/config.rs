@@ -1,8 +1,8 @@
 //! The daemon's TOML configuration, in two steps: [`RawConfig`] mirrors the file (every
 //! field documented and defaulted), [`Settings`] is what the code uses once checked.
 
-use crate::federation::TransportSettings;
 use anyhow::{Context, bail};
+use federation::{Membership, TransportSettings};
 use hw_offload::ChunkerConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -236,17 +236,6 @@ pub const DEFAULT_QUIC_LISTEN: &str = "127.0.0.1:7444";
 /// Where the TLS files live inside the data dir unless `tls_dir` says otherwise.
 pub const DEFAULT_TLS_DIR: &str = "tls";
 
-/// Checked `[federation]` settings of a federated site.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FederationSettings {
-    /// The federation file (absolute).
-    pub file: PathBuf,
-    /// Directory of site.key, site.pem, ca.pem (absolute).
-    pub tls_dir: PathBuf,
-    /// QUIC listener.
-    pub quic_listen: SocketAddr,
-}
-
 /// What the command line overrides.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -282,7 +271,7 @@ pub struct Settings {
     /// certificate and key for HTTPS on the S3 listener
     pub s3_tls: Option<(PathBuf, PathBuf)>,
     /// federation membership (None: not federated, no QUIC listener)
-    pub federation: Option<FederationSettings>,
+    pub federation: Option<Membership>,
     /// QUIC transport tuning
     pub transfer: TransportSettings,
 }
@@ -446,8 +435,8 @@ max_active_transfers = {active}
             s3_region = d.s3.region,
             tls_dir = DEFAULT_TLS_DIR,
             quic_listen = d.federation.quic_listen,
-            default_mbps = crate::federation::DEFAULT_LINK.bandwidth_mbps,
-            default_rtt = crate::federation::DEFAULT_LINK.rtt_ms,
+            default_mbps = federation::DEFAULT_LINK.bandwidth_mbps,
+            default_rtt = federation::DEFAULT_LINK.rtt_ms,
             cc = d.transfer.congestion_controller,
             stream_window = d.transfer.stream_receive_window_bytes,
             receive_window = d.transfer.receive_window_bytes,
@@ -492,7 +481,7 @@ max_active_transfers = {active}
         let federation = if self.federation.file.as_os_str().is_empty() {
             None
         } else {
-            crate::federation::validate_site_name(&self.site.name).map_err(|e| {
+            federation::validate_site_name(&self.site.name).map_err(|e| {
                 anyhow::anyhow!("[site] name: {e}; a federated site's name is the one its certificate carries")
             })?;
             let quic = &self.federation.quic_listen;
@@ -503,7 +492,7 @@ max_active_transfers = {active}
             } else {
                 resolve(self.federation.tls_dir)
             };
-            Some(FederationSettings { file: resolve(self.federation.file), tls_dir, quic_listen })
+            Some(Membership { file: resolve(self.federation.file), tls_dir, quic_listen })
         };
         self.transfer.validate().map_err(anyhow::Error::msg)?;
         let s = self.store;

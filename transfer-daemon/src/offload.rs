@@ -69,7 +69,7 @@ fn read_thresholds(path: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
 pub fn run_agent(socket: &Path, options: ServeOptions) -> anyhow::Result<()> {
     if socket.exists() {
         if UnixStream::connect(socket).is_ok() {
-            return Err(crate::UsageError(format!(
+            return Err(crate::commands::UsageError(format!(
                 "an offload agent already listens on {}; stop it or choose another --socket",
                 socket.display()
             ))
@@ -81,7 +81,7 @@ pub fn run_agent(socket: &Path, options: ServeOptions) -> anyhow::Result<()> {
     let listener = UnixListener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
     let cores = &options.cores;
     hw_offload::agent::shm::pin_current_thread(cores)
-        .map_err(|e| crate::UsageError(format!("cannot pin the agent to cores {cores:?}: {e}")))?;
+        .map_err(|e| crate::commands::UsageError(format!("cannot pin the agent to cores {cores:?}: {e}")))?;
     tracing::info!(socket = %socket.display(), ?cores, idle_spin = ?options.idle_spin, "offload agent ready");
     println!("{}", serde_json::json!({ "agent_socket": socket, "cores": cores }));
     hw_offload::agent::serve(listener, options, Arc::new(AtomicBool::new(false))).context("offload agent stopped")

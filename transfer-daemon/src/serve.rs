@@ -3,13 +3,13 @@
 
 use crate::admin::{self, AdminState};
 use crate::config::{LISTEN_FILE, Settings};
-use crate::federation::FederationEndpoint;
-use crate::transfer::manager::Transfers;
 use anyhow::Context;
+use federation::FederationEndpoint;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use store::Store;
 use tokio::sync::watch;
+use transfer_engine::manager::Transfers;
 
 /// Runs the daemon to completion.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -36,8 +36,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let s3_service = s3_gateway::service(store.clone(), settings.s3.clone()).map_err(anyhow::Error::msg)?;
     let transfers = match &settings.federation {
         Some(federation) => {
-            let net = FederationEndpoint::bind(&settings.site_name, federation, &settings.transfer)
-                .with_context(|| format!("cannot start the QUIC listener on {}", federation.quic_listen))?;
+            let net = FederationEndpoint::bind(
+                &settings.site_name,
+                federation,
+                &settings.transfer,
+                &[transfer_proto::wire::ALPN],
+            )
+            .with_context(|| format!("cannot start the QUIC listener on {}", federation.quic_listen))?;
             Some(Transfers::new(
                 store.clone(),
                 net,

@@ -3,7 +3,7 @@
 //! verified; prints MB/s, objects/s, p50/p99 latency of small PUT/GET and, given the
 //! server's pid, its peak RSS and CPU seconds.
 //!
-//! usage: s3-bench ENDPOINT ACCESS_KEY SECRET CONCURRENCY [SERVER_PID]
+//! usage: `s3-bench ENDPOINT ACCESS_KEY SECRET CONCURRENCY [SERVER_PID]`
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Region};

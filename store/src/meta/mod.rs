@@ -236,9 +236,4 @@ impl Batch {
             self.inner.merge_cf(self.db.cf(cf::REFCOUNTS), keys::chunk_key(id), refcount::encode(delta));
         }
     }
-
-    /// Whether nothing was added.
-    pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
-    }
 }

@@ -169,8 +169,8 @@ impl Record for PackRecord {
     const VERSION: u8 = 1;
 }
 
-/// A transfer this site takes part in and has not finished. The body is the transfer
-/// layer's own description (postcard), opaque to the store.
+/// A transfer this site takes part in and has not finished. The spec is the transfer
+/// engine's own description, versioned by it, opaque to the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferRecord {
     /// creation time, ms since the Unix epoch

@@ -3,16 +3,16 @@
 
 use super::driver::read_frame;
 use super::manager::Transfers;
-use super::wire::{self, Control, MAX_CONTROL_LEN, Mode, Open, Selection, codes};
-use crate::federation::file::Federation;
-use crate::federation::file::SiteEntry;
-use crate::federation::identity::SiteIdentity;
-use crate::federation::identity::{init_federation, init_site};
-use crate::federation::{FederationEndpoint, TransportSettings};
+use federation::file::Federation;
+use federation::file::SiteEntry;
+use federation::identity::SiteIdentity;
+use federation::identity::{init_federation, init_site};
+use federation::{FederationEndpoint, TransportSettings};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Store, StoreConfig};
+use transfer_proto::wire::{self, Control, MAX_CONTROL_LEN, Mode, Open, Selection, codes};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -38,6 +38,7 @@ fn endpoint(dir: &Path, site: &str, federation: &Arc<Federation>) -> FederationE
         identity,
         federation.clone(),
         &TransportSettings::default(),
+        &[wire::ALPN],
     )
     .unwrap()
 }
@@ -149,7 +150,7 @@ async fn a_delta_against_bases_the_receiver_did_not_suggest_is_refused() {
 
     // The chunk as a delta against a base good never named.
     let base = hw_offload::ChunkId::of(b"some chunk good may hold");
-    let coded = transfer_daemon::protocol::delta::encode(&[b"some chunk good may hold"], &plain).unwrap();
+    let coded = transfer_proto::delta::encode(&[b"some chunk good may hold"], &plain).unwrap();
     let frame = store::frame::encode(&id, hw_offload::Codec::Zstd, 100, &coded);
     let mut data = conn.open_uni().await.unwrap();
     data.write_all(&wire::data_header(&[base], frame.len())).await.unwrap();

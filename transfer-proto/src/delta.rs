@@ -7,6 +7,7 @@
 //! and the head of the next, and each part must find its match. Both sides must hold the
 //! bases; the receiver names them, the sender uses those it holds too.
 
+use super::session::Violation;
 use super::wire::{ChunkRef, MAX_DELTA_BASES};
 use hw_offload::ChunkId;
 use std::collections::{HashMap, HashSet};
@@ -145,6 +146,71 @@ fn place_run(
     }
 }
 
+/// The receiver's choice of delta bases for the chunks it is about to ask for: each
+/// missing chunk of an object offered just now is matched against the chunks of the
+/// object the destination holds at the same key (`old_chunks_of`, the driver's store
+/// lookup; empty when there is none). Missing chunks are in the objects offered last,
+/// so the walk goes backwards and stops once every one is placed.
+pub fn bases_for_missing<O, E>(
+    objects: &[O],
+    chunks_of: impl Fn(&O) -> &[ChunkRef],
+    missing: &[ChunkRef],
+    mut old_chunks_of: impl FnMut(&O) -> Result<Vec<ChunkRef>, E>,
+) -> Result<HashMap<ChunkId, Vec<ChunkId>>, E> {
+    let mut bases = HashMap::new();
+    let mut todo: HashSet<ChunkId> = missing.iter().map(|c| c.id).collect();
+    for o in objects.iter().rev() {
+        if todo.is_empty() {
+            break;
+        }
+        let chunks = chunks_of(o);
+        let here: HashSet<ChunkId> = chunks.iter().map(|c| c.id).filter(|id| todo.contains(id)).collect();
+        if here.is_empty() {
+            continue;
+        }
+        for id in &here {
+            todo.remove(id);
+        }
+        let old = old_chunks_of(o)?;
+        if !old.is_empty() {
+            bases.extend(pick_bases(&old, chunks, &here));
+        }
+    }
+    Ok(bases)
+}
+
+/// The delta bases the receiver suggested, by chunk: a chunk may come as a delta only
+/// against bases named for it, so a sender cannot make the receiver read (and reveal
+/// through timing or errors) chunks it chose itself.
+#[derive(Debug, Default)]
+pub struct SuggestedBases {
+    by_chunk: HashMap<ChunkId, Vec<ChunkId>>,
+}
+
+impl SuggestedBases {
+    /// Records the bases suggested for `id` in a `Need`.
+    pub fn suggest(&mut self, id: ChunkId, bases: Vec<ChunkId>) {
+        if !bases.is_empty() {
+            self.by_chunk.insert(id, bases);
+        }
+    }
+
+    /// Whether chunk `id` may come as a delta against `bases`.
+    pub fn check(&self, id: &ChunkId, bases: &[ChunkId]) -> Result<(), Violation> {
+        let allowed = self.by_chunk.get(id).is_some_and(|ok| bases.iter().all(|b| ok.contains(b)));
+        if allowed {
+            Ok(())
+        } else {
+            Err(Violation(format!("chunk {id} came as a delta against bases this site did not suggest")))
+        }
+    }
+
+    /// Chunk `id` arrived: its suggestion is spent.
+    pub fn settled(&mut self, id: &ChunkId) {
+        self.by_chunk.remove(id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +319,49 @@ mod tests {
         let new = refs(&[("whole", 200)]);
         let bases = pick_bases(&old, &new, &[new[0].id].into());
         assert_eq!(bases[&new[0].id].len(), MAX_DELTA_BASES);
+    }
+
+    fn same_len(ids: &[u8]) -> Vec<ChunkRef> {
+        ids.iter().map(|&i| ChunkRef { id: ChunkId([i; 32]), len: 100 }).collect()
+    }
+
+    #[test]
+    fn bases_come_from_the_old_object_at_the_same_key_only_for_missing_chunks() {
+        // Two objects offered; the second was edited in its middle chunk (3 -> 9).
+        let objects = vec![("a", same_len(&[1, 2])), ("b", same_len(&[4, 9, 6]))];
+        let missing = same_len(&[9]);
+        let mut looked_up = Vec::new();
+        let bases = bases_for_missing(
+            &objects,
+            |o| &o.1[..],
+            &missing,
+            |o| {
+                looked_up.push(o.0);
+                Ok::<_, ()>(if o.0 == "b" { same_len(&[4, 3, 6]) } else { Vec::new() })
+            },
+        )
+        .unwrap();
+        assert_eq!(looked_up, ["b"], "objects without missing chunks are not looked up");
+        assert_eq!(bases.get(&ChunkId([9; 32])), Some(&vec![ChunkId([3; 32])]));
+    }
+
+    #[test]
+    fn nothing_missing_means_no_lookup() {
+        let objects = vec![("a", same_len(&[1]))];
+        let bases = bases_for_missing(&objects, |o| &o.1[..], &[], |_| Err::<Vec<ChunkRef>, _>("no store")).unwrap();
+        assert!(bases.is_empty());
+    }
+
+    #[test]
+    fn only_suggested_bases_are_accepted_and_only_until_the_chunk_arrives() {
+        let (wanted, base, other) = (ChunkId([1; 32]), ChunkId([2; 32]), ChunkId([3; 32]));
+        let mut suggested = SuggestedBases::default();
+        assert!(suggested.check(&wanted, &[base]).is_err(), "nothing suggested yet");
+        suggested.suggest(wanted, vec![base]);
+        suggested.check(&wanted, &[base]).unwrap();
+        assert!(suggested.check(&wanted, &[base, other]).is_err());
+        assert!(suggested.check(&other, &[base]).is_err());
+        suggested.settled(&wanted);
+        assert!(suggested.check(&wanted, &[base]).is_err());
     }
 }

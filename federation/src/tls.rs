@@ -4,14 +4,14 @@
 //! verifies against the federation CA **and** exactly one site listed in the federation
 //! file matches its certificate; a client also requires the server to be the very site it
 //! dialled (the TLS server name is `<site>.site.clusster`). Checks run inside the rustls
-//! handshake, so a refused peer never gets to send application data. TLS 1.3 only, ALPN
-//! [`ALPN`] required, no 0-RTT (early data could be replayed).
+//! handshake, so a refused peer never gets to send application data. TLS 1.3 only, one of
+//! the caller's ALPN protocols required (each protocol over the federation names its own:
+//! this crate does not know them), no 0-RTT (early data could be replayed).
 
 use super::file::Federation;
 use super::identity::{CA_CERT_FILE, SiteIdentity};
 use super::transport::{TransportSettings, transport_config};
-use super::{FederationError, site_dns_name, site_from_dns_name};
-use crate::config::FederationSettings;
+use super::{FederationError, Membership, site_dns_name, site_from_dns_name};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -20,8 +20,6 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-pub use transfer_daemon::protocol::wire::ALPN;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -180,6 +178,7 @@ impl ServerCertVerifier for FederationServerVerifier {
 fn rustls_server_config(
     identity: &SiteIdentity,
     federation: &Arc<Federation>,
+    alpn: &[&[u8]],
 ) -> Result<rustls::ServerConfig, FederationError> {
     let chain = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(federation)?, provider())
         .build()
@@ -189,13 +188,14 @@ fn rustls_server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(identity.cert_chain.clone(), identity.key())?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = alpn_list(alpn)?;
     Ok(config)
 }
 
 fn rustls_client_config(
     identity: &SiteIdentity,
     federation: &Arc<Federation>,
+    alpn: &[&[u8]],
 ) -> Result<rustls::ClientConfig, FederationError> {
     let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(roots(federation)?, provider())
         .build()
@@ -206,28 +206,38 @@ fn rustls_client_config(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(identity.cert_chain.clone(), identity.key())?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = alpn_list(alpn)?;
     Ok(config)
+}
+
+/// The ALPN list rustls takes; at least one protocol, or every handshake would fail.
+fn alpn_list(alpn: &[&[u8]]) -> Result<Vec<Vec<u8>>, FederationError> {
+    if alpn.is_empty() || alpn.iter().any(|p| p.is_empty() || p.len() > 255) {
+        return Err(FederationError::Invalid("ALPN: name 1 to 255-byte protocols to serve".into()));
+    }
+    Ok(alpn.iter().map(|p| p.to_vec()).collect())
 }
 
 fn quic_client_crypto(
     identity: &SiteIdentity,
     federation: &Arc<Federation>,
+    alpn: &[&[u8]],
 ) -> Result<Arc<quinn::crypto::rustls::QuicClientConfig>, FederationError> {
-    let config = rustls_client_config(identity, federation)?;
+    let config = rustls_client_config(identity, federation, alpn)?;
     quinn::crypto::rustls::QuicClientConfig::try_from(config)
         .map(Arc::new)
         .map_err(|e| FederationError::Invalid(format!("TLS config unusable for QUIC: {e}")))
 }
 
-/// The QUIC server config of a site: mutual TLS against `federation`, ALPN [`ALPN`], and
-/// the transport `settings`.
+/// The QUIC server config of a site: mutual TLS against `federation`, one of the `alpn`
+/// protocols, and the transport `settings`.
 pub fn server_config(
     identity: &SiteIdentity,
     federation: Arc<Federation>,
     settings: &TransportSettings,
+    alpn: &[&[u8]],
 ) -> Result<quinn::ServerConfig, FederationError> {
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_server_config(identity, &federation)?)
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_server_config(identity, &federation, alpn)?)
         .map_err(|e| FederationError::Invalid(format!("TLS config unusable for QUIC: {e}")))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport_config(settings)));
@@ -240,8 +250,9 @@ pub fn client_config(
     identity: &SiteIdentity,
     federation: Arc<Federation>,
     settings: &TransportSettings,
+    alpn: &[&[u8]],
 ) -> Result<quinn::ClientConfig, FederationError> {
-    let mut config = quinn::ClientConfig::new(quic_client_crypto(identity, &federation)?);
+    let mut config = quinn::ClientConfig::new(quic_client_crypto(identity, &federation, alpn)?);
     config.transport_config(Arc::new(transport_config(settings)));
     Ok(config)
 }
@@ -323,16 +334,17 @@ pub fn bind_endpoint(
     identity: &SiteIdentity,
     federation: Arc<Federation>,
     settings: &TransportSettings,
+    alpn: &[&[u8]],
 ) -> Result<quinn::Endpoint, FederationError> {
     check_own_certificate(identity, &federation)?;
-    let server = server_config(identity, federation.clone(), settings)?;
+    let server = server_config(identity, federation.clone(), settings, alpn)?;
     let io_error = |e| FederationError::Io { path: format!("QUIC listener {listen}").into(), source: e };
     let socket = std::net::UdpSocket::bind(listen).map_err(io_error)?;
     enlarge_socket_buffers(&socket);
     let runtime = quinn::default_runtime().ok_or_else(|| io_error(std::io::Error::other("no async runtime")))?;
     let mut endpoint =
         quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime).map_err(io_error)?;
-    endpoint.set_default_client_config(client_config(identity, federation, settings)?);
+    endpoint.set_default_client_config(client_config(identity, federation, settings, alpn)?);
     Ok(endpoint)
 }
 
@@ -362,11 +374,14 @@ impl std::fmt::Debug for FederationEndpoint {
 }
 
 impl FederationEndpoint {
-    /// As [`endpoint`], keeping the federation and settings for [`Self::connect`].
+    /// Loads the site's membership from disk and binds, as [`bind_endpoint`], keeping the
+    /// federation and settings for [`Self::connect`]. `alpn` lists the protocols served and
+    /// offered, each owner's constant (the transfer protocol names its own).
     pub fn bind(
         site_name: &str,
-        settings: &FederationSettings,
+        settings: &Membership,
         transport: &TransportSettings,
+        alpn: &[&[u8]],
     ) -> Result<Self, FederationError> {
         let federation = Arc::new(Federation::load(&settings.file)?);
         let identity = SiteIdentity::load(&settings.tls_dir, site_name)?;
@@ -383,7 +398,7 @@ impl FederationEndpoint {
                 )));
             }
         }
-        Self::bind_with(settings.quic_listen, identity, federation, transport)
+        Self::bind_with(settings.quic_listen, identity, federation, transport, alpn)
     }
 
     /// Binds with an identity and federation already in memory.
@@ -392,9 +407,10 @@ impl FederationEndpoint {
         identity: SiteIdentity,
         federation: Arc<Federation>,
         transport: &TransportSettings,
+        alpn: &[&[u8]],
     ) -> Result<Self, FederationError> {
-        let endpoint = bind_endpoint(listen, &identity, federation.clone(), transport)?;
-        let crypto = quic_client_crypto(&identity, &federation)?;
+        let endpoint = bind_endpoint(listen, &identity, federation.clone(), transport, alpn)?;
+        let crypto = quic_client_crypto(&identity, &federation, alpn)?;
         Ok(Self { endpoint, federation, site_name: identity.name, transport: transport.clone(), crypto })
     }
 

@@ -9,7 +9,7 @@
 //! after [`ABANDONED_AFTER`] without news.
 
 use super::driver::{self, Context, ControlStream, Links, RateLimiter, TransferError};
-use crate::federation::FederationEndpoint;
+use federation::FederationEndpoint;
 use hw_offload::ChunkId;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use store::Store;
 use store::transfer::TransferId;
 use tokio::sync::{Notify, mpsc, watch};
-use transfer_daemon::protocol::session::Violation;
-use transfer_daemon::protocol::wire::{
+use transfer_proto::session::Violation;
+use transfer_proto::wire::{
     Control, MAX_CONNECTIONS, MAX_KEY_LEN, Mode, OFFER_MAX_CHUNKS, Open, Progress, Selection, codes,
 };
 
@@ -83,18 +83,45 @@ pub enum Kind {
     },
 }
 
-/// Saved in the store to resume after a restart (JSON: the spec's enums are tagged).
+/// Saved in the store to resume after a restart: `[SAVED_SPEC_VERSION][JSON of Saved]`.
+/// JSON because the spec's enums are tagged and flattened, which postcard cannot decode;
+/// the version byte lets a later build change the form and an older one refuse it.
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
     spec: TransferSpec,
 }
 
+/// The form of saved specs this build writes. Version 1 was the bare JSON of builds
+/// before the byte existed, recognised by its opening brace.
+const SAVED_SPEC_VERSION: u8 = 2;
+
 fn saved(spec: &TransferSpec) -> Vec<u8> {
-    serde_json::to_vec(&Saved { spec: spec.clone() }).expect("a spec serialises")
+    let mut out = vec![SAVED_SPEC_VERSION];
+    serde_json::to_writer(&mut out, &Saved { spec: spec.clone() }).expect("a spec serialises");
+    out
+}
+
+/// Why a saved spec cannot be resumed by this build.
+#[derive(Debug, thiserror::Error)]
+enum UnreadableSpec {
+    #[error("saved by a newer build (format {0}; this build reads up to {SAVED_SPEC_VERSION})")]
+    Newer(u8),
+    #[error("corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+fn read_saved(bytes: &[u8]) -> Result<TransferSpec, UnreadableSpec> {
+    let json = match bytes.first() {
+        Some(b'{') => bytes,
+        Some(&SAVED_SPEC_VERSION) => &bytes[1..],
+        Some(&v) if v > SAVED_SPEC_VERSION => return Err(UnreadableSpec::Newer(v)),
+        _ => bytes,
+    };
+    Ok(serde_json::from_slice::<Saved>(json)?.spec)
 }
 
 /// Where a transfer is in its life.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// waiting for a slot
@@ -112,8 +139,27 @@ pub enum State {
 }
 
 impl State {
-    fn is_final(&self) -> bool {
+    /// Done, failed or cancelled: it will not change again.
+    pub fn is_final(&self) -> bool {
         matches!(self, Self::Done | Self::Failed | Self::Cancelled)
+    }
+
+    /// The name the API uses.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -137,7 +183,7 @@ struct Status {
 }
 
 /// A transfer as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TransferStatus {
     /// hex id
     pub id: String,
@@ -161,7 +207,7 @@ pub struct TransferStatus {
 }
 
 /// What a repair did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RepairReport {
     /// quarantined chunks looked for
     pub asked: u64,
@@ -309,8 +355,13 @@ impl Transfers {
     /// Resumes the transfers saved before a restart; releases abandoned incoming ones.
     pub async fn resume_saved(self: &Arc<Self>) -> Result<(), store::StoreError> {
         for (id, record) in self.store.saved_transfers()? {
-            let spec = match serde_json::from_slice::<Saved>(&record.spec) {
-                Ok(saved) => saved.spec,
+            let spec = match read_saved(&record.spec) {
+                Ok(spec) => spec,
+                Err(e @ UnreadableSpec::Newer(_)) => {
+                    // Kept: the build that wrote it can resume it after a downgrade is undone.
+                    tracing::error!(transfer = %hex::encode(id), error = %e, "saved transfer skipped");
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(transfer = %hex::encode(id), error = %e, "unreadable saved transfer released");
                     self.store.release_transfer(id).await?;
@@ -906,12 +957,49 @@ fn status_of(entry: &Entry) -> TransferStatus {
     TransferStatus {
         id: hex::encode(entry.id),
         spec: entry.spec.clone(),
-        state: status.state.clone(),
+        state: status.state,
         error: status.error.clone(),
         attempts: status.attempts,
         progress,
         elapsed_secs: elapsed,
         rate_bytes_per_sec: rate,
         eta_secs: eta,
+    }
+}
+
+#[cfg(test)]
+mod saved_spec_tests {
+    use super::*;
+
+    fn spec() -> TransferSpec {
+        TransferSpec {
+            kind: Kind::Copy { from: "paris".into(), to: "julich".into() },
+            source: Selection { bucket: "data".into(), prefix: "run-1/".into() },
+            dest: Selection { bucket: "backup".into(), prefix: String::new() },
+            priority: 7,
+            rate_limit: Some(50_000_000),
+        }
+    }
+
+    #[test]
+    fn saved_specs_carry_their_format_and_read_back() {
+        let bytes = saved(&spec());
+        assert_eq!(bytes[0], SAVED_SPEC_VERSION);
+        assert_eq!(read_saved(&bytes).unwrap(), spec());
+    }
+
+    #[test]
+    fn specs_saved_before_the_version_byte_still_resume() {
+        let legacy = serde_json::to_vec(&Saved { spec: spec() }).unwrap();
+        assert_eq!(read_saved(&legacy).unwrap(), spec());
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_and_garbage_is_corrupt() {
+        let mut newer = saved(&spec());
+        newer[0] = SAVED_SPEC_VERSION + 1;
+        assert!(matches!(read_saved(&newer), Err(UnreadableSpec::Newer(_))));
+        assert!(matches!(read_saved(&[SAVED_SPEC_VERSION, b'x']), Err(UnreadableSpec::Corrupt(_))));
+        assert!(matches!(read_saved(&[]), Err(UnreadableSpec::Corrupt(_))));
     }
 }

@@ -133,16 +133,22 @@ impl Receiver {
         Control::Need { seq, wants }
     }
 
-    /// A chunk arrived and verified; returns its plain length.
-    pub fn on_chunk(&mut self, id: &ChunkId, wire_bytes: u64, delta: bool) -> Result<u32, Violation> {
-        let Some((len, _)) = self.outstanding.remove(id) else {
+    /// A chunk arrived and verified: its bytes hash to `id` and are `plain_len` long.
+    /// A length other than the offered one means the offer lied about this chunk (the
+    /// object it belongs to would not add up): the transfer ends, nothing of it is kept.
+    pub fn on_chunk(&mut self, id: &ChunkId, plain_len: u32, wire_bytes: u64, delta: bool) -> Result<(), Violation> {
+        let Some(&(len, _)) = self.outstanding.get(id) else {
             return violation(format!("chunk {id} was not asked for"));
         };
+        if plain_len != len {
+            return violation(format!("chunk {id} is {plain_len} bytes long; it was offered as {len}"));
+        }
+        self.outstanding.remove(id);
         self.progress.chunks_done += 1;
         self.progress.bytes_done += len as u64;
         self.progress.wire_bytes += wire_bytes;
         self.progress.chunks_delta += delta as u64;
-        Ok(len)
+        Ok(())
     }
 
     /// A chunk arrived and failed verification: ask again, whole, up to
@@ -377,15 +383,16 @@ mod tests {
         assert!(tx.all_answered());
 
         assert!(!rx.is_complete());
-        assert_eq!(rx.on_chunk(&b.id, 30, false).unwrap(), 20);
+        assert!(rx.on_chunk(&b.id, 21, 30, false).is_err(), "offered as 20 bytes");
+        rx.on_chunk(&b.id, 20, 30, false).unwrap();
         // A bad copy is asked for again, and the retry is accepted by the sender.
         let Some(Control::Retry { ids }) = rx.on_bad_chunk(&c.id, 9).unwrap() else { panic!() };
         assert_eq!(tx.on_retry(ids).unwrap(), vec![(c.id, 5)]);
-        rx.on_chunk(&c.id, 9, false).unwrap();
+        rx.on_chunk(&c.id, 5, 9, false).unwrap();
         assert!(rx.is_complete());
         assert_eq!(rx.objects().len(), 2);
         assert_eq!(rx.objects()[0].chunks, vec![a, b, c]);
-        assert!(rx.on_chunk(&c.id, 1, false).is_err(), "a chunk is kept once");
+        assert!(rx.on_chunk(&c.id, 5, 1, false).is_err(), "a chunk is kept once");
     }
 
     #[test]
@@ -404,7 +411,7 @@ mod tests {
         let mut rx = Receiver::new();
         rx.on_offer(0, vec![object("k", 0, vec![chunk(1, 3)], 6, false)]).unwrap();
         assert!(rx.on_offer_done(1).is_err(), "ends inside an object");
-        assert!(rx.on_chunk(&ChunkId::of(b"x"), 1, false).is_err(), "unasked chunk");
+        assert!(rx.on_chunk(&ChunkId::of(b"x"), 1, 1, false).is_err(), "unasked chunk");
         let mut rx = Receiver::new();
         let long = "k".repeat(MAX_KEY_LEN + 1);
         assert!(rx.on_offer(0, vec![object(&long, 0, vec![], 0, true)]).is_err());

@@ -1,4 +1,4 @@
-//! The thin layer between the state machines ([`transfer_daemon::protocol::session`]) and quinn: one
+//! The thin layer between the state machines ([`transfer_proto::session`]) and quinn: one
 //! bidirectional control stream, several unidirectional data streams from sender to
 //! receiver, and the store on each side.
 
@@ -8,23 +8,22 @@ use quinn::{Connection, RecvStream, SendStream, VarInt};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use store::ChunkRef as StoredChunk;
 use store::Store;
 use store::frame;
-use store::meta::values::ChunkRef as StoredChunk;
 use store::transfer::{ExportedObject, TransferId, TransferPin, TransferredObject};
 use tokio::sync::{mpsc, watch};
-use transfer_daemon::protocol::delta;
-use transfer_daemon::protocol::session::{IncomingObject, MAX_RETRIES, Receiver, Sender, Violation};
-use transfer_daemon::protocol::wire::ChunkRef;
-use transfer_daemon::protocol::wire::{
-    self, Control, Data, MAX_CONTROL_LEN, MAX_DATA_LEN, MAX_DELTA_BASES, OFFER_MAX_CHUNKS, OFFER_MAX_OBJECTS,
-    OfferedObject, Progress, Selection, WireError, codes,
+use transfer_proto::delta;
+use transfer_proto::offer::{Offer, OfferCutter, SourceObject};
+use transfer_proto::session::{IncomingObject, MAX_RETRIES, Receiver, Sender, Violation};
+use transfer_proto::wire::ChunkRef;
+use transfer_proto::wire::{
+    self, Control, Data, MAX_CONTROL_LEN, MAX_DATA_LEN, MAX_DELTA_BASES, OFFER_MAX_CHUNKS, OfferedObject, Progress,
+    Selection, WireError, codes,
 };
 
 /// Offers sent ahead of their answers: enough to hide a round trip behind the lookups.
 const OFFER_WINDOW: usize = 4;
-/// Inline bytes per offer: the sender keeps an offer's small objects until it is answered.
-const OFFER_MAX_INLINE_BYTES: usize = 8 << 20;
 /// The receiver makes received chunks durable at least this often...
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// ...or after this many bytes, which bounds what a crash makes it fetch again.
@@ -123,7 +122,7 @@ impl Links {
 
 /// The delta bases a receiver suggested for each chunk it asked for: a delta is decoded
 /// only against those, so a sender cannot make it read other chunks.
-type Suggested = Arc<parking_lot::Mutex<HashMap<ChunkId, Vec<ChunkId>>>>;
+type Suggested = Arc<parking_lot::Mutex<delta::SuggestedBases>>;
 
 /// Most plain bytes of bases a sender reads for one delta.
 const MAX_DELTA_PREFIX_BYTES: usize = 4 << 20;
@@ -263,13 +262,19 @@ struct Manifest {
     after: String,
     listing_done: bool,
     queue: std::collections::VecDeque<(String, ExportedObject)>,
-    /// the rest of a large object's chunk list
-    open: Option<(OfferedObject, Vec<ChunkRef>)>,
+    cutter: OfferCutter,
 }
 
 impl Manifest {
     fn new(store: Arc<Store>, source: Selection) -> Self {
-        Self { store, source, after: String::new(), listing_done: false, queue: Default::default(), open: None }
+        Self {
+            store,
+            source,
+            after: String::new(),
+            listing_done: false,
+            queue: Default::default(),
+            cutter: OfferCutter::new(),
+        }
     }
 
     /// The next object of the selection, exported (its chunks claimed in `pin`).
@@ -285,59 +290,36 @@ impl Manifest {
         Ok(self.queue.pop_front())
     }
 
-    /// The next offer's objects, with the inline bytes they carry; empty when done.
-    fn next_offer(
-        &mut self,
-        pin: &mut TransferPin,
-    ) -> Result<(Vec<OfferedObject>, HashMap<ChunkId, Bytes>), TransferError> {
-        let mut objects = Vec::new();
-        let mut inline = HashMap::new();
-        let mut chunks = 0usize;
-        let mut inline_bytes = 0usize;
-        loop {
-            if let Some((head, rest)) = self.open.take() {
-                let room = OFFER_MAX_CHUNKS - chunks;
-                let (now, later) = if rest.len() > room { rest.split_at(room) } else { (&rest[..], &[][..]) };
-                let mut entry = head.clone();
-                entry.first_chunk = head.first_chunk;
-                entry.chunks = now.to_vec();
-                entry.last = later.is_empty();
-                chunks += now.len();
-                objects.push(entry);
-                if !later.is_empty() {
-                    let mut head = head;
-                    head.first_chunk += now.len() as u64;
-                    self.open = Some((head, later.to_vec()));
-                    return Ok((objects, inline));
-                }
-            }
-            if objects.len() >= OFFER_MAX_OBJECTS
-                || chunks >= OFFER_MAX_CHUNKS
-                || inline_bytes >= OFFER_MAX_INLINE_BYTES
-            {
-                return Ok((objects, inline));
-            }
-            let Some((key, exported)) = self.next_object(pin)? else { return Ok((objects, inline)) };
-            if let (Some(data), Some(c)) = (&exported.inline, exported.chunks.first()) {
-                inline_bytes += data.len();
-                inline.insert(c.id, data.clone());
-            }
-            let r = exported.record;
-            let relative = key[self.source.prefix.len()..].to_owned();
-            let head = OfferedObject {
-                key: relative,
-                size: r.size,
-                etag: r.etag,
-                checksums: r.checksums,
-                mtime_ms: r.mtime_ms,
-                meta: postcard::to_allocvec(&r.meta).expect("postcard into a Vec"),
-                part_sizes: r.part_sizes,
-                first_chunk: 0,
-                chunks: Vec::new(),
-                last: false,
-            };
-            self.open = Some((head, exported.chunks.iter().map(to_wire).collect()));
-        }
+    /// The next offer; empty when done.
+    fn next_offer(&mut self, pin: &mut TransferPin) -> Result<Offer, TransferError> {
+        let mut cutter = std::mem::take(&mut self.cutter);
+        let offer = cutter.next_offer(|| {
+            let Some((key, exported)) = self.next_object(pin)? else { return Ok(None) };
+            Ok(Some(source_object(&key[self.source.prefix.len()..], exported)))
+        });
+        self.cutter = cutter;
+        offer
+    }
+}
+
+/// An exported object as the protocol offers it.
+fn source_object(relative_key: &str, exported: ExportedObject) -> SourceObject {
+    let r = exported.record;
+    SourceObject {
+        head: OfferedObject {
+            key: relative_key.to_owned(),
+            size: r.size,
+            etag: r.etag,
+            checksums: r.checksums,
+            mtime_ms: r.mtime_ms,
+            meta: postcard::to_allocvec(&r.meta).expect("postcard into a Vec"),
+            part_sizes: r.part_sizes,
+            first_chunk: 0,
+            chunks: Vec::new(),
+            last: false,
+        },
+        chunks: exported.chunks.iter().map(to_wire).collect(),
+        inline: exported.inline,
     }
 }
 
@@ -394,7 +376,7 @@ async fn send_inner(
     let mut queued_inline = 0usize;
     loop {
         while session.may_offer() {
-            let (objects, inline) = manifest.next_offer(&mut pin)?;
+            let Offer { objects, inline } = manifest.next_offer(&mut pin)?;
             if objects.is_empty() {
                 control.send(&session.offer_done()).await?;
                 break;
@@ -671,7 +653,7 @@ async fn receive_inner(
                         {
                             let mut suggested = suggested.lock();
                             for (id, ids) in &bases {
-                                suggested.insert(*id, ids.clone());
+                                suggested.suggest(*id, ids.clone());
                             }
                         }
                         let need =
@@ -684,8 +666,8 @@ async fn receive_inner(
                 // The workers and readers report their own failures; the channel never closes first.
                 Some(arrived) = arrived_rx.recv() => match arrived {
                     Arrived::Good { id, frame, plain_len, wire, delta } => {
-                        session.on_chunk(&id, wire, delta)?;
-                        suggested.lock().remove(&id);
+                        session.on_chunk(&id, plain_len, wire, delta)?;
+                        suggested.lock().settled(&id);
                         sink.append(id, frame, plain_len).await?;
                         if sink.unflushed_bytes() >= FLUSH_BYTES {
                             flushing.start(&mut sink).await?;
@@ -769,7 +751,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Delta bases for the missing chunks of the objects just offered: chunks of the object
-/// currently at the same destination key.
+/// currently at the same destination key (the rule is [`delta::bases_for_missing`]).
 fn choose_bases(
     store: &Store,
     pin: &mut TransferPin,
@@ -777,34 +759,19 @@ fn choose_bases(
     objects: &[IncomingObject],
     missing: &[ChunkRef],
 ) -> Result<HashMap<ChunkId, Vec<ChunkId>>, TransferError> {
-    let mut bases = HashMap::new();
-    if missing.is_empty() {
-        return Ok(bases);
-    }
-    let mut todo: HashSet<ChunkId> = missing.iter().map(|c| c.id).collect();
-    // Missing chunks are in the objects offered last: walk back until all are placed.
-    for o in objects.iter().rev() {
-        if todo.is_empty() {
-            break;
-        }
-        if !o.chunks.iter().any(|c| todo.contains(&c.id)) {
-            continue;
-        }
-        let key = format!("{}{}", dest.prefix, o.head.key);
-        let old = match store.export_object(pin, &dest.bucket, &key) {
-            Ok(old) if old.inline.is_none() => old.chunks.iter().map(to_wire).collect(),
-            Ok(_) | Err(store::StoreError::NoSuchKey { .. }) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        let here: HashSet<ChunkId> = o.chunks.iter().map(|c| c.id).filter(|id| todo.contains(id)).collect();
-        for id in &here {
-            todo.remove(id);
-        }
-        if !old.is_empty() {
-            bases.extend(delta::pick_bases(&old, &o.chunks, &here));
-        }
-    }
-    Ok(bases)
+    delta::bases_for_missing(
+        objects,
+        |o| &o.chunks[..],
+        missing,
+        |o| {
+            let key = format!("{}{}", dest.prefix, o.head.key);
+            match store.export_object(pin, &dest.bucket, &key) {
+                Ok(old) if old.inline.is_none() => Ok(old.chunks.iter().map(to_wire).collect()),
+                Ok(_) | Err(store::StoreError::NoSuchKey { .. }) => Ok(Vec::new()),
+                Err(e) => Err(e.into()),
+            }
+        },
+    )
 }
 
 fn to_wire(c: &StoredChunk) -> ChunkRef {
@@ -852,21 +819,14 @@ async fn check_chunk(store: &Arc<Store>, suggested: &Suggested, data: Data, wire
     };
     let id = header.id;
     let bad = |reason: String| Arrived::Bad { id, wire, reason };
-    if !bases.is_empty() {
-        let allowed = suggested.lock().get(&id).is_some_and(|ok| bases.iter().all(|b| ok.contains(b)));
-        if !allowed {
-            let reason = format!("chunk {id} came as a delta against bases this site did not suggest");
-            return Arrived::Failed(Violation(reason).into());
-        }
+    if !bases.is_empty()
+        && let Err(violation) = suggested.lock().check(&id, &bases)
+    {
+        return Arrived::Failed(violation.into());
     }
     let offload = store.offload();
     if bases.is_empty() {
-        let job = Job::encoded(
-            payload,
-            header.codec,
-            vec![Step::Decompress { codec: header.codec, plain_len: header.plain_len }, Step::Verify(id)],
-        );
-        return match offload.run(job).await {
+        return match offload.run(frame::verify_job(&header, payload)).await {
             Ok(_) => Arrived::Good { id, frame: raw, plain_len: header.plain_len, wire, delta: false },
             Err(e) => bad(e.to_string()),
         };

@@ -1,9 +1,14 @@
-//! Federation identity and mutual-TLS QUIC configuration.
+//! Facts about a clusster federation, shared by every crate that talks to other sites:
+//! what sites there are, how to prove who we are and check who a peer is. No tasks of its
+//! own and no store; the transfer engine and the catalog build on it.
 //!
-//! - [`file`]: the federation file (sites, their addresses and attributes, the link table),
-//!   loaded and validated into a [`Federation`].
+//! - [`file`](mod@file): the federation file (sites, their addresses and attributes, the link table),
+//!   loaded and validated into a [`Federation`](file::Federation), and edited in place.
 //! - [`identity`]: the federation CA and site certificates (rcgen), written with private keys
-//!   0600 and never overwritten silently; [`SiteIdentity`] loads a site's TLS material.
+//!   0600 and never overwritten silently; [`SiteIdentity`](identity::SiteIdentity) loads a
+//!   site's TLS material.
+//! - [`signing`]: the site's Ed25519 signing key (`signing.key`), sign and verify with a
+//!   purpose label, key ids.
 //! - [`tls`]: rustls verifiers that accept only certificates signed by the federation CA for a
 //!   site listed in the federation file, quinn server/client configs, the endpoint, and the
 //!   helper that names the authenticated peer of a connection.
@@ -16,6 +21,7 @@
 
 pub mod file;
 pub mod identity;
+pub mod signing;
 pub mod tls;
 pub mod transport;
 
@@ -23,7 +29,20 @@ pub use file::{DEFAULT_LINK, FEDERATION_FILE};
 pub use tls::FederationEndpoint;
 pub use transport::TransportSettings;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+
+/// Where a federated site keeps its membership and where it listens: the values the
+/// daemon's `[federation]` config settles into, passed down to [`FederationEndpoint::bind`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Membership {
+    /// The federation file (absolute).
+    pub file: PathBuf,
+    /// Directory of site.key, site.pem, ca.pem (absolute).
+    pub tls_dir: PathBuf,
+    /// QUIC listener.
+    pub quic_listen: SocketAddr,
+}
 
 /// The DNS suffix under which site names are bound in certificates.
 pub const SITE_NAME_SUFFIX: &str = "site.clusster";

@@ -1,14 +1,17 @@
 //! Real quinn endpoints on 127.0.0.1 with certificates made by `identity`.
 
 use super::*;
-use crate::federation::file::{SiteEntry, upsert_site};
-use crate::federation::identity::{init_federation, init_site};
+use crate::file::{SiteEntry, upsert_site};
+use crate::identity::{init_federation, init_site};
 use std::path::Path;
 use std::time::Duration;
 use tokio::time::timeout;
 
 /// Bounds every network wait: a refused handshake must end, never hang the suite.
 const WAIT: Duration = Duration::from_secs(10);
+
+/// The protocol these endpoints speak: the federation crate takes it from its caller.
+const ALPN: &[u8] = b"clusster-test/1";
 
 fn entry(quic: &str) -> SiteEntry {
     SiteEntry {
@@ -39,7 +42,8 @@ fn loopback() -> SocketAddr {
 }
 
 fn bind(identity: SiteIdentity, federation: &Arc<Federation>) -> FederationEndpoint {
-    FederationEndpoint::bind_with(loopback(), identity, federation.clone(), &TransportSettings::default()).unwrap()
+    FederationEndpoint::bind_with(loopback(), identity, federation.clone(), &TransportSettings::default(), &[ALPN])
+        .unwrap()
 }
 
 /// Accepts one connection, echoes `hello <peer>: <request>` on its first stream, and
@@ -148,7 +152,7 @@ async fn a_certificate_from_another_ca_is_refused_by_server_and_client() {
         federation: federation.clone(),
         site_name: "julich".into(),
         transport: TransportSettings::default(),
-        crypto: quic_client_crypto(&impostor_identity, &federation).unwrap(),
+        crypto: quic_client_crypto(&impostor_identity, &federation, &[ALPN]).unwrap(),
     };
     let (client_error, server_error) = expect_refused(&impostor, "paris", paris.clone()).await;
     // Same issuer name as our CA, so webpki finds the issuer and the signature fails.
@@ -158,7 +162,7 @@ async fn a_certificate_from_another_ca_is_refused_by_server_and_client() {
 
     // Paris dials the impostor: the client refuses.
     let impostor_server = quinn::Endpoint::server(
-        server_config(&impostor_identity, federation.clone(), &TransportSettings::default()).unwrap(),
+        server_config(&impostor_identity, federation.clone(), &TransportSettings::default(), &[ALPN]).unwrap(),
         loopback(),
     )
     .unwrap();
@@ -183,7 +187,7 @@ async fn a_site_missing_from_the_federation_file_is_refused() {
         federation: federation.clone(),
         site_name: "mallory".into(),
         transport: TransportSettings::default(),
-        crypto: quic_client_crypto(&mallory_identity, &federation).unwrap(),
+        crypto: quic_client_crypto(&mallory_identity, &federation, &[ALPN]).unwrap(),
     };
     let (_, server_error) = expect_refused(&mallory, "paris", paris.clone()).await;
     assert!(server_error.contains("names no site listed"), "server: {server_error}");
@@ -196,7 +200,8 @@ async fn a_site_missing_from_the_federation_file_is_refused() {
     assert!(error.contains("site \"mallory\" is not listed"), "{error}");
     assert!(timeout(WAIT, accepting).await.unwrap().unwrap().is_err());
     // Binding as an unlisted site fails early with the fix.
-    let early = FederationEndpoint::bind_with(loopback(), mallory_identity, federation, &TransportSettings::default());
+    let early =
+        FederationEndpoint::bind_with(loopback(), mallory_identity, federation, &TransportSettings::default(), &[ALPN]);
     assert!(early.unwrap_err().to_string().contains("not listed"));
 }
 
@@ -207,8 +212,8 @@ async fn a_client_offering_a_wrong_alpn_is_refused() {
     let paris = bind(identity(dir.path(), "paris"), &federation);
     let julich_identity = identity(dir.path(), "julich");
 
-    for offered in [vec![b"clusster/0".to_vec()], vec![b"h3".to_vec()], vec![]] {
-        let mut tls = rustls_client_config(&julich_identity, &federation).unwrap();
+    for offered in [vec![b"clusster-test/0".to_vec()], vec![b"h3".to_vec()], vec![]] {
+        let mut tls = rustls_client_config(&julich_identity, &federation, &[ALPN]).unwrap();
         tls.alpn_protocols = offered.clone();
         let crypto = Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap());
         let client = FederationEndpoint {

@@ -2,7 +2,13 @@
 //!
 //! - [`wire`]: frames and messages, bounded before parsing;
 //! - [`session`]: the sender and receiver state machines;
-//! - [`delta`]: changed chunks coded against the chunks they replaced.
+//! - [`offer`]: how the sender cuts its objects into offers;
+//! - [`delta`]: changed chunks coded against the chunks they replaced, which bases the
+//!   receiver suggests, and the check that a delta uses only those.
+//!
+//! The driver (the `transfer-engine` crate) only moves bytes and time: it reads and
+//! writes streams, looks chunks up in its store and runs the offload jobs; every rule a
+//! peer must keep is decided here, where tests and the fuzzer reach it without sockets.
 //!
 //! A transfer: the sender offers its manifest in batches ([`wire::Control::Offer`]); the
 //! receiver answers each with the chunks it lacks ([`wire::Control::Need`]), naming for a
@@ -12,5 +18,6 @@
 //! commits every object in one batch when all are in.
 
 pub mod delta;
+pub mod offer;
 pub mod session;
 pub mod wire;

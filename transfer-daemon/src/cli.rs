@@ -1,0 +1,318 @@
+//! The command line, as clap parses it: verbs, their arguments and help texts. What each
+//! verb does is in [`crate::commands`].
+//!
+//! The doc comments here are the `--help` text, written for a terminal: `[offload]` names a
+//! config section and `<data-dir>` a placeholder, not a link or an HTML tag.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
+use crate::config::DEFAULT_DATA_DIR;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "clusster",
+    version,
+    about = "Data plane of a federated research cloud: S3 gateway, dedup transfers, catalog"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a data dir with a documented config file.
+    Init {
+        /// Where to create it.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the site daemon until SIGINT or SIGTERM.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Admin listener address (IP:PORT, port 0 = any free port), overriding the config.
+        #[arg(long)]
+        admin_listen: Option<String>,
+        /// S3 listener address (IP:PORT, port 0 = any free port), overriding the config.
+        #[arg(long)]
+        s3_listen: Option<String>,
+    },
+    /// Manage S3 access keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Manage which projects may use a bucket.
+    Bucket {
+        #[command(subcommand)]
+        command: BucketCommand,
+    },
+    /// Move data between sites: push, pull, third-party copy; follow and cancel.
+    Transfer {
+        #[command(subcommand)]
+        command: TransferCommand,
+    },
+    /// Run garbage collection now on the running daemon.
+    Gc(AdminArgs),
+    /// Verify every stored chunk now on the running daemon; exit 3 if any is corrupt.
+    Scrub(AdminArgs),
+    /// Recount references and look for missing chunks; exit 3 on any inconsistency.
+    Check(AdminArgs),
+    /// Fetch every quarantined (corrupt) chunk again from the federation's other sites;
+    /// exit 3 if some could not be repaired.
+    Repair(AdminArgs),
+    /// Create a federation: its CA and federation file.
+    Federation {
+        #[command(subcommand)]
+        command: FederationCommand,
+    },
+    /// Create a site's identity in a federation.
+    Site {
+        #[command(subcommand)]
+        command: SiteCommand,
+    },
+    /// Run the offload agent: hashing and compression for a daemon on this machine, on
+    /// other cores (or a DPU's), through shared memory. Runs until killed.
+    OffloadAgent {
+        /// Socket to listen on (default: [offload] agent_socket of the config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Cores to pin to, e.g. 1 or 2,3 (default: [offload] agent_cores).
+        #[arg(long, value_delimiter = ',')]
+        cores: Option<Vec<usize>>,
+        /// How long to keep polling for work after finishing some before sleeping, in
+        /// microseconds, at most 1 s (0: sleep at once; each sleep costs the host a
+        /// doorbell).
+        #[arg(
+            long,
+            default_value_t = hw_offload::agent::DEFAULT_IDLE_SPIN.as_micros() as u64,
+            value_parser = clap::value_parser!(u64).range(0..=1_000_000)
+        )]
+        idle_spin_us: u64,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Offload engine tools.
+    Offload {
+        #[command(subcommand)]
+        command: OffloadCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OffloadCommand {
+    /// Measure host CPU per job on the CPU and through a running agent, per operation
+    /// and size, and write the thresholds the router uses.
+    Bench {
+        /// Agent socket (default: [offload] agent_socket of the config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Where to write the thresholds (default: [offload] thresholds_file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print the measurements as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FederationCommand {
+    /// Write a CA key (ca.key, 0600), its certificate (ca.pem) and a documented federation.toml into DIR.
+    Init {
+        /// Directory to write into (created if missing). Keep ca.key there, offline if you can.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The federation's name: letters, digits, '.', '_' or '-'.
+        #[arg(long)]
+        name: String,
+        /// Replace an existing CA key and federation file (every site must then be re-issued).
+        #[arg(long)]
+        force: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SiteCommand {
+    /// Make a site key and a certificate signed by the federation CA, and list the site in the federation file.
+    ///
+    /// Writes site.key, signing.key (both 0600), site.pem and a copy of ca.pem into --out. Runs where
+    /// the CA key is (next to the federation file); if that file is read-only, prints the entry to add.
+    Init {
+        /// The site's name: lowercase letters, digits and '-', starting with a letter.
+        name: String,
+        /// The federation's directory (with federation.toml and ca.key) or its federation file.
+        #[arg(long)]
+        federation: PathBuf,
+        /// Directory for the site's files: copy it to the site as its [federation] tls_dir.
+        #[arg(long)]
+        out: PathBuf,
+        /// Where the site's QUIC listener is reached, host:port (a new entry defaults to 127.0.0.1:7444).
+        #[arg(long)]
+        quic: Option<String>,
+        /// The site's S3 URL (a new entry defaults to http://127.0.0.1:9000).
+        #[arg(long)]
+        s3: Option<String>,
+        /// An attribute for placement rules, KEY=VALUE; repeat for more (e.g. --attr country=fr --attr tier=hpc).
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attrs: Vec<String>,
+        /// Replace existing site.key and signing.key (the old keys are lost).
+        #[arg(long)]
+        force: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Create a key for a project; prints the id and the secret (shown only once).
+    Create {
+        /// The project the key acts for: it reaches the project's buckets and those granted to it.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List keys (without secrets).
+    List(AdminArgs),
+    /// Delete a key.
+    Delete {
+        /// The access key id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BucketCommand {
+    /// Let a project use a bucket it does not own.
+    Allow {
+        /// The bucket.
+        bucket: String,
+        /// The project to let in.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Withdraw a project's access to a bucket it does not own.
+    Revoke {
+        /// The bucket.
+        bucket: String,
+        /// The project to shut out.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct AdminArgs {
+    /// Admin address of the daemon (default: read from <data-dir>/listen.json).
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// The daemon's data dir, to find its admin address.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which config a verb that reads it uses (`serve`, `offload-agent`, `offload bench`).
+#[derive(clap::Args)]
+pub struct ConfigArgs {
+    /// Config file (default: <data-dir>/clusster.toml if present, else built-in defaults).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data dir, overriding the config.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Transfer verbs.
+#[derive(clap::Subcommand)]
+pub enum TransferCommand {
+    /// Send BUCKET[/PREFIX] of this site to SITE.
+    Push {
+        /// The receiving site.
+        site: String,
+        /// What to send: BUCKET or BUCKET/PREFIX on this site.
+        source: String,
+        /// Where it lands on SITE (default: the same bucket and prefix).
+        dest: Option<String>,
+        #[command(flatten)]
+        opts: TransferOpts,
+    },
+    /// Fetch BUCKET[/PREFIX] of SITE into this site.
+    Pull {
+        /// The sending site.
+        site: String,
+        /// What to fetch: BUCKET or BUCKET/PREFIX on SITE.
+        source: String,
+        /// Where it lands here (default: the same bucket and prefix).
+        dest: Option<String>,
+        #[command(flatten)]
+        opts: TransferOpts,
+    },
+    /// Have site FROM send BUCKET[/PREFIX] to site TO (third-party transfer).
+    Copy {
+        /// The sending site.
+        from: String,
+        /// The receiving site.
+        to: String,
+        /// What to send: BUCKET or BUCKET/PREFIX on FROM.
+        source: String,
+        /// Where it lands on TO (default: the same bucket and prefix).
+        dest: Option<String>,
+        #[command(flatten)]
+        opts: TransferOpts,
+    },
+    /// Show one transfer, or all transfers this daemon knows of.
+    Status {
+        /// The transfer id (32 hex digits).
+        id: Option<String>,
+        /// Follow it until it ends.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Cancel a transfer; what it already moved is released on both sides.
+    Cancel {
+        /// The transfer id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Options shared by push, pull and copy.
+#[derive(clap::Args)]
+pub struct TransferOpts {
+    /// Higher runs first when transfers queue (0-255).
+    #[arg(long, default_value_t = 0)]
+    pub priority: u8,
+    /// Cap on the data rate, bytes per second (suffixes K, M, G: powers of 1000).
+    #[arg(long)]
+    pub rate_limit: Option<String>,
+    /// Wait for the transfer to end, showing progress; exit 1 if it fails.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}

@@ -1,0 +1,104 @@
+//! Verbs that ask the running daemon through its admin API: access keys, bucket grants,
+//! and the maintenance passes (gc, scrub, check, repair).
+
+use super::{DamageFound, print_report};
+use crate::api::{CheckReport, CreatedKey, GcReport, KeyInfo, NewKey, RepairReport, ScrubReport};
+use crate::cli::{AdminArgs, BucketCommand, KeyCommand};
+use crate::client::AdminClient;
+use reqwest::Method;
+
+fn client(args: &AdminArgs) -> anyhow::Result<AdminClient> {
+    AdminClient::locate(args.admin.as_deref(), args.data_dir.as_deref())
+}
+
+pub(super) async fn key(command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Create { project, admin } => {
+            let key: CreatedKey = client(&admin)?.call(Method::POST, "/admin/keys", Some(&NewKey { project })).await?;
+            print_report(&admin, &key, |k| {
+                format!(
+                    "access key id:     {}\nsecret access key: {}\nproject:           {}\n(the secret is not shown again)",
+                    k.access_key_id, k.secret_access_key, k.project
+                )
+            });
+        }
+        KeyCommand::List(admin) => {
+            let keys: Vec<KeyInfo> = client(&admin)?.call_without_body(Method::GET, "/admin/keys").await?;
+            print_report(&admin, &keys, |keys| {
+                let rows: Vec<String> = keys.iter().map(|k| format!("{}  {}", k.access_key_id, k.project)).collect();
+                if rows.is_empty() { "no keys".to_owned() } else { rows.join("\n") }
+            });
+        }
+        KeyCommand::Delete { id, admin } => {
+            client(&admin)?.call_without_body::<()>(Method::DELETE, &format!("/admin/keys/{id}")).await?;
+            print_report(&admin, &serde_json::json!({ "deleted": id }), |_| format!("deleted key {id}"));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn bucket(command: BucketCommand) -> anyhow::Result<()> {
+    let (method, bucket, project, admin, verb) = match command {
+        BucketCommand::Allow { bucket, project, admin } => (Method::PUT, bucket, project, admin, "allowed"),
+        BucketCommand::Revoke { bucket, project, admin } => (Method::DELETE, bucket, project, admin, "revoked"),
+    };
+    client(&admin)?.call_without_body::<()>(method, &format!("/admin/buckets/{bucket}/grants/{project}")).await?;
+    print_report(&admin, &serde_json::json!({ "bucket": bucket, "project": project, verb: true }), |_| {
+        format!("{verb}: project {project} on bucket {bucket}")
+    });
+    Ok(())
+}
+
+pub(super) async fn gc(args: &AdminArgs) -> anyhow::Result<()> {
+    let report: GcReport = client(args)?.call_without_body(Method::POST, "/admin/gc").await?;
+    print_report(args, &report, |r| {
+        format!(
+            "gc: {} chunks, {} packs deleted, {} compacted, {} orphan packs, {} bytes freed",
+            r.chunks_deleted, r.packs_deleted, r.packs_compacted, r.orphan_packs_deleted, r.bytes_freed
+        )
+    });
+    Ok(())
+}
+
+pub(super) async fn scrub(args: &AdminArgs) -> anyhow::Result<()> {
+    let report: ScrubReport = client(args)?.call_without_body(Method::POST, "/admin/scrub").await?;
+    print_report(args, &report, |r| {
+        format!("scrub: {} chunks ({} bytes) verified, {} corrupt", r.chunks_checked, r.bytes_checked, r.corrupt.len())
+    });
+    match report.corrupt.len() {
+        0 => Ok(()),
+        n => {
+            Err(DamageFound(format!("{n} corrupt chunks quarantined; `clusster repair` fetches them from peers"))
+                .into())
+        }
+    }
+}
+
+pub(super) async fn repair(args: &AdminArgs) -> anyhow::Result<()> {
+    let report: RepairReport = client(args)?.call_without_body(Method::POST, "/admin/repair").await?;
+    let missing = report.missing.len();
+    print_report(args, &report, |r| {
+        let from = serde_json::to_string(&r.from).expect("a map of counts serialises");
+        format!("repair: {} corrupt chunks, {} repaired from {from}, {missing} still missing", r.asked, r.repaired)
+    });
+    if missing > 0 {
+        return Err(DamageFound(format!("{missing} chunks are held by no reachable site")).into());
+    }
+    Ok(())
+}
+
+pub(super) async fn check(args: &AdminArgs) -> anyhow::Result<()> {
+    let report: CheckReport = client(args)?.call_without_body(Method::GET, "/admin/check").await?;
+    let mismatches = report.refcount_mismatches.len();
+    let missing = report.missing_chunks.len();
+    print_report(args, &report, |r| {
+        format!(
+            "check: {} objects, {} parts, {} chunks referenced, {mismatches} count mismatches, {missing} missing chunks",
+            r.objects, r.parts, r.chunks_referenced
+        )
+    });
+    if !report.is_clean() {
+        return Err(DamageFound("the store is inconsistent; see the report".into()).into());
+    }
+    Ok(())
+}
