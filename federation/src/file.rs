@@ -2,7 +2,7 @@
 //! table. [`Federation::load`] checks everything and names the field at fault;
 //! [`upsert_site`] adds or updates one site entry while keeping the file's comments.
 
-use super::{FederationError, validate_site_name};
+use super::{FederationError, InvalidValue, validate_site_name};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
@@ -262,17 +262,17 @@ fn check_site(raw: RawSite) -> Result<Site, String> {
 
 /// Checks a `host:port` QUIC address: an IP address (IPv6 in brackets) or a DNS name, and
 /// a port from 1 to 65535.
-pub fn validate_quic_address(address: &str) -> Result<(), String> {
+pub fn validate_quic_address(address: &str) -> Result<(), InvalidValue> {
     let example = "write host:port, e.g. \"transfer.example.org:7444\" or \"[2001:db8::1]:7444\"";
     if let Ok(addr) = address.parse::<std::net::SocketAddr>() {
-        return if addr.port() == 0 { Err(format!("{address:?} has port 0; {example}")) } else { Ok(()) };
+        return if addr.port() == 0 { Err(InvalidValue(format!("{address:?} has port 0; {example}"))) } else { Ok(()) };
     }
     let Some((host, port)) = address.rsplit_once(':') else {
-        return Err(format!("{address:?} has no port; {example}"));
+        return Err(InvalidValue(format!("{address:?} has no port; {example}")));
     };
     match port.parse::<u16>() {
         Ok(p) if p > 0 => {}
-        _ => return Err(format!("{address:?} has no valid port (1-65535); {example}")),
+        _ => return Err(InvalidValue(format!("{address:?} has no valid port (1-65535); {example}"))),
     }
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -282,40 +282,40 @@ pub fn validate_quic_address(address: &str) -> Result<(), String> {
             && !l.ends_with('-')
     };
     if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
-        return Err(format!("{address:?}: {host:?} is neither an IP address nor a DNS name; {example}"));
+        return Err(InvalidValue(format!("{address:?}: {host:?} is neither an IP address nor a DNS name; {example}")));
     }
     Ok(())
 }
 
 /// Checks a site's S3 URL: http or https, with a host.
-pub fn validate_s3_url(s3: &str) -> Result<url::Url, String> {
-    let url =
-        url::Url::parse(s3).map_err(|e| format!("{s3:?} is not a URL ({e}); write e.g. \"https://s3.example.org\""))?;
+pub fn validate_s3_url(s3: &str) -> Result<url::Url, InvalidValue> {
+    let url = url::Url::parse(s3)
+        .map_err(|e| InvalidValue(format!("{s3:?} is not a URL ({e}); write e.g. \"https://s3.example.org\"")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{s3:?} must be an http:// or https:// URL with a host"));
+        return Err(InvalidValue(format!("{s3:?} must be an http:// or https:// URL with a host")));
     }
     Ok(url)
 }
 
 /// Checks one attribute: the key is a word (`country`, `tier`, `gpu-model`), the value not
 /// empty.
-pub fn validate_attribute(key: &str, value: &str) -> Result<(), String> {
+pub fn validate_attribute(key: &str, value: &str) -> Result<(), InvalidValue> {
     if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(format!("attribute name {key:?} may hold only letters, digits, '_' and '-'"));
+        return Err(InvalidValue(format!("attribute name {key:?} may hold only letters, digits, '_' and '-'")));
     }
     if value.trim().is_empty() {
-        return Err(format!("attribute {key:?} has an empty value"));
+        return Err(InvalidValue(format!("attribute {key:?} has an empty value")));
     }
     Ok(())
 }
 
 /// Parses `ed25519:<64 hex digits>`.
-pub fn parse_signing_key(text: &str) -> Result<[u8; 32], String> {
+pub fn parse_signing_key(text: &str) -> Result<[u8; 32], InvalidValue> {
     let what =
         "must be \"ed25519:\" followed by 64 hex digits (the site's public signing key, as `site init` writes it)";
-    let hex_part = text.strip_prefix(SIGNING_KEY_PREFIX).ok_or_else(|| format!("{text:?} {what}"))?;
-    let bytes = hex::decode(hex_part).map_err(|_| format!("{text:?} {what}"))?;
-    bytes.try_into().map_err(|_| format!("{text:?} {what}"))
+    let hex_part = text.strip_prefix(SIGNING_KEY_PREFIX).ok_or_else(|| InvalidValue(format!("{text:?} {what}")))?;
+    let bytes = hex::decode(hex_part).map_err(|_| InvalidValue(format!("{text:?} {what}")))?;
+    bytes.try_into().map_err(|_| InvalidValue(format!("{text:?} {what}")))
 }
 
 /// Formats a public signing key as the file writes it.

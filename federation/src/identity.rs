@@ -9,7 +9,7 @@
 //! `force`; everything is generated and checked in memory before the first file is written.
 
 use super::file::{self, Federation, SiteEntry};
-use super::{FEDERATION_FILE, FederationError, SITE_NAME_SUFFIX, site_dns_name, validate_site_name};
+use super::{FEDERATION_FILE, FederationError, InvalidValue, SITE_NAME_SUFFIX, site_dns_name, validate_site_name};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, NameConstraints, SerialNumber,
@@ -92,7 +92,7 @@ impl SiteIdentity {
     /// Loads `site.pem` and `site.key` from `tls_dir` and checks that the certificate names
     /// `site_name`.
     pub fn load(tls_dir: &Path, site_name: &str) -> Result<Self, FederationError> {
-        validate_site_name(site_name).map_err(FederationError::Invalid)?;
+        validate_site_name(site_name)?;
         let cert_path = tls_dir.join(SITE_CERT_FILE);
         let key_path = tls_dir.join(SITE_KEY_FILE);
         let hint = format!("run `clusster site init {site_name}` and copy its output into {}", tls_dir.display());
@@ -130,12 +130,12 @@ impl SiteIdentity {
 }
 
 /// Checks a federation name: 1 to 64 letters, digits, '.', '_' or '-'.
-pub fn validate_federation_name(name: &str) -> Result<(), String> {
+pub fn validate_federation_name(name: &str) -> Result<(), InvalidValue> {
     if name.is_empty()
         || name.len() > 64
         || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        return Err(format!("federation name {name:?} must be 1 to 64 letters, digits, '.', '_' or '-'"));
+        return Err(InvalidValue(format!("federation name {name:?} must be 1 to 64 letters, digits, '.', '_' or '-'")));
     }
     Ok(())
 }
@@ -171,7 +171,7 @@ fn validity(params: &mut CertificateParams, days: i64) {
 /// `federation.toml` into `dir`. Refuses to replace an existing CA key or federation file
 /// unless `force`.
 pub fn init_federation(dir: &Path, name: &str, force: bool) -> Result<FederationInit, FederationError> {
-    validate_federation_name(name).map_err(FederationError::Invalid)?;
+    validate_federation_name(name)?;
     let ca_key_path = dir.join(CA_KEY_FILE);
     let ca_cert_path = dir.join(CA_CERT_FILE);
     let federation_path = dir.join(FEDERATION_FILE);
@@ -212,7 +212,7 @@ pub fn init_site(
     mut entry: SiteEntry,
     force: bool,
 ) -> Result<SiteInit, FederationError> {
-    validate_site_name(name).map_err(FederationError::Invalid)?;
+    validate_site_name(name)?;
     if let Some(quic) = &entry.quic {
         file::validate_quic_address(quic).map_err(|e| FederationError::Invalid(format!("--quic: {e}")))?;
     }

@@ -63,20 +63,32 @@ pub fn site_from_dns_name(dns_name: &str) -> Option<&str> {
 /// Checks that `name` can name a site: one DNS label of lowercase letters, digits and
 /// hyphens, starting with a letter, not ending with a hyphen. Lowercase only, so that two
 /// spellings can never name one site.
-pub fn validate_site_name(name: &str) -> Result<(), String> {
+pub fn validate_site_name(name: &str) -> Result<(), InvalidValue> {
     if name.is_empty() || name.len() > MAX_SITE_NAME_LEN {
-        return Err(format!("site name {name:?} must be 1 to {MAX_SITE_NAME_LEN} characters long"));
+        return Err(InvalidValue(format!("site name {name:?} must be 1 to {MAX_SITE_NAME_LEN} characters long")));
     }
     if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(format!("site name {name:?} may hold only lowercase letters a-z, digits and '-'"));
+        return Err(InvalidValue(format!("site name {name:?} may hold only lowercase letters a-z, digits and '-'")));
     }
     if !name.as_bytes()[0].is_ascii_lowercase() {
-        return Err(format!("site name {name:?} must start with a letter"));
+        return Err(InvalidValue(format!("site name {name:?} must start with a letter")));
     }
     if name.ends_with('-') {
-        return Err(format!("site name {name:?} must not end with '-'"));
+        return Err(InvalidValue(format!("site name {name:?} must not end with '-'")));
     }
     Ok(())
+}
+
+/// A value that breaks a naming or format rule (a site name, an address, a key); the
+/// message names the value, the rule and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+impl From<InvalidValue> for FederationError {
+    fn from(e: InvalidValue) -> Self {
+        Self::Invalid(e.0)
+    }
 }
 
 /// What went wrong with federation files, identities or TLS setup.

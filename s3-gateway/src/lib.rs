@@ -33,13 +33,41 @@ pub(crate) struct Gateway {
     pub(crate) config: GatewayConfig,
 }
 
+/// Why the gateway cannot be set up as configured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// `[s3] domain` is not a name virtual-hosted-style requests can be routed under.
+    #[error("[s3] domain {domain:?} is not usable for virtual-hosted-style requests: {reason}")]
+    Domain {
+        /// The configured domain.
+        domain: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A TLS certificate or key file cannot be read.
+    #[error("cannot read {what} {}: {source}", path.display())]
+    TlsFile {
+        /// "certificate" or "private key".
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The certificate and key do not make a usable TLS configuration.
+    #[error("certificate and key do not form a usable pair: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
 /// Builds the S3 service for `store`.
-pub fn service(store: Arc<Store>, config: GatewayConfig) -> Result<s3s::service::S3Service, String> {
+pub fn service(store: Arc<Store>, config: GatewayConfig) -> Result<s3s::service::S3Service, SetupError> {
     let mut builder = s3s::service::S3ServiceBuilder::new(Gateway { store: store.clone(), config: config.clone() });
     builder.set_auth(access::KeyAuth::new(store.clone()));
     builder.set_access(access::ProjectAccess::new(store, &config));
     if let Some(domain) = &config.domain {
-        let host = s3s::host::SingleDomain::new(domain).map_err(|e| format!("s3 domain {domain:?}: {e}"))?;
+        let host = s3s::host::SingleDomain::new(domain)
+            .map_err(|e| SetupError::Domain { domain: domain.clone(), reason: e.to_string() })?;
         builder.set_host(host);
     }
     let mut s3_config = s3s::config::S3Config::default();

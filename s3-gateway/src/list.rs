@@ -56,9 +56,9 @@ impl Gateway {
             .iter()
             .map(|o| Object {
                 key: Some(enc.apply(o.key.clone())),
-                e_tag: Some(ETag::Strong(o.etag.clone())),
-                last_modified: Some(timestamp(o.mtime_ms)),
-                size: Some(o.size as i64),
+                e_tag: Some(ETag::Strong(o.head.etag.clone())),
+                last_modified: Some(timestamp(o.head.mtime_ms)),
+                size: Some(o.head.size as i64),
                 storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
                 owner: owner.map(|p| Owner { id: Some(p.to_owned()), display_name: Some(p.to_owned()) }),
                 ..Default::default()

@@ -103,7 +103,7 @@ impl Gateway {
             Some(text) => {
                 let r = Range::parse(text)
                     .map_err(|_| s3_error!(InvalidArgument, "invalid x-amz-copy-source-range {text}"))?;
-                Some(r.check(open.info.size)?)
+                Some(r.check(open.info.head.size)?)
             }
             None => None,
         };
@@ -163,12 +163,12 @@ impl Gateway {
             .complete_upload(&input.bucket, &input.key, &input.upload_id, &listed, checksums)
             .await
             .map_err(from_store)?;
-        let (fields, checksum_type) = checksum::to_fields(&info.checksums, info.part_sizes.len());
+        let (fields, checksum_type) = checksum::to_fields(&info.head.checksums, info.head.part_sizes.len());
         let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] = fields;
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(input.bucket.clone()),
             key: Some(input.key.clone()),
-            e_tag: Some(ETag::Strong(info.etag)),
+            e_tag: Some(ETag::Strong(info.head.etag)),
             location: Some(format!("/{}/{}", input.bucket, input.key)),
             checksum_crc32,
             checksum_crc32c,

@@ -158,17 +158,17 @@ impl Gateway {
             .commit_object(&input.bucket, &input.key, meta, ingested, etag, Vec::new())
             .await
             .map_err(from_store)?;
-        let (fields, checksum_type) = checksum::to_fields(&info.checksums, 0);
+        let (fields, checksum_type) = checksum::to_fields(&info.head.checksums, 0);
         let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] = fields;
         Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(ETag::Strong(info.etag)),
+            e_tag: Some(ETag::Strong(info.head.etag)),
             checksum_crc32,
             checksum_crc32c,
             checksum_crc64nvme,
             checksum_sha1,
             checksum_sha256,
             checksum_type,
-            size: Some(info.size as i64),
+            size: Some(info.head.size as i64),
             ..Default::default()
         }))
     }
@@ -196,16 +196,16 @@ impl Gateway {
             body: Some(body),
             content_length: Some((range.end - range.start) as i64),
             content_range: partial
-                .then(|| format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), info.size)),
+                .then(|| format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), info.head.size)),
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(ETag::Strong(info.etag.clone())),
-            last_modified: Some(timestamp(info.mtime_ms)),
+            e_tag: Some(ETag::Strong(info.head.etag.clone())),
+            last_modified: Some(timestamp(info.head.mtime_ms)),
             content_type: head.content_type,
-            cache_control: info.meta.cache_control.clone(),
-            content_disposition: info.meta.content_disposition.clone(),
-            content_encoding: info.meta.content_encoding.clone(),
-            content_language: info.meta.content_language.clone(),
-            expires: parse_expires(&info.meta.expires),
+            cache_control: info.head.meta.cache_control.clone(),
+            content_disposition: info.head.meta.content_disposition.clone(),
+            content_encoding: info.head.meta.content_encoding.clone(),
+            content_language: info.head.meta.content_language.clone(),
+            expires: parse_expires(&info.head.meta.expires),
             metadata: head.metadata,
             parts_count: head.parts_count,
             checksum_crc32,
@@ -229,20 +229,20 @@ impl Gateway {
             &input.if_unmodified_since,
         )?;
         let range = requested_range(&info, input.range.as_ref(), input.part_number)?;
-        let length = range.as_ref().map_or(info.size, |r| r.end.min(info.size) - r.start);
+        let length = range.as_ref().map_or(info.head.size, |r| r.end.min(info.head.size) - r.start);
         let head = Head::of(&info, input.checksum_mode.as_ref(), range.is_none());
         let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] = head.checksums;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(length as i64),
             accept_ranges: Some("bytes".into()),
-            e_tag: Some(ETag::Strong(info.etag.clone())),
-            last_modified: Some(timestamp(info.mtime_ms)),
+            e_tag: Some(ETag::Strong(info.head.etag.clone())),
+            last_modified: Some(timestamp(info.head.mtime_ms)),
             content_type: head.content_type,
-            cache_control: info.meta.cache_control.clone(),
-            content_disposition: info.meta.content_disposition.clone(),
-            content_encoding: info.meta.content_encoding.clone(),
-            content_language: info.meta.content_language.clone(),
-            expires: parse_expires(&info.meta.expires),
+            cache_control: info.head.meta.cache_control.clone(),
+            content_disposition: info.head.meta.content_disposition.clone(),
+            content_encoding: info.head.meta.content_encoding.clone(),
+            content_language: info.head.meta.content_language.clone(),
+            expires: parse_expires(&info.head.meta.expires),
             metadata: head.metadata,
             parts_count: head.parts_count,
             checksum_crc32,
@@ -326,8 +326,8 @@ impl Gateway {
             self.store.copy_object(src_bucket, src_key, &input.bucket, &input.key, meta).await.map_err(from_store)?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(ETag::Strong(info.etag)),
-                last_modified: Some(timestamp(info.mtime_ms)),
+                e_tag: Some(ETag::Strong(info.head.etag)),
+                last_modified: Some(timestamp(info.head.mtime_ms)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -346,15 +346,15 @@ struct Head {
 
 impl Head {
     fn of(info: &ObjectInfo, mode: Option<&ChecksumMode>, whole_object: bool) -> Self {
-        let parts = info.part_sizes.len();
+        let parts = info.head.part_sizes.len();
         // Checksums describe the whole object: a range must not carry them, or clients
         // that validate responses would reject correct bytes.
         let enabled = mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED) && whole_object;
         let (checksums, checksum_type) =
-            if enabled { checksum::to_fields(&info.checksums, parts) } else { (Default::default(), None) };
+            if enabled { checksum::to_fields(&info.head.checksums, parts) } else { (Default::default(), None) };
         Self {
-            content_type: Some(info.meta.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into())),
-            metadata: (!info.meta.user.is_empty()).then(|| info.meta.user.clone().into_iter().collect()),
+            content_type: Some(info.head.meta.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into())),
+            metadata: (!info.head.meta.user.is_empty()).then(|| info.head.meta.user.clone().into_iter().collect()),
             parts_count: (parts > 0).then_some(parts as i32),
             checksums,
             checksum_type,
@@ -379,15 +379,15 @@ fn requested_range(
     match (range, part) {
         (Some(_), Some(_)) => Err(s3_error!(InvalidRequest, "Range and partNumber cannot be used together")),
         (Some(r), None) => {
-            if info.size == 0 {
+            if info.head.size == 0 {
                 return Err(s3_error!(InvalidRange, "the object is empty"));
             }
-            Ok(Some(r.check(info.size)?))
+            Ok(Some(r.check(info.head.size)?))
         }
-        (None, Some(n)) if n >= 1 && info.part_sizes.is_empty() && n == 1 => Ok(None),
-        (None, Some(n)) if n >= 1 && (n as usize) <= info.part_sizes.len() => {
-            let start: u64 = info.part_sizes[..n as usize - 1].iter().sum();
-            Ok(Some(start..start + info.part_sizes[n as usize - 1]))
+        (None, Some(n)) if n >= 1 && info.head.part_sizes.is_empty() && n == 1 => Ok(None),
+        (None, Some(n)) if n >= 1 && (n as usize) <= info.head.part_sizes.len() => {
+            let start: u64 = info.head.part_sizes[..n as usize - 1].iter().sum();
+            Ok(Some(start..start + info.head.part_sizes[n as usize - 1]))
         }
         (None, Some(n)) => Err(crate::error::custom(
             "InvalidPartNumber",
@@ -413,9 +413,9 @@ fn check_conditions(
     if_modified_since: &Option<Timestamp>,
     if_unmodified_since: &Option<Timestamp>,
 ) -> S3Result<()> {
-    let modified = timestamp(info.mtime_ms / 1000 * 1000);
+    let modified = timestamp(info.head.mtime_ms / 1000 * 1000);
     if let Some(cond) = if_match {
-        if !etag_matches(cond, &info.etag) {
+        if !etag_matches(cond, &info.head.etag) {
             return Err(s3_error!(PreconditionFailed, "If-Match does not match the object's ETag"));
         }
     } else if let Some(t) = if_unmodified_since
@@ -424,7 +424,7 @@ fn check_conditions(
         return Err(s3_error!(PreconditionFailed, "the object was modified since If-Unmodified-Since"));
     }
     if let Some(cond) = if_none_match {
-        if etag_matches(cond, &info.etag) {
+        if etag_matches(cond, &info.head.etag) {
             return Err(not_modified(info));
         }
     } else if let Some(t) = if_modified_since
@@ -438,7 +438,7 @@ fn check_conditions(
 fn not_modified(info: &ObjectInfo) -> S3Error {
     let mut e = s3_error!(NotModified);
     let mut headers = http::HeaderMap::new();
-    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", info.etag)) {
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", info.head.etag)) {
         headers.insert(http::header::ETAG, v);
     }
     e.set_headers(headers);

@@ -119,23 +119,26 @@ pub enum StoreError {
     Config(String),
 }
 
+/// Whether an I/O error says the disk (or the quota) is full.
+fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
 impl From<object_store::Error> for StoreError {
     fn from(e: object_store::Error) -> Self {
-        let text = e.to_string();
-        if text.contains("No space left") || text.contains("Disk quota exceeded") {
-            StoreError::DiskFull(format!("chunk store: {text}"))
-        } else {
-            StoreError::Backend(text)
+        // object_store wraps the filesystem's error: find it in the source chain.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut full = false;
+        while let Some(c) = cause {
+            full |= c.downcast_ref::<std::io::Error>().is_some_and(is_full);
+            cause = c.source();
         }
+        if full { StoreError::DiskFull(format!("chunk store: {e}")) } else { StoreError::Backend(e.to_string()) }
     }
 }
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
-            StoreError::DiskFull(e.to_string())
-        } else {
-            StoreError::Backend(e.to_string())
-        }
+        if is_full(&e) { StoreError::DiskFull(e.to_string()) } else { StoreError::Backend(e.to_string()) }
     }
 }

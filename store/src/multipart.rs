@@ -5,7 +5,7 @@
 use crate::Store;
 use crate::error::StoreError;
 use crate::ingest::{Ingested, IngestedBody};
-use crate::meta::values::{ObjectMeta, ObjectRecord, PartRecord, UploadRecord};
+use crate::meta::values::{ObjectHead, ObjectMeta, ObjectRecord, PartRecord, UploadRecord};
 use crate::meta::{cf, keys};
 use crate::objects::{ObjectInfo, PutOptions};
 use bytes::Bytes;
@@ -226,15 +226,15 @@ impl Store {
         }
         batch.delete(cf::UPLOADS, &keys::upload_key(bucket, key, &id));
         let body = crate::objects::stage_body(&mut batch, chunks);
-        let record = ObjectRecord {
+        let head = ObjectHead {
             size,
             etag: format!("{}-{}", hex::encode(md5s.finalize()), listed.len()),
             checksums,
             mtime_ms: crate::now_ms(),
             meta: upload.meta,
             part_sizes,
-            body,
         };
+        let record = ObjectRecord { head, body };
         self.replace_object(bucket, key, record, batch, deltas).await
     }
 

@@ -8,7 +8,7 @@ use crate::ingest::{IngestOptions, Ingested, IngestedBody};
 use crate::meta::cf;
 use crate::meta::keys;
 use crate::meta::values::{
-    Body, BucketRecord, ChunkLoc, ChunkRef, ManifestRecord, ObjectMeta, ObjectRecord, QuarantineRecord,
+    Body, BucketRecord, ChunkLoc, ChunkRef, ManifestRecord, ObjectHead, ObjectMeta, ObjectRecord, QuarantineRecord,
 };
 use crate::metrics::StoreMetrics;
 use bytes::Bytes;
@@ -26,31 +26,13 @@ pub type ObjectStream = BoxStream<'static, Result<Bytes, StoreError>>;
 pub struct ObjectInfo {
     /// key
     pub key: String,
-    /// length
-    pub size: u64,
-    /// ETag, unquoted
-    pub etag: String,
-    /// S3 checksums
-    pub checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
-    /// last modification, ms since the Unix epoch
-    pub mtime_ms: i64,
-    /// HTTP metadata
-    pub meta: ObjectMeta,
-    /// part sizes, for multipart objects
-    pub part_sizes: Vec<u64>,
+    /// size, ETag, checksums, mtime, metadata, part sizes
+    pub head: ObjectHead,
 }
 
 impl ObjectInfo {
     fn from_record(key: &str, r: ObjectRecord) -> Self {
-        Self {
-            key: key.to_owned(),
-            size: r.size,
-            etag: r.etag,
-            checksums: r.checksums,
-            mtime_ms: r.mtime_ms,
-            meta: r.meta,
-            part_sizes: r.part_sizes,
-        }
+        Self { key: key.to_owned(), head: r.head }
     }
 }
 
@@ -194,15 +176,15 @@ impl Store {
             }
         };
         self.stage_new_chunks(&mut batch, &ingested)?;
-        let record = ObjectRecord {
+        let head = ObjectHead {
             size: ingested.size,
             etag,
             checksums: ingested.digests.checksums.clone(),
             mtime_ms: crate::now_ms(),
             meta,
             part_sizes,
-            body,
         };
+        let record = ObjectRecord { head, body };
         let info = self.replace_object(bucket, key, record, batch, deltas).await?;
         ingested.record(self.metrics());
         // Claims are released only now that the commit is durable.
@@ -327,7 +309,8 @@ impl Store {
                 stage_body(&mut batch, chunks)
             }
         };
-        let record = ObjectRecord { mtime_ms: crate::now_ms(), meta: meta.unwrap_or(src.meta), body, ..src };
+        let head = ObjectHead { mtime_ms: crate::now_ms(), meta: meta.unwrap_or(src.head.meta), ..src.head };
+        let record = ObjectRecord { head, body };
         let info = self.replace_object(dst_bucket, dst_key, record, batch, deltas).await;
         // The copy's references are committed (or not): the source's chunks may go now.
         drop(claims);
@@ -557,7 +540,7 @@ impl OpenObject {
     /// The object's bytes, or the `range` of them (end exclusive, clamped to the size).
     /// Only the chunks covering the range are read, each verified before it is sent.
     pub fn read(&self, range: Option<Range<u64>>) -> Result<(Range<u64>, ObjectStream), StoreError> {
-        let size = self.info.size;
+        let size = self.info.head.size;
         let range = match range {
             Some(r) if r.start >= size && !(r.start == 0 && size == 0) => {
                 return Err(StoreError::InvalidRange { start: r.start, size });

@@ -16,11 +16,11 @@ use crate::claims::ClaimSet;
 use crate::error::StoreError;
 use crate::meta::keys::{self, TRANSFER_ID_LEN};
 use crate::meta::values::{
-    Body, ChunkLoc, ChunkRef, ObjectMeta, ObjectRecord, PackRecord, TransferChunk, TransferRecord,
+    Body, ChunkLoc, ChunkRef, ObjectHead, ObjectRecord, PackRecord, TransferChunk, TransferRecord,
 };
 use crate::meta::{RawEntry, cf};
 use bytes::Bytes;
-use hw_offload::{ChecksumAlgo, ChunkId};
+use hw_offload::ChunkId;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -62,18 +62,8 @@ pub struct TransferredObject {
     pub bucket: String,
     /// destination key
     pub key: String,
-    /// length in bytes
-    pub size: u64,
-    /// the ETag the source gave it
-    pub etag: String,
-    /// the source's checksums
-    pub checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
-    /// the source's modification time
-    pub mtime_ms: i64,
-    /// HTTP metadata
-    pub meta: ObjectMeta,
-    /// multipart part sizes
-    pub part_sizes: Vec<u64>,
+    /// as the source has it: size, ETag, checksums, mtime, metadata, part sizes
+    pub head: ObjectHead,
     /// chunks in order, each held by this store when committing
     pub chunks: Vec<ChunkRef>,
 }
@@ -341,15 +331,7 @@ impl Store {
                 }
                 crate::objects::stage_body(&mut batch, o.chunks)
             };
-            let record = ObjectRecord {
-                size: o.size,
-                etag: o.etag,
-                checksums: o.checksums,
-                mtime_ms: o.mtime_ms,
-                meta: o.meta,
-                part_sizes: o.part_sizes,
-                body,
-            };
+            let record = ObjectRecord { head: o.head, body };
             batch.put(cf::OBJECTS, &okey, &record);
         }
         self.stage_release(&mut batch, &transfer, &markers, &mut deltas);
@@ -514,12 +496,14 @@ mod tests {
         TransferredObject {
             bucket: "b".into(),
             key: key.into(),
-            size: chunk.len as u64,
-            etag: "e".into(),
-            checksums: Vec::new(),
-            mtime_ms: 0,
-            meta: ObjectMeta::default(),
-            part_sizes: Vec::new(),
+            head: ObjectHead {
+                size: chunk.len as u64,
+                etag: "e".into(),
+                checksums: Vec::new(),
+                mtime_ms: 0,
+                meta: Default::default(),
+                part_sizes: Vec::new(),
+            },
             chunks: vec![chunk],
         }
     }
@@ -544,7 +528,7 @@ mod tests {
         ));
         store.release_transfer(second).await.unwrap();
         assert!(matches!(store.head_object("b", "lost"), Err(StoreError::NoSuchKey { .. })));
-        assert_eq!(store.head_object("b", "kept").unwrap().size, kept.len as u64);
+        assert_eq!(store.head_object("b", "kept").unwrap().head.size, kept.len as u64);
         assert!(store.check().unwrap().is_clean(), "{:?}", store.check().unwrap());
     }
 }

@@ -136,10 +136,10 @@ async fn objects_round_trip_at_every_size(f: Fixture) {
     ];
     for (key, data) in &cases {
         let info = put(s, "b", key, data).await;
-        assert_eq!(info.size, data.len() as u64);
-        assert_eq!(info.etag, hex::encode(md5::Md5::digest(data)), "{key}");
+        assert_eq!(info.head.size, data.len() as u64);
+        assert_eq!(info.head.etag, hex::encode(md5::Md5::digest(data)), "{key}");
         assert_eq!(&get(s, "b", key, None).await.unwrap(), data, "{key}");
-        assert_eq!(s.head_object("b", key).unwrap().size, data.len() as u64);
+        assert_eq!(s.head_object("b", key).unwrap().head.size, data.len() as u64);
     }
     assert!(matches!(s.head_object("b", "nope"), Err(StoreError::NoSuchKey { .. })));
     let m = s.metrics();
@@ -193,13 +193,13 @@ async fn copies_share_chunks(f: Fixture) {
     let written = s.metrics().bytes_written.load(std::sync::atomic::Ordering::Relaxed);
     let meta = ObjectMeta { content_type: Some("text/csv".into()), ..Default::default() };
     let info = s.copy_object("b", "src", "c", "dst", Some(meta)).await.unwrap();
-    assert_eq!(info.meta.content_type.as_deref(), Some("text/csv"));
+    assert_eq!(info.head.meta.content_type.as_deref(), Some("text/csv"));
     assert_eq!(s.metrics().bytes_written.load(std::sync::atomic::Ordering::Relaxed), written, "no data copied");
     // Copy onto itself replacing metadata, as rclone does to set mtimes.
     let mut meta = ObjectMeta::default();
     meta.user.insert("mtime".into(), "1700000000".into());
     s.copy_object("b", "src", "b", "src", Some(meta)).await.unwrap();
-    assert_eq!(s.head_object("b", "src").unwrap().meta.user["mtime"], "1700000000");
+    assert_eq!(s.head_object("b", "src").unwrap().head.meta.user["mtime"], "1700000000");
     s.delete_object("b", "src").await.unwrap();
     s.gc().await.unwrap();
     assert_eq!(get(s, "c", "dst", None).await.unwrap(), data);
@@ -273,9 +273,9 @@ async fn multipart_upload_completes_and_aborts(f: Fixture) {
     let mut md5s = md5::Md5::new();
     md5s.update(md5::Md5::digest(&p1));
     md5s.update(md5::Md5::digest(&p2));
-    assert_eq!(info.etag, format!("{}-2", hex::encode(md5s.finalize())));
-    assert_eq!(info.meta.content_type.as_deref(), Some("application/x-hdf5"));
-    assert_eq!(info.part_sizes, [p1.len() as u64, p2.len() as u64]);
+    assert_eq!(info.head.etag, format!("{}-2", hex::encode(md5s.finalize())));
+    assert_eq!(info.head.meta.content_type.as_deref(), Some("application/x-hdf5"));
+    assert_eq!(info.head.part_sizes, [p1.len() as u64, p2.len() as u64]);
     assert_eq!(get(s, "b", "big", None).await.unwrap(), [p1, p2].concat());
     assert!(matches!(s.list_parts("b", "big", &id, 0, 10), Err(StoreError::NoSuchUpload(_))));
 

@@ -30,10 +30,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind the S3 listener on {}", settings.s3_listen))?;
     let s3_tls = match &settings.s3_tls {
-        Some((cert, key)) => Some(s3_gateway::server::load_tls(cert, key).map_err(anyhow::Error::msg)?),
+        Some((cert, key)) => Some(s3_gateway::server::load_tls(cert, key)?),
         None => None,
     };
-    let s3_service = s3_gateway::service(store.clone(), settings.s3.clone()).map_err(anyhow::Error::msg)?;
+    let s3_service = s3_gateway::service(store.clone(), settings.s3.clone())?;
     let transfers = match &settings.federation {
         Some(federation) => {
             let net = FederationEndpoint::bind(

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::ChunkRef as StoredChunk;
+use store::ObjectHead;
 use store::Store;
 use store::frame;
 use store::transfer::{ExportedObject, TransferId, TransferPin, TransferredObject};
@@ -53,7 +54,7 @@ pub enum TransferError {
     },
     /// the connection failed (retried by the caller)
     #[error("connection: {0}")]
-    Connection(String),
+    Connection(#[from] ConnectionFailure),
     /// the local store failed
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
@@ -61,8 +62,74 @@ pub enum TransferError {
     #[error("cancelled")]
     Cancelled,
     /// a local failure that is not the peer's fault
+    #[error(transparent)]
+    Local(#[from] LocalFailure),
+}
+
+/// How the connection to a peer failed: all of these are retried.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionFailure {
+    /// the connection was lost or refused
+    #[error(transparent)]
+    Lost(#[from] quinn::ConnectionError),
+    /// writing to a stream failed
+    #[error(transparent)]
+    Write(#[from] quinn::WriteError),
+    /// reading from a stream failed
+    #[error(transparent)]
+    Read(#[from] quinn::ReadError),
+    /// dialling the peer failed
+    #[error(transparent)]
+    Connect(#[from] federation::FederationError),
+    /// the peer did not complete the handshake in time
+    #[error("{peer} did not answer within {after:?}")]
+    Timeout {
+        /// the peer
+        peer: String,
+        /// how long we waited
+        after: Duration,
+    },
+    /// the peer closed a stream before the protocol ended it
+    #[error("the {0} closed early")]
+    Closed(&'static str),
+}
+
+/// A failure here that is not the peer's doing.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalFailure {
+    /// a chunk the transfer offered is no longer in the store
+    #[error("chunk {0} is no longer held here")]
+    ChunkGone(ChunkId),
+    /// reading a chunk the receiver asked for again found it corrupt (now quarantined)
+    #[error("chunk {id} is corrupt at the source: {source}")]
+    CorruptAtSource {
+        /// the chunk
+        id: ChunkId,
+        /// what the read found
+        source: store::StoreError,
+    },
+    /// a chunk kept failing verification at the receiver
+    #[error("chunk {id} failed verification {tries} times: {reason}")]
+    Unverifiable {
+        /// the chunk
+        id: ChunkId,
+        /// attempts made
+        tries: u8,
+        /// the last failure
+        reason: String,
+    },
+    /// coding a delta failed
+    #[error("delta encoding: {0}")]
+    Delta(#[source] std::io::Error),
+    /// a worker task panicked or was cancelled
+    #[error("worker task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// the destination key would pass S3's limit
+    #[error("destination key of {0} bytes is too long")]
+    KeyTooLong(usize),
+    /// a transfer this site cannot take: the reason, for the peer
     #[error("{0}")]
-    Local(String),
+    Refused(String),
 }
 
 impl TransferError {
@@ -82,8 +149,8 @@ impl TransferError {
     }
 }
 
-fn conn_err(e: impl std::fmt::Display) -> TransferError {
-    TransferError::Connection(e.to_string())
+fn conn_err(e: impl Into<ConnectionFailure>) -> TransferError {
+    TransferError::Connection(e.into())
 }
 
 /// What both sides of a running transfer share with the daemon.
@@ -164,7 +231,7 @@ impl ControlStream {
             loop {
                 let msg = match read_frame(&mut recv, MAX_CONTROL_LEN).await {
                     Ok(Some(body)) => wire::decode_control(&body).map_err(TransferError::from),
-                    Ok(None) => Err(TransferError::Connection("control stream closed by the peer".into())),
+                    Ok(None) => Err(conn_err(ConnectionFailure::Closed("control stream"))),
                     Err(e) => Err(e),
                 };
                 let failed = msg.is_err();
@@ -189,7 +256,7 @@ impl ControlStream {
         match self.incoming.recv().await {
             Some(Ok(Control::Abort { code, reason })) => Err(TransferError::Aborted { code, reason }),
             Some(other) => other,
-            None => Err(TransferError::Connection("control stream reader ended".into())),
+            None => Err(conn_err(ConnectionFailure::Closed("control stream"))),
         }
     }
 
@@ -304,7 +371,7 @@ impl Manifest {
 
 /// An exported object as the protocol offers it.
 fn source_object(relative_key: &str, exported: ExportedObject) -> SourceObject {
-    let r = exported.record;
+    let r = exported.record.head;
     SourceObject {
         head: OfferedObject {
             key: relative_key.to_owned(),
@@ -416,8 +483,8 @@ async fn send_inner(
                                 // chunk here is quarantined and named, not sent forever.
                                 match store.read_chunk_by_id(&id).await {
                                     Ok(Some(_)) => None,
-                                    Ok(None) => return Err(TransferError::Local(format!("chunk {id} is no longer held here"))),
-                                    Err(e) => return Err(TransferError::Local(format!("chunk {id} is corrupt at the source: {e}"))),
+                                    Ok(None) => return Err(LocalFailure::ChunkGone(id).into()),
+                                    Err(source) => return Err(LocalFailure::CorruptAtSource { id, source }.into()),
                                 }
                             }
                         };
@@ -495,10 +562,7 @@ async fn encode_chunk(store: &Arc<Store>, job: &SendJob) -> Result<(Vec<ChunkId>
     if let Some(data) = &job.inline {
         return Ok((Vec::new(), frame::encode(&job.id, Codec::Raw, data.len() as u32, data)));
     }
-    let stored = store
-        .read_frame(&job.id)
-        .await?
-        .ok_or_else(|| TransferError::Local(format!("chunk {} is no longer held here", job.id)))?;
+    let stored = store.read_frame(&job.id).await?.ok_or(LocalFailure::ChunkGone(job.id))?;
     // A base we do not hold (or cannot read) is left out; with none, the chunk goes whole.
     let mut bases = Vec::with_capacity(job.bases.len());
     let mut base_bytes = Vec::with_capacity(job.bases.len());
@@ -516,17 +580,14 @@ async fn encode_chunk(store: &Arc<Store>, job: &SendJob) -> Result<(Vec<ChunkId>
     if bases.is_empty() {
         return Ok((bases, stored));
     }
-    let plain = store
-        .read_chunk_by_id(&job.id)
-        .await?
-        .ok_or_else(|| TransferError::Local(format!("chunk {} vanished", job.id)))?;
+    let plain = store.read_chunk_by_id(&job.id).await?.ok_or(LocalFailure::ChunkGone(job.id))?;
     let coded = tokio::task::spawn_blocking(move || {
         let prefix: Vec<&[u8]> = base_bytes.iter().map(|b| &b[..]).collect();
         delta::encode(&prefix, &plain)
     })
     .await
-    .map_err(|e| TransferError::Local(e.to_string()))?
-    .map_err(|e| TransferError::Local(format!("delta encoding: {e}")))?;
+    .map_err(LocalFailure::Task)?
+    .map_err(LocalFailure::Delta)?;
     if 1 + 32 * bases.len() + coded.len() >= stored.len() {
         return Ok((Vec::new(), stored));
     }
@@ -568,7 +629,7 @@ impl Flushing {
     /// Waits until every group started is durable.
     async fn wait(&mut self) -> Result<(), TransferError> {
         if let Some(task) = self.0.take() {
-            task.await.map_err(|e| TransferError::Local(format!("flush task: {e}")))??;
+            task.await.map_err(LocalFailure::Task)??;
         }
         Ok(())
     }
@@ -677,7 +738,7 @@ async fn receive_inner(
                         tracing::warn!(chunk = %id, %reason, "received chunk failed verification");
                         match session.on_bad_chunk(&id, wire)? {
                             Some(retry) => control.send(&retry).await?,
-                            None => return Err(TransferError::Local(format!("chunk {id} failed verification {} times: {reason}", MAX_RETRIES + 1))),
+                            None => return Err(LocalFailure::Unverifiable { id, tries: MAX_RETRIES + 1, reason }.into()),
                         }
                     }
                     Arrived::Failed(e) => return Err(e),
@@ -706,12 +767,14 @@ async fn receive_inner(
         .map(|(o, meta)| TransferredObject {
             bucket: dest.bucket.clone(),
             key: if dest.prefix.is_empty() { o.head.key } else { format!("{}{}", dest.prefix, o.head.key) },
-            size: o.head.size,
-            etag: o.head.etag,
-            checksums: o.head.checksums,
-            mtime_ms: o.head.mtime_ms,
-            meta,
-            part_sizes: o.head.part_sizes,
+            head: ObjectHead {
+                size: o.head.size,
+                etag: o.head.etag,
+                checksums: o.head.checksums,
+                mtime_ms: o.head.mtime_ms,
+                meta,
+                part_sizes: o.head.part_sizes,
+            },
             chunks: o.chunks.into_iter().map(|c| StoredChunk { id: c.id, len: c.len }).collect(),
         })
         .collect();
@@ -736,7 +799,7 @@ async fn receive_inner(
 fn destination_meta(dest: &Selection, o: &IncomingObject) -> Result<store::ObjectMeta, TransferError> {
     let key_len = dest.prefix.len() + o.head.key.len();
     if key_len > wire::MAX_KEY_LEN {
-        return Err(TransferError::Local(format!("destination key of {key_len} bytes is too long")));
+        return Err(LocalFailure::KeyTooLong(key_len).into());
     }
     Ok(postcard::from_bytes(&o.head.meta)
         .map_err(|e| Violation(format!("{:?}: undecodable metadata: {e}", o.head.key)))?)
@@ -847,7 +910,7 @@ async fn check_chunk(store: &Arc<Store>, suggested: &Suggested, data: Data, wire
     let plain = match decoded.await {
         Ok(Ok(plain)) => plain,
         Ok(Err(e)) => return bad(format!("delta does not decode: {e}")),
-        Err(e) => return Arrived::Failed(TransferError::Local(e.to_string())),
+        Err(e) => return Arrived::Failed(LocalFailure::Task(e).into()),
     };
     // Verify, and store it coded like any ingested chunk.
     let mut steps = vec![Step::Verify(id)];
@@ -897,7 +960,7 @@ pub async fn serve_repair(conn: &Connection, mut control: ControlStream, ctx: Co
             match sent_rx.recv().await {
                 Some(Sent::Chunk { .. }) => sent += 1,
                 Some(Sent::Failed(e)) => return Err(e),
-                None => return Err(TransferError::Local("repair stream ended early".into())),
+                None => return Err(conn_err(ConnectionFailure::Closed("repair stream"))),
             }
         }
         match control.recv().await? {
@@ -955,7 +1018,7 @@ pub async fn repair(
                         outstanding.remove(&id);
                     }
                     Some(Arrived::Failed(e)) => return Err(e),
-                    None => return Err(TransferError::Connection("repair stream ended early".into())),
+                    None => return Err(conn_err(ConnectionFailure::Closed("repair stream"))),
                 }
             }
             drop(reader);

@@ -8,7 +8,7 @@
 //! resumed transfer does not fetch it again; it releases it when the transfer ends, or
 //! after [`ABANDONED_AFTER`] without news.
 
-use super::driver::{self, Context, ControlStream, Links, RateLimiter, TransferError};
+use super::driver::{self, ConnectionFailure, Context, ControlStream, Links, LocalFailure, RateLimiter, TransferError};
 use federation::FederationEndpoint;
 use hw_offload::ChunkId;
 use parking_lot::Mutex;
@@ -493,7 +493,9 @@ impl Transfers {
             Kind::Push { to } => (to.clone(), Mode::Push, None),
             Kind::Pull { from } => (from.clone(), Mode::Pull, None),
             Kind::Copy { from, to } => (from.clone(), Mode::ThirdParty, Some(to.clone())),
-            Kind::Incoming { .. } => return Err(TransferError::Local("incoming transfers are not opened here".into())),
+            Kind::Incoming { .. } => {
+                return Err(LocalFailure::Refused("incoming transfers are not opened here".into()).into());
+            }
         };
         // A delegated copy moves no data over this connection: the sender connects its own.
         let connections = match mode {
@@ -525,7 +527,7 @@ impl Transfers {
             Mode::Push => driver::send(links, control, ctx, spec.source.clone()).await.map(|_| ()),
             Mode::Pull => driver::receive(links, control, ctx, entry.id, spec.dest.clone()).await.map(|_| ()),
             Mode::ThirdParty => follow_delegated(control, ctx).await,
-            Mode::Repair => Err(TransferError::Local("repairs are not transfers".into())),
+            Mode::Repair => Err(LocalFailure::Refused("repairs are not transfers".into()).into()),
         };
         for conn in extra.iter().chain([&conn]) {
             conn.close(quinn::VarInt::from_u32(codes::DONE), b"");
@@ -545,9 +547,9 @@ impl Transfers {
     ) -> Result<(quinn::Connection, ControlStream), TransferError> {
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.net.connect(peer))
             .await
-            .map_err(|_| TransferError::Connection(format!("{peer} did not answer within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| TransferError::Connection(e.to_string()))?;
-        let (send, recv) = conn.open_bi().await.map_err(|e| TransferError::Connection(e.to_string()))?;
+            .map_err(|_| ConnectionFailure::Timeout { peer: peer.to_owned(), after: CONNECT_TIMEOUT })?
+            .map_err(ConnectionFailure::Connect)?;
+        let (send, recv) = conn.open_bi().await.map_err(ConnectionFailure::Lost)?;
         let mut control = ControlStream::new(send, recv);
         let open = Open {
             transfer,
@@ -666,7 +668,7 @@ impl Transfers {
         if open.mode != Mode::Repair
             && let Err(e) = self.store.bucket(&local.bucket)
         {
-            control.abort(&TransferError::Local(format!("at {}: {e}", self.site()))).await;
+            control.abort(&LocalFailure::Refused(format!("at {}: {e}", self.site())).into()).await;
             return;
         }
         match open.mode {
@@ -784,7 +786,7 @@ impl Transfers {
             Some(entry) => entry,
             None => {
                 if let Err(e) = self.validate(&spec) {
-                    return control.abort(&TransferError::Local(e.to_string())).await;
+                    return control.abort(&LocalFailure::Refused(e.to_string()).into()).await;
                 }
                 if let Err(e) = self.store.save_transfer(open.transfer, saved(&spec)).await {
                     return control.abort(&TransferError::Store(e)).await;
@@ -899,9 +901,9 @@ impl Slots {
 async fn join(net: &FederationEndpoint, peer: &str, id: TransferId) -> Result<quinn::Connection, TransferError> {
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, net.connect(peer))
         .await
-        .map_err(|_| TransferError::Connection(format!("{peer} did not answer within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| TransferError::Connection(e.to_string()))?;
-    let (send, recv) = conn.open_bi().await.map_err(|e| TransferError::Connection(e.to_string()))?;
+        .map_err(|_| ConnectionFailure::Timeout { peer: peer.to_owned(), after: CONNECT_TIMEOUT })?
+        .map_err(ConnectionFailure::Connect)?;
+    let (send, recv) = conn.open_bi().await.map_err(ConnectionFailure::Lost)?;
     let mut control = ControlStream::new(send, recv);
     control.send(&Control::Join { transfer: id }).await?;
     match control.recv().await? {

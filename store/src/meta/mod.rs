@@ -49,8 +49,11 @@ fn add_refcounts(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands)
 }
 
 pub(crate) fn db_error(e: rocksdb::Error) -> StoreError {
+    // RocksDB reports ENOSPC as an IOError whose NoSpace subcode its C API does not carry
+    // (rocksdb::ErrorKind has no such kind): the status text is all there is to go on.
+    let no_space = e.kind() == rocksdb::ErrorKind::IOError;
     let text = e.into_string();
-    if text.contains("No space left") {
+    if no_space && text.contains("No space left") {
         StoreError::DiskFull(format!("metadata database: {text}"))
     } else {
         StoreError::Metadata(text)

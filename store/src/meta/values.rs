@@ -110,9 +110,11 @@ pub struct ObjectMeta {
     pub user: BTreeMap<String, String>,
 }
 
-/// A stored object.
+/// Everything S3 shows of an object but its key and bytes: the one field group that a
+/// stored record, a listing or HEAD answer ([`crate::ObjectInfo`]) and an object a
+/// transfer brings in share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectRecord {
+pub struct ObjectHead {
     /// length in bytes
     pub size: u64,
     /// the S3 ETag without quotes: hex MD5, or `md5-of-part-md5s-N` for multipart
@@ -125,6 +127,14 @@ pub struct ObjectRecord {
     pub meta: ObjectMeta,
     /// sizes of the parts it was uploaded in (empty for a single PUT)
     pub part_sizes: Vec<u64>,
+}
+
+/// A stored object. postcard writes a nested struct as its fields in order, so this is
+/// the same encoding as when the head's fields sat here one by one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// what S3 shows of it
+    pub head: ObjectHead,
     /// the bytes
     pub body: Body,
 }
@@ -316,15 +326,7 @@ mod tests {
 
     #[test]
     fn object_records_of_version_1_still_read_and_chunk_lists_need_version_2() {
-        let mut rec = ObjectRecord {
-            size: 3,
-            etag: "e".into(),
-            checksums: Vec::new(),
-            mtime_ms: 1,
-            meta: ObjectMeta::default(),
-            part_sizes: Vec::new(),
-            body: Body::Manifest(7),
-        };
+        let mut rec = ObjectRecord { head: head(), body: Body::Manifest(7) };
         // What version 1 wrote: the same body encoding under the version byte 1.
         let mut v1 = rec.encode();
         assert_eq!(v1[0], 2);
@@ -336,6 +338,44 @@ mod tests {
         let mut v3 = v2.clone();
         v3[0] = 3;
         assert!(matches!(ObjectRecord::decode(&v3), Err(StoreError::UnknownFormat { kind: "object", version: 3 })));
+    }
+
+    fn head() -> ObjectHead {
+        ObjectHead {
+            size: 3,
+            etag: "e".into(),
+            checksums: vec![(ChecksumAlgo::Crc32c, vec![1, 2, 3, 4])],
+            mtime_ms: 1,
+            meta: ObjectMeta { content_type: Some("text/plain".into()), ..ObjectMeta::default() },
+            part_sizes: vec![3],
+        }
+    }
+
+    #[test]
+    fn the_head_group_keeps_the_encoding_of_its_fields_in_the_record() {
+        // What earlier builds wrote, before the head was a struct of its own.
+        #[derive(Serialize)]
+        struct FlatRecord {
+            size: u64,
+            etag: String,
+            checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
+            mtime_ms: i64,
+            meta: ObjectMeta,
+            part_sizes: Vec<u64>,
+            body: Body,
+        }
+        let h = head();
+        let flat = FlatRecord {
+            size: h.size,
+            etag: h.etag.clone(),
+            checksums: h.checksums.clone(),
+            mtime_ms: h.mtime_ms,
+            meta: h.meta.clone(),
+            part_sizes: h.part_sizes.clone(),
+            body: Body::Manifest(9),
+        };
+        let nested = ObjectRecord { head: h, body: Body::Manifest(9) };
+        assert_eq!(postcard::to_allocvec(&flat).unwrap(), postcard::to_allocvec(&nested).unwrap());
     }
 
     #[test]
