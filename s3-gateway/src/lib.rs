@@ -55,6 +55,16 @@ pub enum SetupError {
         /// The cause.
         source: rustls::pki_types::pem::Error,
     },
+    /// A TLS certificate or key file holds something that is not one.
+    #[error("invalid {what} {}: {source}", path.display())]
+    TlsPem {
+        /// "certificate" or "private key".
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: rustls::pki_types::pem::Error,
+    },
     /// The certificate and key do not make a usable TLS configuration.
     #[error("certificate and key do not form a usable pair: {0}")]
     Tls(#[from] rustls::Error),

@@ -19,9 +19,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, SetupError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let cert_error = |source| SetupError::TlsFile { what: "certificate", path: cert.to_owned(), source };
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(cert).map_err(cert_error)?.collect::<Result<_, _>>().map_err(cert_error)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|source| SetupError::TlsFile { what: "certificate", path: cert.to_owned(), source })?
+        .collect::<Result<_, _>>()
+        .map_err(|source| SetupError::TlsPem { what: "certificate", path: cert.to_owned(), source })?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|source| SetupError::TlsFile {
         what: "private key",
         path: key.to_owned(),

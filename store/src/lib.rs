@@ -47,7 +47,9 @@ pub use chunks::ChunkBackend;
 pub use config::StoreConfig;
 pub use error::StoreError;
 pub use ingest::{IngestOptions, Ingested};
-pub use meta::values::{ChunkRef, ObjectHead, ObjectMeta, ObjectRecord};
+pub use meta::values::{
+    AccessKeyRecord, Body, BucketRecord, ChunkRef, ObjectHead, ObjectMeta, ObjectRecord, TransferRecord,
+};
 pub use metrics::StoreMetrics;
 pub use objects::{ListPage, ObjectInfo, ObjectStream, OpenObject, PutOptions, check_digests};
 

@@ -89,8 +89,8 @@ pub enum ConnectionFailure {
         /// how long we waited
         after: Duration,
     },
-    /// the peer closed a stream before the protocol ended it
-    #[error("the {0} closed early")]
+    /// the peer closed a stream before the protocol ended it: what happened
+    #[error("{0}")]
     Closed(&'static str),
 }
 
@@ -121,9 +121,17 @@ pub enum LocalFailure {
     /// coding a delta failed
     #[error("delta encoding: {0}")]
     Delta(#[source] std::io::Error),
-    /// a worker task panicked or was cancelled
-    #[error("worker task: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    /// a task of ours panicked or was cancelled
+    #[error("{task}: {source}")]
+    Task {
+        /// which task
+        task: &'static str,
+        /// how it ended
+        source: tokio::task::JoinError,
+    },
+    /// a worker of this transfer stopped without reporting why
+    #[error("{0}")]
+    WorkerEnded(&'static str),
     /// the destination key would pass S3's limit
     #[error("destination key of {0} bytes is too long")]
     KeyTooLong(usize),
@@ -231,7 +239,7 @@ impl ControlStream {
             loop {
                 let msg = match read_frame(&mut recv, MAX_CONTROL_LEN).await {
                     Ok(Some(body)) => wire::decode_control(&body).map_err(TransferError::from),
-                    Ok(None) => Err(conn_err(ConnectionFailure::Closed("control stream"))),
+                    Ok(None) => Err(conn_err(ConnectionFailure::Closed("control stream closed by the peer"))),
                     Err(e) => Err(e),
                 };
                 let failed = msg.is_err();
@@ -256,7 +264,7 @@ impl ControlStream {
         match self.incoming.recv().await {
             Some(Ok(Control::Abort { code, reason })) => Err(TransferError::Aborted { code, reason }),
             Some(other) => other,
-            None => Err(conn_err(ConnectionFailure::Closed("control stream"))),
+            None => Err(conn_err(ConnectionFailure::Closed("control stream reader ended"))),
         }
     }
 
@@ -586,7 +594,7 @@ async fn encode_chunk(store: &Arc<Store>, job: &SendJob) -> Result<(Vec<ChunkId>
         delta::encode(&prefix, &plain)
     })
     .await
-    .map_err(LocalFailure::Task)?
+    .map_err(|source| LocalFailure::Task { task: "delta encoding task", source })?
     .map_err(LocalFailure::Delta)?;
     if 1 + 32 * bases.len() + coded.len() >= stored.len() {
         return Ok((Vec::new(), stored));
@@ -629,7 +637,7 @@ impl Flushing {
     /// Waits until every group started is durable.
     async fn wait(&mut self) -> Result<(), TransferError> {
         if let Some(task) = self.0.take() {
-            task.await.map_err(LocalFailure::Task)??;
+            task.await.map_err(|source| LocalFailure::Task { task: "flush task", source })??;
         }
         Ok(())
     }
@@ -910,7 +918,7 @@ async fn check_chunk(store: &Arc<Store>, suggested: &Suggested, data: Data, wire
     let plain = match decoded.await {
         Ok(Ok(plain)) => plain,
         Ok(Err(e)) => return bad(format!("delta does not decode: {e}")),
-        Err(e) => return Arrived::Failed(LocalFailure::Task(e).into()),
+        Err(source) => return Arrived::Failed(LocalFailure::Task { task: "delta decoding task", source }.into()),
     };
     // Verify, and store it coded like any ingested chunk.
     let mut steps = vec![Step::Verify(id)];
@@ -960,7 +968,7 @@ pub async fn serve_repair(conn: &Connection, mut control: ControlStream, ctx: Co
             match sent_rx.recv().await {
                 Some(Sent::Chunk { .. }) => sent += 1,
                 Some(Sent::Failed(e)) => return Err(e),
-                None => return Err(conn_err(ConnectionFailure::Closed("repair stream"))),
+                None => return Err(LocalFailure::WorkerEnded("repair stream ended early").into()),
             }
         }
         match control.recv().await? {
@@ -1018,7 +1026,7 @@ pub async fn repair(
                         outstanding.remove(&id);
                     }
                     Some(Arrived::Failed(e)) => return Err(e),
-                    None => return Err(conn_err(ConnectionFailure::Closed("repair stream"))),
+                    None => return Err(conn_err(ConnectionFailure::Closed("repair stream ended early"))),
                 }
             }
             drop(reader);

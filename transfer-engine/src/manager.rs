@@ -84,8 +84,10 @@ pub enum Kind {
 }
 
 /// Saved in the store to resume after a restart: `[SAVED_SPEC_VERSION][JSON of Saved]`.
-/// JSON because the spec's enums are tagged and flattened, which postcard cannot decode;
-/// the version byte lets a later build change the form and an older one refuse it.
+/// JSON because the spec's enums are tagged and flattened, which postcard cannot decode.
+/// The version byte lets a later build change the form: from this build on, a spec of a
+/// newer form is kept, not released. (Builds from before the byte read it as corrupt and
+/// release it: going back past this change drops saved transfers.)
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
     spec: TransferSpec,
@@ -94,6 +96,8 @@ struct Saved {
 /// The form of saved specs this build writes. Version 1 was the bare JSON of builds
 /// before the byte existed, recognised by its opening brace.
 const SAVED_SPEC_VERSION: u8 = 2;
+// Bare JSON starts with `{`: versions must stay below it to be told apart.
+const _: () = assert!(SAVED_SPEC_VERSION < b'{');
 
 fn saved(spec: &TransferSpec) -> Vec<u8> {
     let mut out = vec![SAVED_SPEC_VERSION];

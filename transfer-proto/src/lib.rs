@@ -6,9 +6,12 @@
 //! - [`delta`]: changed chunks coded against the chunks they replaced, which bases the
 //!   receiver suggests, and the check that a delta uses only those.
 //!
-//! The driver (the `transfer-engine` crate) only moves bytes and time: it reads and
-//! writes streams, looks chunks up in its store and runs the offload jobs; every rule a
-//! peer must keep is decided here, where tests and the fuzzer reach it without sockets.
+//! The driver (the `transfer-engine` crate) moves bytes and time: it reads and writes
+//! streams, looks chunks up in its store and runs the offload jobs. The rules of a
+//! transfer's exchange (offers and their bounds, what may be asked for and sent, chunk
+//! lengths, delta bases) are decided here, where tests and the fuzzer reach them without
+//! sockets; the engine still checks what only it can see (a repair's asked ids against its
+//! store, destination keys and metadata, Open and Join against its transfers).
 //!
 //! A transfer: the sender offers its manifest in batches ([`wire::Control::Offer`]); the
 //! receiver answers each with the chunks it lacks ([`wire::Control::Need`]), naming for a

@@ -18,7 +18,7 @@ pub const ALPN: &[u8] = b"clusster/2";
 
 /// Largest control message body.
 pub const MAX_CONTROL_LEN: usize = 4 << 20;
-/// Largest chunk, plain (the store's frame limit; the daemon's tests check they agree).
+/// Largest chunk, plain (the store's frame limit; transfer-engine's tests check they agree).
 pub const MAX_CHUNK_LEN: u32 = 16 << 20;
 /// Header of a stored chunk frame (likewise checked against the store).
 pub const CHUNK_FRAME_HEADER_LEN: usize = 48;

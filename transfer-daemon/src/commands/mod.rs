@@ -24,6 +24,11 @@ pub struct UsageError(pub String);
 #[error("{0}")]
 pub struct DamageFound(pub String);
 
+/// JSON as the CLI prints it: keys sorted (through `serde_json::Value`), as it always has.
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).expect("reports serialise").to_string()
+}
+
 /// Runs one verb.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -78,7 +83,7 @@ fn load_config(config: Option<&Path>, data_dir: Option<&Path>) -> anyhow::Result
 /// Prints `report` as JSON with `--json`, else as the sentence `human` makes of it.
 fn print_report<T: serde::Serialize>(args: &AdminArgs, report: &T, human: impl FnOnce(&T) -> String) {
     if args.json {
-        println!("{}", serde_json::to_string(report).expect("reports serialise"));
+        println!("{}", json_text(report));
     } else {
         println!("{}", human(report));
     }

@@ -74,7 +74,7 @@ async fn follow(client: &AdminClient, id: &str, json: bool) -> anyhow::Result<()
         let status: TransferStatus = client.call_without_body(Method::GET, &format!("/admin/transfers/{id}")).await?;
         if status.state.is_final() {
             if json {
-                println!("{}", serde_json::to_string(&status)?);
+                println!("{}", super::json_text(&status));
             } else {
                 println!("{}", describe(&status));
             }
