@@ -21,6 +21,14 @@ pub const DEFAULT_LINK: Link = Link { bandwidth_mbps: 1000, rtt_ms: 100.0 };
 /// one can be added later without ambiguity.
 const SIGNING_KEY_PREFIX: &str = "ed25519:";
 
+/// The prefix of a site's pinned TLS key: the hash that names it.
+const TLS_KEY_PREFIX: &str = "sha256:";
+
+/// How to compute a pin by hand, for an operator whose file predates pinning.
+const TLS_KEY_HOW: &str = "it is the SHA-256 of the site certificate's public key (SubjectPublicKeyInfo, DER), as \
+    `clusster site init` writes it, or by hand: `openssl x509 -in site.pem -pubkey -noout | openssl pkey -pubin \
+    -outform der | sha256sum`";
+
 /// A checked federation file.
 #[derive(Debug, Clone)]
 pub struct Federation {
@@ -49,6 +57,10 @@ pub struct Site {
     pub attributes: BTreeMap<String, String>,
     /// The site's Ed25519 public key, which checks the catalog events it signs.
     pub signing_key: [u8; 32],
+    /// The pin of its TLS key: SHA-256 of its certificate's SubjectPublicKeyInfo. A
+    /// certificate the CA signed for this name with another key (an identity replaced by
+    /// `site init --force`, or stolen with the CA key) is refused.
+    pub tls_key: [u8; 32],
 }
 
 /// A path between two sites, the same both ways.
@@ -80,6 +92,7 @@ struct RawSite {
     #[serde(default)]
     attributes: BTreeMap<String, String>,
     signing_key: String,
+    tls_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +214,10 @@ ca_cert = "{ca_cert}"
 # # The site's Ed25519 public key ("ed25519:" + 64 hex digits), which checks the catalog
 # # events it signs. `site init` writes it.
 # signing_key = "ed25519:..."
+# # The pin of its TLS key ("sha256:" + 64 hex digits of the SHA-256 of its certificate's
+# # SubjectPublicKeyInfo): a certificate with another key is refused, even one the CA
+# # signed. `site init` writes it.
+# tls_key = "sha256:..."
 # # Attributes replication rules and placement queries match on.
 # attributes = {{ country = "fr", tier = "hpc" }}
 
@@ -257,7 +274,14 @@ fn check_site(raw: RawSite) -> Result<Site, String> {
     }
     let signing_key =
         parse_signing_key(&raw.signing_key).map_err(|e| format!("`signing_key` of site {:?}: {e}", raw.name))?;
-    Ok(Site { name: raw.name, quic: raw.quic, s3, attributes: raw.attributes, signing_key })
+    let tls_key = raw.tls_key.as_deref().ok_or_else(|| {
+        format!(
+            "site {:?} has no `tls_key`: peers could not tell its certificate from another; {TLS_KEY_HOW}",
+            raw.name
+        )
+    })?;
+    let tls_key = parse_tls_key(tls_key).map_err(|e| format!("`tls_key` of site {:?}: {e}", raw.name))?;
+    Ok(Site { name: raw.name, quic: raw.quic, s3, attributes: raw.attributes, signing_key, tls_key })
 }
 
 /// Checks a `host:port` QUIC address: an IP address (IPv6 in brackets) or a DNS name, and
@@ -318,6 +342,18 @@ pub fn parse_signing_key(text: &str) -> Result<[u8; 32], InvalidValue> {
     bytes.try_into().map_err(|_| InvalidValue(format!("{text:?} {what}")))
 }
 
+/// Parses `sha256:<64 hex digits>`, a site's TLS key pin.
+pub fn parse_tls_key(text: &str) -> Result<[u8; 32], InvalidValue> {
+    let bad = || InvalidValue(format!("{text:?} must be \"sha256:\" followed by 64 hex digits; {TLS_KEY_HOW}"));
+    let hex_part = text.strip_prefix(TLS_KEY_PREFIX).ok_or_else(bad)?;
+    hex::decode(hex_part).map_err(|_| bad())?.try_into().map_err(|_| bad())
+}
+
+/// Formats a TLS key pin as the file writes it.
+pub fn format_tls_key(pin: &[u8; 32]) -> String {
+    format!("{TLS_KEY_PREFIX}{}", hex::encode(pin))
+}
+
 /// Formats a public signing key as the file writes it.
 pub fn format_signing_key(key: &[u8; 32]) -> String {
     format!("{SIGNING_KEY_PREFIX}{}", hex::encode(key))
@@ -336,6 +372,8 @@ pub struct SiteEntry {
     pub attributes: BTreeMap<String, String>,
     /// The site's public signing key.
     pub signing_key: [u8; 32],
+    /// The pin of the site's TLS key (see [`Site::tls_key`]).
+    pub tls_key: [u8; 32],
 }
 
 /// The QUIC address a new site entry gets when `--quic` is not given: the daemon's default
@@ -375,6 +413,7 @@ pub fn upsert_site(text: &str, base: &Path, entry: &SiteEntry) -> Result<String,
         table["s3"] = toml_edit::value(s3.clone());
     }
     table["signing_key"] = toml_edit::value(format_signing_key(&entry.signing_key));
+    table["tls_key"] = toml_edit::value(format_tls_key(&entry.tls_key));
     if !entry.attributes.is_empty() {
         let mut attributes = table
             .get("attributes")
@@ -397,6 +436,7 @@ pub fn site_entry_text(entry: &SiteEntry) -> String {
     table["quic"] = toml_edit::value(entry.quic.clone().unwrap_or_else(|| DEFAULT_SITE_QUIC.into()));
     table["s3"] = toml_edit::value(entry.s3.clone().unwrap_or_else(|| DEFAULT_SITE_S3.into()));
     table["signing_key"] = toml_edit::value(format_signing_key(&entry.signing_key));
+    table["tls_key"] = toml_edit::value(format_tls_key(&entry.tls_key));
     if !entry.attributes.is_empty() {
         let attributes: toml_edit::InlineTable =
             entry.attributes.iter().map(|(k, v)| (k.as_str(), toml_edit::Value::from(v.clone()))).collect();
@@ -422,8 +462,9 @@ mod tests {
     fn site(name: &str) -> String {
         format!(
             "[[site]]\nname = \"{name}\"\nquic = \"{name}.example.org:7444\"\ns3 = \"https://s3.{name}.example.org\"\n\
-             signing_key = \"ed25519:{}\"\nattributes = {{ country = \"fr\" }}\n",
-            "ab".repeat(32)
+             signing_key = \"ed25519:{}\"\ntls_key = \"sha256:{}\"\nattributes = {{ country = \"fr\" }}\n",
+            "ab".repeat(32),
+            "cd".repeat(32)
         )
     }
 
@@ -444,6 +485,7 @@ mod tests {
         assert_eq!(paris.quic, "paris.example.org:7444");
         assert_eq!(paris.attributes["country"], "fr");
         assert_eq!(paris.signing_key, [0xab; 32]);
+        assert_eq!(paris.tls_key, [0xcd; 32]);
         assert_eq!(fed.link("julich", "paris"), Link { bandwidth_mbps: 10000, rtt_ms: 12.5 });
         assert_eq!(fed.link("paris", "julich"), fed.link("julich", "paris"));
         assert_eq!(fed.link("paris", "nowhere"), DEFAULT_LINK);
@@ -472,6 +514,12 @@ mod tests {
         assert!(error_of(&file(&bad_s3)).contains("`s3`"));
         let bad_key = site("paris").replace("ed25519:", "rsa:");
         assert!(error_of(&file(&bad_key)).contains("`signing_key`"));
+        let bad_pin = site("paris").replace("sha256:", "md5:");
+        assert!(error_of(&file(&bad_pin)).contains("`tls_key`"));
+        // A file from before pinning names the site and says how to compute its pin.
+        let unpinned = site("paris").lines().filter(|l| !l.starts_with("tls_key")).collect::<Vec<_>>().join("\n");
+        let error = error_of(&file(&unpinned));
+        assert!(error.contains("\"paris\" has no `tls_key`") && error.contains("openssl"), "{error}");
         let unknown =
             format!("{}[[link]]\na = \"paris\"\nb = \"mars\"\nbandwidth_mbps = 1\nrtt_ms = 1\n", site("paris"));
         let e = error_of(&file(&unknown));
@@ -508,6 +556,7 @@ mod tests {
             s3: None,
             attributes: [("country".to_owned(), "fr".to_owned())].into(),
             signing_key: [1; 32],
+            tls_key: [4; 32],
         };
         let once = upsert_site(&template, dir.path(), &entry).unwrap();
         assert!(once.contains("# The federation's name."), "comments kept");
@@ -517,12 +566,14 @@ mod tests {
         entry.quic = Some("paris.example.org:7000".into());
         entry.attributes = [("tier".to_owned(), "hpc".to_owned())].into();
         entry.signing_key = [2; 32];
+        entry.tls_key = [5; 32];
         let twice = upsert_site(&once, dir.path(), &entry).unwrap();
         let fed = Federation::parse(&twice, dir.path()).unwrap();
         assert_eq!(fed.sites().count(), 1);
         let paris = fed.site("paris").unwrap();
         assert_eq!(paris.quic, "paris.example.org:7000");
         assert_eq!(paris.signing_key, [2; 32]);
+        assert_eq!(paris.tls_key, [5; 32], "a re-issued site's pin replaces the old one");
         assert_eq!(paris.attributes.len(), 2, "attributes merged: {:?}", paris.attributes);
 
         let bad = SiteEntry { quic: Some("nowhere".into()), ..entry };
@@ -537,6 +588,7 @@ mod tests {
             s3: Some("https://s3.paris.example.org".into()),
             attributes: [("country".to_owned(), "fr".to_owned())].into(),
             signing_key: [3; 32],
+            tls_key: [6; 32],
         };
         let text = file(&site_entry_text(&entry));
         let fed = Federation::parse(&text, Path::new("/")).unwrap();

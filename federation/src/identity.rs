@@ -129,6 +129,14 @@ impl SiteIdentity {
     }
 }
 
+/// The pin of a certificate's key: SHA-256 of its SubjectPublicKeyInfo, what the
+/// federation file lists as a site's `tls_key`.
+pub fn key_pin(cert: &CertificateDer<'_>) -> Result<[u8; 32], FederationError> {
+    let parsed = rustls::server::ParsedCertificate::try_from(cert)?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, parsed.subject_public_key_info().as_ref());
+    Ok(digest.as_ref().try_into().expect("SHA-256 is 32 bytes"))
+}
+
 /// Checks a federation name: 1 to 64 letters, digits, '.', '_' or '-'.
 pub fn validate_federation_name(name: &str) -> Result<(), InvalidValue> {
     if name.is_empty()
@@ -270,6 +278,7 @@ pub fn init_site(
     })?;
     let signing = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
     entry.name = name.to_owned();
+    entry.tls_key = key_pin(site_cert.der())?;
     entry.signing_key = signing
         .public_key_raw()
         .try_into()

@@ -55,7 +55,8 @@ pub struct BadSignature {
 /// The bytes actually signed: the purpose's length (one byte), the purpose, the message.
 /// The length prefix keeps `("ab", "c…")` and `("a", "bc…")` apart.
 fn signed_bytes(purpose: &str, message: &[u8]) -> Vec<u8> {
-    debug_assert!(purpose.len() <= u8::MAX as usize, "purpose labels are short constants");
+    // A longer label would wrap the length byte and blur it into the message.
+    assert!(purpose.len() <= u8::MAX as usize, "purpose labels are short constants");
     let mut bytes = Vec::with_capacity(1 + purpose.len() + message.len());
     bytes.push(purpose.len() as u8);
     bytes.extend_from_slice(purpose.as_bytes());
@@ -119,7 +120,7 @@ impl SigningKey {
     }
 
     /// Signs `message` for `purpose` (a short constant naming what the bytes are).
-    pub fn sign(&self, purpose: &str, message: &[u8]) -> Signature {
+    pub fn sign(&self, purpose: &'static str, message: &[u8]) -> Signature {
         let mut signature = [0; SIGNATURE_LEN];
         signature.copy_from_slice(self.pair.sign(&signed_bytes(purpose, message)).as_ref());
         signature
@@ -172,6 +173,7 @@ mod tests {
             s3: None,
             attributes: Default::default(),
             signing_key: [0; 32],
+            tls_key: [0; 32],
         };
         let out = dir.path().join("paris");
         init_site(dir.path(), "paris", &out, entry, false).unwrap();

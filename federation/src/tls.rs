@@ -44,6 +44,11 @@ enum RefusedPeer {
     UnknownTarget(String),
     #[error("server name {0:?} is not <site>.site.clusster")]
     NotASiteName(String),
+    #[error(
+        "the certificate of site {0:?} is not the one the federation file pins (`tls_key`): an old or \
+         foreign identity"
+    )]
+    NotPinned(String),
 }
 
 // rustls shows the reason with `Debug`: make that the readable sentence in the logs.
@@ -57,7 +62,8 @@ fn refuse(reason: RefusedPeer) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(reason))))
 }
 
-/// The one listed site whose name the certificate carries.
+/// The one listed site whose name the certificate carries, if its key is the one the
+/// federation file pins for that site.
 fn listed_site(federation: &Federation, cert: &CertificateDer<'_>) -> Result<String, rustls::Error> {
     let parsed = rustls::server::ParsedCertificate::try_from(cert)?;
     let matching: Vec<&str> = federation
@@ -69,7 +75,14 @@ fn listed_site(federation: &Federation, cert: &CertificateDer<'_>) -> Result<Str
         .map(|site| site.name.as_str())
         .collect();
     match matching.as_slice() {
-        [one] => Ok((*one).to_owned()),
+        [one] => {
+            let pinned = federation.site(one).map(|site| site.tls_key);
+            let pin = super::identity::key_pin(cert).map_err(|e| rustls::Error::General(e.to_string()))?;
+            if pinned != Some(pin) {
+                return Err(refuse(RefusedPeer::NotPinned((*one).to_owned())));
+            }
+            Ok((*one).to_owned())
+        }
         [] => Err(refuse(RefusedPeer::NotListed)),
         many => Err(refuse(RefusedPeer::Ambiguous(many.join(", ")))),
     }

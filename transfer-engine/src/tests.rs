@@ -25,6 +25,7 @@ fn federation(dir: &Path, sites: &[&str]) -> Arc<Federation> {
             s3: None,
             attributes: Default::default(),
             signing_key: [0; 32],
+            tls_key: [0; 32],
         };
         init_site(dir, site, &dir.join(site), entry, false).unwrap();
     }

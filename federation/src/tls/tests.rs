@@ -20,6 +20,7 @@ fn entry(quic: &str) -> SiteEntry {
         s3: None,
         attributes: Default::default(),
         signing_key: [0; 32],
+        tls_key: [0; 32],
     }
 }
 
@@ -122,6 +123,7 @@ async fn connect_dials_the_address_in_the_federation_file() {
     let mut moved = entry(&julich.endpoint.local_addr().unwrap().to_string());
     moved.name = "julich".into();
     moved.signing_key = federation.site("julich").unwrap().signing_key;
+    moved.tls_key = federation.site("julich").unwrap().tls_key;
     let federation = Arc::new(Federation::parse(&upsert_site(&text, dir.path(), &moved).unwrap(), dir.path()).unwrap());
     let paris = bind(identity(dir.path(), "paris"), &federation);
 
@@ -171,6 +173,59 @@ async fn a_certificate_from_another_ca_is_refused_by_server_and_client() {
     let error = timeout(WAIT, paris.connect_to("julich", address)).await.unwrap().unwrap_err().to_string();
     assert!(forged(&error), "client: {error}");
     assert!(timeout(WAIT, accepting).await.unwrap().unwrap().is_err());
+}
+
+#[tokio::test]
+async fn an_old_identity_signed_by_the_ca_is_refused_once_the_site_is_reissued() {
+    let dir = tempfile::tempdir().unwrap();
+    federation_with(dir.path(), "eu", &["paris", "julich"]);
+    // Julich's first identity, kept (stolen, or left on an old host) before a re-issue.
+    let old_julich = identity(dir.path(), "julich");
+    init_site(dir.path(), "julich", &dir.path().join("julich"), entry("127.0.0.1:1"), true).unwrap();
+    let federation = Arc::new(Federation::load(&dir.path().join("federation.toml")).unwrap());
+    let paris = bind(identity(dir.path(), "paris"), &federation);
+
+    // The old identity dials paris: the CA signed it for "julich", but the key is not pinned.
+    let impostor = FederationEndpoint {
+        endpoint: quinn::Endpoint::client(loopback()).unwrap(),
+        federation: federation.clone(),
+        site_name: "julich".into(),
+        transport: TransportSettings::default(),
+        crypto: quic_client_crypto(&old_julich, &federation, &[ALPN]).unwrap(),
+    };
+    let (_, server_error) = expect_refused(&impostor, "paris", paris.clone()).await;
+    assert!(server_error.contains("not the one the federation file pins"), "server: {server_error}");
+
+    // Paris dials "julich" and the old identity answers: the client refuses it.
+    let old_server = quinn::Endpoint::server(
+        server_config(&old_julich, federation.clone(), &TransportSettings::default(), &[ALPN]).unwrap(),
+        loopback(),
+    )
+    .unwrap();
+    let address = old_server.local_addr().unwrap();
+    let accepting = tokio::spawn(async move { old_server.accept().await.unwrap().await.map(|_| ()) });
+    let error = timeout(WAIT, paris.connect_to("julich", address)).await.unwrap().unwrap_err().to_string();
+    assert!(error.contains("not the one the federation file pins"), "{error}");
+    assert!(timeout(WAIT, accepting).await.unwrap().unwrap().is_err());
+
+    // A site started with its old identity stops at once with the reason.
+    let early = FederationEndpoint::bind_with(
+        loopback(),
+        old_julich,
+        federation.clone(),
+        &TransportSettings::default(),
+        &[ALPN],
+    );
+    let early = early.unwrap_err().to_string();
+    assert!(early.contains("would be refused by peers") && early.contains("pins"), "{early}");
+    // The new identity is accepted.
+    let julich = bind(identity(dir.path(), "julich"), &federation);
+    let served = tokio::spawn(serve_one(julich.clone()));
+    let connection =
+        timeout(WAIT, paris.connect_to("julich", julich.endpoint.local_addr().unwrap())).await.unwrap().unwrap();
+    assert_eq!(timeout(WAIT, exchange(&connection, "new")).await.unwrap().unwrap(), "hello paris: new");
+    connection.close(0u32.into(), b"done");
+    timeout(WAIT, served).await.unwrap().unwrap().unwrap();
 }
 
 #[tokio::test]

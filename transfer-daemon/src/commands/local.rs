@@ -129,6 +129,7 @@ fn site_init(args: SiteInitArgs) -> anyhow::Result<()> {
         s3: args.s3,
         attributes,
         signing_key: [0; 32],
+        tls_key: [0; 32],
     };
     let done = federation::identity::init_site(&args.federation, &args.name, &args.out, entry, args.force)
         .map_err(federation_failure)?;
@@ -143,6 +144,7 @@ fn site_init(args: SiteInitArgs) -> anyhow::Result<()> {
                 "ca_cert": done.ca_cert,
                 "signing_key": done.signing_key,
                 "signing_public_key": federation::file::format_signing_key(&done.entry.signing_key),
+                "tls_key": federation::file::format_tls_key(&done.entry.tls_key),
                 "federation_file": federation_file,
                 "federation_updated": done.federation_updated,
                 "entry": done.entry_text,
