@@ -3,7 +3,8 @@
 //! - [`KeyAuth`] gives s3s the secret of an access key (SigV4 verification is s3s's).
 //! - [`ProjectAccess`] runs before any body is read: it refuses anonymous requests,
 //!   SigV2, browser form uploads and presigned URLs valid for more than the limit; then
-//!   lets a key reach only buckets its project owns or was granted.
+//!   lets a key reach only buckets its project owns or was granted, and delete only buckets
+//!   its project owns.
 
 use crate::GatewayConfig;
 use s3s::access::{S3Access, S3AccessContext};
@@ -75,8 +76,15 @@ impl ProjectAccess {
     }
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+/// The value of query parameter `name`, names and values percent-decoded: the signature
+/// check decodes them, so `X-Amz-Expire%73` must count as `X-Amz-Expires` here too. A
+/// name without `=` has the empty value.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    let decode = |text: &str| percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned();
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(key) == name).then(|| decode(value))
+    })
 }
 
 #[async_trait::async_trait]
@@ -115,6 +123,16 @@ impl S3Access for ProjectAccess {
             S3Path::Root => Ok(()),
             // Anyone with a key may create a bucket; it belongs to their project.
             S3Path::Bucket { .. } if cx.s3_op().name() == "CreateBucket" => Ok(()),
+            // A grant lets a project use a bucket, not remove it (and take the name over).
+            S3Path::Bucket { bucket } if cx.s3_op().name() == "DeleteBucket" => {
+                let bucket = bucket.to_string();
+                match self.store.bucket(&bucket) {
+                    Ok(record) if record.owner == project => Ok(()),
+                    Ok(_) => Err(s3_error!(AccessDenied, "only the project that owns bucket {bucket} may delete it")),
+                    Err(StoreError::NoSuchBucket(_)) => Ok(()),
+                    Err(e) => Err(crate::error::from_store(e)),
+                }
+            }
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => {
                 let bucket = bucket.to_string();
                 self.check_bucket(&project, &bucket)

@@ -10,7 +10,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use s3_gateway::GatewayConfig;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use store::{Store, StoreConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// A gateway over a fresh store, listening on a loopback port until dropped.
@@ -50,6 +52,60 @@ impl Gateway {
             .build();
         Client::from_conf(config)
     }
+}
+
+/// A SigV4 presigned GET of `path` valid for `expires`, whatever its length (the SDK
+/// refuses to make one of more than 7 days); returns the path and query to request.
+fn presigned_get(base: &str, path: &str, id: &str, secret: &str, expires: Duration) -> String {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
+    let identity = aws_credential_types::Credentials::new(id, secret, None, None, "in-process").into();
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(expires);
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("s3")
+        .time(SystemTime::now())
+        .settings(settings)
+        .build()
+        .unwrap()
+        .into();
+    let url = format!("{base}{path}");
+    let signable = SignableRequest::new("GET", &url, std::iter::empty(), SignableBody::UnsignedPayload).unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut request = http::Request::builder().uri(&url).body(()).unwrap();
+    instructions.apply_to_request_http1x(&mut request);
+    request.uri().path_and_query().unwrap().to_string()
+}
+
+/// A bare HTTP/1.1 GET of `path_and_query`, as a hand-written client would send it:
+/// the status and the whole answer.
+async fn raw_get(base: &str, path_and_query: &str) -> (u16, String) {
+    let host = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let request = format!("GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    (answer[9..12].parse().unwrap(), answer)
+}
+
+/// base64(HMAC-SHA1(secret, string_to_sign)), the SigV2 signature.
+fn sig_v2(secret: &str, string_to_sign: &str) -> String {
+    use base64::Engine as _;
+    use sha1::{Digest, Sha1};
+    let mut key = [0u8; 64];
+    key[..secret.len()].copy_from_slice(secret.as_bytes());
+    let pad = |byte: u8| key.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
+    let inner = Sha1::new().chain_update(pad(0x36)).chain_update(string_to_sign).finalize();
+    let outer = Sha1::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
+    base64::engine::general_purpose::STANDARD.encode(outer)
+}
+
+fn url_encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 fn code<E: ProvideErrorMetadata>(e: &E) -> String {
@@ -274,4 +330,60 @@ fn an_unusable_domain_is_a_setup_error_naming_it() {
     let Err(error) = s3_gateway::service(store, config) else { panic!("a bad domain is refused") };
     assert!(matches!(error, s3_gateway::SetupError::Domain { .. }), "{error}");
     assert!(error.to_string().contains("bad domain!"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grantee_may_use_a_bucket_but_not_delete_it_or_take_its_name() {
+    let gw = Gateway::start().await;
+    let physics = gw.client("physics").await;
+    let biology = gw.client("biology").await;
+    physics.create_bucket().bucket("shared").send().await.unwrap();
+    gw.store.grant_bucket("shared", "biology").await.unwrap();
+    put(&biology, "shared", "from-biology", b"granted").await;
+    physics.delete_object().bucket("shared").key("from-biology").send().await.unwrap();
+
+    let refused = biology.delete_bucket().bucket("shared").send().await.unwrap_err();
+    assert_eq!(code(&refused.into_service_error()), "AccessDenied");
+    physics.head_bucket().bucket("shared").send().await.unwrap();
+    let taken = biology.create_bucket().bucket("shared").send().await.unwrap_err();
+    assert_eq!(code(&taken.into_service_error()), "BucketAlreadyExists");
+    // The owner still may.
+    physics.delete_bucket().bucket("shared").send().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percent_encoded_query_names_do_not_slip_past_the_presign_limit_or_the_sigv2_refusal() {
+    let gw = Gateway::start().await;
+    let (id, secret) = gw.store.create_access_key("physics").await.unwrap();
+    let c = gw.client_with(&id, &secret);
+    c.create_bucket().bucket("signed").send().await.unwrap();
+    put(&c, "signed", "k", b"presigned body").await;
+
+    let day = Duration::from_secs(24 * 3600);
+    let within = presigned_get(&gw.url, "/signed/k", &id, &secret, day);
+    let (status, answer) = raw_get(&gw.url, &within).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.ends_with("presigned body"));
+
+    let too_long = presigned_get(&gw.url, "/signed/k", &id, &secret, 8 * day);
+    let (status, answer) = raw_get(&gw.url, &too_long).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("AuthorizationQueryParametersError"), "{answer}");
+    // The same URL with the parameter's name percent-encoded: the signature still checks
+    // (its canonical form decodes names), so the limit must look at the decoded name too.
+    let disguised = too_long.replace("X-Amz-Expires=", "X-Amz-Expire%73=");
+    assert_ne!(disguised, too_long);
+    let (status, answer) = raw_get(&gw.url, &disguised).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("AuthorizationQueryParametersError"), "{answer}");
+
+    // A correctly signed SigV2 presigned URL (s3s would accept it) with its parameter
+    // names encoded is still SigV2, and refused.
+    let expires = 4102444800u64;
+    let signature = sig_v2(&secret, &format!("GET\n\n\n{expires}\n/signed/k"));
+    let signature: String = url_encode(&signature);
+    let v2 = format!("/signed/k?AWSAccessKeyI%64={id}&Expires={expires}&Signatur%65={signature}");
+    let (status, answer) = raw_get(&gw.url, &v2).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("signature version 2 is not accepted"), "{answer}");
 }
