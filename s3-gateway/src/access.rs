@@ -13,7 +13,7 @@ use s3s::dto::{CopyObjectInput, CopySource, UploadPartCopyInput};
 use s3s::path::S3Path;
 use s3s::{S3Request, S3Result, s3_error};
 use std::sync::Arc;
-use store::{Store, StoreError};
+use store::{BucketRecord, Store};
 
 /// Secrets from the store's access keys.
 pub struct KeyAuth {
@@ -56,11 +56,12 @@ impl ProjectAccess {
         }
     }
 
-    /// Whether `project` may use `bucket`; a missing bucket passes, so the operation
-    /// itself answers NoSuchBucket.
-    fn check_bucket(&self, project: &str, bucket: &str) -> S3Result<()> {
+    /// The bucket, if `project` may use it; NoSuchBucket for a missing one (no project
+    /// learns more of a name it cannot use than S3 would tell anyone).
+    fn check_bucket(&self, project: &str, bucket: &str) -> S3Result<BucketRecord> {
+        let record = self.store.bucket(bucket).map_err(crate::error::from_store)?;
         match self.store.bucket_allows(bucket, project) {
-            Ok(true) | Err(StoreError::NoSuchBucket(_)) => Ok(()),
+            Ok(true) => Ok(record),
             Ok(false) => Err(s3_error!(AccessDenied, "project {project} has no access to bucket {bucket}")),
             Err(e) => Err(crate::error::from_store(e)),
         }
@@ -70,7 +71,7 @@ impl ProjectAccess {
         let Some(credentials) = &req.credentials else { return Err(s3_error!(AccessDenied)) };
         let project = self.project_of(&credentials.access_key)?;
         match source {
-            CopySource::Bucket { bucket, .. } => self.check_bucket(&project, bucket),
+            CopySource::Bucket { bucket, .. } => self.check_bucket(&project, bucket).map(drop),
             _ => Err(s3_error!(NotImplemented, "copy sources other than buckets are not supported")),
         }
     }
@@ -126,16 +127,18 @@ impl S3Access for ProjectAccess {
             // A grant lets a project use a bucket, not remove it (and take the name over).
             S3Path::Bucket { bucket } if cx.s3_op().name() == "DeleteBucket" => {
                 let bucket = bucket.to_string();
-                match self.store.bucket(&bucket) {
-                    Ok(record) if record.owner == project => Ok(()),
-                    Ok(_) => Err(s3_error!(AccessDenied, "only the project that owns bucket {bucket} may delete it")),
-                    Err(StoreError::NoSuchBucket(_)) => Ok(()),
-                    Err(e) => Err(crate::error::from_store(e)),
+                match self.store.bucket(&bucket).map_err(crate::error::from_store)? {
+                    record if record.owner == project => Ok(()),
+                    _ => Err(s3_error!(AccessDenied, "only the project that owns bucket {bucket} may delete it")),
                 }
             }
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => {
                 let bucket = bucket.to_string();
-                self.check_bucket(&project, &bucket)
+                let record = self.check_bucket(&project, &bucket)?;
+                // The operation commits against the bucket checked here, not against one
+                // of the same name created while its body was read.
+                cx.extensions_mut().insert(BucketSeen(record));
+                Ok(())
             }
         }
     }
@@ -147,6 +150,16 @@ impl S3Access for ProjectAccess {
     async fn upload_part_copy(&self, req: &mut S3Request<UploadPartCopyInput>) -> S3Result<()> {
         self.check_copy_source(req, &req.input.copy_source)
     }
+}
+
+/// The bucket as the access check found it, handed to the operation in the request's
+/// extensions: a write commits only if the bucket is still that one.
+#[derive(Clone)]
+pub(crate) struct BucketSeen(pub(crate) BucketRecord);
+
+/// The write condition that the bucket be the one the access check saw.
+pub(crate) fn same_bucket<T>(req: &S3Request<T>) -> store::Precondition {
+    store::Precondition { bucket: req.extensions.get::<BucketSeen>().map(|seen| seen.0.clone()), absent: false }
 }
 
 /// The project of the key that signed `req`.

@@ -120,11 +120,14 @@ impl Gateway {
 
     #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
     pub(crate) async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let mut pre = crate::access::same_bucket(&req);
         let input = req.input;
         self.store.bucket(&input.bucket).map_err(from_store)?;
         if let Some(cond) = &input.if_none_match {
-            // Conditional create: fail if the key exists.
-            if matches!(cond, ETagCondition::Any) && self.store.head_object(&input.bucket, &input.key).is_ok() {
+            // Conditional create: fail early if the key exists, and again at the commit,
+            // under the key lock, so that of two racing creates exactly one wins.
+            pre.absent = matches!(cond, ETagCondition::Any);
+            if pre.absent && self.store.head_object(&input.bucket, &input.key).is_ok() {
                 return Err(s3_error!(PreconditionFailed, "the key exists and If-None-Match: * was sent"));
             }
         }
@@ -155,7 +158,7 @@ impl Gateway {
         let etag = hex::encode(ingested.digests().md5);
         let info = self
             .store
-            .commit_object(&input.bucket, &input.key, meta, ingested, etag, Vec::new())
+            .commit_object(&input.bucket, &input.key, meta, ingested, etag, Vec::new(), &pre)
             .await
             .map_err(from_store)?;
         let (fields, checksum_type) = checksum::to_fields(&info.head.checksums, 0);
@@ -267,6 +270,7 @@ impl Gateway {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let pre = crate::access::same_bucket(&req);
         let input = req.input;
         self.store.bucket(&input.bucket).map_err(from_store)?;
         if input.delete.objects.len() > 1000 {
@@ -275,7 +279,7 @@ impl Gateway {
         let quiet = input.delete.quiet.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for object in input.delete.objects {
-            match self.store.delete_object(&input.bucket, &object.key).await {
+            match self.store.delete_object_if(&input.bucket, &object.key, &pre).await {
                 Ok(()) if quiet => {}
                 Ok(()) => deleted.push(DeletedObject { key: Some(object.key), ..Default::default() }),
                 Err(e) => {

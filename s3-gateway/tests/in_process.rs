@@ -387,3 +387,32 @@ async fn percent_encoded_query_names_do_not_slip_past_the_presign_limit_or_the_s
     assert_eq!(status, 403, "{answer}");
     assert!(answer.contains("signature version 2 is not accepted"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_racing_create_only_puts_exactly_one_wins() {
+    let gw = Gateway::start().await;
+    let c = gw.client("physics").await;
+    c.create_bucket().bucket("race").send().await.unwrap();
+    for round in 0..5 {
+        let key = format!("k{round}");
+        let create = |seed: u8| {
+            let c = c.clone();
+            let key = key.clone();
+            async move {
+                c.put_object()
+                    .bucket("race")
+                    .key(&key)
+                    .if_none_match("*")
+                    .body(ByteStream::from(data(2 << 20, seed)))
+                    .send()
+                    .await
+            }
+        };
+        let (a, b) = tokio::join!(create(1), create(2));
+        let failed: Vec<_> = [&a, &b].into_iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(failed.len(), 1, "round {round}: exactly one create wins");
+        assert_eq!(failed[0].raw_response().map(|r| r.status().as_u16()), Some(412));
+        let winner = if a.is_ok() { 1 } else { 2 };
+        assert_eq!(get(&c, "race", &key).await, data(2 << 20, winner), "the winner's bytes are stored");
+    }
+}

@@ -12,6 +12,14 @@ pub enum StoreError {
     /// The bucket exists already.
     #[error("bucket {0:?} already exists")]
     BucketExists(String),
+    /// `If-None-Match: *` was asked and the key exists (checked at commit, under the key lock).
+    #[error("{bucket}/{key} exists already and the write asked for a new key only")]
+    ObjectExists {
+        /// the bucket
+        bucket: String,
+        /// the key
+        key: String,
+    },
     /// The bucket still holds objects or uploads.
     #[error("bucket {0:?} is not empty")]
     BucketNotEmpty(String),

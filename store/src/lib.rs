@@ -51,7 +51,7 @@ pub use meta::values::{
     AccessKeyRecord, Body, BucketRecord, ChunkRef, ObjectHead, ObjectMeta, ObjectRecord, TransferRecord,
 };
 pub use metrics::StoreMetrics;
-pub use objects::{ListPage, ObjectInfo, ObjectStream, OpenObject, PutOptions, check_digests};
+pub use objects::{ListPage, ObjectInfo, ObjectStream, OpenObject, Precondition, PutOptions, check_digests};
 
 use claims::Claims;
 use hw_offload::Offload;

@@ -235,7 +235,7 @@ impl Store {
             part_sizes,
         };
         let record = ObjectRecord { head, body };
-        self.replace_object(bucket, key, record, batch, deltas).await
+        self.replace_object(bucket, key, record, batch, deltas, &crate::objects::Precondition::default()).await
     }
 
     /// Aborts an upload, releasing its parts.

@@ -36,6 +36,30 @@ impl ObjectInfo {
     }
 }
 
+/// What must still hold when a write commits, checked under the bucket and key locks:
+/// the request checked these before it read its body, which can take minutes.
+#[derive(Debug, Clone, Default)]
+pub struct Precondition {
+    /// The bucket as the request found it. One deleted and re-created meanwhile (perhaps
+    /// by another project) is another bucket: the write fails with NoSuchBucket.
+    pub bucket: Option<BucketRecord>,
+    /// `If-None-Match: *`: the key must not exist.
+    pub absent: bool,
+}
+
+impl Precondition {
+    /// Checks `bucket` (its record, read under the bucket lock) and `key` against `self`.
+    fn check(&self, store: &Store, bucket: &str, key: &str, current: &BucketRecord) -> Result<(), StoreError> {
+        if self.bucket.as_ref().is_some_and(|seen| seen != current) {
+            return Err(StoreError::NoSuchBucket(bucket.to_owned()));
+        }
+        if self.absent && store.meta.contains(cf::OBJECTS, &keys::object_key(bucket, key))? {
+            return Err(StoreError::ObjectExists { bucket: bucket.to_owned(), key: key.to_owned() });
+        }
+        Ok(())
+    }
+}
+
 /// What a single-request write asks for and checks.
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
@@ -130,7 +154,7 @@ impl Store {
         self.bucket(bucket)?;
         let ingested = self.ingest_verified(body, opts, true, self.config.max_object_bytes).await?;
         let etag = hex::encode(ingested.digests.md5);
-        self.commit_object(bucket, key, meta, ingested, etag, Vec::new()).await
+        self.commit_object(bucket, key, meta, ingested, etag, Vec::new(), &Precondition::default()).await
     }
 
     /// Ingests `body` computing the checksums `opts` asks for and checking those it
@@ -154,7 +178,9 @@ impl Store {
     }
 
     /// Commits an ingested body as `bucket/key` in one batch: the object record, its
-    /// manifest, the new chunks and packs, and every reference count change.
+    /// manifest, the new chunks and packs, and every reference count change; if `pre`
+    /// still holds.
+    #[allow(clippy::too_many_arguments)] // each is one part of an S3 PUT
     pub async fn commit_object(
         &self,
         bucket: &str,
@@ -163,6 +189,7 @@ impl Store {
         ingested: Ingested,
         etag: String,
         part_sizes: Vec<u64>,
+        pre: &Precondition,
     ) -> Result<ObjectInfo, StoreError> {
         let mut batch = self.meta.batch();
         let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
@@ -185,7 +212,7 @@ impl Store {
             part_sizes,
         };
         let record = ObjectRecord { head, body };
-        let info = self.replace_object(bucket, key, record, batch, deltas).await?;
+        let info = self.replace_object(bucket, key, record, batch, deltas, pre).await?;
         ingested.record(self.metrics());
         // Claims are released only now that the commit is durable.
         drop(ingested);
@@ -213,7 +240,7 @@ impl Store {
     }
 
     /// Writes `record` at `bucket/key` with `batch` and `deltas`, releasing what the
-    /// previous object there referenced. Serialised per key.
+    /// previous object there referenced, if `pre` still holds. Serialised per key.
     pub(crate) async fn replace_object(
         &self,
         bucket: &str,
@@ -221,10 +248,11 @@ impl Store {
         record: ObjectRecord,
         mut batch: crate::meta::Batch,
         mut deltas: HashMap<ChunkId, i64>,
+        pre: &Precondition,
     ) -> Result<ObjectInfo, StoreError> {
         let _bucket_stays = self.bucket_lock(bucket).read().await;
         let _guard = self.lock_key(bucket, key).await;
-        self.bucket(bucket)?;
+        pre.check(self, bucket, key, &self.bucket(bucket)?)?;
         let okey = keys::object_key(bucket, key);
         if let Some(old) = self.meta.get::<ObjectRecord>(cf::OBJECTS, &okey)? {
             self.release_body(&mut batch, &old.body, &mut deltas)?;
@@ -272,8 +300,15 @@ impl Store {
 
     /// Deletes `bucket/key`; deleting a missing key succeeds, as in S3.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.delete_object_if(bucket, key, &Precondition::default()).await
+    }
+
+    /// Deletes `bucket/key` if `pre` still holds (its `absent` is ignored).
+    pub async fn delete_object_if(&self, bucket: &str, key: &str, pre: &Precondition) -> Result<(), StoreError> {
+        let _bucket_stays = self.bucket_lock(bucket).read().await;
         let _guard = self.lock_key(bucket, key).await;
-        self.bucket(bucket)?;
+        let current = self.bucket(bucket)?;
+        Precondition { absent: false, ..pre.clone() }.check(self, bucket, key, &current)?;
         let okey = keys::object_key(bucket, key);
         let Some(old) = self.meta.get::<ObjectRecord>(cf::OBJECTS, &okey)? else { return Ok(()) };
         let mut batch = self.meta.batch();
@@ -311,7 +346,7 @@ impl Store {
         };
         let head = ObjectHead { mtime_ms: crate::now_ms(), meta: meta.unwrap_or(src.head.meta), ..src.head };
         let record = ObjectRecord { head, body };
-        let info = self.replace_object(dst_bucket, dst_key, record, batch, deltas).await;
+        let info = self.replace_object(dst_bucket, dst_key, record, batch, deltas, &Precondition::default()).await;
         // The copy's references are committed (or not): the source's chunks may go now.
         drop(claims);
         info

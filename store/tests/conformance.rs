@@ -9,7 +9,8 @@ use object_store::ObjectStore;
 use rand::{RngCore, SeedableRng};
 use std::sync::Arc;
 use store::multipart::MIN_PART_BYTES;
-use store::{ChunkBackend, ObjectMeta, PutOptions, Store, StoreConfig, StoreError};
+
+use store::{ChunkBackend, IngestOptions, ObjectMeta, Precondition, PutOptions, Store, StoreConfig, StoreError};
 
 /// A store plus a raw view of its chunk backend, to damage packs behind its back.
 struct Fixture {
@@ -58,6 +59,8 @@ conformance!(
     gc_races_with_writers_without_losing_data,
     an_open_read_survives_delete_and_gc,
     upload_ids_lock_whatever_their_case,
+    a_write_to_a_bucket_replaced_meanwhile_lands_nowhere,
+    a_create_only_write_fails_at_commit_if_the_key_appeared,
 );
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
@@ -468,4 +471,47 @@ async fn upload_ids_lock_whatever_their_case(f: Fixture) {
     s.gc().await.unwrap();
     assert_consistent(s);
     assert_eq!(pack_count(&f.raw).await, 0);
+}
+
+/// An ingested body, not yet committed: what a PUT holds while its client uploads.
+async fn ingested(s: &Store, data: &[u8]) -> store::Ingested {
+    let opts = IngestOptions { checksums: Vec::new(), allow_inline: true, max_bytes: u64::MAX };
+    s.ingest(body(data), &opts).await.unwrap()
+}
+
+async fn a_write_to_a_bucket_replaced_meanwhile_lands_nowhere(f: Fixture) {
+    let s = &f.store;
+    s.create_bucket("b", "physics").await.unwrap();
+    put(s, "b", "kept", b"physics data").await;
+    let seen = s.bucket("b").unwrap();
+    let same_bucket = Precondition { bucket: Some(seen), absent: false };
+    let upload = ingested(s, &random(300_000, 7)).await;
+    // While the body was read, physics deleted the bucket and biology took the name.
+    s.delete_object("b", "kept").await.unwrap();
+    s.delete_bucket("b").await.unwrap();
+    s.create_bucket("b", "biology").await.unwrap();
+    put(s, "b", "theirs", b"biology data").await;
+
+    let refused = s.commit_object("b", "k", ObjectMeta::default(), upload, "e".into(), Vec::new(), &same_bucket).await;
+    assert!(matches!(refused, Err(StoreError::NoSuchBucket(_))), "{refused:?}");
+    assert!(matches!(s.head_object("b", "k"), Err(StoreError::NoSuchKey { .. })));
+    // A multi-delete checked against the old bucket deletes nothing in the new one.
+    let refused = s.delete_object_if("b", "theirs", &same_bucket).await;
+    assert!(matches!(refused, Err(StoreError::NoSuchBucket(_))), "{refused:?}");
+    assert_eq!(get(s, "b", "theirs", None).await.unwrap(), b"biology data");
+    assert!(s.check().unwrap().is_clean(), "the refused write left no references");
+}
+
+async fn a_create_only_write_fails_at_commit_if_the_key_appeared(f: Fixture) {
+    let s = &f.store;
+    s.create_bucket("b", "p").await.unwrap();
+    let create_only = Precondition { bucket: Some(s.bucket("b").unwrap()), absent: true };
+    // Two creates of one key whose bodies were read at the same time.
+    let first = ingested(s, &random(200_000, 1)).await;
+    let second = ingested(s, &random(200_000, 2)).await;
+    s.commit_object("b", "k", ObjectMeta::default(), first, "1".into(), Vec::new(), &create_only).await.unwrap();
+    let lost = s.commit_object("b", "k", ObjectMeta::default(), second, "2".into(), Vec::new(), &create_only).await;
+    assert!(matches!(lost, Err(StoreError::ObjectExists { .. })), "{lost:?}");
+    assert_eq!(get(s, "b", "k", None).await.unwrap(), random(200_000, 1));
+    assert!(s.check().unwrap().is_clean());
 }
