@@ -85,6 +85,20 @@ pub enum StoreError {
         /// what was wrong
         reason: String,
     },
+    /// A reference names a chunk with another length than the chunk has: the reference is
+    /// wrong, not the chunk, which stays in use for every other object naming it.
+    #[error(
+        "chunk {id} is {held} bytes but is referenced as {referenced}: the object naming it is damaged (re-upload \
+         or re-transfer it); the chunk itself is sound"
+    )]
+    ChunkLengthMismatch {
+        /// the chunk
+        id: ChunkId,
+        /// the length the reference gives
+        referenced: u32,
+        /// the length the chunk has
+        held: u32,
+    },
     /// A chunk an object needs is not in the index (quarantined or lost).
     #[error("chunk {0} is missing from the store (quarantined or lost); repair it from another site's replica")]
     MissingChunk(ChunkId),

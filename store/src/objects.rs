@@ -452,9 +452,16 @@ impl Store {
             Ok(decoded) => decoded,
             Err(e) => return Err(self.quarantine(chunk.id, loc, e.to_string()).await),
         };
-        if header.id != chunk.id || header.plain_len != chunk.len {
-            let reason = format!("frame names chunk {} of {} bytes", header.id, header.plain_len);
+        if header.id != chunk.id {
+            let reason = format!("frame names chunk {}", header.id);
             return Err(self.quarantine(chunk.id, loc, reason).await);
+        }
+        if header.plain_len != chunk.len {
+            return Err(StoreError::ChunkLengthMismatch {
+                id: chunk.id,
+                referenced: chunk.len,
+                held: header.plain_len,
+            });
         }
         match self.offload.run(frame::verify_job(&header, payload)).await {
             Ok(out) => Ok(out.data),

@@ -223,12 +223,12 @@ impl Store {
     }
 
     /// The chunks `transfer` holds a reference to (a marker each), in id order.
-    fn transfer_markers(&self, transfer: &TransferId) -> Result<Vec<ChunkId>, StoreError> {
+    fn transfer_markers(&self, transfer: &TransferId) -> Result<Vec<Marker>, StoreError> {
         let mut held = Vec::new();
         for entry in self.meta.scan_raw(cf::TRANSFER_CHUNKS, transfer, Some(markers_end(transfer))) {
-            let (k, _): RawEntry = entry?;
+            let (k, v): RawEntry = entry?;
             if let Some((_, id)) = keys::decode_transfer_chunk_key(&k) {
-                held.push(id);
+                held.push(Marker { id, plain_len: TransferChunk::length(&v)? });
             }
         }
         Ok(held)
@@ -241,10 +241,10 @@ impl Store {
         &self,
         batch: &mut crate::meta::Batch,
         transfer: &TransferId,
-        markers: &[ChunkId],
+        markers: &[Marker],
         deltas: &mut HashMap<ChunkId, i64>,
     ) {
-        for id in markers {
+        for Marker { id, .. } in markers {
             *deltas.entry(*id).or_default() -= 1;
         }
         // One tombstone for all the markers, not one per chunk. The caller holds the
@@ -279,26 +279,65 @@ impl Store {
         // transfer (an attempt and its resumption) changes them meanwhile. The chunks they
         // name stay referenced until the batch below releases them: no claim needed.
         let markers = self.transfer_markers(&transfer)?;
-        let mut ids: Vec<ChunkId> = objects.iter().flat_map(|o| o.chunks.iter().map(|c| c.id)).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let (marked, others): (Vec<ChunkId>, Vec<ChunkId>) =
-            ids.into_iter().partition(|id| markers.binary_search(id).is_ok());
-        // Hold the other chunks: a chunk that was held when the receiver looked stays now.
-        let mut pin = self.transfer_pin();
-        let held = self.hold_chunks(&mut pin, &others)?;
-        // A referenced chunk can still have left the index: not through GC (its marker
-        // counts), only quarantined by a scrub or a read that found it corrupt. The
-        // transfer must not commit objects over it. Usually nothing is in quarantine, and
-        // one seek says so.
-        let indexed = if self.meta.any_in_range(cf::QUARANTINE, &[0; 32], &[0xff; 32])? {
-            self.meta.contains_many(cf::CHUNKS, &marked.iter().map(keys::chunk_key).collect::<Vec<_>>())?
-        } else {
-            vec![true; marked.len()]
+        // Each referenced chunk with the length the objects give it, in id order; the same
+        // id with two lengths is a lie in the objects themselves.
+        let mut refs: Vec<(ChunkId, u32)> =
+            objects.iter().flat_map(|o| o.chunks.iter().map(|c| (c.id, c.len))).collect();
+        refs.sort_unstable();
+        refs.dedup();
+        if let Some(pair) = refs.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            let (id, referenced, held) = (pair[1].0, pair[1].1, pair[0].1);
+            return Err(StoreError::ChunkLengthMismatch { id, referenced, held });
+        }
+        let mismatch = |id: ChunkId, referenced: u32, held: u32| {
+            (held != referenced).then_some(StoreError::ChunkLengthMismatch { id, referenced, held })
         };
-        for (id, present) in others.iter().zip(held).chain(marked.iter().zip(indexed)) {
-            if !present {
-                return Err(StoreError::MissingChunk(*id));
+        // Every referenced chunk must be in the index (not quarantined by a scrub or a
+        // read meanwhile) with the length the objects give it. A peer naming a chunk this
+        // store already held with another length would otherwise make every object it
+        // sends over that chunk unreadable: refused here, nothing is committed. The
+        // chunks the transfer brought carry their verified length in their markers (both
+        // lists are in id order: one merge); the others, and markers from before lengths
+        // were kept, are looked up.
+        let (mut brought, mut lookup, mut claim) = (Vec::new(), Vec::new(), Vec::new());
+        let mut markers_left = markers.iter().peekable();
+        for &(id, referenced) in &refs {
+            while markers_left.next_if(|m| m.id < id).is_some() {}
+            match markers_left.peek() {
+                Some(Marker { id: marked, plain_len: Some(held) }) if *marked == id => {
+                    if let Some(e) = mismatch(id, referenced, *held) {
+                        return Err(e);
+                    }
+                    brought.push(id);
+                }
+                Some(Marker { id: marked, plain_len: None }) if *marked == id => lookup.push((id, referenced)),
+                _ => {
+                    lookup.push((id, referenced));
+                    claim.push(id);
+                }
+            }
+        }
+        // Hold the chunks the transfer did not bring: one held when the receiver looked
+        // stays now. Those it brought stay referenced by their markers.
+        let mut pin = self.transfer_pin();
+        pin.claims.claim_all(claim);
+        let lookup_keys: Vec<_> = lookup.iter().map(|(id, _)| keys::chunk_key(id)).collect();
+        for (&(id, referenced), loc) in lookup.iter().zip(self.meta.get_many::<ChunkLoc, _>(cf::CHUNKS, &lookup_keys)?)
+        {
+            let loc = loc.ok_or(StoreError::MissingChunk(id))?;
+            if let Some(e) = mismatch(id, referenced, loc.plain_len) {
+                return Err(e);
+            }
+        }
+        // A chunk the transfer brought can have left the index since: not through GC
+        // (its marker counts), only quarantined by a scrub or a read that found it
+        // corrupt. Usually nothing is in quarantine, and one seek says so.
+        if self.meta.any_in_range(cf::QUARANTINE, &[0; 32], &[0xff; 32])? {
+            let brought_keys: Vec<_> = brought.iter().map(keys::chunk_key).collect();
+            for (id, indexed) in brought.iter().zip(self.meta.contains_many(cf::CHUNKS, &brought_keys)?) {
+                if !indexed {
+                    return Err(StoreError::MissingChunk(*id));
+                }
             }
         }
         let mut batch = self.meta.batch();
@@ -346,6 +385,14 @@ impl Store {
         drop(bucket_guards);
         Ok(())
     }
+}
+
+/// A chunk a transfer brought, as its marker records it.
+#[derive(Debug, Clone, Copy)]
+struct Marker {
+    id: ChunkId,
+    /// None for a marker written before markers kept lengths
+    plain_len: Option<u32>,
 }
 
 /// Past every marker key of `transfer` (its id and 32 bytes), even for an id of all
@@ -466,7 +513,7 @@ impl PendingFlush {
                 }
             }
             if !marked[i] {
-                batch.put(cf::TRANSFER_CHUNKS, &markers[i], &TransferChunk);
+                batch.put(cf::TRANSFER_CHUNKS, &markers[i], &TransferChunk { plain_len: loc.plain_len });
                 batch.add_ref(&id, 1);
             }
             held.push(id);
@@ -530,5 +577,64 @@ mod tests {
         assert!(matches!(store.head_object("b", "lost"), Err(StoreError::NoSuchKey { .. })));
         assert_eq!(store.head_object("b", "kept").unwrap().head.size, kept.len as u64);
         assert!(store.check().unwrap().is_clean(), "{:?}", store.check().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_transfer_naming_a_held_chunk_with_another_length_is_refused_at_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path()), Offload::cpu(1)).await.unwrap();
+        store.create_bucket("b", "").await.unwrap();
+        // Large enough to be chunked rather than kept inline.
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(data.clone()))]);
+        store.put_object("b", "theirs", Default::default(), body, &Default::default()).await.unwrap();
+        let held = store.export_object(&mut store.transfer_pin(), "b", "theirs").unwrap().chunks[0];
+        let (id, len) = (held.id, held.len);
+        let lying = ChunkRef { id, len: len + 100 };
+        let refused = store.commit_transfer(rand::random(), vec![object("evil", lying)]).await;
+        assert!(
+            matches!(refused, Err(StoreError::ChunkLengthMismatch { referenced, held, .. })
+                if referenced == len + 100 && held == len),
+            "{refused:?}"
+        );
+        assert!(matches!(store.head_object("b", "evil"), Err(StoreError::NoSuchKey { .. })));
+        // One transfer naming one chunk with two lengths is refused too.
+        let honest = ChunkRef { id, len };
+        let twice = vec![object("one", honest), object("two", lying)];
+        assert!(matches!(
+            store.commit_transfer(rand::random(), twice).await,
+            Err(StoreError::ChunkLengthMismatch { .. })
+        ));
+        assert!(store.check().unwrap().is_clean(), "{:?}", store.check().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_bad_length_in_one_object_never_quarantines_the_chunk_others_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path()), Offload::cpu(1)).await.unwrap();
+        store.create_bucket("b", "").await.unwrap();
+        let transfer = rand::random::<TransferId>();
+        let shared = receive(&store, transfer, b"a chunk two objects share").await;
+        store.commit_transfer(transfer, vec![object("good", shared)]).await.unwrap();
+        // An object whose record names the chunk with a wrong length (what a lying peer
+        // could commit before commits checked lengths).
+        let bad = ChunkRef { id: shared.id, len: shared.len + 1 };
+        let mut batch = store.meta.batch();
+        let head = object("bad", bad).head;
+        batch.put(cf::OBJECTS, &keys::object_key("b", "bad"), &ObjectRecord { head, body: Body::Chunks(vec![bad]) });
+        batch.add_ref(&shared.id, 1);
+        store.commit(batch).await.unwrap();
+
+        let read = |key: &'static str| {
+            let store = store.clone();
+            async move {
+                let (_, _, stream) = store.get_object("b", key, None)?;
+                futures::TryStreamExt::try_collect::<Vec<Bytes>>(stream).await.map(|pieces| pieces.concat())
+            }
+        };
+        assert!(matches!(read("bad").await, Err(StoreError::ChunkLengthMismatch { .. })));
+        assert!(matches!(read("bad").await, Err(StoreError::ChunkLengthMismatch { .. })), "and again: no quarantine");
+        assert_eq!(read("good").await.unwrap(), b"a chunk two objects share");
+        assert!(store.meta.get::<ChunkLoc>(cf::CHUNKS, &keys::chunk_key(&shared.id)).unwrap().is_some());
     }
 }

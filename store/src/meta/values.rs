@@ -196,11 +196,27 @@ impl Record for TransferRecord {
 
 /// Marks a chunk received by an unfinished transfer; it holds one reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransferChunk;
+pub struct TransferChunk {
+    /// the chunk's plain length, as its verified bytes measured it: the transfer's commit
+    /// checks the objects' references against it without a lookup per chunk
+    pub plain_len: u32,
+}
 
 impl Record for TransferChunk {
     const KIND: &'static str = "transfer chunk";
-    const VERSION: u8 = 1;
+    /// 2 added `plain_len`; a marker of version 1 (empty) is read as "length unknown"
+    /// by [`TransferChunk::length`].
+    const VERSION: u8 = 2;
+}
+
+impl TransferChunk {
+    /// The length a stored marker records: None for a version-1 marker, which has none.
+    pub fn length(raw: &[u8]) -> Result<Option<u32>, StoreError> {
+        match raw {
+            [1] => Ok(None),
+            _ => Self::decode(raw).map(|marker| Some(marker.plain_len)),
+        }
+    }
 }
 
 /// A multipart upload in progress.
@@ -376,6 +392,14 @@ mod tests {
         };
         let nested = ObjectRecord { head: h, body: Body::Manifest(9) };
         assert_eq!(postcard::to_allocvec(&flat).unwrap(), postcard::to_allocvec(&nested).unwrap());
+    }
+
+    #[test]
+    fn transfer_markers_of_version_1_read_as_length_unknown() {
+        assert_eq!(TransferChunk::length(&[1]).unwrap(), None, "what builds before lengths wrote");
+        let marker = TransferChunk { plain_len: 65_536 };
+        assert_eq!(TransferChunk::length(&marker.encode()).unwrap(), Some(65_536));
+        assert!(matches!(TransferChunk::length(&[3]), Err(StoreError::UnknownFormat { .. })));
     }
 
     #[test]
