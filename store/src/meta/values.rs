@@ -66,7 +66,7 @@ pub enum Body {
     /// the bytes themselves (as a byte string: postcard's encoding is the same as for a
     /// sequence of u8, but decoding it is a copy instead of a visit per byte)
     Inline(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// the id of its [`ManifestRecord`] in the manifests family
+    /// the id of its `ManifestRecord` in the manifests family
     Manifest(u64),
     /// the chunks themselves, in order (at most [`Body::EMBEDDED_CHUNKS_MAX`]): one
     /// record to write and read instead of two
