@@ -452,15 +452,10 @@ impl Store {
             Ok(decoded) => decoded,
             Err(e) => return Err(self.quarantine(chunk.id, loc, e.to_string()).await),
         };
-        if header.id != chunk.id {
-            let reason = format!("frame names chunk {}", header.id);
-            return Err(self.quarantine(chunk.id, loc, reason).await);
-        }
-        if header.plain_len != chunk.len {
-            return Err(StoreError::ChunkLengthMismatch {
-                id: chunk.id,
-                referenced: chunk.len,
-                held: header.plain_len,
+        if let Err(damage) = crate::read::check_frame(chunk, &loc, &header) {
+            return Err(match damage {
+                crate::read::FrameDamage::Frame(reason) => self.quarantine(chunk.id, loc, reason).await,
+                crate::read::FrameDamage::Reference(e) => e,
             });
         }
         match self.offload.run(frame::verify_job(&header, payload)).await {

@@ -5,7 +5,7 @@
 
 use crate::Store;
 use crate::error::StoreError;
-use crate::frame;
+use crate::frame::{self, FrameHeader};
 use crate::meta::values::{ChunkLoc, ChunkRef};
 use crate::meta::{cf, keys};
 use crate::metrics::StoreMetrics;
@@ -105,15 +105,10 @@ impl Store {
                 Ok(decoded) => decoded,
                 Err(e) => return Err(self.quarantine(chunk.id, *loc, e.to_string()).await),
             };
-            if header.id != chunk.id {
-                let reason = format!("frame names chunk {}", header.id);
-                return Err(self.quarantine(chunk.id, *loc, reason).await);
-            }
-            if header.plain_len != chunk.len {
-                return Err(StoreError::ChunkLengthMismatch {
-                    id: chunk.id,
-                    referenced: chunk.len,
-                    held: header.plain_len,
+            if let Err(damage) = check_frame(chunk, loc, &header) {
+                return Err(match damage {
+                    FrameDamage::Frame(reason) => self.quarantine(chunk.id, *loc, reason).await,
+                    FrameDamage::Reference(e) => e,
                 });
             }
             jobs.push(frame::verify_job(&header, payload));
@@ -134,4 +129,35 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// What is wrong when a frame read for a chunk does not match what the index and the
+/// object say, found before its payload is verified.
+pub(crate) enum FrameDamage {
+    /// The stored frame is not what the index describes: the chunk is damaged (quarantine
+    /// it, a peer can repair it).
+    Frame(String),
+    /// The object's reference disagrees with the index: that object is damaged, not the
+    /// chunk, which every other object naming it still reads.
+    Reference(StoreError),
+}
+
+/// Checks a frame's header against the chunk's index entry, and the object's reference
+/// against both. The index entry was written from the verified chunk, and a frame header
+/// carries no checksum of its own: where the two disagree, the frame is damaged.
+pub(crate) fn check_frame(chunk: &ChunkRef, loc: &ChunkLoc, header: &FrameHeader) -> Result<(), FrameDamage> {
+    if header.id != chunk.id {
+        return Err(FrameDamage::Frame(format!("frame names chunk {}", header.id)));
+    }
+    if header.plain_len != loc.plain_len {
+        return Err(FrameDamage::Frame(format!("frame says {} bytes, the index {}", header.plain_len, loc.plain_len)));
+    }
+    if chunk.len != loc.plain_len {
+        return Err(FrameDamage::Reference(StoreError::ChunkLengthMismatch {
+            id: chunk.id,
+            referenced: chunk.len,
+            held: loc.plain_len,
+        }));
+    }
+    Ok(())
 }

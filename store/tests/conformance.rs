@@ -61,6 +61,7 @@ conformance!(
     upload_ids_lock_whatever_their_case,
     a_write_to_a_bucket_replaced_meanwhile_lands_nowhere,
     a_create_only_write_fails_at_commit_if_the_key_appeared,
+    a_damaged_length_in_a_frame_header_is_the_chunks_fault,
 );
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
@@ -514,4 +515,21 @@ async fn a_create_only_write_fails_at_commit_if_the_key_appeared(f: Fixture) {
     assert!(matches!(lost, Err(StoreError::ObjectExists { .. })), "{lost:?}");
     assert_eq!(get(s, "b", "k", None).await.unwrap(), random(200_000, 1));
     assert!(s.check().unwrap().is_clean());
+}
+
+async fn a_damaged_length_in_a_frame_header_is_the_chunks_fault(f: Fixture) {
+    let s = &f.store;
+    s.create_bucket("b", "").await.unwrap();
+    // Compressible, so that its frames are zstd and a header's plain length is not tied
+    // to its payload length: the damage decodes, and only the index can tell.
+    let text: Vec<u8> = (0..20_000).flat_map(|i| format!("line {i} of a compressible file\n").into_bytes()).collect();
+    put(s, "b", "text", &text).await;
+    // The first frame of each pack: the low byte of its plain length (header bytes 8..12).
+    damage_packs(&f.raw, |d| d[11] ^= 0x01).await;
+    let scrub = s.scrub().await.unwrap();
+    assert_eq!(scrub.corrupt.len(), 1, "the damaged frame is quarantined, the scrub goes on: {scrub:?}");
+    let err = get(s, "b", "text", None).await.unwrap_err();
+    assert!(matches!(err, StoreError::MissingChunk(_)), "out of service until repaired: {err}");
+    put(s, "b", "again", &text).await;
+    assert_eq!(get(s, "b", "text", None).await.unwrap(), text, "writing the bytes again repairs it");
 }
