@@ -99,6 +99,16 @@ pub enum StoreError {
         /// the length the chunk has
         held: u32,
     },
+    /// One commit names a chunk with two lengths: at least one reference lies.
+    #[error("chunk {id} is named with two lengths ({one} and {other} bytes): nothing was committed")]
+    ConflictingLengths {
+        /// the chunk
+        id: ChunkId,
+        /// one length given
+        one: u32,
+        /// the other
+        other: u32,
+    },
     /// A chunk an object needs is not in the index (quarantined or lost).
     #[error("chunk {0} is missing from the store (quarantined or lost); repair it from another site's replica")]
     MissingChunk(ChunkId),

@@ -288,8 +288,7 @@ impl Store {
         refs.sort_unstable();
         refs.dedup();
         if let Some(pair) = refs.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-            let (id, referenced, held) = (pair[1].0, pair[1].1, pair[0].1);
-            return Err(StoreError::ChunkLengthMismatch { id, referenced, held });
+            return Err(StoreError::ConflictingLengths { id: pair[0].0, one: pair[0].1, other: pair[1].1 });
         }
         let mismatch = |id: ChunkId, referenced: u32, held: u32| {
             (held != referenced).then_some(StoreError::ChunkLengthMismatch { id, referenced, held })
@@ -605,7 +604,7 @@ mod tests {
         let twice = vec![object("one", honest), object("two", lying)];
         assert!(matches!(
             store.commit_transfer(rand::random(), twice).await,
-            Err(StoreError::ChunkLengthMismatch { .. })
+            Err(StoreError::ConflictingLengths { one, other, .. }) if one == len && other == len + 100
         ));
         assert!(store.check().unwrap().is_clean(), "{:?}", store.check().unwrap());
     }
