@@ -59,11 +59,9 @@ impl ProjectAccess {
     /// The bucket, if `project` may use it; NoSuchBucket for a missing one (no project
     /// learns more of a name it cannot use than S3 would tell anyone).
     fn check_bucket(&self, project: &str, bucket: &str) -> S3Result<BucketRecord> {
-        let record = self.store.bucket(bucket).map_err(crate::error::from_store)?;
-        match self.store.bucket_allows(bucket, project) {
-            Ok(true) => Ok(record),
-            Ok(false) => Err(s3_error!(AccessDenied, "project {project} has no access to bucket {bucket}")),
-            Err(e) => Err(crate::error::from_store(e)),
+        match self.store.bucket_for(bucket, project).map_err(crate::error::from_store)? {
+            Some(record) => Ok(record),
+            None => Err(s3_error!(AccessDenied, "project {project} has no access to bucket {bucket}")),
         }
     }
 

@@ -10,7 +10,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use s3_gateway::GatewayConfig;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use store::{Store, StoreConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -55,28 +55,10 @@ impl Gateway {
 }
 
 /// A SigV4 presigned GET of `path` valid for `expires`, whatever its length (the SDK
-/// refuses to make one of more than 7 days); returns the path and query to request.
+/// refuses to make one of more than 7 days): the path and query to request.
 fn presigned_get(base: &str, path: &str, id: &str, secret: &str, expires: Duration) -> String {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
-    let identity = aws_credential_types::Credentials::new(id, secret, None, None, "in-process").into();
-    let mut settings = SigningSettings::default();
-    settings.signature_location = SignatureLocation::QueryParams;
-    settings.expires_in = Some(expires);
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name("s3")
-        .time(SystemTime::now())
-        .settings(settings)
-        .build()
-        .unwrap()
-        .into();
-    let url = format!("{base}{path}");
-    let signable = SignableRequest::new("GET", &url, std::iter::empty(), SignableBody::UnsignedPayload).unwrap();
-    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-    let mut request = http::Request::builder().uri(&url).body(()).unwrap();
-    instructions.apply_to_request_http1x(&mut request);
-    request.uri().path_and_query().unwrap().to_string()
+    let url = tests::presign_url(&format!("{base}{path}"), id, secret, expires);
+    url.strip_prefix(base).expect("the URL signed").to_owned()
 }
 
 /// A bare HTTP/1.1 GET of `path_and_query`, as a hand-written client would send it:
@@ -90,18 +72,6 @@ async fn raw_get(base: &str, path_and_query: &str) -> (u16, String) {
     stream.read_to_end(&mut answer).await.unwrap();
     let answer = String::from_utf8_lossy(&answer).into_owned();
     (answer[9..12].parse().unwrap(), answer)
-}
-
-/// base64(HMAC-SHA1(secret, string_to_sign)), the SigV2 signature.
-fn sig_v2(secret: &str, string_to_sign: &str) -> String {
-    use base64::Engine as _;
-    use sha1::{Digest, Sha1};
-    let mut key = [0u8; 64];
-    key[..secret.len()].copy_from_slice(secret.as_bytes());
-    let pad = |byte: u8| key.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
-    let inner = Sha1::new().chain_update(pad(0x36)).chain_update(string_to_sign).finalize();
-    let outer = Sha1::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
-    base64::engine::general_purpose::STANDARD.encode(outer)
 }
 
 fn url_encode(text: &str) -> String {
@@ -380,7 +350,7 @@ async fn percent_encoded_query_names_do_not_slip_past_the_presign_limit_or_the_s
     // A correctly signed SigV2 presigned URL (s3s would accept it) with its parameter
     // names encoded is still SigV2, and refused.
     let expires = 4102444800u64;
-    let signature = sig_v2(&secret, &format!("GET\n\n\n{expires}\n/signed/k"));
+    let signature = tests::sig_v2(&secret, &format!("GET\n\n\n{expires}\n/signed/k"));
     let signature: String = url_encode(&signature);
     let v2 = format!("/signed/k?AWSAccessKeyI%64={id}&Expires={expires}&Signatur%65={signature}");
     let (status, answer) = raw_get(&gw.url, &v2).await;

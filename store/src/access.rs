@@ -3,7 +3,7 @@
 
 use crate::Store;
 use crate::error::StoreError;
-use crate::meta::values::{AccessKeyRecord, GrantRecord};
+use crate::meta::values::{AccessKeyRecord, BucketRecord, GrantRecord};
 use crate::meta::{cf, keys};
 use rand::Rng;
 
@@ -85,7 +85,14 @@ impl Store {
     /// Whether `project` may use `bucket` (owner or granted). A missing bucket is
     /// reported as such, so callers can answer NoSuchBucket.
     pub fn bucket_allows(&self, bucket: &str, project: &str) -> Result<bool, StoreError> {
+        Ok(self.bucket_for(bucket, project)?.is_some())
+    }
+
+    /// The bucket's record if `project` may use it (owner or granted), None if not; a
+    /// missing bucket is NoSuchBucket. One read of the record for callers that need both.
+    pub fn bucket_for(&self, bucket: &str, project: &str) -> Result<Option<BucketRecord>, StoreError> {
         let record = self.bucket(bucket)?;
-        Ok(record.owner == project || self.meta.contains(cf::GRANTS, &keys::grant_key(bucket, project))?)
+        let allowed = record.owner == project || self.meta.contains(cf::GRANTS, &keys::grant_key(bucket, project))?;
+        Ok(allowed.then_some(record))
     }
 }

@@ -48,11 +48,17 @@ pub struct Precondition {
 }
 
 impl Precondition {
-    /// Checks `bucket` (its record, read under the bucket lock) and `key` against `self`.
-    fn check(&self, store: &Store, bucket: &str, key: &str, current: &BucketRecord) -> Result<(), StoreError> {
+    /// Checks that `bucket` (its record, read under the bucket lock) is the one seen.
+    fn check_bucket(&self, bucket: &str, current: &BucketRecord) -> Result<(), StoreError> {
         if self.bucket.as_ref().is_some_and(|seen| seen != current) {
             return Err(StoreError::NoSuchBucket(bucket.to_owned()));
         }
+        Ok(())
+    }
+
+    /// Checks `bucket` and `key` against `self`, for a write.
+    fn check(&self, store: &Store, bucket: &str, key: &str, current: &BucketRecord) -> Result<(), StoreError> {
+        self.check_bucket(bucket, current)?;
         if self.absent && store.meta.contains(cf::OBJECTS, &keys::object_key(bucket, key))? {
             return Err(StoreError::ObjectExists { bucket: bucket.to_owned(), key: key.to_owned() });
         }
@@ -303,12 +309,12 @@ impl Store {
         self.delete_object_if(bucket, key, &Precondition::default()).await
     }
 
-    /// Deletes `bucket/key` if `pre` still holds (its `absent` is ignored).
+    /// Deletes `bucket/key` if the bucket is still the one `pre` saw (its `absent` is
+    /// for writes).
     pub async fn delete_object_if(&self, bucket: &str, key: &str, pre: &Precondition) -> Result<(), StoreError> {
         let _bucket_stays = self.bucket_lock(bucket).read().await;
         let _guard = self.lock_key(bucket, key).await;
-        let current = self.bucket(bucket)?;
-        Precondition { absent: false, ..pre.clone() }.check(self, bucket, key, &current)?;
+        pre.check_bucket(bucket, &self.bucket(bucket)?)?;
         let okey = keys::object_key(bucket, key);
         let Some(old) = self.meta.get::<ObjectRecord>(cf::OBJECTS, &okey)? else { return Ok(()) };
         let mut batch = self.meta.batch();

@@ -3,7 +3,9 @@
 //!
 //! - [`content`]: reproducible object bytes from a seed;
 //! - [`Daemon`]: a `clusster serve` child process on loopback ports, stopped on drop
-//!   (used by the binary's tests in `transfer-daemon/tests/`).
+//!   (used by the binary's tests in `transfer-daemon/tests/`);
+//! - [`presign_url`], [`sig_v2`]: request signatures made by hand, for the cases the SDK
+//!   refuses to make (presigned URLs past 7 days, SigV2).
 
 use rand::{RngCore, SeedableRng};
 use std::io::{BufRead, BufReader};
@@ -104,4 +106,39 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A SigV4 presigned GET URL valid for `expires`, whatever its length.
+pub fn presign_url(url: &str, id: &str, secret: &str, expires: Duration) -> String {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
+    let identity = aws_credential_types::Credentials::new(id, secret, None, None, "test").into();
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(expires);
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("s3")
+        .time(std::time::SystemTime::now())
+        .settings(settings)
+        .build()
+        .unwrap()
+        .into();
+    let signable = SignableRequest::new("GET", url, std::iter::empty(), SignableBody::UnsignedPayload).unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut request = http::Request::builder().uri(url).body(()).unwrap();
+    instructions.apply_to_request_http1x(&mut request);
+    request.uri().to_string()
+}
+
+/// base64(HMAC-SHA1(secret, string_to_sign)), the SigV2 signature.
+pub fn sig_v2(secret: &str, string_to_sign: &str) -> String {
+    use base64::Engine as _;
+    use sha1::{Digest, Sha1};
+    let mut key = [0u8; 64];
+    key[..secret.len()].copy_from_slice(secret.as_bytes());
+    let pad = |byte: u8| key.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
+    let inner = Sha1::new().chain_update(pad(0x36)).chain_update(string_to_sign).finalize();
+    let outer = Sha1::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
+    base64::engine::general_purpose::STANDARD.encode(outer)
 }

@@ -26,41 +26,6 @@ async fn get_bytes(c: &Client, bucket: &str, key: &str) -> Vec<u8> {
     c.get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await.unwrap().into_bytes().to_vec()
 }
 
-/// A SigV4 presigned GET URL valid for `expires`, whatever its length.
-fn presign_url(url: &str, id: &str, secret: &str, expires: Duration) -> String {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
-    let identity = aws_credential_types::Credentials::new(id, secret, None, None, "test").into();
-    let mut settings = SigningSettings::default();
-    settings.signature_location = SignatureLocation::QueryParams;
-    settings.expires_in = Some(expires);
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name("s3")
-        .time(SystemTime::now())
-        .settings(settings)
-        .build()
-        .unwrap()
-        .into();
-    let signable = SignableRequest::new("GET", url, std::iter::empty(), SignableBody::UnsignedPayload).unwrap();
-    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-    let mut request = http::Request::builder().uri(url).body(()).unwrap();
-    instructions.apply_to_request_http1x(&mut request);
-    request.uri().to_string()
-}
-
-/// base64(HMAC-SHA1(secret, string_to_sign)), the SigV2 signature.
-fn sig_v2(secret: &str, string_to_sign: &str) -> String {
-    use base64::Engine as _;
-    use sha1::{Digest, Sha1};
-    let mut key = [0u8; 64];
-    key[..secret.len()].copy_from_slice(secret.as_bytes());
-    let pad = |byte: u8| key.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
-    let inner = Sha1::new().chain_update(pad(0x36)).chain_update(string_to_sign).finalize();
-    let outer = Sha1::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
-    base64::engine::general_purpose::STANDARD.encode(outer)
-}
-
 fn code<E: ProvideErrorMetadata>(e: &E) -> String {
     e.code().unwrap_or("<no code>").to_owned()
 }
@@ -410,7 +375,8 @@ async fn bad_input_gets_the_s3_error_and_harms_nothing() {
         .unwrap();
     assert_eq!(http.get(fresh.uri()).send().await.unwrap().bytes().await.unwrap().to_vec(), kept);
     // The SDK refuses to presign for more than 7 days; sign such a URL by hand.
-    let week_plus = presign_url(&format!("{}/kept/k", daemon.s3_url()), &id, &secret, Duration::from_secs(604_801));
+    let week_plus =
+        tests::presign_url(&format!("{}/kept/k", daemon.s3_url()), &id, &secret, Duration::from_secs(604_801));
     let resp = http.get(&week_plus).send().await.unwrap();
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("AuthorizationQueryParametersError"));
@@ -421,7 +387,7 @@ async fn bad_input_gets_the_s3_error_and_harms_nothing() {
     assert_eq!(resp.status(), 403);
     // A correctly signed SigV2 request: s3s would accept it, our access check refuses it.
     let date = "Sat, 21 Nov 2026 12:00:00 GMT";
-    let signature = sig_v2(&secret, &format!("GET\n\n\n{date}\n/kept/k"));
+    let signature = tests::sig_v2(&secret, &format!("GET\n\n\n{date}\n/kept/k"));
     let resp = http
         .get(format!("{base}/kept/k"))
         .header("Authorization", format!("AWS {id}:{signature}"))
@@ -504,7 +470,7 @@ async fn virtual_hosted_style_addresses_the_bucket_by_host() {
     c.put_object().bucket("cells").key("img/1.tif").body(ByteStream::from_static(b"pixels")).send().await.unwrap();
     // Sign for bucket.domain, send to the loopback address with that Host header.
     let host = format!("cells.s3.clusster.test:{port}");
-    let signed = presign_url(&format!("http://{host}/img/1.tif"), &id, &secret, Duration::from_secs(60));
+    let signed = tests::presign_url(&format!("http://{host}/img/1.tif"), &id, &secret, Duration::from_secs(60));
     let loopback = signed.replacen(&host, &listen, 1);
     let resp = reqwest::Client::new().get(&loopback).header("Host", &host).send().await.unwrap();
     assert_eq!(resp.status(), 200);
