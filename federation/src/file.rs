@@ -359,8 +359,9 @@ pub fn format_signing_key(key: &[u8; 32]) -> String {
     format!("{SIGNING_KEY_PREFIX}{}", hex::encode(key))
 }
 
-/// One `[[site]]` entry as `site init` writes it.
-#[derive(Debug, Clone, PartialEq)]
+/// One `[[site]]` entry as `site init` writes it. `init_site` fills in the name and the
+/// keys, so a caller may leave those at their defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SiteEntry {
     /// Site name.
     pub name: String,

@@ -167,14 +167,7 @@ mod tests {
     fn the_key_site_init_writes_matches_the_federation_file() {
         let dir = tempfile::tempdir().unwrap();
         init_federation(dir.path(), "eu", false).unwrap();
-        let entry = SiteEntry {
-            name: String::new(),
-            quic: Some("127.0.0.1:7444".into()),
-            s3: None,
-            attributes: Default::default(),
-            signing_key: [0; 32],
-            tls_key: [0; 32],
-        };
+        let entry = SiteEntry { quic: Some("127.0.0.1:7444".into()), ..SiteEntry::default() };
         let out = dir.path().join("paris");
         init_site(dir.path(), "paris", &out, entry, false).unwrap();
         let federation = Federation::load(&dir.path().join("federation.toml")).unwrap();

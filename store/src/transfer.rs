@@ -540,6 +540,14 @@ mod tests {
         ChunkRef { id, len: data.len() as u32 }
     }
 
+    /// A store in a temporary directory (kept while the guard lives) with bucket "b".
+    async fn store_with_bucket() -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path()), Offload::cpu(1)).await.unwrap();
+        store.create_bucket("b", "").await.unwrap();
+        (dir, store)
+    }
+
     fn object(key: &str, chunk: ChunkRef) -> TransferredObject {
         TransferredObject {
             bucket: "b".into(),
@@ -558,9 +566,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_commit_over_a_chunk_quarantined_since_its_flush_fails_and_loses_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreConfig::new(dir.path()), Offload::cpu(1)).await.unwrap();
-        store.create_bucket("b", "").await.unwrap();
+        let (_dir, store) = store_with_bucket().await;
 
         let (first, second) = (rand::random::<TransferId>(), rand::random::<TransferId>());
         let kept = receive(&store, first, b"the first transfer's chunk").await;
@@ -582,9 +588,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_transfer_naming_a_held_chunk_with_another_length_is_refused_at_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreConfig::new(dir.path()), Offload::cpu(1)).await.unwrap();
-        store.create_bucket("b", "").await.unwrap();
+        let (_dir, store) = store_with_bucket().await;
         // Large enough to be chunked rather than kept inline.
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
         let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(data.clone()))]);
@@ -611,9 +615,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_bad_length_in_one_object_never_quarantines_the_chunk_others_share() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreConfig::new(dir.path()), Offload::cpu(1)).await.unwrap();
-        store.create_bucket("b", "").await.unwrap();
+        let (_dir, store) = store_with_bucket().await;
         let transfer = rand::random::<TransferId>();
         let shared = receive(&store, transfer, b"a chunk two objects share").await;
         store.commit_transfer(transfer, vec![object("good", shared)]).await.unwrap();

@@ -19,14 +19,7 @@ const WAIT: Duration = Duration::from_secs(10);
 fn federation(dir: &Path, sites: &[&str]) -> Arc<Federation> {
     init_federation(dir, "test", false).unwrap();
     for site in sites {
-        let entry = SiteEntry {
-            name: String::new(),
-            quic: Some("127.0.0.1:1".into()),
-            s3: None,
-            attributes: Default::default(),
-            signing_key: [0; 32],
-            tls_key: [0; 32],
-        };
+        let entry = SiteEntry { quic: Some("127.0.0.1:1".into()), ..SiteEntry::default() };
         init_site(dir, site, &dir.join(site), entry, false).unwrap();
     }
     Arc::new(Federation::load(&dir.join("federation.toml")).unwrap())

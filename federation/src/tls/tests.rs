@@ -14,14 +14,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const ALPN: &[u8] = b"clusster-test/1";
 
 fn entry(quic: &str) -> SiteEntry {
-    SiteEntry {
-        name: String::new(),
-        quic: Some(quic.into()),
-        s3: None,
-        attributes: Default::default(),
-        signing_key: [0; 32],
-        tls_key: [0; 32],
-    }
+    SiteEntry { quic: Some(quic.into()), ..SiteEntry::default() }
 }
 
 /// A federation named `name` in `dir` with the given sites; returns it as loaded after

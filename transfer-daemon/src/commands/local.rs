@@ -128,8 +128,8 @@ fn site_init(args: SiteInitArgs) -> anyhow::Result<()> {
         quic: args.quic,
         s3: args.s3,
         attributes,
-        signing_key: [0; 32],
-        tls_key: [0; 32],
+        // The keys are made by init_site.
+        ..Default::default()
     };
     let done = federation::identity::init_site(&args.federation, &args.name, &args.out, entry, args.force)
         .map_err(federation_failure)?;
