@@ -5,7 +5,8 @@
 #   clu_setup PROFILE          a federation of two sites (a = 10.77.0.1, b = 10.77.0.2) with a
 #                              [[link]] sized from the profile, site a's daemon started and the
 #                              data sets loaded into its buckets orig, mut, ins (and small)
-#   clu_fresh_b                site b's daemon on an empty data dir with an empty bucket "tree"
+#   clu_fresh_b                site b's daemon on an empty data dir with empty buckets "tree"
+#                              and "small", shared with site a
 #                              (and "small"): what a cold transfer starts from
 #   run_clusster PROFILE DATASET RUN
 #                              one timed push A→B (see run.sh), verified and recorded
@@ -146,6 +147,11 @@ clu_fresh_b() {
   clu_start b
   clu_key b
   clu_rclone b mkdir s:tree && clu_rclone b mkdir s:small || fail "creating buckets at site b" "$CLU/b.log"
+  # Buckets are shared with no site until told: let a push into them.
+  for bucket in tree small; do
+    ip netns exec clw-b "$CLUSSTER" bucket share "$bucket" --site a --read --write --data-dir "$CLU/b" >/dev/null ||
+      fail "sharing $bucket at site b with a" "$CLU/b.log"
+  done
 }
 
 clu_cpu_s() { # PID -> user + system CPU seconds so far

@@ -136,6 +136,7 @@ for run in $(seq "$RUNS"); do
   rm -rf "$R/b"
   start b
   rclone_at b mkdir s:small
+  at b "$CLUSSTER" bucket share small --site a --read --write --data-dir "$R/b" >/dev/null
   a=${PID[a]} b=${PID[b]}
   if [ "${PERF:-0}" = 1 ]; then
     perf record -e cpu-clock -F 499 -g -p "$a" -o "$WORK/perf.a" 2>/dev/null &

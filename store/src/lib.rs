@@ -2,7 +2,7 @@
 //! RocksDB, hashing and compression on the offload engine.
 //!
 //! Modules:
-//! - [`access`]: access keys and bucket grants;
+//! - [`access`]: access keys, bucket grants to projects, bucket shares with sites;
 //! - [`config`]: store settings;
 //! - `meta` (private): the metadata database (all RocksDB access), keys and record formats;
 //! - [`chunks`]: pack objects on the chunk backend, durable local writes;
@@ -43,12 +43,14 @@ mod read;
 pub mod scrub;
 pub mod transfer;
 
+pub use access::SiteAccess;
 pub use chunks::ChunkBackend;
 pub use config::StoreConfig;
 pub use error::StoreError;
 pub use ingest::{IngestOptions, Ingested};
 pub use meta::values::{
-    AccessKeyRecord, Body, BucketRecord, ChunkRef, ObjectHead, ObjectMeta, ObjectRecord, TransferRecord,
+    AccessKeyRecord, Body, BucketRecord, ChunkRef, ObjectHead, ObjectMeta, ObjectRecord, SiteShareRecord,
+    TransferRecord,
 };
 pub use metrics::StoreMetrics;
 pub use objects::{ListPage, ObjectInfo, ObjectStream, OpenObject, Precondition, PutOptions, check_digests};

@@ -136,8 +136,11 @@ impl Store {
         }
         let mut batch = self.meta.batch();
         batch.delete(cf::BUCKETS, bucket.as_bytes());
-        for grant in self.meta.scan_raw(cf::GRANTS, &prefix, keys::prefix_successor(&prefix)) {
-            batch.delete(cf::GRANTS, &grant?.0);
+        // A bucket of the same name created later starts with no grants and no shares.
+        for family in [cf::GRANTS, cf::SITE_SHARES] {
+            for entry in self.meta.scan_raw(family, &prefix, keys::prefix_successor(&prefix)) {
+                batch.delete(family, &entry?.0);
+            }
         }
         self.commit(batch).await
     }

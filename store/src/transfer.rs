@@ -21,7 +21,7 @@ use crate::meta::values::{
 use crate::meta::{RawEntry, cf};
 use bytes::Bytes;
 use hw_offload::ChunkId;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// A transfer's id.
@@ -80,6 +80,30 @@ impl Store {
         pin.claims.claim_all(ids.iter().copied());
         let keys: Vec<[u8; 32]> = ids.iter().map(keys::chunk_key).collect();
         self.meta.contains_many(cf::CHUNKS, &keys)
+    }
+
+    /// Which of `wanted` an object of one of `buckets` uses: what a peer allowed to read
+    /// those buckets could fetch anyway. Reads each object's chunk list until every id
+    /// is found, so it costs a scan of the buckets when some id is not there; a repair,
+    /// its only caller, is rare and asks at most a few thousand ids.
+    pub fn chunks_used_in(&self, buckets: &[String], wanted: &[ChunkId]) -> Result<HashSet<ChunkId>, StoreError> {
+        let mut left: HashSet<ChunkId> = wanted.iter().copied().collect();
+        let mut found = HashSet::new();
+        for bucket in buckets {
+            let prefix = keys::bucket_prefix(bucket);
+            for item in self.meta.scan::<ObjectRecord>(cf::OBJECTS, &prefix, b"") {
+                if left.is_empty() {
+                    return Ok(found);
+                }
+                let (_, record) = item?;
+                for chunk in self.body_chunks(&record.body)? {
+                    if left.remove(&chunk.id) {
+                        found.insert(chunk.id);
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// The object at `bucket/key` with its chunk list, claimed in `pin`. An inline

@@ -10,7 +10,9 @@ use rand::{RngCore, SeedableRng};
 use std::sync::Arc;
 use store::multipart::MIN_PART_BYTES;
 
-use store::{ChunkBackend, IngestOptions, ObjectMeta, Precondition, PutOptions, Store, StoreConfig, StoreError};
+use store::{
+    ChunkBackend, IngestOptions, ObjectMeta, Precondition, PutOptions, SiteAccess, Store, StoreConfig, StoreError,
+};
 
 /// A store plus a raw view of its chunk backend, to damage packs behind its back.
 struct Fixture {
@@ -62,6 +64,7 @@ conformance!(
     a_write_to_a_bucket_replaced_meanwhile_lands_nowhere,
     a_create_only_write_fails_at_commit_if_the_key_appeared,
     a_damaged_length_in_a_frame_header_is_the_chunks_fault,
+    buckets_are_shared_with_sites_only_as_told,
 );
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
@@ -532,4 +535,45 @@ async fn a_damaged_length_in_a_frame_header_is_the_chunks_fault(f: Fixture) {
     assert!(matches!(err, StoreError::MissingChunk(_)), "out of service until repaired: {err}");
     put(s, "b", "again", &text).await;
     assert_eq!(get(s, "b", "text", None).await.unwrap(), text, "writing the bytes again repairs it");
+}
+
+async fn buckets_are_shared_with_sites_only_as_told(f: Fixture) {
+    let s = &f.store;
+    s.create_bucket("b", "proj").await.unwrap();
+    s.create_bucket("other", "proj").await.unwrap();
+    // Shared with no site by default.
+    assert!(!s.site_may("b", "julich", SiteAccess::Read).unwrap());
+    assert!(!s.site_may("b", "julich", SiteAccess::Write).unwrap());
+    assert!(matches!(s.site_may("nope", "julich", SiteAccess::Read), Err(StoreError::NoSuchBucket(_))));
+
+    s.share_bucket("b", "julich", true, false).await.unwrap();
+    s.share_bucket("other", "julich", false, true).await.unwrap();
+    assert!(s.site_may("b", "julich", SiteAccess::Read).unwrap());
+    assert!(!s.site_may("b", "julich", SiteAccess::Write).unwrap());
+    assert!(!s.site_may("b", "cern", SiteAccess::Read).unwrap());
+    assert_eq!(s.buckets_shared_with("julich", SiteAccess::Read).unwrap(), ["b"]);
+    assert_eq!(s.buckets_shared_with("julich", SiteAccess::Write).unwrap(), ["other"]);
+    // Sharing again replaces the rights.
+    s.share_bucket("b", "julich", false, true).await.unwrap();
+    assert!(!s.site_may("b", "julich", SiteAccess::Read).unwrap());
+    let shares = s.bucket_shares("b").unwrap();
+    assert_eq!(shares.len(), 1);
+    assert_eq!((shares[0].0.as_str(), shares[0].1.read, shares[0].1.write), ("julich", false, true));
+
+    // Bad requests change nothing.
+    assert!(matches!(s.share_bucket("b", "julich", false, false).await, Err(StoreError::InvalidName(_))));
+    assert!(matches!(s.share_bucket("b", "bad/site", true, true).await, Err(StoreError::InvalidName(_))));
+    assert!(matches!(s.share_bucket("nope", "julich", true, true).await, Err(StoreError::NoSuchBucket(_))));
+    assert!(s.site_may("b", "julich", SiteAccess::Write).unwrap());
+
+    assert!(s.unshare_bucket("b", "julich").await.unwrap());
+    assert!(!s.unshare_bucket("b", "julich").await.unwrap());
+    assert!(!s.site_may("b", "julich", SiteAccess::Write).unwrap());
+
+    // A bucket deleted and created again by anyone starts unshared.
+    s.share_bucket("b", "julich", true, true).await.unwrap();
+    s.delete_bucket("b").await.unwrap();
+    s.create_bucket("b", "someone-else").await.unwrap();
+    assert!(s.bucket_shares("b").unwrap().is_empty());
+    assert!(!s.site_may("b", "julich", SiteAccess::Read).unwrap());
 }

@@ -1,8 +1,8 @@
 //! The admin HTTP listener: `/health` and `/metrics` for monitoring, and `/admin/*`
-//! (maintenance, access keys, bucket grants) for the operator, behind the bearer token
+//! (maintenance, access keys, bucket grants and shares with sites, transfers) for the operator, behind the bearer token
 //! kept in `<data_dir>/admin.token`. Errors are RFC 9457 problem documents.
 
-use crate::api::{CreatedKey, KeyInfo, NewKey, NewTransfer};
+use crate::api::{BucketShare, CreatedKey, KeyInfo, NewKey, NewTransfer, SiteRights, Unshared};
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
@@ -110,6 +110,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/keys", post(create_key).get(list_keys))
         .route("/admin/keys/{id}", axum::routing::delete(delete_key))
         .route("/admin/buckets/{bucket}/grants/{project}", axum::routing::put(grant).delete(revoke))
+        .route("/admin/buckets/{bucket}/sites", get(list_shares))
+        .route("/admin/buckets/{bucket}/sites/{site}", axum::routing::put(share).delete(unshare))
         .route("/admin/repair", post(repair))
         .route("/admin/transfers", post(start_transfer).get(list_transfers))
         .route("/admin/transfers/{id}", get(transfer_status).delete(cancel_transfer))
@@ -160,7 +162,11 @@ async fn health(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&state.store)).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&state.store, state.transfers.as_deref()),
+    )
+        .into_response()
 }
 
 async fn gc(State(state): State<Arc<AdminState>>) -> Result<Response, Problem> {
@@ -215,6 +221,48 @@ async fn revoke(
 ) -> Result<Response, Problem> {
     state.store.revoke_bucket(&bucket, &project).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn share(
+    State(state): State<Arc<AdminState>>,
+    Path((bucket, site)): Path<(String, String)>,
+    body: Result<axum::Json<SiteRights>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let bad = |detail: String| Problem::new(StatusCode::BAD_REQUEST, "invalid share", detail);
+    let axum::Json(rights) = body.map_err(|e| bad(format!("{e}; send {{\"read\": true, \"write\": false}}")))?;
+    // A typo would otherwise share the bucket with nobody, silently. A site not yet
+    // federated may set its shares before it joins.
+    if let Some(transfers) = &state.transfers
+        && !transfers.is_peer(&site)
+    {
+        return Err(bad(format!("{site:?} is not another site of this site's federation file")));
+    }
+    let record = state.store.share_bucket(&bucket, &site, rights.read, rights.write).await?;
+    Ok(json(&BucketShare { bucket, site, read: record.read, write: record.write, created_ms: record.created_ms }))
+}
+
+async fn unshare(
+    State(state): State<Arc<AdminState>>,
+    Path((bucket, site)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let was_shared = state.store.unshare_bucket(&bucket, &site).await?;
+    Ok(json(&Unshared { bucket, site, was_shared }))
+}
+
+async fn list_shares(State(state): State<Arc<AdminState>>, Path(bucket): Path<String>) -> Result<Response, Problem> {
+    let shares: Vec<BucketShare> = state
+        .store
+        .bucket_shares(&bucket)?
+        .into_iter()
+        .map(|(site, r)| BucketShare {
+            bucket: bucket.clone(),
+            site,
+            read: r.read,
+            write: r.write,
+            created_ms: r.created_ms,
+        })
+        .collect();
+    Ok(json(&shares))
 }
 
 async fn check(State(state): State<Arc<AdminState>>) -> Result<Response, Problem> {

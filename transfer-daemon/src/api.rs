@@ -61,3 +61,54 @@ pub struct NewTransfer {
     #[serde(default)]
     pub rate_limit: Option<u64>,
 }
+
+/// `PUT /admin/buckets/{bucket}/sites/{site}` body: what the site may do with the bucket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRights {
+    /// pull the bucket's objects, copy them to a third site, repair the chunks they use
+    #[serde(default)]
+    pub read: bool,
+    /// push objects into the bucket
+    #[serde(default)]
+    pub write: bool,
+}
+
+/// A bucket's share with one site: the `PUT` answer, and each entry of
+/// `GET /admin/buckets/{bucket}/sites`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BucketShare {
+    /// The bucket.
+    pub bucket: String,
+    /// The federation site it is shared with.
+    pub site: String,
+    /// The site may read it.
+    pub read: bool,
+    /// The site may write into it.
+    pub write: bool,
+    /// When it was last set, ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+impl BucketShare {
+    /// The rights in words, for people.
+    pub fn rights(&self) -> &'static str {
+        match (self.read, self.write) {
+            (true, true) => "read and write",
+            (true, false) => "read",
+            (false, true) => "write",
+            (false, false) => "nothing",
+        }
+    }
+}
+
+/// `DELETE /admin/buckets/{bucket}/sites/{site}` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unshared {
+    /// The bucket.
+    pub bucket: String,
+    /// The site.
+    pub site: String,
+    /// Whether it was shared with the site before.
+    pub was_shared: bool,
+}

@@ -218,6 +218,42 @@ pub enum BucketCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Let another site of the federation read the bucket (pull, copy elsewhere, repair
+    /// from it), write into it (push), or both. A bucket is shared with no site until
+    /// this is run; running it again replaces the site's rights.
+    Share {
+        /// The bucket.
+        bucket: String,
+        /// The federation site to share it with.
+        #[arg(long)]
+        site: String,
+        /// The site may read the bucket.
+        #[arg(long)]
+        read: bool,
+        /// The site may write into the bucket.
+        #[arg(long)]
+        write: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Stop sharing the bucket with a site: its transfers are refused from now on, and
+    /// one running is refused at its commit.
+    Unshare {
+        /// The bucket.
+        bucket: String,
+        /// The site.
+        #[arg(long)]
+        site: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the sites the bucket is shared with.
+    Shares {
+        /// The bucket.
+        bucket: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(clap::Args)]

@@ -1,12 +1,15 @@
-//! Prometheus text exposition of the store's and the offload engines' counters.
+//! Prometheus text exposition of the store's, the transfers' and the offload engines'
+//! counters.
 
 use std::fmt::Write;
 use store::Store;
+use transfer_engine::manager::Transfers;
 
 /// Renders every counter in the Prometheus text format.
-pub fn render(store: &Store) -> String {
+pub fn render(store: &Store, transfers: Option<&Transfers>) -> String {
     let mut out = String::new();
-    for (name, help, value) in store.metrics().counters() {
+    let transfer_counters = transfers.map(|t| t.counters().counters()).into_iter().flatten();
+    for (name, help, value) in store.metrics().counters().into_iter().chain(transfer_counters) {
         let _ = writeln!(out, "# HELP clusster_{name} {help}\n# TYPE clusster_{name} counter\nclusster_{name} {value}");
     }
     let engines = store.offload().engines();

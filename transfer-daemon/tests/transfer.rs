@@ -1,6 +1,6 @@
 //! Transfers between real `clusster` daemons on loopback: push, pull, third-party copy,
-//! dedup of what the receiver holds, deltas, resume after the receiver is killed, and a
-//! corrupt chunk at the sender.
+//! dedup of what the receiver holds, deltas, resume after the receiver is killed, a
+//! corrupt chunk at the sender, and what a bucket's shares with sites let peers do.
 
 mod common;
 
@@ -85,6 +85,13 @@ async fn put(client: &Client, bucket: &str, key: &str, data: Vec<u8>) {
 async fn get(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
     let out = client.get_object().bucket(bucket).key(key).send().await.unwrap();
     out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+/// Shares `bucket` at `daemon` with `site` (`rights`: "--read", "--write" or both).
+fn share(daemon: &Daemon, bucket: &str, site: &str, rights: &[&str]) {
+    let mut args = vec!["bucket", "share", bucket, "--site", site, "--data-dir", daemon.data_dir.to_str().unwrap()];
+    args.extend_from_slice(rights);
+    ok(clusster(&args));
 }
 
 /// Runs a transfer verb with --wait --json on `daemon`; returns the final status.
@@ -176,6 +183,7 @@ async fn a_transfer_spreads_over_several_connections() {
     for client in [&sa, &sb] {
         client.create_bucket().bucket("data").send().await.unwrap();
     }
+    share(&b, "data", "a", &["--read", "--write"]);
     for (key, data) in objects() {
         put(&sa, "data", &key, data).await;
     }
@@ -206,6 +214,15 @@ async fn third_party_copy() {
     for (key, data) in objects() {
         put(&sb, "data", &key, data).await;
     }
+    // b lets a read its bucket, but not yet c, where a wants the copy: refused at once.
+    share(&b, "data", "a", &["--read"]);
+    share(&c, "mirror", "b", &["--write"]);
+    let mut args = vec!["transfer", "copy", "b", "c", "data", "mirror/from-b/", "--wait", "--json", "--data-dir"];
+    args.push(a.data_dir.to_str().unwrap());
+    let refused = clusster(&args);
+    assert_eq!(refused.status.code(), Some(1), "the copy fails");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("c may not read bucket data"), "{refused:?}");
+    share(&b, "data", "c", &["--read"]);
     // a holds nothing of it and asks b to send to c.
     let status = transfer(&a, &["copy", "b", "c", "data", "mirror/from-b/"]);
     assert_eq!(status["state"], "done", "{status}");
@@ -241,6 +258,7 @@ async fn a_receiver_killed_midway_resumes_without_resending() {
     let (sa, sb) = (s3(&a), s3(&b));
     sa.create_bucket().bucket("data").send().await.unwrap();
     sb.create_bucket().bucket("data").send().await.unwrap();
+    share(&b, "data", "a", &["--write"]);
     let files: Vec<(String, Vec<u8>)> = (0..8).map(|i| (format!("f{i}"), content(100 + i, 16 << 20, i))).collect();
     let total: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
     for (key, data) in &files {
@@ -334,8 +352,17 @@ async fn a_destination_key_too_long_fails_the_transfer_before_its_data_moves() {
     assert_eq!(get(&sb, "data", "kept").await, b"already at b");
 }
 
-/// Sites a and b of one federation, each with an empty bucket "data", and their S3 clients.
+/// Sites a and b of one federation, each with an empty bucket "data" shared with the
+/// other for reading and writing, and their S3 clients.
 async fn two_sites(root: &Path) -> (Daemon, Daemon, Client, Client) {
+    let (a, b, sa, sb) = two_unshared_sites(root).await;
+    share(&a, "data", "b", &["--read", "--write"]);
+    share(&b, "data", "a", &["--read", "--write"]);
+    (a, b, sa, sb)
+}
+
+/// As [`two_sites`], the buckets shared with no site.
+async fn two_unshared_sites(root: &Path) -> (Daemon, Daemon, Client, Client) {
     let fed = Federation::new(root, &["a", "b"]);
     let (a, b) = (fed.start("a"), fed.start("b"));
     let (sa, sb) = (s3(&a), s3(&b));
@@ -371,7 +398,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread")]
 async fn scrub_finds_a_corrupt_chunk_and_repair_fetches_it_from_a_peer() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, _b, sa, _sb) = two_sites(dir.path()).await;
+    let (a, b, sa, _sb) = two_unshared_sites(dir.path()).await;
+    share(&b, "data", "a", &["--write"]);
     let data = content(11, 3 << 20, 11);
     put(&sa, "data", "obj", data.clone()).await;
     transfer(&a, &["push", "b", "data"]);
@@ -379,6 +407,12 @@ async fn scrub_finds_a_corrupt_chunk_and_repair_fetches_it_from_a_peer() {
     let dir_arg = a.data_dir.to_str().unwrap();
     let scrub = clusster(&["scrub", "--json", "--data-dir", dir_arg]);
     assert_eq!(scrub.status.code(), Some(3), "scrub finds the damage");
+    // b holds the chunks, but a may only write into b's bucket: b gives it nothing.
+    let refused = clusster(&["repair", "--json", "--data-dir", dir_arg]);
+    assert_eq!(refused.status.code(), Some(3), "{}", String::from_utf8_lossy(&refused.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(report["repaired"], 0, "{report}");
+    share(&b, "data", "a", &["--read", "--write"]);
     let repair = clusster(&["repair", "--json", "--data-dir", dir_arg]);
     assert!(repair.status.success(), "{}", String::from_utf8_lossy(&repair.stderr));
     let report: serde_json::Value = serde_json::from_slice(&repair.stdout).unwrap();
@@ -391,4 +425,130 @@ async fn scrub_finds_a_corrupt_chunk_and_repair_fetches_it_from_a_peer() {
     let again: serde_json::Value =
         serde_json::from_str(&ok(clusster(&["repair", "--json", "--data-dir", dir_arg]))).unwrap();
     assert_eq!(again["asked"], 0);
+}
+
+/// Reads one counter of a daemon's `/metrics`.
+async fn counter(daemon: &Daemon, name: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", daemon.admin_url())).await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_is_shared_with_no_site_until_its_owner_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, sa, sb) = two_unshared_sites(dir.path()).await;
+    put(&sa, "data", "obj", content(12, 3 << 20, 12)).await;
+    put(&sb, "data", "theirs", content(13, 1 << 20, 13)).await;
+    let a_dir = a.data_dir.to_str().unwrap();
+
+    // Not shared: a push fails at once, with the reason, at its first attempt.
+    let failed = |args: &[&str]| {
+        let mut all = vec!["transfer"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--wait", "--json", "--data-dir", a_dir]);
+        let out = clusster(&all);
+        assert_eq!(out.status.code(), Some(1), "{args:?} fails");
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!((status["state"].as_str(), status["attempts"].as_u64()), (Some("failed"), Some(1)), "{status}");
+        status["error"].as_str().unwrap().to_owned()
+    };
+    let error = failed(&["push", "b", "data"]);
+    assert!(error.contains("refused by the peer: at b: a may not write into bucket data"), "{error}");
+    assert!(error.contains("clusster bucket share data --site a --write"), "the fix is named: {error}");
+    let error = failed(&["pull", "b", "data", "data/pulled/"]);
+    assert!(error.contains("a may not read bucket data"), "{error}");
+    assert_eq!(counter(&b, "clusster_transfers_refused_here_total").await, 2);
+    assert_eq!(counter(&a, "clusster_transfers_refused_by_peers_total").await, 2);
+    let listed = sb.list_objects_v2().bucket("data").send().await.unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["theirs"], "nothing landed at b");
+
+    // Write only: pushes land, but b tells a nothing of what it holds at the key (no
+    // delta bases), and a still cannot read.
+    share(&b, "data", "a", &["--write"]);
+    assert_eq!(transfer(&a, &["push", "b", "data"])["state"], "done");
+    let mut changed = content(12, 3 << 20, 12);
+    changed[1_000_000] ^= 0xff;
+    put(&sa, "data", "obj", changed.clone()).await;
+    let pushed = transfer(&a, &["push", "b", "data"]);
+    assert_eq!(pushed["progress"]["chunks_delta"], 0, "no bases for a site that cannot read: {pushed}");
+    assert_eq!(get(&sb, "data", "obj").await, changed);
+    failed(&["pull", "b", "data", "data/pulled/"]);
+
+    // Listed, then withdrawn: refused again.
+    let listed = ok(clusster(&["bucket", "shares", "data", "--json", "--data-dir", b.data_dir.to_str().unwrap()]));
+    let shares: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!((shares[0]["site"].as_str(), shares[0]["write"].as_bool()), (Some("a"), Some(true)), "{shares}");
+    assert_eq!(shares[0]["read"], false, "{shares}");
+    ok(clusster(&["bucket", "unshare", "data", "--site", "a", "--data-dir", b.data_dir.to_str().unwrap()]));
+    failed(&["push", "b", "data"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_share_withdrawn_while_data_moves_refuses_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, sa, sb) = two_unshared_sites(dir.path()).await;
+    share(&b, "data", "a", &["--write"]);
+    for i in 0..4 {
+        put(&sa, "data", &format!("f{i}"), content(200 + i, 8 << 20, i)).await;
+    }
+    // 32 MiB at 8 MB/s: four seconds in which to withdraw the share.
+    let args = ["transfer", "push", "b", "data", "--rate-limit", "8M", "--json", "--data-dir"];
+    let out = ok(clusster(&[&args[..], &[a.data_dir.to_str().unwrap()]].concat()));
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(&a, &id).await["progress"]["bytes_done"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the transfer never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ok(clusster(&["bucket", "unshare", "data", "--site", "a", "--data-dir", b.data_dir.to_str().unwrap()]));
+    let last = loop {
+        let s = status(&a, &id).await;
+        if s["state"] != "running" && s["state"] != "queued" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the transfer did not end: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(last["state"], "failed", "{last}");
+    assert!(last["error"].as_str().unwrap().contains("a may not write into bucket data"), "{last}");
+    let listed = sb.list_objects_v2().bucket("data").send().await.unwrap();
+    assert!(listed.contents().is_empty(), "nothing was committed at b");
+    // What b received for it is released, not kept for a resume that will not come.
+    let check: serde_json::Value =
+        serde_json::from_str(&ok(clusster(&["check", "--json", "--data-dir", b.data_dir.to_str().unwrap()]))).unwrap();
+    assert_eq!(check["chunks_referenced"], 0, "{check}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sharing_needs_rights_a_known_site_and_a_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::new(dir.path(), &["a", "b"]);
+    let a = fed.start("a");
+    let a_dir = a.data_dir.to_str().unwrap();
+    let share = |args: &[&str]| clusster(&[&["bucket", "share"], args, &["--data-dir", a_dir]].concat());
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    let out = share(&["data", "--site", "b"]);
+    assert_eq!(out.status.code(), Some(2), "no rights named is a usage error");
+    assert!(stderr(&out).contains("--read, --write or both"), "{}", stderr(&out));
+    let out = share(&["data", "--site", "b", "--read"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("bucket \"data\" does not exist"), "{}", stderr(&out));
+
+    s3(&a).create_bucket().bucket("data").send().await.unwrap();
+    for (site, why) in [("nowhere", "not another site"), ("a", "not another site")] {
+        let out = share(&["data", "--site", site, "--read"]);
+        assert_eq!(out.status.code(), Some(1), "{site}");
+        assert!(stderr(&out).contains(why), "{site}: {}", stderr(&out));
+    }
+    let listed = ok(clusster(&["bucket", "shares", "data", "--data-dir", a_dir]));
+    assert!(listed.contains("shared with no site"), "nothing was shared by the refusals: {listed}");
+    let out = share(&["data", "--site", "b", "--read"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = ok(clusster(&["bucket", "shares", "data", "--data-dir", a_dir]));
+    assert_eq!(listed.trim(), "b  read");
+    let out = clusster(&["bucket", "shares", "nope", "--data-dir", a_dir]);
+    assert_eq!(out.status.code(), Some(1));
 }

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::ChunkRef as StoredChunk;
 use store::ObjectHead;
-use store::Store;
 use store::frame;
 use store::transfer::{ExportedObject, TransferId, TransferPin, TransferredObject};
+use store::{SiteAccess, Store};
 use tokio::sync::{mpsc, watch};
 use transfer_proto::delta;
 use transfer_proto::offer::{Offer, OfferCutter, SourceObject};
@@ -52,6 +52,9 @@ pub enum TransferError {
         /// its reason
         reason: String,
     },
+    /// the peer will not take part (its bucket is missing or not shared with us)
+    #[error("refused by the peer: {0}")]
+    RefusedByPeer(String),
     /// the connection failed (retried by the caller)
     #[error("connection: {0}")]
     Connection(#[from] ConnectionFailure),
@@ -135,7 +138,8 @@ pub enum LocalFailure {
     /// the destination key would pass S3's limit
     #[error("destination key of {0} bytes is too long")]
     KeyTooLong(usize),
-    /// a transfer this site cannot take: the reason, for the peer
+    /// a transfer this site will not take part in: the reason, for the peer (sent as
+    /// [`codes::REFUSED`])
     #[error("{0}")]
     Refused(String),
 }
@@ -147,11 +151,17 @@ impl TransferError {
         matches!(self, Self::Connection(_))
     }
 
+    /// Whether either end refused the transfer under its bucket policy.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::RefusedByPeer(_) | Self::Local(LocalFailure::Refused(_)))
+    }
+
     fn code(&self) -> u32 {
         match self {
             Self::Violation(_) => codes::PROTOCOL,
             Self::Wire(e) => e.code(),
             Self::Cancelled => codes::CANCELLED,
+            Self::Local(LocalFailure::Refused(_)) => codes::REFUSED,
             _ => codes::FAILED,
         }
     }
@@ -262,6 +272,7 @@ impl ControlStream {
     /// The next message; an `Abort` from the peer becomes an error.
     pub async fn recv(&mut self) -> Result<Control, TransferError> {
         match self.incoming.recv().await {
+            Some(Ok(Control::Abort { code: codes::REFUSED, reason })) => Err(TransferError::RefusedByPeer(reason)),
             Some(Ok(Control::Abort { code, reason })) => Err(TransferError::Aborted { code, reason }),
             Some(other) => other,
             None => Err(conn_err(ConnectionFailure::Closed("control stream reader ended"))),
@@ -270,7 +281,10 @@ impl ControlStream {
 
     /// Tells the peer why the transfer ends here.
     pub async fn abort(&mut self, error: &TransferError) {
-        if matches!(error, TransferError::Aborted { .. } | TransferError::Connection(_)) {
+        if matches!(
+            error,
+            TransferError::Aborted { .. } | TransferError::RefusedByPeer(_) | TransferError::Connection(_)
+        ) {
             return;
         }
         let msg = Control::Abort { code: error.code(), reason: error.to_string() };
@@ -650,6 +664,16 @@ enum Arrived {
     Failed(TransferError),
 }
 
+/// The site a transfer's data comes from, and what the receiving site lets it do there.
+#[derive(Debug, Clone)]
+pub struct SendingSite {
+    /// its name in the federation
+    pub name: String,
+    /// it opened the transfer (a push): the destination bucket must be shared with it
+    /// for writing, checked when it opened and again at commit
+    pub pushes: bool,
+}
+
 /// Runs the receiving side over `links` once the transfer is open; commits into `dest`.
 pub async fn receive(
     links: Links,
@@ -657,8 +681,9 @@ pub async fn receive(
     ctx: Context,
     transfer: TransferId,
     dest: Selection,
+    from: &SendingSite,
 ) -> Result<Progress, TransferError> {
-    let result = receive_inner(links, &mut control, &ctx, transfer, &dest).await;
+    let result = receive_inner(links, &mut control, &ctx, transfer, &dest, from).await;
     if let Err(e) = &result {
         control.abort(e).await;
     }
@@ -671,9 +696,12 @@ async fn receive_inner(
     ctx: &Context,
     transfer: TransferId,
     dest: &Selection,
+    from: &SendingSite,
 ) -> Result<Progress, TransferError> {
     let store = ctx.store.clone();
-    store.bucket(&dest.bucket)?;
+    // Delta bases name the chunks of the objects at the destination: only a sender that
+    // may read the destination bucket hears them.
+    let suggest_bases = store.site_may(&dest.bucket, &from.name, SiteAccess::Read)?;
     let mut session = Receiver::new();
     let mut pin = store.transfer_pin();
     let mut sink = store.chunk_sink(transfer);
@@ -718,7 +746,11 @@ async fn receive_inner(
                         let ids: Vec<ChunkId> = lookup.iter().map(|c| c.id).collect();
                         let held = store.hold_chunks(&mut pin, &ids)?;
                         let missing: Vec<ChunkRef> = lookup.iter().zip(held).filter(|(_, h)| !h).map(|(c, _)| *c).collect();
-                        let mut bases = choose_bases(&store, &mut pin, dest, session.objects(), &missing)?;
+                        let mut bases = if suggest_bases {
+                            choose_bases(&store, &mut pin, dest, session.objects(), &missing)?
+                        } else {
+                            HashMap::new()
+                        };
                         {
                             let mut suggested = suggested.lock();
                             for (id, ids) in &bases {
@@ -787,6 +819,10 @@ async fn receive_inner(
         })
         .collect();
     let count = objects.len() as u64;
+    // The bucket may have been unshared, or deleted and made again, while data came.
+    if from.pushes {
+        refuse_unless_shared(&store, &dest.bucket, &from.name, SiteAccess::Write)?;
+    }
     let committing = Instant::now();
     store.commit_transfer(transfer, objects).await?;
     tracing::info!(
@@ -801,6 +837,26 @@ async fn receive_inner(
     // ends its side of the control stream once it has.
     let _ = tokio::time::timeout(Duration::from_secs(5), control.recv()).await;
     Ok(session.progress().clone())
+}
+
+/// Refuses, with the reason the peer is told, unless `bucket` here is shared with `site`
+/// for `access`.
+pub fn refuse_unless_shared(store: &Store, bucket: &str, site: &str, access: SiteAccess) -> Result<(), TransferError> {
+    let verb = match access {
+        SiteAccess::Read => "read",
+        SiteAccess::Write => "write into",
+    };
+    match store.site_may(bucket, site, access) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(LocalFailure::Refused(format!(
+            "{site} may not {verb} bucket {bucket}: its owner has not shared it with {site} for {access} \
+             (`clusster bucket share {bucket} --site {site} --{access}` on the site holding it)",
+            access = access.as_str()
+        ))
+        .into()),
+        Err(e @ store::StoreError::NoSuchBucket(_)) => Err(LocalFailure::Refused(e.to_string()).into()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// An offered object's metadata, once its destination key is known to be valid.
@@ -937,9 +993,16 @@ async fn check_chunk(store: &Arc<Store>, suggested: &Suggested, data: Data, wire
 
 // ---------------------------------------------------------------- repair
 
-/// Serves a peer's repair: sends the asked chunks this store holds. Chunk ids are
-/// content hashes: a site can only name a chunk whose content it once had.
-pub async fn serve_repair(conn: &Connection, mut control: ControlStream, ctx: Context) -> Result<u64, TransferError> {
+/// Serves a peer's repair: sends those of the asked chunks that an object of a bucket
+/// shared with the peer for reading uses. Knowing a chunk's id is no right to its bytes
+/// (a lying peer may have learnt the id without ever holding the content), and chunks
+/// the peer may not read are answered as not held, so the answer tells nothing of them.
+pub async fn serve_repair(
+    conn: &Connection,
+    mut control: ControlStream,
+    ctx: Context,
+    peer: &str,
+) -> Result<u64, TransferError> {
     let result = async {
         let ids = match control.recv().await? {
             Control::Wanted { ids } if ids.len() <= OFFER_MAX_CHUNKS => ids,
@@ -950,6 +1013,16 @@ pub async fn serve_repair(conn: &Connection, mut control: ControlStream, ctx: Co
             }
         };
         let store = ctx.store.clone();
+        // A scan of the shared buckets' listings at worst: off the async workers.
+        let ids = {
+            let (store, peer) = (store.clone(), peer.to_owned());
+            tokio::task::spawn_blocking(move || -> Result<Vec<ChunkId>, store::StoreError> {
+                let readable = store.chunks_used_in(&store.buckets_shared_with(&peer, SiteAccess::Read)?, &ids)?;
+                Ok(ids.into_iter().filter(|id| readable.contains(id)).collect())
+            })
+            .await
+            .map_err(|source| LocalFailure::Task { task: "repair lookup", source })??
+        };
         let mut pin = store.transfer_pin();
         let held: Vec<ChunkId> =
             ids.iter().zip(store.hold_chunks(&mut pin, &ids)?).filter(|(_, h)| *h).map(|(id, _)| *id).collect();

@@ -8,7 +8,9 @@
 //! resumed transfer does not fetch it again; it releases it when the transfer ends, or
 //! after [`ABANDONED_AFTER`] without news.
 
-use super::driver::{self, ConnectionFailure, Context, ControlStream, Links, LocalFailure, RateLimiter, TransferError};
+use super::driver::{
+    self, ConnectionFailure, Context, ControlStream, Links, LocalFailure, RateLimiter, SendingSite, TransferError,
+};
 use federation::FederationEndpoint;
 use hw_offload::ChunkId;
 use parking_lot::Mutex;
@@ -19,8 +21,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use store::Store;
 use store::transfer::TransferId;
+use store::{SiteAccess, Store};
 use tokio::sync::{Notify, mpsc, watch};
 use transfer_proto::session::Violation;
 use transfer_proto::wire::{
@@ -239,9 +241,35 @@ pub enum ApiError {
     Ended(String),
 }
 
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct TransferCounters {
+    refused_here: AtomicU64,
+    refused_by_peers: AtomicU64,
+}
+
+impl TransferCounters {
+    /// (name, help, value) of each counter, for the Prometheus text format.
+    pub fn counters(&self) -> [(&'static str, &'static str, u64); 2] {
+        [
+            (
+                "transfers_refused_here_total",
+                "Transfers peers asked for that this site refused: bucket missing or not shared with them",
+                self.refused_here.load(Ordering::Relaxed),
+            ),
+            (
+                "transfers_refused_by_peers_total",
+                "Transfers opened here that the peer refused: bucket missing or not shared with this site",
+                self.refused_by_peers.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+}
+
 /// The daemon's transfers.
 pub struct Transfers {
     store: Arc<Store>,
+    counters: TransferCounters,
     net: FederationEndpoint,
     streams: usize,
     slots: Slots,
@@ -258,7 +286,18 @@ impl Transfers {
             streams: streams.max(1),
             slots: Slots::new(active),
             table: Mutex::new(BTreeMap::new()),
+            counters: TransferCounters::default(),
         })
+    }
+
+    /// Counters for `/metrics`.
+    pub fn counters(&self) -> &TransferCounters {
+        &self.counters
+    }
+
+    /// Whether `site` is a member of the federation other than this site.
+    pub fn is_peer(&self, site: &str) -> bool {
+        site != self.site() && self.net.federation.site(site).is_some()
     }
 
     /// The bound QUIC address.
@@ -460,6 +499,9 @@ impl Transfers {
                     backoff = (backoff * 2).min(RETRY_MAX);
                 }
                 Err(e) => {
+                    if e.is_refusal() {
+                        self.counters.refused_by_peers.fetch_add(1, Ordering::Relaxed);
+                    }
                     tracing::error!(transfer = %hex::encode(entry.id), error = %e, "transfer failed");
                     self.finish(&entry, State::Failed, Some(e.to_string())).await;
                     break;
@@ -529,7 +571,10 @@ impl Transfers {
         let ctx = self.context(entry);
         let result = match mode {
             Mode::Push => driver::send(links, control, ctx, spec.source.clone()).await.map(|_| ()),
-            Mode::Pull => driver::receive(links, control, ctx, entry.id, spec.dest.clone()).await.map(|_| ()),
+            Mode::Pull => {
+                let from = SendingSite { name: peer.clone(), pushes: false };
+                driver::receive(links, control, ctx, entry.id, spec.dest.clone(), &from).await.map(|_| ())
+            }
             Mode::ThirdParty => follow_delegated(control, ctx).await,
             Mode::Repair => Err(LocalFailure::Refused("repairs are not transfers".into()).into()),
         };
@@ -668,11 +713,10 @@ impl Transfers {
             }
         };
         let receiving = open.mode == Mode::Push;
-        let local = if receiving { &open.dest } else { &open.source };
-        if open.mode != Mode::Repair
-            && let Err(e) = self.store.bucket(&local.bucket)
-        {
-            control.abort(&LocalFailure::Refused(format!("at {}: {e}", self.site())).into()).await;
+        if let Err(e) = self.admit(&peer, &open) {
+            self.counters.refused_here.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, mode = ?open.mode, error = %e, "transfer refused");
+            control.abort(&e).await;
             return;
         }
         match open.mode {
@@ -680,7 +724,7 @@ impl Transfers {
             Mode::Repair => {
                 if control.send(&Control::Accepted).await.is_ok() {
                     let ctx = self.repair_context();
-                    match driver::serve_repair(&conn, control, ctx).await {
+                    match driver::serve_repair(&conn, control, ctx, &peer).await {
                         Ok(n) => tracing::info!(%peer, chunks = n, "sent chunks for a peer's repair"),
                         Err(e) => tracing::warn!(%peer, error = %e, "repair for a peer failed"),
                     }
@@ -725,11 +769,15 @@ impl Transfers {
         let ctx = self.context(&entry);
         let links = Links { first: conn, expected: open.connections as usize, joined };
         let result = if receiving {
-            driver::receive(links, control, ctx, open.transfer, open.dest.clone()).await.map(|_| ())
+            let from = SendingSite { name: peer.clone(), pushes: true };
+            driver::receive(links, control, ctx, open.transfer, open.dest.clone(), &from).await.map(|_| ())
         } else {
             driver::send(links, control, ctx, open.source.clone()).await.map(|_| ())
         };
         stop_joins();
+        if result.as_ref().is_err_and(TransferError::is_refusal) {
+            self.counters.refused_here.fetch_add(1, Ordering::Relaxed);
+        }
         match result {
             Ok(()) => self.finish(&entry, State::Done, None).await,
             // The opener will be back: keep what was received.
@@ -744,6 +792,31 @@ impl Transfers {
                 self.finish(&entry, State::Failed, Some(e.to_string())).await;
             }
         }
+    }
+
+    /// Whether `peer` may run `open` here: the local bucket must exist and be shared with
+    /// the peer for what the transfer does (and, for a third-party copy, with the site the
+    /// data goes to). A repair is checked chunk by chunk when it names them.
+    fn admit(&self, peer: &str, open: &Open) -> Result<(), TransferError> {
+        let here = |e: TransferError| match e {
+            TransferError::Local(LocalFailure::Refused(reason)) => {
+                LocalFailure::Refused(format!("at {}: {reason}", self.site())).into()
+            }
+            other => other,
+        };
+        let (bucket, access) = match open.mode {
+            Mode::Push => (&open.dest.bucket, SiteAccess::Write),
+            Mode::Pull | Mode::ThirdParty => (&open.source.bucket, SiteAccess::Read),
+            Mode::Repair => return Ok(()),
+        };
+        driver::refuse_unless_shared(&self.store, bucket, peer, access).map_err(here)?;
+        if open.mode == Mode::ThirdParty
+            && let Some(to) = &open.third_party
+            && to != peer
+        {
+            driver::refuse_unless_shared(&self.store, bucket, to, access).map_err(here)?;
+        }
+        Ok(())
     }
 
     /// Another connection of a transfer `peer` opened and runs here: its data streams go to

@@ -60,6 +60,9 @@ pub mod codes {
     pub const CANCELLED: u32 = 0x13;
     /// A local failure (storage, a chunk corrupt at the source).
     pub const FAILED: u32 = 0x14;
+    /// The site will not take part: the bucket is missing, or not shared with the site
+    /// asking for what the transfer does. Trying again will not help until that changes.
+    pub const REFUSED: u32 = 0x15;
 }
 
 /// Which end opened the transfer and who sends.

@@ -33,9 +33,12 @@ pub const ACCESS_KEYS: &str = "access_keys";
 /// [`grant_key`](super::keys::grant_key) → [`GrantRecord`](super::values::GrantRecord):
 /// projects allowed into a bucket besides its owner
 pub const GRANTS: &str = "grants";
+/// [`grant_key`](super::keys::grant_key)`(bucket, site)` → [`SiteShareRecord`](super::values::SiteShareRecord):
+/// the sites of the federation a bucket is shared with
+pub const SITE_SHARES: &str = "site_shares";
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     BUCKETS,
     OBJECTS,
     MANIFESTS,
@@ -49,4 +52,5 @@ pub const ALL: [&str; 13] = [
     GRANTS,
     TRANSFERS,
     TRANSFER_CHUNKS,
+    SITE_SHARES,
 ];

@@ -300,6 +300,24 @@ impl Record for GrantRecord {
     const VERSION: u8 = 1;
 }
 
+/// What a site of the federation may do with a bucket here. The bucket's owner decides;
+/// a bucket no record names is shared with no site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteShareRecord {
+    /// the site may pull the bucket's objects, copy them to a third site, and repair the
+    /// chunks they use from here
+    pub read: bool,
+    /// the site may push objects into the bucket
+    pub write: bool,
+    /// when it was last set, ms since the Unix epoch
+    pub created_ms: i64,
+}
+
+impl Record for SiteShareRecord {
+    const KIND: &'static str = "site share";
+    const VERSION: u8 = 1;
+}
+
 /// Reference counts: `[version][i64 BE]`, summed by RocksDB's merge operator so that
 /// concurrent commits never read-modify-write.
 pub mod refcount {

@@ -1,8 +1,10 @@
-//! Verbs that ask the running daemon through its admin API: access keys, bucket grants,
-//! and the maintenance passes (gc, scrub, check, repair).
+//! Verbs that ask the running daemon through its admin API: access keys, bucket grants and
+//! shares with sites, and the maintenance passes (gc, scrub, check, repair).
 
-use super::{DamageFound, print_report};
-use crate::api::{CheckReport, CreatedKey, GcReport, KeyInfo, NewKey, RepairReport, ScrubReport};
+use super::{DamageFound, UsageError, print_report};
+use crate::api::{
+    BucketShare, CheckReport, CreatedKey, GcReport, KeyInfo, NewKey, RepairReport, ScrubReport, SiteRights, Unshared,
+};
 use crate::cli::{AdminArgs, BucketCommand, KeyCommand};
 use crate::client::AdminClient;
 use reqwest::Method;
@@ -38,10 +40,49 @@ pub(super) async fn key(command: KeyCommand) -> anyhow::Result<()> {
 }
 
 pub(super) async fn bucket(command: BucketCommand) -> anyhow::Result<()> {
-    let (method, bucket, project, admin, verb) = match command {
-        BucketCommand::Allow { bucket, project, admin } => (Method::PUT, bucket, project, admin, "allowed"),
-        BucketCommand::Revoke { bucket, project, admin } => (Method::DELETE, bucket, project, admin, "revoked"),
-    };
+    match command {
+        BucketCommand::Allow { bucket, project, admin } => grant(Method::PUT, bucket, project, admin, "allowed").await,
+        BucketCommand::Revoke { bucket, project, admin } => {
+            grant(Method::DELETE, bucket, project, admin, "revoked").await
+        }
+        BucketCommand::Share { bucket, site, read, write, admin } => {
+            if !read && !write {
+                return Err(UsageError(format!(
+                    "say what {site} may do with {bucket}: --read, --write or both (`clusster bucket unshare` \
+                     withdraws a share)"
+                ))
+                .into());
+            }
+            let path = format!("/admin/buckets/{bucket}/sites/{site}");
+            let share: BucketShare =
+                client(&admin)?.call(Method::PUT, &path, Some(&SiteRights { read, write })).await?;
+            print_report(&admin, &share, |s| {
+                format!("shared: bucket {} with site {} for {}", s.bucket, s.site, s.rights())
+            });
+            Ok(())
+        }
+        BucketCommand::Unshare { bucket, site, admin } => {
+            let path = format!("/admin/buckets/{bucket}/sites/{site}");
+            let done: Unshared = client(&admin)?.call_without_body(Method::DELETE, &path).await?;
+            print_report(&admin, &done, |d| match d.was_shared {
+                true => format!("unshared: bucket {} with site {}", d.bucket, d.site),
+                false => format!("bucket {} was not shared with site {}", d.bucket, d.site),
+            });
+            Ok(())
+        }
+        BucketCommand::Shares { bucket, admin } => {
+            let shares: Vec<BucketShare> =
+                client(&admin)?.call_without_body(Method::GET, &format!("/admin/buckets/{bucket}/sites")).await?;
+            print_report(&admin, &shares, |shares| {
+                let rows: Vec<String> = shares.iter().map(|s| format!("{}  {}", s.site, s.rights())).collect();
+                if rows.is_empty() { format!("bucket {bucket} is shared with no site") } else { rows.join("\n") }
+            });
+            Ok(())
+        }
+    }
+}
+
+async fn grant(method: Method, bucket: String, project: String, admin: AdminArgs, verb: &str) -> anyhow::Result<()> {
     client(&admin)?.call_without_body::<()>(method, &format!("/admin/buckets/{bucket}/grants/{project}")).await?;
     print_report(&admin, &serde_json::json!({ "bucket": bucket, "project": project, verb: true }), |_| {
         format!("{verb}: project {project} on bucket {bucket}")
