@@ -100,8 +100,7 @@ impl ChunkBackend {
         let sink = match &self.local_root {
             Some(root) => {
                 let path = root.join(Self::pack_path(id).as_ref());
-                let dir = path.parent().expect("pack paths have a directory");
-                std::fs::create_dir_all(dir)?;
+                create_dir_durably(path.parent().expect("pack paths have a directory"))?;
                 let tmp = path.with_extension(format!("tmp.{}", rand::random::<u32>()));
                 let file = std::fs::File::create(&tmp)?;
                 Sink::Local {
@@ -268,5 +267,60 @@ impl PackWriter {
             }
         }
         Ok(self.bytes)
+    }
+}
+
+/// Creates `dir` and its missing parents, each made durable in its parent: a pack fsynced
+/// into a directory whose own entry a crash lost would be lost with it.
+fn create_dir_durably(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent();
+    if let Some(parent) = parent {
+        create_dir_durably(parent)?;
+    }
+    if let Err(e) = std::fs::create_dir(dir) {
+        // Another writer made it meanwhile: its entry may not be synced yet, so sync here too.
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+    }
+    if let Some(parent) = parent {
+        std::fs::File::open(parent)?.sync_all()?;
+        #[cfg(test)]
+        tests::SYNCED_DIRS.with(|synced| synced.borrow_mut().push(parent.to_path_buf()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// Directories whose entries [`create_dir_durably`] synced on this thread.
+        pub(super) static SYNCED_DIRS: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+    }
+
+    #[test]
+    fn a_new_pack_directory_is_synced_into_its_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("chunks");
+        let backend = ChunkBackend::local(root.clone()).unwrap();
+        let pack = backend.start_pack(0x0123_4567_89ab_cdef).unwrap();
+        let pack_dir = root.join(ChunkBackend::pack_path(0x0123_4567_89ab_cdef).as_ref());
+        let pack_dir = pack_dir.parent().unwrap();
+        let synced = SYNCED_DIRS.with(|s| s.take());
+        assert!(pack_dir.is_dir());
+        assert!(
+            synced.contains(&pack_dir.parent().unwrap().to_path_buf()),
+            "{pack_dir:?}'s parent was synced: {synced:?}"
+        );
+        // A second pack in the same directory syncs nothing more.
+        drop(pack);
+        backend.start_pack(0x0123_4567_89ab_cdee).unwrap();
+        assert!(SYNCED_DIRS.with(|s| s.take()).is_empty());
     }
 }
