@@ -143,7 +143,7 @@ clu_setup() { # PROFILE
 clu_fresh_b() {
   clu_stop b
   rm -rf "$CLU/b"
-  mkdir -p "$CLU/b"
+  mkdir -p -m 700 "$CLU/b"
   clu_start b
   clu_key b
   clu_rclone b mkdir s:tree && clu_rclone b mkdir s:small || fail "creating buckets at site b" "$CLU/b.log"

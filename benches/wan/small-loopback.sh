@@ -87,7 +87,7 @@ EOF
 declare -A PID
 start() { # SITE
   local s=$1 i
-  mkdir -p "$R/$s"
+  mkdir -p -m 700 "$R/$s"
   : >"$R/$s.out"
   # Not through `at`: $! must be the daemon's pid (`ip netns exec` execs it in place).
   ${NS[$s]} "$CLUSSTER" serve --config "$R/$s.toml" --data-dir "$R/$s" >"$R/$s.out" 2>>"$R/$s.log" &

@@ -196,7 +196,7 @@ pub fn init_federation(dir: &Path, name: &str, force: bool) -> Result<Federation
     validity(&mut params, CA_VALIDITY_DAYS);
     let cert = params.self_signed(&key)?;
 
-    std::fs::create_dir_all(dir).map_err(FederationError::io(dir))?;
+    create_private_dir(dir)?;
     write_private(&ca_key_path, key.serialize_pem().as_bytes(), force)?;
     write_public(&ca_cert_path, cert.pem().as_bytes())?;
     write_public(&federation_path, Federation::template(name, CA_CERT_FILE).as_bytes())?;
@@ -289,7 +289,7 @@ pub fn init_site(
     let federation_text = std::fs::read_to_string(&federation_path).map_err(FederationError::io(&federation_path))?;
     let updated_text = file::upsert_site(&federation_text, &federation_dir, &entry)?;
 
-    std::fs::create_dir_all(out).map_err(FederationError::io(out))?;
+    create_private_dir(out)?;
     write_private(&site_key_path, site_key.serialize_pem().as_bytes(), force)?;
     write_private(&signing_key_path, signing.serialize_pem().as_bytes(), force)?;
     let site_cert_path = out.join(SITE_CERT_FILE);
@@ -338,6 +338,12 @@ fn check_chain(cert: &CertificateDer<'_>, ca: &CertificateDer<'static>, site: &s
 
 /// Writes a private key with mode 0600. Without `force` the file must not exist; with it,
 /// the new key replaces the old atomically (temp file, fsync, rename).
+/// Creates `dir` and its missing parents for the owner only: they hold private keys.
+fn create_private_dir(dir: &Path) -> Result<(), FederationError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(FederationError::io(dir))
+}
+
 fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<(), FederationError> {
     if !force {
         let mut file =

@@ -107,7 +107,9 @@ impl Store {
         offload: Offload,
     ) -> Result<Arc<Self>, StoreError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir)?;
+        // The owner's alone: RocksDB holds the S3 secret keys.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&config.data_dir)?;
         let meta_dir = config.data_dir.join("meta");
         let meta = tokio::task::spawn_blocking(move || MetaDb::open(&meta_dir))
             .await

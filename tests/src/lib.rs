@@ -38,7 +38,13 @@ impl Daemon {
     /// Starts `bin` (the `clusster` binary: `env!("CARGO_BIN_EXE_clusster")` in the
     /// daemon's own tests, so cargo rebuilds it first) on `data_dir` with every listener
     /// on a free loopback port, and waits for the line it prints once all are bound.
+    /// A `data_dir` that exists (a test's temporary directory: 0755 under the usual umask)
+    /// is made the owner's alone first, as `serve` requires of it.
     pub fn start(bin: &str, data_dir: &Path, extra_args: &[&str]) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        if data_dir.is_dir() {
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod the data dir");
+        }
         // Free loopback ports unless the caller chose a listener itself.
         let defaults = ["--admin-listen", "--s3-listen"].into_iter().filter(|flag| !extra_args.contains(flag));
         let mut child = Command::new(bin)

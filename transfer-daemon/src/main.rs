@@ -7,7 +7,8 @@
 //! - [`config`]: the TOML config file, documented, settled into checked [`config::Settings`];
 //! - [`admin`], [`api`], [`client`]: the admin HTTP API, its bodies (shared by both
 //!   ends) and the CLI's client of it; [`metrics`]: its Prometheus page;
-//! - [`offload`]: the offload engine the daemon runs with, the agent process and its bench.
+//! - [`offload`]: the offload engine the daemon runs with, the agent process and its bench;
+//! - [`permissions`]: the modes `serve` requires of its data dir, admin token and keys.
 //!
 //! Exit codes: 0 success; 1 the operation failed (the message says why); 2 invalid
 //! usage or configuration; 3 a scrub or check found damage (the report lists it).
@@ -20,6 +21,7 @@ mod commands;
 mod config;
 mod metrics;
 mod offload;
+mod permissions;
 mod serve;
 
 use clap::Parser;

@@ -15,8 +15,9 @@ use transfer_engine::manager::Transfers;
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Installed first: a signal that arrives once we report ready must stop us cleanly.
     let signals = shutdown_signals()?;
-    std::fs::create_dir_all(&settings.data_dir)
+    crate::permissions::create_private_dir(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    crate::permissions::refuse_exposed_secrets(&settings)?;
     let offload = crate::offload::build(&settings.offload)?;
     let store = Store::open(settings.store.clone(), offload)
         .await

@@ -112,7 +112,8 @@ fn a_busy_port_is_a_clear_failure() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let out = clusster(&["serve", "--data-dir", dir.path().to_str().unwrap(), "--admin-listen", &addr]);
+    let site = dir.path().join("site");
+    let out = clusster(&["serve", "--data-dir", site.to_str().unwrap(), "--admin-listen", &addr]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot bind the admin listener"), "{}", text(&out.stderr));
 }

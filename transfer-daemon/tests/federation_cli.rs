@@ -1,5 +1,6 @@
 //! The real `clusster` binary: `federation init` and `site init`, the happy path and every
-//! bad input (exit code 2, a message that says what to do, nothing already written lost).
+//! bad input (exit code 2, a message that says what to do, nothing already written lost),
+//! and `serve` refusing keys and a data dir others can read.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -212,4 +213,57 @@ fn a_read_only_federation_file_gets_the_entry_printed() {
     assert!(stdout.contains("name = \"rome\"") && stdout.contains("quic = \"rome.example.org:7444\""), "{stdout}");
     assert_eq!(std::fs::read(&file).unwrap(), before, "the read-only file is untouched");
     assert!(site.join("site.key").exists());
+}
+
+#[test]
+fn serve_refuses_secrets_that_group_or_others_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = dir.path().join("fed");
+    federation_init(&fed);
+    let site = dir.path().join("sites/paris");
+    let tls = site.join("tls");
+    let out =
+        clusster(&["site", "init", "paris", "--federation", path(&fed), "--out", path(&tls), "--quic", "127.0.0.1:1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(mode(&tls), 0o700, "the key directory is the owner's");
+    assert_eq!(mode(&site), 0o700, "and so are the directories made for it");
+    let config = site.join("clusster.toml");
+    let federation = fed.join("federation.toml");
+    std::fs::write(
+        &config,
+        format!("[site]\nname = \"paris\"\ndata_dir = \".\"\n\n[federation]\nfile = {:?}\ntls_dir = \"tls\"\nquic_listen = \"127.0.0.1:0\"\n", path(&federation)),
+    )
+    .unwrap();
+    let serve = || {
+        clusster(&["serve", "--config", path(&config), "--admin-listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0"])
+    };
+    let refused = |what: &str, fix: &str| {
+        let out = serve();
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(what) && stderr.contains("open to group or others"), "{stderr}");
+        assert!(stderr.contains(&format!("chmod {fix}")), "the fix is named: {stderr}");
+    };
+    let chmod = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+
+    chmod(&site, 0o755);
+    refused("the data dir", "700");
+    chmod(&site, 0o700);
+    chmod(&tls.join("site.key"), 0o640);
+    refused("the site's TLS key", "600");
+    chmod(&tls.join("site.key"), 0o600);
+    chmod(&tls.join("signing.key"), 0o604);
+    refused("the site's signing key", "600");
+    chmod(&tls.join("signing.key"), 0o600);
+    std::fs::write(site.join("admin.token"), "0123\n").unwrap();
+    chmod(&site.join("admin.token"), 0o644);
+    refused("the admin token", "600");
+    assert_eq!(std::fs::read_to_string(site.join("admin.token")).unwrap(), "0123\n", "nothing was changed");
+
+    // A data dir serve creates is the owner's alone.
+    std::fs::create_dir_all(dir.path().join("made")).unwrap();
+    let daemon = tests::Daemon::start(BIN, &dir.path().join("made/site"), &[]);
+    assert_eq!(mode(&dir.path().join("made/site")), 0o700);
+    assert_eq!(mode(&dir.path().join("made/site/admin.token")), 0o600);
+    assert!(daemon.stop().success());
 }

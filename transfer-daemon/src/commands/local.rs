@@ -56,7 +56,8 @@ pub(super) async fn offload(command: OffloadCommand) -> anyhow::Result<()> {
 }
 
 pub(super) fn init(data_dir: &Path, json: bool) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    crate::permissions::create_private_dir(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
     let config = data_dir.join(CONFIG_FILE);
     if config.exists() {
