@@ -5,7 +5,8 @@
 //! - [`Daemon`]: a `clusster serve` child process on loopback ports, stopped on drop
 //!   (used by the binary's tests in `transfer-daemon/tests/`);
 //! - [`presign_url`], [`sig_v2`]: request signatures made by hand, for the cases the SDK
-//!   refuses to make (presigned URLs past 7 days, SigV2).
+//!   refuses to make (presigned URLs past 7 days, SigV2);
+//! - [`raise_fd_limit`]: room for tests that open thousands of sockets.
 
 use rand::{RngCore, SeedableRng};
 use std::io::{BufRead, BufReader};
@@ -147,4 +148,20 @@ pub fn sig_v2(secret: &str, string_to_sign: &str) -> String {
     let inner = Sha1::new().chain_update(pad(0x36)).chain_update(string_to_sign).finalize();
     let outer = Sha1::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
     base64::engine::general_purpose::STANDARD.encode(outer)
+}
+
+/// Raises this process's open-file limit to at least `want` (up to the hard limit), for a
+/// test that opens thousands of sockets; panics, saying what to do, if the hard limit is
+/// lower.
+pub fn raise_fd_limit(want: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0, "getrlimit");
+        assert!(limit.rlim_max >= want, "this test needs {want} open files; the hard limit is {}", limit.rlim_max);
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0, "setrlimit");
+        }
+    }
 }

@@ -198,16 +198,30 @@ pub struct RawS3 {
     pub tls_cert: PathBuf,
     /// PEM private key for HTTPS.
     pub tls_key: PathBuf,
+    /// Time a client has to send a request's headers (also ends idle keep-alive
+    /// connections), ms.
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to finish the TLS handshake, ms.
+    pub tls_handshake_timeout_ms: u64,
+    /// Connections open at once, all clients together.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for RawS3 {
     fn default() -> Self {
+        let limits = s3_gateway::server::ConnectionLimits::default();
         Self {
             listen: "127.0.0.1:9000".into(),
             region: "us-east-1".into(),
             domain: String::new(),
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
+            header_read_timeout_ms: limits.header_read_timeout.as_millis() as u64,
+            tls_handshake_timeout_ms: limits.tls_handshake_timeout.as_millis() as u64,
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
         }
     }
 }
@@ -270,6 +284,8 @@ pub struct Settings {
     pub s3: s3_gateway::GatewayConfig,
     /// certificate and key for HTTPS on the S3 listener
     pub s3_tls: Option<(PathBuf, PathBuf)>,
+    /// what slow and idle clients may hold of the S3 listener
+    pub s3_limits: s3_gateway::server::ConnectionLimits,
     /// federation membership (None: not federated, no QUIC listener)
     pub federation: Option<Membership>,
     /// QUIC transport tuning
@@ -367,6 +383,13 @@ domain = ""
 # PEM certificate chain and private key for HTTPS; both empty serves plain HTTP.
 tls_cert = ""
 tls_key = ""
+# Slow and idle clients: the time a client has to send a request's headers (which also
+# closes a keep-alive connection left idle that long) and to finish a TLS handshake, and
+# the connections open at once, in all and from one IP address (one over is closed).
+header_read_timeout_ms = {s3_header_read_timeout_ms}
+tls_handshake_timeout_ms = {s3_tls_handshake_timeout_ms}
+max_connections = {s3_max_connections}
+max_connections_per_ip = {s3_max_connections_per_ip}
 
 [federation]
 # The federation file (see `clusster federation init` and `clusster site init`). Empty:
@@ -433,6 +456,10 @@ max_active_transfers = {active}
             admin = d.admin.listen,
             s3_listen = d.s3.listen,
             s3_region = d.s3.region,
+            s3_header_read_timeout_ms = d.s3.header_read_timeout_ms,
+            s3_tls_handshake_timeout_ms = d.s3.tls_handshake_timeout_ms,
+            s3_max_connections = d.s3.max_connections,
+            s3_max_connections_per_ip = d.s3.max_connections_per_ip,
             tls_dir = DEFAULT_TLS_DIR,
             quic_listen = d.federation.quic_listen,
             default_mbps = federation::DEFAULT_LINK.bandwidth_mbps,
@@ -469,6 +496,22 @@ max_active_transfers = {active}
             (true, true) => None,
             (false, false) => Some((resolve(self.s3.tls_cert), resolve(self.s3.tls_key))),
             _ => bail!("[s3] tls_cert and tls_key must be set together"),
+        };
+        let positive = |value: u64, name: &str| match value {
+            0 => Err(anyhow::anyhow!("[s3] {name} must be positive")),
+            v => Ok(v),
+        };
+        let s3_limits = s3_gateway::server::ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_millis(positive(
+                self.s3.header_read_timeout_ms,
+                "header_read_timeout_ms",
+            )?),
+            tls_handshake_timeout: std::time::Duration::from_millis(positive(
+                self.s3.tls_handshake_timeout_ms,
+                "tls_handshake_timeout_ms",
+            )?),
+            max_connections: positive(self.s3.max_connections as u64, "max_connections")? as usize,
+            max_connections_per_ip: positive(self.s3.max_connections_per_ip as u64, "max_connections_per_ip")? as usize,
         };
         let s3 = s3_gateway::GatewayConfig {
             region: self.s3.region,
@@ -521,6 +564,7 @@ max_active_transfers = {active}
             s3_listen,
             s3,
             s3_tls,
+            s3_limits,
             federation,
             transfer: self.transfer,
         })

@@ -85,7 +85,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 .await
         }
     });
-    let s3_server = tokio::spawn(s3_gateway::server::serve(s3_listener, s3_service, s3_tls, shutdown_rx.clone()));
+    let s3_server = tokio::spawn(s3_gateway::server::serve(
+        s3_listener,
+        s3_service,
+        s3_tls,
+        settings.s3_limits.clone(),
+        shutdown_rx.clone(),
+    ));
     let maintenance = tokio::spawn(maintenance_loop(store.clone(), settings.clone(), shutdown_rx.clone()));
 
     if let Some(t) = &transfers {
