@@ -3,7 +3,8 @@
 //! The sending side exports objects with their chunk lists and reads chunk frames as
 //! stored (still compressed). The receiving side asks which chunks it already holds,
 //! writes the ones it receives through a [`ChunkSink`], and commits the transfer's objects
-//! in one batch with [`Store::commit_transfer`].
+//! in bounded groups with [`Store::commit_transfer_part`], the last with
+//! [`Store::commit_transfer`].
 //!
 //! A received chunk is durable and indexed as soon as its group is flushed, and holds one
 //! reference for its transfer (a `TransferChunk` marker) until the transfer commits or is
@@ -260,6 +261,18 @@ impl Store {
         Ok(held)
     }
 
+    /// The markers `transfer` holds among the chunks of `refs` (in id order), in id order.
+    fn markers_of(&self, transfer: &TransferId, refs: &[(ChunkId, u32)]) -> Result<Vec<Marker>, StoreError> {
+        let keys: Vec<_> = refs.iter().map(|(id, _)| keys::transfer_chunk_key(transfer, id)).collect();
+        let mut held = Vec::new();
+        for (&(id, _), raw) in refs.iter().zip(self.meta.get_many_raw(cf::TRANSFER_CHUNKS, &keys)?) {
+            if let Some(raw) = raw {
+                held.push(Marker { id, plain_len: TransferChunk::length(&raw).unwrap_or(None) });
+            }
+        }
+        Ok(held)
+    }
+
     /// Stages the deletion of `transfer`'s record and `markers` (read under its lock);
     /// the references they held go into `deltas`, so that a commit adding references to
     /// the same chunks writes one reference change per chunk, not two.
@@ -281,12 +294,32 @@ impl Store {
         batch.delete(cf::TRANSFERS, transfer);
     }
 
-    /// Commits every object of `transfer` in one batch, replacing what is at their keys,
-    /// then releases the transfer. Every chunk they name must be held.
+    /// Commits the last objects of `transfer` in one batch, replacing what is at their
+    /// keys, then releases the transfer. Every chunk they name must be held.
     pub async fn commit_transfer(
         &self,
         transfer: TransferId,
         objects: Vec<TransferredObject>,
+    ) -> Result<(), StoreError> {
+        self.commit_transfer_group(transfer, objects, Release::Transfer).await
+    }
+
+    /// Commits some objects of `transfer` in one batch, as [`Store::commit_transfer`]
+    /// does, but keeps the transfer and every chunk it brought for the objects still to
+    /// come: a long transfer lands in bounded groups, never in one batch of everything.
+    pub async fn commit_transfer_part(
+        &self,
+        transfer: TransferId,
+        objects: Vec<TransferredObject>,
+    ) -> Result<(), StoreError> {
+        self.commit_transfer_group(transfer, objects, Release::Nothing).await
+    }
+
+    async fn commit_transfer_group(
+        &self,
+        transfer: TransferId,
+        objects: Vec<TransferredObject>,
+        release: Release,
     ) -> Result<(), StoreError> {
         let _markers_stay = self.lock_transfer(&transfer).await;
         let buckets: BTreeSet<usize> = objects.iter().map(|o| crate::stripe(&o.bucket.as_str())).collect();
@@ -304,7 +337,6 @@ impl Store {
         // Read under the transfer's lock, so that no flush, commit or release of the same
         // transfer (an attempt and its resumption) changes them meanwhile. The chunks they
         // name stay referenced until the batch below releases them: no claim needed.
-        let markers = self.transfer_markers(&transfer)?;
         // Each referenced chunk with the length the objects give it, in id order; the same
         // id with two lengths is a lie in the objects themselves.
         let mut refs: Vec<(ChunkId, u32)> =
@@ -314,6 +346,12 @@ impl Store {
         if let Some(pair) = refs.windows(2).find(|pair| pair[0].0 == pair[1].0) {
             return Err(StoreError::ConflictingLengths { id: pair[0].0, one: pair[0].1, other: pair[1].1 });
         }
+        // All the markers when they are released; else only those of this group's chunks,
+        // looked up: a group costs its own size, not the transfer's.
+        let markers = match release {
+            Release::Transfer => self.transfer_markers(&transfer)?,
+            Release::Nothing => self.markers_of(&transfer, &refs)?,
+        };
         let mismatch = |id: ChunkId, referenced: u32, held: u32| {
             (held != referenced).then_some(StoreError::ChunkLengthMismatch { id, referenced, held })
         };
@@ -398,7 +436,9 @@ impl Store {
             let record = ObjectRecord { head: o.head, body };
             batch.put(cf::OBJECTS, &okey, &record);
         }
-        self.stage_release(&mut batch, &transfer, &markers, &mut deltas);
+        if release == Release::Transfer {
+            self.stage_release(&mut batch, &transfer, &markers, &mut deltas);
+        }
         // Where an object's reference replaces the transfer's, the sum is 0: nothing written.
         let mut deltas: Vec<(ChunkId, i64)> = deltas.into_iter().filter(|(_, delta)| *delta != 0).collect();
         deltas.sort_unstable_by_key(|(id, _)| *id);
@@ -410,6 +450,15 @@ impl Store {
         drop(bucket_guards);
         Ok(())
     }
+}
+
+/// What a commit of a transfer's objects lets go of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// the transfer and the references of every chunk it brought: its last commit
+    Transfer,
+    /// nothing: more objects of the transfer are to come
+    Nothing,
 }
 
 /// A chunk a transfer brought, as its marker records it.

@@ -29,6 +29,13 @@ const OFFER_WINDOW: usize = 4;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// ...or after this many bytes, which bounds what a crash makes it fetch again.
 const FLUSH_BYTES: u64 = 16 << 20;
+/// A receiver holding this many offered objects commits those whose chunks are all in, as
+/// one group, at its next flush: a long transfer lands group by group.
+const GROUP_OBJECTS: usize = 4096;
+/// A receiver holding this many offered objects, or chunk references in them, reads no
+/// more offers until some are committed: what a sender can make it hold is bounded.
+const MAX_HELD_OBJECTS: usize = 65_536;
+const MAX_HELD_REFS: usize = 1 << 20;
 /// Bytes of small objects queued for the data streams at most: bounds the sender's memory
 /// however many small objects a transfer holds.
 const MAX_QUEUED_INLINE_BYTES: usize = 32 << 20;
@@ -95,6 +102,9 @@ pub enum ConnectionFailure {
     /// the peer closed a stream before the protocol ended it: what happened
     #[error("{0}")]
     Closed(&'static str),
+    /// the peer runs as many of our transfers as it takes at once
+    #[error("peer busy: {0}")]
+    PeerBusy(String),
 }
 
 /// A failure here that is not the peer's doing.
@@ -142,6 +152,9 @@ pub enum LocalFailure {
     /// [`codes::REFUSED`])
     #[error("{0}")]
     Refused(String),
+    /// a transfer this site cannot take now (sent as [`codes::BUSY`]: the peer retries)
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl TransferError {
@@ -162,6 +175,7 @@ impl TransferError {
             Self::Wire(e) => e.code(),
             Self::Cancelled => codes::CANCELLED,
             Self::Local(LocalFailure::Refused(_)) => codes::REFUSED,
+            Self::Local(LocalFailure::Busy(_)) => codes::BUSY,
             _ => codes::FAILED,
         }
     }
@@ -223,17 +237,22 @@ pub async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Option<Byte
         }
         Err(quinn::ReadExactError::ReadError(e)) => return Err(conn_err(e)),
     }
-    // Bounded before anything is allocated.
     let len = wire::check_len(u32::from_le_bytes(len), max)?;
-    let mut body = vec![0u8; len];
-    match recv.read_exact(&mut body).await {
-        Ok(()) => Ok(Some(Bytes::from(body))),
-        Err(quinn::ReadExactError::FinishedEarly(_)) => {
-            Err(WireError::Malformed("stream ends inside a frame".into()).into())
+    // Memory follows the bytes that came, not the length announced: a peer announcing
+    // large frames on many streams and sending little costs little.
+    let mut body = bytes::BytesMut::with_capacity(len.min(FRAME_FIRST_ALLOCATION));
+    while body.len() < len {
+        match recv.read_chunk(len - body.len(), true).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(WireError::Malformed("stream ends inside a frame".into()).into()),
+            Err(e) => return Err(conn_err(e)),
         }
-        Err(quinn::ReadExactError::ReadError(e)) => Err(conn_err(e)),
     }
+    Ok(Some(body.freeze()))
 }
+
+/// What a frame's buffer starts at, before its bytes come.
+const FRAME_FIRST_ALLOCATION: usize = 64 << 10;
 
 /// The control stream of a transfer.
 pub struct ControlStream {
@@ -273,6 +292,9 @@ impl ControlStream {
     pub async fn recv(&mut self) -> Result<Control, TransferError> {
         match self.incoming.recv().await {
             Some(Ok(Control::Abort { code: codes::REFUSED, reason })) => Err(TransferError::RefusedByPeer(reason)),
+            Some(Ok(Control::Abort { code: codes::BUSY, reason })) => {
+                Err(TransferError::Connection(ConnectionFailure::PeerBusy(reason)))
+            }
             Some(Ok(Control::Abort { code, reason })) => Err(TransferError::Aborted { code, reason }),
             Some(other) => other,
             None => Err(conn_err(ConnectionFailure::Closed("control stream reader ended"))),
@@ -720,8 +742,6 @@ async fn receive_inner(
     };
     let mut accepting = vec![accept_streams(links.first.clone())];
     session.connection_added();
-    // Each offered object's metadata, decoded as it is offered.
-    let mut metas: Vec<store::ObjectMeta> = Vec::new();
     let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
     // The group being made durable (pack fsync, index commit) while the next one fills.
     let mut flushing = Flushing::default();
@@ -731,17 +751,23 @@ async fn receive_inner(
     let received = async {
         let mut cancel = ctx.cancel.clone();
         while !session.is_complete() {
+            // A sender cannot make this side hold more than so many objects: past that,
+            // offers wait until some are committed (but an object begun must end).
+            let (held_objects, held_refs) = session.holding();
+            let room = session.in_object() || (held_objects < MAX_HELD_OBJECTS && held_refs < MAX_HELD_REFS);
             tokio::select! {
                 Some(conn) = links.joined.recv() => {
                     accepting.push(accept_streams(conn));
                     session.connection_added();
                 }
-                msg = control.recv() => match msg? {
+                msg = control.recv(), if room => match msg? {
                     Control::Offer { seq, objects } => {
+                        let before = session.progress().objects;
                         let lookup = session.on_offer(seq, objects)?;
                         // New objects are checked now, not after all their data came.
-                        for o in &session.objects()[metas.len()..] {
-                            metas.push(destination_meta(dest, o)?);
+                        let new = (session.progress().objects - before) as usize;
+                        for o in &session.objects()[session.objects().len() - new..] {
+                            destination_meta(dest, o)?;
                         }
                         let ids: Vec<ChunkId> = lookup.iter().map(|c| c.id).collect();
                         let held = store.hold_chunks(&mut pin, &ids)?;
@@ -784,7 +810,18 @@ async fn receive_inner(
                     Arrived::Failed(e) => return Err(e),
                 },
                 _ = flush_tick.tick() => {
-                    if sink.unflushed_chunks() > 0 {
+                    if session.holding().0 >= GROUP_OBJECTS {
+                        // Every chunk in so far made durable, the objects it completes land.
+                        flushing.start(&mut sink).await?;
+                        flushing.wait().await?;
+                        let ready = session.take_ready();
+                        if !ready.is_empty() {
+                            if from.pushes {
+                                refuse_unless_shared(&store, &dest.bucket, &from.name, SiteAccess::Write)?;
+                            }
+                            store.commit_transfer_part(transfer, landing(dest, ready)?).await?;
+                        }
+                    } else if sink.unflushed_chunks() > 0 {
                         flushing.start(&mut sink).await?;
                     }
                 }
@@ -799,26 +836,8 @@ async fn receive_inner(
     received?;
     landed?;
     let all_in = Instant::now();
-    debug_assert_eq!(metas.len(), session.objects().len(), "one decoded metadata per offered object");
-    let objects: Vec<TransferredObject> = session
-        .take_objects()
-        .into_iter()
-        .zip(metas)
-        .map(|(o, meta)| TransferredObject {
-            bucket: dest.bucket.clone(),
-            key: if dest.prefix.is_empty() { o.head.key } else { format!("{}{}", dest.prefix, o.head.key) },
-            head: ObjectHead {
-                size: o.head.size,
-                etag: o.head.etag,
-                checksums: o.head.checksums,
-                mtime_ms: o.head.mtime_ms,
-                meta,
-                part_sizes: o.head.part_sizes,
-            },
-            chunks: o.chunks.into_iter().map(|c| StoredChunk { id: c.id, len: c.len }).collect(),
-        })
-        .collect();
-    let count = objects.len() as u64;
+    let objects = landing(dest, session.take_objects())?;
+    let count = session.progress().objects;
     // The bucket may have been unshared, or deleted and made again, while data came.
     if from.pushes {
         refuse_unless_shared(&store, &dest.bucket, &from.name, SiteAccess::Write)?;
@@ -857,6 +876,29 @@ pub fn refuse_unless_shared(store: &Store, bucket: &str, site: &str, access: Sit
         Err(e @ store::StoreError::NoSuchBucket(_)) => Err(LocalFailure::Refused(e.to_string()).into()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Offered objects as they land in `dest`.
+fn landing(dest: &Selection, objects: Vec<IncomingObject>) -> Result<Vec<TransferredObject>, TransferError> {
+    objects
+        .into_iter()
+        .map(|o| {
+            let meta = destination_meta(dest, &o)?;
+            Ok(TransferredObject {
+                bucket: dest.bucket.clone(),
+                key: if dest.prefix.is_empty() { o.head.key } else { format!("{}{}", dest.prefix, o.head.key) },
+                head: ObjectHead {
+                    size: o.head.size,
+                    etag: o.head.etag,
+                    checksums: o.head.checksums,
+                    mtime_ms: o.head.mtime_ms,
+                    meta,
+                    part_sizes: o.head.part_sizes,
+                },
+                chunks: o.chunks.into_iter().map(|c| StoredChunk { id: c.id, len: c.len }).collect(),
+            })
+        })
+        .collect()
 }
 
 /// An offered object's metadata, once its destination key is known to be valid.

@@ -36,6 +36,9 @@ const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// A peer that does not complete the handshake by then is retried later.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Transfers one peer may run here at once (pushes and pulls it opened); one more is
+/// answered busy, and the peer retries it later.
+pub const MAX_INCOMING_PER_PEER: usize = 16;
 /// How often a delegating site hears of a third-party transfer's progress.
 const RELAY_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -270,6 +273,8 @@ impl TransferCounters {
 pub struct Transfers {
     store: Arc<Store>,
     counters: TransferCounters,
+    /// transfers each peer runs here now
+    incoming: Arc<Mutex<BTreeMap<String, usize>>>,
     net: FederationEndpoint,
     streams: usize,
     slots: Slots,
@@ -287,6 +292,7 @@ impl Transfers {
             slots: Slots::new(active),
             table: Mutex::new(BTreeMap::new()),
             counters: TransferCounters::default(),
+            incoming: Arc::default(),
         })
     }
 
@@ -733,6 +739,11 @@ impl Transfers {
             }
             Mode::Push | Mode::Pull => {}
         }
+        let Some(_running) = IncomingSlot::take(&self.incoming, &peer) else {
+            let busy = format!("{} runs {MAX_INCOMING_PER_PEER} transfers of {peer} already; try later", self.site());
+            control.abort(&LocalFailure::Busy(busy).into()).await;
+            return;
+        };
         let spec = TransferSpec {
             kind: Kind::Incoming { peer: peer.clone(), receiving },
             source: open.source.clone(),
@@ -901,6 +912,36 @@ impl Transfers {
             if control.send(&msg).await.is_err() || last {
                 control.finish();
                 return;
+            }
+        }
+    }
+}
+
+/// One of a peer's transfers running here, counted until dropped.
+struct IncomingSlot {
+    running: Arc<Mutex<BTreeMap<String, usize>>>,
+    peer: String,
+}
+
+impl IncomingSlot {
+    fn take(running: &Arc<Mutex<BTreeMap<String, usize>>>, peer: &str) -> Option<Self> {
+        let mut counts = running.lock();
+        let count = counts.entry(peer.to_owned()).or_default();
+        if *count >= MAX_INCOMING_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(Self { running: running.clone(), peer: peer.to_owned() })
+    }
+}
+
+impl Drop for IncomingSlot {
+    fn drop(&mut self) {
+        let mut counts = self.running.lock();
+        if let Some(count) = counts.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.peer);
             }
         }
     }

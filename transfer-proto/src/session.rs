@@ -36,7 +36,15 @@ pub struct IncomingObject {
 #[derive(Debug, Default)]
 pub struct Receiver {
     next_seq: u64,
+    /// objects offered and not yet taken out to be committed, in key order
     objects: Vec<IncomingObject>,
+    /// how many of `objects` (from the front) came in offers already answered: only
+    /// those know which of their chunks are still to come
+    answered: usize,
+    /// chunk references in `objects`
+    held_refs: usize,
+    /// the key of the last object offered, taken out or not
+    last_key: Option<String>,
     /// chunks asked for and not yet kept: plain length and failed attempts
     outstanding: HashMap<ChunkId, (u32, u8)>,
     /// every chunk looked up or asked for in this session, so none is asked twice
@@ -79,7 +87,7 @@ impl Receiver {
             }
             let chunks = std::mem::take(&mut entry.chunks);
             let ends = entry.last;
-            let continues = self.objects.last().is_some_and(|o| !o.complete);
+            let continues = self.in_object();
             let object = if continues {
                 let open = self.objects.last_mut().expect("checked above");
                 if open.head.key != entry.key || open.chunks.len() as u64 != entry.first_chunk {
@@ -90,9 +98,10 @@ impl Receiver {
                 if entry.first_chunk != 0 {
                     return violation(format!("{:?} starts at chunk {}", entry.key, entry.first_chunk));
                 }
-                if self.objects.last().is_some_and(|o| o.head.key >= entry.key) {
+                if self.last_key.as_ref().is_some_and(|last| *last >= entry.key) {
                     return violation(format!("{:?} is not in key order", entry.key));
                 }
+                self.last_key = Some(entry.key.clone());
                 self.progress.objects += 1;
                 self.progress.bytes_total += entry.size;
                 self.objects.push(IncomingObject { head: entry, chunks: Vec::new(), complete: false });
@@ -104,6 +113,7 @@ impl Receiver {
                 }
             }
             self.progress.chunks_offered += chunks.len() as u64;
+            self.held_refs += chunks.len();
             object.chunks.extend(chunks);
             if ends {
                 let sum: u64 = object.chunks.iter().map(|c| c.len as u64).sum();
@@ -123,6 +133,9 @@ impl Receiver {
     /// each with the delta bases the driver chose for it.
     pub fn need(&mut self, seq: u64, missing: Vec<(ChunkRef, Vec<ChunkId>)>) -> Control {
         self.unanswered = self.unanswered.saturating_sub(1);
+        if self.unanswered == 0 {
+            self.answered = self.objects.len();
+        }
         let mut wants = Vec::with_capacity(missing.len());
         for (c, bases) in missing {
             self.outstanding.insert(c.id, (c.len, 0));
@@ -171,7 +184,7 @@ impl Receiver {
         if offers != self.next_seq || self.offers_done.is_some() {
             return violation(format!("manifest ends after {offers} offers, {} received", self.next_seq));
         }
-        if self.objects.last().is_some_and(|o| !o.complete) {
+        if self.in_object() {
             return violation("manifest ends inside an object");
         }
         self.offers_done = Some(offers);
@@ -183,13 +196,40 @@ impl Receiver {
         self.offers_done.is_some() && self.unanswered == 0 && self.outstanding.is_empty()
     }
 
-    /// The objects, once complete.
+    /// The objects offered and not yet taken out, in key order.
     pub fn objects(&self) -> &[IncomingObject] {
         &self.objects
     }
 
+    /// Objects held (offered, not yet taken out) and the chunk references they make: what
+    /// the driver bounds by not reading offers while they are too many.
+    pub fn holding(&self) -> (usize, usize) {
+        (self.objects.len(), self.held_refs)
+    }
+
+    /// Whether the last object offered continues in the next offer. Offers must then be
+    /// read, however many objects are held, or it could never end.
+    pub fn in_object(&self) -> bool {
+        self.objects.last().is_some_and(|o| !o.complete)
+    }
+
+    /// Takes out, to commit them now, the objects whose chunks are all in (or were held
+    /// already), in key order; the others stay.
+    pub fn take_ready(&mut self) -> Vec<IncomingObject> {
+        let outstanding = &self.outstanding;
+        let ready: Vec<IncomingObject> = self
+            .objects
+            .extract_if(..self.answered, |o| o.complete && !o.chunks.iter().any(|c| outstanding.contains_key(&c.id)))
+            .collect();
+        self.answered -= ready.len();
+        self.held_refs -= ready.iter().map(|o| o.chunks.len()).sum::<usize>();
+        ready
+    }
+
     /// Takes the objects out (to commit them), leaving none.
     pub fn take_objects(&mut self) -> Vec<IncomingObject> {
+        self.answered = 0;
+        self.held_refs = 0;
         std::mem::take(&mut self.objects)
     }
 
@@ -393,6 +433,36 @@ mod tests {
         assert_eq!(rx.objects().len(), 2);
         assert_eq!(rx.objects()[0].chunks, vec![a, b, c]);
         assert!(rx.on_chunk(&c.id, 5, 1, false).is_err(), "a chunk is kept once");
+    }
+
+    #[test]
+    fn objects_are_taken_out_as_their_chunks_come_in() {
+        let mut rx = Receiver::new();
+        let (a, b) = (chunk(1, 10), chunk(2, 20));
+        let offer = vec![
+            object("a-waits", 0, vec![a], 10, true),
+            object("b-held", 0, vec![b], 20, true),
+            object("c-empty", 0, vec![], 0, true),
+            object("d-long", 0, vec![b], 40, false),
+        ];
+        rx.on_offer(0, offer).unwrap();
+        assert!(rx.take_ready().is_empty(), "nothing is ready before the offer is answered");
+        rx.need(0, vec![(a, vec![])]);
+        assert!(rx.in_object());
+        assert_eq!(rx.holding(), (4, 3));
+        // b was held already, c has no chunks; a still comes and d still grows.
+        let ready: Vec<String> = rx.take_ready().into_iter().map(|o| o.head.key).collect();
+        assert_eq!(ready, ["b-held", "c-empty"]);
+        assert_eq!(rx.holding(), (2, 2));
+        rx.on_chunk(&a.id, 10, 10, false).unwrap();
+        assert_eq!(rx.take_ready().into_iter().map(|o| o.head.key).collect::<Vec<_>>(), ["a-waits"]);
+        rx.on_offer(1, vec![object("d-long", 1, vec![b], 40, true)]).unwrap();
+        rx.need(1, vec![]);
+        assert_eq!(rx.take_ready().into_iter().map(|o| o.head.key).collect::<Vec<_>>(), ["d-long"]);
+        assert_eq!(rx.holding(), (0, 0));
+        // Key order holds across objects already taken out.
+        let late = rx.on_offer(2, vec![object("c-late", 0, vec![], 0, true)]);
+        assert!(late.unwrap_err().0.contains("not in key order"));
     }
 
     #[test]

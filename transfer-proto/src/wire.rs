@@ -63,6 +63,9 @@ pub mod codes {
     /// The site will not take part: the bucket is missing, or not shared with the site
     /// asking for what the transfer does. Trying again will not help until that changes.
     pub const REFUSED: u32 = 0x15;
+    /// The site runs as many transfers of the asking site as it takes at once: try again
+    /// later.
+    pub const BUSY: u32 = 0x16;
 }
 
 /// Which end opened the transfer and who sends.

@@ -131,6 +131,16 @@ impl MetaDb {
             .collect()
     }
 
+    /// The raw values at `keys` in `cf`, in order, read in one batched lookup.
+    pub fn get_many_raw<K: AsRef<[u8]>>(&self, cf: &str, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let handle = self.cf(cf);
+        self.db
+            .batched_multi_get_cf(handle, keys.iter().map(|k| k.as_ref()), false)
+            .into_iter()
+            .map(|r| r.map(|v| v.map(|v| v.to_vec())).map_err(db_error))
+            .collect()
+    }
+
     /// The records at `keys` in `cf`, in order, read in one batched lookup.
     pub fn get_many<R: Record, K: AsRef<[u8]>>(&self, cf: &str, keys: &[K]) -> Result<Vec<Option<R>>, StoreError> {
         let handle = self.cf(cf);
