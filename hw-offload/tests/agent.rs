@@ -307,3 +307,201 @@ async fn no_doorbell_is_lost_when_the_agent_sleeps_after_every_batch() {
     tokio::time::timeout(Duration::from_secs(120), run).await.expect("every batch answered");
     assert_eq!(agent.metrics().op(hw_offload::OpKind::ChunkId).jobs, 600);
 }
+
+/// How the lying agent below lies. It speaks the protocol correctly and runs every job
+/// on the CPU, then changes what it says or does after.
+#[derive(Clone, Copy)]
+enum Lie {
+    /// Answers a VERIFY with status OK whatever the data: with the digest it computed
+    /// (which differs from the expected one), or with the expected one echoed back and,
+    /// `flip`, one byte of its output changed.
+    VerifySaysOk { echo_expected: bool, flip: bool },
+    /// Answers honestly; once the host has taken a completion, and the test says so,
+    /// rewrites that job's output bytes in the region.
+    RewriteAfterReap,
+}
+
+/// Starts a lying agent on `socket`. For [`Lie::RewriteAfterReap`], a message on the
+/// first channel makes it rewrite the last output it wrote; it answers on the second.
+fn start_lying_agent(
+    socket: &std::path::Path,
+    lie: Lie,
+) -> (std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>) {
+    use hw_offload::agent::ring::{self, Cqe, Layout, Sqe, op, status};
+    use hw_offload::agent::shm::SharedRegion;
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let listener = UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let cpu = CpuEngine::new(1);
+        let mut stream = listener.incoming().next().unwrap().unwrap();
+        let mut hello = [0u8; 24];
+        stream.read_exact(&mut hello).unwrap();
+        let path_len = u32::from_le_bytes(hello[12..16].try_into().unwrap()) as usize;
+        let region_len = u64::from_le_bytes(hello[16..24].try_into().unwrap()) as usize;
+        let mut path = vec![0u8; path_len];
+        stream.read_exact(&mut path).unwrap();
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(String::from_utf8(path).unwrap());
+        let region = SharedRegion::map(&file.unwrap(), region_len).unwrap();
+        let layout = Layout::read_header(&region).unwrap();
+        let mut ack = ring::ACK_MAGIC.to_vec();
+        ack.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
+        stream.write_all(&ack).unwrap();
+        let (mut sq_head, mut cq_tail) = (0u32, 0u32);
+        let mut last_output: Option<(u64, u32)> = None;
+        loop {
+            if go_rx.try_recv().is_ok() {
+                if let Some((at, len)) = last_output {
+                    let mut bytes = vec![0u8; len as usize];
+                    region.read(at, &mut bytes).unwrap();
+                    for b in &mut bytes {
+                        *b ^= 0x5a;
+                    }
+                    region.write(at, &bytes).unwrap();
+                }
+                done_tx.send(()).unwrap();
+            }
+            if region.atomic_u32(ring::off::SQ_TAIL).load(Ordering::Acquire) == sq_head {
+                std::thread::sleep(Duration::from_micros(100));
+                continue;
+            }
+            let mut raw = [0u8; ring::SQE_LEN];
+            region.read(layout.sqe_at(sq_head), &mut raw).unwrap();
+            sq_head = sq_head.wrapping_add(1);
+            region.atomic_u32(ring::off::SQ_HEAD).store(sq_head, Ordering::Release);
+            let sqe = Sqe::decode(&raw);
+            let mut input = vec![0u8; sqe.in_len as usize];
+            region.read(layout.data_off + sqe.in_off, &mut input).unwrap();
+            let (mut codec, mut verify, mut steps) = (Codec::Raw, None, Vec::new());
+            for (i, &code) in sqe.ops.iter().enumerate() {
+                steps.push(match code {
+                    op::END => break,
+                    op::BLAKE3 => Step::ChunkId,
+                    op::VERIFY => {
+                        verify = Some(ChunkId(sqe.expected));
+                        // The lie: the check is left out.
+                        if matches!(lie, Lie::VerifySaysOk { .. }) {
+                            continue;
+                        }
+                        Step::Verify(ChunkId(sqe.expected))
+                    }
+                    op::COMPRESS_ZSTD => Step::Compress { codec: Codec::Zstd, level: sqe.level },
+                    op::COMPRESS_LZ4 => Step::Compress { codec: Codec::Lz4, level: 0 },
+                    op::DECOMPRESS_ZSTD if i == 0 => {
+                        codec = Codec::Zstd;
+                        Step::Decompress { codec, plain_len: sqe.plain_len }
+                    }
+                    other => panic!("the lying agent does not do op {other}"),
+                });
+            }
+            let mut cqe = Cqe { user_data: sqe.user_data, ..Default::default() };
+            match runtime.block_on(cpu.submit(vec![Job::encoded(input.clone().into(), codec, steps)])).pop().unwrap() {
+                Ok(out) => {
+                    let mut data = out.data.to_vec();
+                    if let Some(id) = out.chunk_id.or(verify) {
+                        cqe.digest = id.0;
+                        cqe.digest_len = 32;
+                    }
+                    if let (Some(expected), Lie::VerifySaysOk { echo_expected, flip }) = (verify, lie) {
+                        cqe.digest = if echo_expected { expected.0 } else { ChunkId::of(&data).0 };
+                        if flip {
+                            data[0] ^= 1;
+                        }
+                    }
+                    cqe.out_codec = out.codec.tag();
+                    if out.codec == codec && data == input {
+                        cqe.out_in_place = 1;
+                    } else {
+                        let at = layout.data_off + sqe.out_off;
+                        region.write(at, &data).unwrap();
+                        cqe.out_len = data.len() as u32;
+                        last_output = Some((at, cqe.out_len));
+                    }
+                }
+                Err(_) => cqe.status = status::BAD_REQUEST,
+            }
+            region.write(layout.cqe_at(cq_tail), &cqe.encode()).unwrap();
+            cq_tail = cq_tail.wrapping_add(1);
+            region.atomic_u32(ring::off::CQ_TAIL).store(cq_tail, Ordering::Release);
+            let _ = (&stream).write(&[1]);
+        }
+    });
+    (go_tx, done_rx)
+}
+
+/// A zstd payload of `data` and a VERIFY job over it expecting `expect`.
+fn verify_job(data: &[u8], expect: ChunkId) -> Job {
+    let payload = zstd::bulk::compress(data, 1).unwrap();
+    Job::encoded(
+        payload.into(),
+        Codec::Zstd,
+        vec![Step::Decompress { codec: Codec::Zstd, plain_len: data.len() as u32 }, Step::Verify(expect)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_answers_ok_to_a_failed_verify_is_not_believed() {
+    // Issue 12, item 12: the VERIFY answer is checked on the host.
+    let data = common::compressible(200_000, 3);
+    let other = ChunkId::of(b"another chunk");
+    for (echo_expected, flip, expect) in [(false, false, other), (true, false, other), (true, true, ChunkId::of(&data))]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        start_lying_agent(&dir.path().join("agent.sock"), Lie::VerifySaysOk { echo_expected, flip });
+        let agent = AgentEngine::start("liar", config(dir.path())).unwrap();
+        let answer = agent.submit(vec![verify_job(&data, expect)]).await.pop().unwrap();
+        assert!(
+            matches!(answer, Err(hw_offload::JobError::Corrupt { expected, .. }) if expected == expect),
+            "echo {echo_expected}, flip {flip}: {answer:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_verify_condemns_the_agent_and_the_cpu_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    start_lying_agent(&dir.path().join("agent.sock"), Lie::VerifySaysOk { echo_expected: true, flip: true });
+    let agent = Arc::new(AgentEngine::start("liar", config(dir.path())).unwrap());
+    let router = Router::new(
+        Arc::new(CpuEngine::new(1)),
+        vec![Route::new(agent, 0)],
+        RouterConfig { spot_check_one_in: 0, probation_jobs: 0, ..Default::default() },
+    );
+    let data = common::compressible(200_000, 4);
+    let out = router.submit(vec![verify_job(&data, ChunkId::of(&data))]).await.pop().unwrap().unwrap();
+    assert_eq!(out.data, data, "the CPU's answer, not the agent's changed bytes");
+    assert!(router.is_condemned("liar"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_change_an_output_after_it_was_checked() {
+    // Issue 12, item 13: the router checks the answer (the agent is on probation), then
+    // the agent rewrites the output range it wrote; what the caller holds must not move.
+    let dir = tempfile::tempdir().unwrap();
+    let (rewrite, rewritten) = start_lying_agent(&dir.path().join("agent.sock"), Lie::RewriteAfterReap);
+    let agent = Arc::new(AgentEngine::start("agent", config(dir.path())).unwrap());
+    let offload = Offload::routed(Router::new(
+        Arc::new(CpuEngine::new(1)),
+        vec![Route::new(agent.clone(), 0)],
+        RouterConfig::default(),
+    ));
+    let data = common::compressible(300_000, 5);
+    let mut buffer = offload.buffer(data.len());
+    buffer.extend_from_slice(&data);
+    let input = buffer.freeze();
+    let out = offload
+        .run(Job::new(input, vec![Step::ChunkId, Step::Compress { codec: Codec::Zstd, level: 1 }]))
+        .await
+        .unwrap();
+    assert_eq!(agent.metrics().op(hw_offload::OpKind::Compress).jobs, 1, "the agent ran it");
+    assert_eq!(out.codec, Codec::Zstd);
+    let payload = out.data.to_vec();
+    rewrite.send(()).unwrap();
+    rewritten.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(out.data, payload, "the output changed after the check");
+    assert_eq!(zstd::bulk::decompress(&out.data, data.len()).unwrap(), data);
+}

@@ -1,10 +1,18 @@
 //! The host side: [`AgentEngine`] hands jobs to an offload agent through a shared region
 //! and takes the results back.
 //!
-//! Zero-copy: a job whose input already lies in the region (a [`crate::JobBuffer`] from
-//! [`Engine::buffer`], or an earlier job's output) is submitted by offset; any other
-//! input is copied in. Outputs come back as `Bytes` pointing into the region, whose
-//! range is given back when the last reference drops (`pool.rs`).
+//! Zero-copy in: a job whose input already lies in the region (a [`crate::JobBuffer`]
+//! from [`Engine::buffer`]) is submitted by offset; any other input is copied in.
+//!
+//! Copy out: the agent is trusted for speed, never for correctness, and it keeps the
+//! region mapped writable, so whatever the host checks or hands on must be bytes the
+//! agent can no longer change. Outputs (and an in-place output over an input in the
+//! region) are copied out of the region when the completion is reaped, before anything
+//! looks at them; their range goes back to the pool at once. No page protection can do
+//! this instead: the host cannot take write access away from another process's mapping.
+//! A VERIFY answer is then confirmed on the host, as the CPU engine does it: the copied
+//! output must hash to the expected id (the agent's OK and digest are not enough: it
+//! was handed the expected id).
 //!
 //! Completions are reaped by whoever gets there first: the task awaiting a small batch
 //! polls the completion ring for a few microseconds itself (no thread hand-off), and a
@@ -81,6 +89,9 @@ struct InFlight {
     /// The job's input; when it lies in the region, holding it keeps its range from
     /// being reused while the agent reads it.
     input: Bytes,
+    /// Whether `input` lies in the region (a zero-copy input), where the agent could
+    /// still write it.
+    input_shared: bool,
     input_codec: Codec,
     digest: DigestKind,
     decode_codec: Option<Codec>,
@@ -391,7 +402,11 @@ fn plan(job: &Job) -> Option<Plan> {
                     SumAlgo::Sha256 => op::SHA256,
                 }
             }
-            Step::Compress { codec: target, level } if codec == Codec::Raw => {
+            // A VERIFY answer is confirmed by hashing the output on the host, which
+            // must then be the verified plain bytes.
+            Step::Compress { codec: target, level }
+                if codec == Codec::Raw && !matches!(p.digest, DigestKind::Verify(_)) =>
+            {
                 // Compression is kept only when it shrinks the data, so the input length
                 // bounds the output.
                 p.out_cap = p.out_cap.max(len);
@@ -634,9 +649,13 @@ impl Link {
         {
             return Err(BUSY);
         }
+        let mut input_shared = false;
         let (in_off, input_copy) = match self.pool.data_offset_of(&job.data) {
             _ if job.data.is_empty() => (0, None),
-            Some(offset) => (offset, None),
+            Some(offset) => {
+                input_shared = true;
+                (offset, None)
+            }
             None => {
                 let slot = self.pool.alloc(job.data.len() as u64).ok_or(BUSY)?;
                 slot.write(0, &job.data);
@@ -654,6 +673,7 @@ impl Link {
             batch,
             index,
             input: job.data,
+            input_shared,
             input_codec: job.codec,
             digest: plan.digest,
             decode_codec: plan.decode_codec,
@@ -750,8 +770,9 @@ impl Link {
     }
 }
 
-/// Turns a completion into the job's result, checking everything the agent says. A
-/// changed output is handed on where the agent wrote it, without a copy.
+/// Turns a completion into the job's result, checking everything the agent says. The
+/// output is copied out of the region first (see the module doc): every check below and
+/// every later use sees bytes the agent can no longer change.
 fn result(name: &str, cqe: &Cqe, job: &mut InFlight) -> Result<JobOutput, JobError> {
     let malformed = |what: &str| JobError::Unavailable {
         engine: name.to_owned(),
@@ -782,19 +803,39 @@ fn result(name: &str, cqe: &Cqe, job: &mut InFlight) -> Result<JobOutput, JobErr
         if codec != job.input_codec {
             return Err(malformed("in-place output with another codec"));
         }
-        job.input.clone()
+        // An input in the region is as writable by the agent as an output.
+        if job.input_shared { Bytes::copy_from_slice(&job.input) } else { job.input.clone() }
     } else {
         if cqe.out_len > job.out_cap {
             return Err(malformed("output longer than its buffer"));
         }
         let output = job.output.take().ok_or_else(|| malformed("output for a job without an output buffer"))?;
-        output.into_bytes(cqe.out_len as u64)
+        // Copied out, and the range given back to the pool now (`output` drops here).
+        Bytes::copy_from_slice(output.bytes(cqe.out_len as u64))
     };
     let mut output = JobOutput::start(data, codec);
     match job.digest {
         DigestKind::None => {}
-        DigestKind::ChunkId | DigestKind::Verify(_) => {
+        DigestKind::ChunkId => {
             output.chunk_id = Some(ChunkId(digest.try_into().map_err(|_| malformed("digest length"))?));
+        }
+        DigestKind::Verify(expected) => {
+            // The answer decides what is served: the host hashes the frozen bytes itself.
+            // A digest that disagrees with an OK status is a wrong answer too; both come
+            // back as `Corrupt`, which the router settles on the CPU (and condemns the
+            // engine if the CPU finds the data right).
+            let reported = ChunkId(digest.try_into().map_err(|_| malformed("digest length"))?);
+            if codec != Codec::Raw {
+                return Err(malformed("VERIFY answered with an encoded output"));
+            }
+            let actual = ChunkId::of(&output.data);
+            if actual != expected {
+                return Err(JobError::Corrupt { expected, actual });
+            }
+            if reported != expected {
+                return Err(JobError::Corrupt { expected, actual: reported });
+            }
+            output.chunk_id = Some(actual);
         }
         DigestKind::Sum(algo) => output.sums.push((algo, digest.to_vec())),
     }
@@ -1069,6 +1110,7 @@ mod tests {
             batch: Batch::new(1, tx),
             index: 0,
             input: Bytes::new(),
+            input_shared: false,
             input_codec: Codec::Raw,
             digest: DigestKind::None,
             decode_codec: None,
