@@ -53,7 +53,26 @@ pub trait Engine: Send + Sync + 'static {
     fn children(&self) -> Vec<Arc<dyn Engine>> {
         Vec::new()
     }
+
+    /// A caller found an answer of the engine named `engine` wrong (a chunk id that is
+    /// not the hash of its input): a router condemns that engine as if its own check had
+    /// failed, and the future it returns ends once the engine's unchecked answers have
+    /// been checked again (see [`Engine::wrong_chunks`]). Nothing for a leaf.
+    fn distrust(&self, engine: &str, reason: &str) -> Recheck {
+        let _ = (engine, reason);
+        Box::pin(std::future::ready(()))
+    }
+
+    /// Chunk ids whose payloads, delivered by an engine condemned since, were found
+    /// wrong when its answers were checked again: chunks stored from them must be
+    /// refused or quarantined. Empty for a leaf.
+    fn wrong_chunks(&self) -> Vec<crate::ChunkId> {
+        Vec::new()
+    }
 }
+
+/// The recheck [`Engine::distrust`] starts.
+pub type Recheck = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 type Results = Vec<Result<JobOutput, JobError>>;
 
@@ -169,6 +188,16 @@ impl Offload {
     /// Routes between the CPU and offload engines (see [`crate::router`]).
     pub fn routed(router: crate::Router) -> Self {
         Self::new(Arc::new(router))
+    }
+
+    /// Reports a wrong answer of the engine named `engine` (see [`Engine::distrust`]).
+    pub async fn distrust(&self, engine: &str, reason: &str) {
+        self.engine.distrust(engine, reason).await;
+    }
+
+    /// Chunk ids found wrong on a recheck (see [`Engine::wrong_chunks`]).
+    pub fn wrong_chunks(&self) -> Vec<crate::ChunkId> {
+        self.engine.wrong_chunks()
     }
 
     /// The engines behind this handle, for metrics export.

@@ -5,7 +5,7 @@
 use crate::engine::{Completion, Engine};
 use crate::job::Job;
 use crate::metrics::EngineMetrics;
-use crate::{Codec, CpuEngine};
+use crate::{ChunkId, Codec, CpuEngine};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -21,6 +21,9 @@ pub enum Fault {
     WrongHash,
     /// Compressed payloads come back with one byte changed.
     CorruptPayload,
+    /// Every chunk id comes back as this one (another object's chunk, say), with the
+    /// payload of the job's own data.
+    ChunkIdOf(ChunkId),
     /// Answers arrive this late.
     Delay(Duration),
     /// The engine dies: the batch is dropped and the engine stays unavailable until
@@ -107,8 +110,13 @@ impl Engine for FaultEngine {
             return completion;
         }
         let done = self.inner.submit(jobs);
+        let name: Arc<str> = Arc::from(self.name.as_str());
         Completion::from_future(async move {
             let mut results = done.await;
+            // Its answers are an offload engine's word, as an agent's are.
+            for out in results.iter_mut().flatten() {
+                out.from_engine = Some(name.clone());
+            }
             match fault {
                 Fault::Delay(d) => tokio::time::sleep(d).await,
                 Fault::WrongHash => {
@@ -130,6 +138,13 @@ impl Engine for FaultEngine {
                             let mid = bytes.len() / 2;
                             bytes[mid] ^= 0x55;
                             out.data = bytes.into();
+                        }
+                    }
+                }
+                Fault::ChunkIdOf(other) => {
+                    for out in results.iter_mut().flatten() {
+                        if out.chunk_id.is_some() {
+                            out.chunk_id = Some(other);
                         }
                     }
                 }

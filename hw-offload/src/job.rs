@@ -7,6 +7,7 @@ use crate::kernels::codec::Codec;
 use crate::kernels::digest::{ChunkId, StreamDigests, SumAlgo};
 use crate::metrics::OpKind;
 use bytes::Bytes;
+use std::sync::Arc;
 
 /// One step of a job's chain.
 #[derive(Debug, Clone)]
@@ -97,12 +98,17 @@ pub struct JobOutput {
     pub digests: Option<Box<StreamDigests>>,
     /// From [`Step::Sum`] steps, in step order.
     pub sums: Vec<(SumAlgo, Vec<u8>)>,
+    /// The offload engine whose word these results are, or `None` when the host CPU
+    /// computed them or confirmed them (a router's checked answers). An engine other
+    /// than the host is trusted for speed, never for correctness: a chunk id it computed
+    /// is confirmed on the host before it decides what is stored (the store's ingest).
+    pub from_engine: Option<Arc<str>>,
 }
 
 impl JobOutput {
     /// The output of a job with no steps run yet: its input.
     pub fn start(data: Bytes, codec: Codec) -> Self {
-        Self { data, codec, chunk_id: None, cuts: Vec::new(), digests: None, sums: Vec::new() }
+        Self { data, codec, chunk_id: None, cuts: Vec::new(), digests: None, sums: Vec::new(), from_engine: None }
     }
 }
 

@@ -10,16 +10,27 @@
 //! engine for good and the whole batch is answered from the CPU, so a wrong chunk id
 //! never reaches the store from a checked batch.
 //!
+//! Answers delivered unchecked are not forgotten: the router keeps, per engine, the
+//! hash-and-compress answers it delivered since the engine's last passed check (up to
+//! `recheck_bytes` of payload; past that the next answer is checked, which closes the
+//! window). When the engine is condemned, by a check here or by a caller that found it
+//! wrong ([`Engine::distrust`]), those answers are checked again on the CPU, and the
+//! chunk ids whose payloads are wrong are kept for the store ([`Engine::wrong_chunks`]).
+//! Their ids cannot be wrong where it matters: the store confirms every chunk id an
+//! offload engine computed on the host before it is used (see `from_engine`).
+//!
 //! A check verifies the answer rather than redoing the job where it can, because that is
 //! cheaper: for hash and compress, the CPU decodes the engine's payload, hashes what it
 //! decodes and compares it with the input (decoding costs a fraction of compressing).
 //! Other chains are recomputed and compared.
 
 use crate::buffer::JobBuffer;
+use crate::engine::Recheck;
 use crate::engine::{Completion, Engine};
 use crate::job::{Job, JobError, JobOutput, Step};
 use crate::metrics::{EngineMetrics, OpKind};
-use crate::{Codec, CpuEngine};
+use crate::{ChunkId, Codec, CpuEngine};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -39,6 +50,9 @@ pub struct RouterConfig {
     pub disable_for: Duration,
     /// An engine that has not answered a batch by then is given up on for that batch.
     pub deadline: Duration,
+    /// Payload bytes of unchecked answers kept per engine for a recheck if it is
+    /// condemned; when they reach this, its next answer is checked (which releases them).
+    pub recheck_bytes: u64,
 }
 
 impl Default for RouterConfig {
@@ -50,6 +64,10 @@ impl Default for RouterConfig {
             probation_jobs: 64,
             disable_for: Duration::from_secs(5),
             deadline: Duration::from_secs(2),
+            // 32 MiB: the store's 1,024 jobs between samples at its 64 KiB average chunk
+            // (about 22 MiB after compression), so sampling alone closes the window there;
+            // 1 MiB chunks get a check about every 100 jobs instead of 1,024.
+            recheck_bytes: 32 << 20,
         }
     }
 }
@@ -91,6 +109,23 @@ struct RouteState {
     /// The engine's incarnation the probation was for.
     incarnation: AtomicU64,
     offloaded: AtomicU64,
+    /// Answers delivered unchecked since the last passed check.
+    unchecked: Mutex<Unchecked>,
+}
+
+/// Hash-and-compress answers an engine gave that no check has vouched for yet.
+#[derive(Default)]
+struct Unchecked {
+    answers: Vec<Delivered>,
+    bytes: u64,
+}
+
+/// What a recheck needs of one delivered answer (the payload is the host's own copy).
+struct Delivered {
+    id: ChunkId,
+    codec: Codec,
+    payload: Bytes,
+    plain_len: u32,
 }
 
 impl RouteState {
@@ -132,26 +167,55 @@ impl RouteState {
         *disabled = Some(Instant::now() + for_);
     }
 
-    fn condemn(&self, reason: &str) {
-        if !self.condemned.swap(true, Relaxed) {
-            tracing::error!(
-                engine = self.route.engine.name(),
-                reason,
-                "offload engine returned a wrong result and is disabled until the daemon restarts; \
-                 the batch was recomputed on the CPU"
-            );
+    /// Disables the engine for good and returns the answers it gave since its last
+    /// passed check, to be checked again (empty if it was condemned already).
+    fn condemn(&self, reason: &str) -> Vec<Delivered> {
+        // Under the log's lock, so that no answer is logged after the log was taken
+        // (see `delivered`).
+        let mut log = self.unchecked.lock();
+        if self.condemned.swap(true, Relaxed) {
+            return Vec::new();
+        }
+        let suspects = std::mem::take(&mut *log).answers;
+        drop(log);
+        tracing::error!(
+            engine = self.route.engine.name(),
+            reason,
+            recheck = suspects.len(),
+            "offload engine returned a wrong result and is disabled until the daemon restarts; \
+             the batch was recomputed on the CPU and its answers since its last passed check are checked again"
+        );
+        suspects
+    }
+
+    fn wants_check(&self, one_in: u64, recheck_bytes: u64) -> bool {
+        let n = self.offloaded.fetch_add(1, Relaxed);
+        let on_probation = self.probation_left.load(Relaxed) > 0;
+        on_probation || (one_in > 0 && n % one_in == one_in - 1) || self.unchecked.lock().bytes >= recheck_bytes
+    }
+
+    /// Counts answers found right towards the probation; what was delivered before is
+    /// vouched for by the check.
+    fn passed(&self, checked: u64) {
+        let _ = self.probation_left.fetch_update(Relaxed, Relaxed, |left| Some(left.saturating_sub(checked)));
+        if checked > 0 {
+            *self.unchecked.lock() = Unchecked::default();
         }
     }
 
-    fn wants_check(&self, one_in: u64) -> bool {
-        let n = self.offloaded.fetch_add(1, Relaxed);
-        let on_probation = self.probation_left.load(Relaxed) > 0;
-        on_probation || (one_in > 0 && n % one_in == one_in - 1)
-    }
-
-    /// Counts answers found right towards the probation.
-    fn passed(&self, checked: u64) {
-        let _ = self.probation_left.fetch_update(Relaxed, Relaxed, |left| Some(left.saturating_sub(checked)));
+    /// Remembers an answer about to be delivered without a check; false if the engine
+    /// was condemned meanwhile (its late answers are not delivered at all).
+    fn delivered(&self, job: &Job, out: &JobOutput) -> bool {
+        let mut log = self.unchecked.lock();
+        if self.condemned.load(Relaxed) {
+            return false;
+        }
+        let (Some(id), Ok(plain_len)) = (out.chunk_id, u32::try_from(job.data.len())) else { return true };
+        if Check::hash_and_compress(job) {
+            log.bytes += out.data.len() as u64;
+            log.answers.push(Delivered { id, codec: out.codec, payload: out.data.clone(), plain_len });
+        }
+        true
     }
 }
 
@@ -162,6 +226,8 @@ pub struct Router {
     routes: Arc<Vec<RouteState>>,
     config: RouterConfig,
     metrics: EngineMetrics,
+    /// Chunk ids whose delivered payloads a recheck found wrong.
+    wrong: Arc<Mutex<Vec<ChunkId>>>,
 }
 
 type Results = Vec<Result<JobOutput, JobError>>;
@@ -178,9 +244,11 @@ impl Router {
                 condemned: AtomicBool::new(false),
                 probation_left: AtomicU64::new(config.probation_jobs),
                 offloaded: AtomicU64::new(0),
+                unchecked: Mutex::new(Unchecked::default()),
             })
             .collect();
-        Self { cpu, routes: Arc::new(routes), config, metrics: EngineMetrics::default() }
+        let wrong = Arc::new(Mutex::new(Vec::new()));
+        Self { cpu, routes: Arc::new(routes), config, metrics: EngineMetrics::default(), wrong }
     }
 
     /// A router with the CPU engine only (what `Offload::cpu` gives, plus nothing).
@@ -235,7 +303,8 @@ impl Engine for Router {
                             parts.last_mut().expect("pushed")
                         }
                     };
-                    part.check.push(self.routes[route].wants_check(self.config.spot_check_one_in));
+                    part.check
+                        .push(self.routes[route].wants_check(self.config.spot_check_one_in, self.config.recheck_bytes));
                     part.indices.push(index);
                     part.originals.push(job);
                 }
@@ -253,6 +322,7 @@ impl Engine for Router {
         let cpu = self.cpu.clone();
         let routes = self.routes.clone();
         let config = self.config.clone();
+        let wrong = self.wrong.clone();
         Completion::from_future(async move {
             let mut results: Vec<Option<Result<JobOutput, JobError>>> = (0..total).map(|_| None).collect();
             if let Some(done) = cpu_done {
@@ -262,7 +332,7 @@ impl Engine for Router {
             }
             for (part, done) in pending {
                 let state = &routes[part.route];
-                let answers = finish_part(&part, done, state, &cpu, &config).await;
+                let answers = finish_part(&part, done, state, &cpu, &config, &wrong).await;
                 for (index, result) in part.indices.into_iter().zip(answers) {
                     results[index] = Some(result);
                 }
@@ -288,6 +358,60 @@ impl Engine for Router {
     fn children(&self) -> Vec<Arc<dyn Engine>> {
         std::iter::once(self.cpu.clone()).chain(self.routes.iter().map(|r| r.route.engine.clone())).collect()
     }
+
+    fn distrust(&self, engine: &str, reason: &str) -> Recheck {
+        let Some(route) = self.routes.iter().position(|r| r.route.engine.name() == engine) else {
+            return Box::pin(std::future::ready(()));
+        };
+        let (routes, cpu, wrong, reason) =
+            (self.routes.clone(), self.cpu.clone(), self.wrong.clone(), reason.to_owned());
+        Box::pin(async move {
+            let suspects = routes[route].condemn(&reason);
+            recheck(engine_name(&routes[route]), suspects, &cpu, &wrong).await;
+        })
+    }
+
+    fn wrong_chunks(&self) -> Vec<ChunkId> {
+        self.wrong.lock().clone()
+    }
+}
+
+fn engine_name(state: &RouteState) -> &str {
+    state.route.engine.name()
+}
+
+/// Checks again, on the CPU, answers a condemned engine delivered unchecked: each payload
+/// must decode to `plain_len` bytes that hash to its chunk id. The ids of those that do
+/// not are added to `wrong` (and logged), for the store to refuse or quarantine.
+async fn recheck(engine: &str, suspects: Vec<Delivered>, cpu: &Arc<dyn Engine>, wrong: &Mutex<Vec<ChunkId>>) {
+    if suspects.is_empty() {
+        return;
+    }
+    let jobs = suspects
+        .iter()
+        .map(|d| {
+            Job::encoded(
+                d.payload.clone(),
+                d.codec,
+                vec![Step::Decompress { codec: d.codec, plain_len: d.plain_len }, Step::Verify(d.id)],
+            )
+        })
+        .collect();
+    let results = cpu.submit(jobs).await;
+    let bad: Vec<ChunkId> = suspects
+        .iter()
+        .zip(results.iter().map(Result::is_ok).chain(std::iter::repeat(false)))
+        .filter(|(_, ok)| !ok)
+        .map(|(d, _)| d.id)
+        .collect();
+    if bad.is_empty() {
+        tracing::info!(engine, rechecked = suspects.len(), "a condemned engine's earlier answers were right");
+        return;
+    }
+    for id in &bad {
+        tracing::error!(engine, chunk = %id, "a condemned engine delivered a wrong payload for this chunk");
+    }
+    wrong.lock().extend(bad);
 }
 
 /// The jobs of one batch sent to one engine.
@@ -305,6 +429,7 @@ async fn finish_part(
     state: &RouteState,
     cpu: &Arc<dyn Engine>,
     config: &RouterConfig,
+    wrong_chunks: &Mutex<Vec<ChunkId>>,
 ) -> Results {
     let engine = &state.route.engine;
     let answers = match tokio::runtime::Handle::try_current() {
@@ -342,7 +467,10 @@ async fn finish_part(
         }
     }
     if redo.is_empty() && compare.is_empty() {
-        return answers.into_iter().map(|a| a.expect("present")).collect();
+        return match deliver(part, state, answers, &[]) {
+            Some(answers) => answers,
+            None => rerun_on_cpu(part, cpu, engine.metrics()).await,
+        };
     }
     for &i in &redo {
         engine.metrics().record_fallback(main_op(&part.originals[i]));
@@ -368,13 +496,43 @@ async fn finish_part(
         }
     }
     if let Some(reason) = wrong {
-        state.condemn(&reason);
+        let suspects = state.condemn(&reason);
         engine.metrics().record_op_error(main_op(&part.originals[0]));
+        recheck(engine.name(), suspects, cpu, wrong_chunks).await;
         // Nothing this engine answered in this batch is trusted.
         return rerun_on_cpu(part, cpu, engine.metrics()).await;
     }
     state.passed(compare.len() as u64);
-    answers.into_iter().map(|a| a.expect("present")).collect()
+    let settled: Vec<usize> = redo.into_iter().chain(compare).collect();
+    match deliver(part, state, answers, &settled) {
+        Some(answers) => answers,
+        None => rerun_on_cpu(part, cpu, engine.metrics()).await,
+    }
+}
+
+/// Hands the answers on, remembering those of the engine that no check settled (all
+/// but `settled`, which the CPU computed or confirmed); `None` if the engine was
+/// condemned while they were on their way (by another batch), so that nothing it
+/// answered escapes the recheck.
+fn deliver(
+    part: &Part,
+    state: &RouteState,
+    answers: Vec<Option<Result<JobOutput, JobError>>>,
+    settled: &[usize],
+) -> Option<Results> {
+    let mut results = Vec::with_capacity(answers.len());
+    for (i, answer) in answers.into_iter().enumerate() {
+        let mut answer = answer.expect("present");
+        if let Ok(out) = &mut answer {
+            if settled.contains(&i) {
+                out.from_engine = None;
+            } else if !state.delivered(&part.originals[i], out) {
+                return None;
+            }
+        }
+        results.push(answer);
+    }
+    Some(results)
 }
 
 /// How one offloaded answer is checked on the CPU.
@@ -392,10 +550,16 @@ enum Check {
 
 impl Check {
     /// The check for `answer` to `job`, and the CPU job that settles it.
-    fn plan(job: &Job, answer: &Result<JobOutput, JobError>) -> (Self, Job) {
-        let hash_and_compress = job.codec == Codec::Raw
+    /// Whether `job` is hash and/or compress over plain bytes: its answer can be checked
+    /// from the answer alone (decoding the payload), without the input.
+    fn hash_and_compress(job: &Job) -> bool {
+        job.codec == Codec::Raw
             && !job.steps.is_empty()
-            && job.steps.iter().all(|s| matches!(s, Step::ChunkId | Step::Compress { .. }));
+            && job.steps.iter().all(|s| matches!(s, Step::ChunkId | Step::Compress { .. }))
+    }
+
+    fn plan(job: &Job, answer: &Result<JobOutput, JobError>) -> (Self, Job) {
+        let hash_and_compress = Self::hash_and_compress(job);
         match (answer, u32::try_from(job.data.len())) {
             (Ok(out), Ok(plain_len)) if hash_and_compress => {
                 let wants_id = job.steps.iter().any(|s| matches!(s, Step::ChunkId));

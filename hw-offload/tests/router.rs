@@ -206,3 +206,65 @@ async fn a_busy_engine_is_bypassed_but_not_disabled() {
     assert_eq!(engine.jobs_seen(), 8, "still in use after being busy");
     assert!(engine.metrics().op(OpKind::Compress).fallbacks >= 4);
 }
+
+/// One hash-and-compress job over compressible data (so the payload is encoded).
+fn compress_job(seed: u64) -> (Job, ChunkId) {
+    let data = compressible(50_000, seed);
+    let id = ChunkId::of(&data);
+    (Job::new(data, vec![Step::ChunkId, Step::Compress { codec: Codec::Zstd, level: 1 }]), id)
+}
+
+#[tokio::test]
+async fn a_condemned_engines_answers_since_its_last_passed_check_are_checked_again() {
+    // Issue 12, item 14. Probation of 8, then one job in 4 checked (the 12th, 16th...).
+    // Right until its 12th job; the 12th is checked and passes; the 13th to 15th go out
+    // unchecked with corrupt payloads; the 16th is checked and condemns the engine. The
+    // recheck must name exactly the 13th to 15th chunks.
+    let engine = Arc::new(FaultEngine::new("late-liar", 12, Fault::CorruptPayload));
+    let config = RouterConfig { probation_jobs: 8, spot_check_one_in: 4, ..Default::default() };
+    let offload = router(engine.clone(), 0, config);
+    let mut ids = Vec::new();
+    for seed in 0..16 {
+        let (job, id) = compress_job(seed);
+        offload.run(job).await.unwrap();
+        ids.push(id);
+    }
+    assert_eq!(engine.jobs_seen(), 16);
+    assert!(engine.metrics().errors() > 0, "condemned by the 16th job's check");
+    let mut wrong = offload.wrong_chunks();
+    wrong.sort_by_key(|id| id.0);
+    let mut expected = ids[12..15].to_vec();
+    expected.sort_by_key(|id| id.0);
+    assert_eq!(wrong, expected, "the answers since the last passed check, and only those");
+}
+
+#[tokio::test]
+async fn a_caller_that_finds_an_answer_wrong_condemns_the_engine_and_gets_a_recheck() {
+    // Nothing sampled: only the caller (the store, confirming a chunk id) notices.
+    let engine = Arc::new(FaultEngine::new("liar", 0, Fault::CorruptPayload));
+    let offload =
+        router(engine.clone(), 0, RouterConfig { probation_jobs: 0, spot_check_one_in: 0, ..Default::default() });
+    let (job, id) = compress_job(1);
+    offload.run(job).await.unwrap();
+    offload.distrust("liar", "a wrong chunk id").await;
+    assert_eq!(offload.wrong_chunks(), vec![id]);
+    let (job, id) = compress_job(2);
+    assert_eq!(offload.run(job).await.unwrap().chunk_id, Some(id));
+    assert_eq!(engine.jobs_seen(), 1, "condemned: no more work");
+}
+
+#[tokio::test]
+async fn unchecked_answers_kept_for_a_recheck_are_bounded_by_a_check() {
+    // With no sampling at all, the answers kept for a recheck reach `recheck_bytes` after
+    // one job: the next one is checked, which catches the lie and condemns the engine.
+    let engine = Arc::new(FaultEngine::new("liar", 1, Fault::CorruptPayload));
+    let config = RouterConfig { probation_jobs: 0, spot_check_one_in: 0, recheck_bytes: 1, ..Default::default() };
+    let offload = router(engine.clone(), 0, config);
+    for seed in 0..4 {
+        let (job, id) = compress_job(seed);
+        let out = offload.run(job).await.unwrap();
+        assert_eq!(out.chunk_id, Some(id));
+    }
+    assert_eq!(engine.jobs_seen(), 2, "the second answer was checked and condemned the engine");
+    assert!(offload.wrong_chunks().is_empty(), "the first, kept for a recheck, was right");
+}

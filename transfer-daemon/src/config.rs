@@ -603,6 +603,8 @@ impl RawOffload {
                 probation_jobs: self.probation_jobs,
                 deadline: std::time::Duration::from_millis(self.deadline_ms),
                 disable_for: std::time::Duration::from_secs(self.disable_secs),
+                // Not in the config file: bounds memory, never correctness.
+                ..Default::default()
             },
         })
     }

@@ -814,6 +814,10 @@ fn result(name: &str, cqe: &Cqe, job: &mut InFlight) -> Result<JobOutput, JobErr
         Bytes::copy_from_slice(output.bytes(cqe.out_len as u64))
     };
     let mut output = JobOutput::start(data, codec);
+    // The agent's word, except a verified output, which the host hashed below.
+    if !matches!(job.digest, DigestKind::Verify(_)) {
+        output.from_engine = Some(Arc::from(name));
+    }
     match job.digest {
         DigestKind::None => {}
         DigestKind::ChunkId => {
