@@ -1,6 +1,16 @@
 //! The write pipeline: body stream → FastCDC → BLAKE3 + compression on the offload
 //! engine → dedup against the index → new chunks appended to packs.
 //!
+//! An offload engine other than the host CPU (an agent on a DPU, another vendor's
+//! program) is trusted for speed, never for what the store serves: every chunk id it
+//! computed is confirmed on the host (BLAKE3 of the plain chunk) before the id is looked
+//! up for dedup or written. Confirming only dedup hits would not be enough: a chunk
+//! written under a wrong id X would later be a dedup hit, rightly confirmed, for another
+//! object whose chunk really hashes to X, which would then point at this object's data.
+//! The cost is one host BLAKE3 of the bytes offloaded (about 4 GiB/s per core, against
+//! the compression the engine keeps doing; `benches/RESULTS.md`). Ids the CPU engine
+//! computed, or the router confirmed, are not hashed again.
+//!
 //! Memory stays bounded whatever the object size: one segment being cut, a bounded
 //! number of chunk jobs in flight and the unwritten tail of one open pack. Nothing is visible until
 //! [`crate::Store`] commits the returned [`Ingested`] in one metadata batch.
@@ -15,9 +25,12 @@ use crate::metrics::StoreMetrics;
 use bytes::Bytes;
 use futures::stream::FuturesOrdered;
 use futures::{Stream, StreamExt};
-use hw_offload::{ChecksumAlgo, ChunkId, Codec, Completion, Digests, Job, JobBuffer, Offload, Step, StreamDigests};
+use hw_offload::{
+    ChecksumAlgo, ChunkId, Codec, Completion, Digests, Job, JobBuffer, JobError, Offload, Step, StreamDigests,
+};
 use std::collections::HashSet;
 use std::pin::pin;
+use std::sync::Arc;
 
 /// Bytes cut per boundaries job; the carry-over is at most one chunk.
 const SEGMENT_BYTES: usize = 2 << 20;
@@ -140,6 +153,9 @@ struct Packer<'a> {
     pack: Option<PackWriter>,
     new_chunks: Vec<(ChunkId, ChunkLoc)>,
     packs: Vec<(u64, PackRecord)>,
+    /// New chunks whose payload is an offload engine's (their ids were confirmed on the
+    /// host, their payloads only as the router samples them).
+    engine_payloads: HashSet<ChunkId>,
 }
 
 impl Packer<'_> {
@@ -187,7 +203,13 @@ impl Store {
         let offload = self.offload.clone();
         let digests = DigestPipe::start(offload.clone(), &opts.checksums);
         let mut claims = ClaimSet::new(self.claims.clone());
-        let mut packer = Packer { store: self, pack: None, new_chunks: Vec::new(), packs: Vec::new() };
+        let mut packer = Packer {
+            store: self,
+            pack: None,
+            new_chunks: Vec::new(),
+            packs: Vec::new(),
+            engine_payloads: HashSet::new(),
+        };
         let mut stats = IngestStats::default();
         let mut manifest: Vec<ChunkRef> = Vec::new();
         let mut seen: HashSet<ChunkId> = HashSet::new();
@@ -251,6 +273,15 @@ impl Store {
             self.keep_chunk(done?, &mut claims, &mut seen, &mut packer, &mut manifest, &mut stats).await?;
         }
         packer.seal().await?;
+        // An engine condemned while this body was written may have delivered payloads
+        // that a recheck found wrong: a body that wrote one of them is not committed.
+        let wrong = offload.wrong_chunks();
+        if let Some(bad) = wrong.iter().find(|id| packer.engine_payloads.contains(id)) {
+            return Err(StoreError::Offload(JobError::Unavailable {
+                engine: "offload".into(),
+                reason: format!("a condemned offload engine delivered a wrong payload for chunk {bad}; retry"),
+            }));
+        }
         let digests = digests.finish().await?;
         Ok(Ingested {
             body: IngestedBody::Chunks(manifest),
@@ -266,7 +297,7 @@ impl Store {
     fn chunk_job(&self, chunk: Bytes) -> ChunkJob {
         let mut steps = vec![Step::ChunkId];
         steps.extend(self.config.compress_step());
-        ChunkJob { plain_len: chunk.len() as u32, completion: self.offload.submit(vec![Job::new(chunk, steps)]) }
+        ChunkJob { completion: self.offload.submit(vec![Job::new(chunk.clone(), steps)]), plain: chunk }
     }
 
     /// Dedups one hashed chunk or appends it to the pack.
@@ -279,14 +310,18 @@ impl Store {
         manifest: &mut Vec<ChunkRef>,
         stats: &mut IngestStats,
     ) -> Result<(), StoreError> {
+        let done = self.confirm(done).await;
         manifest.push(ChunkRef { id: done.id, len: done.plain_len });
-        if !seen.insert(done.id) {
+        // A chunk whose stored payload a recheck found wrong is written again (which
+        // repairs it at commit), never deduplicated against.
+        let suspect = self.offload.wrong_chunks().contains(&done.id);
+        if !seen.insert(done.id) && !suspect {
             stats.deduplicated += done.plain_len as u64;
             return Ok(());
         }
         // Claim before looking: see claims.rs for why the order matters.
         claims.claim_chunk(done.id);
-        if self.meta.contains(cf::CHUNKS, &keys::chunk_key(&done.id))? {
+        if !suspect && self.meta.contains(cf::CHUNKS, &keys::chunk_key(&done.id))? {
             stats.deduplicated += done.plain_len as u64;
             stats.chunks_deduplicated += 1;
             return Ok(());
@@ -295,7 +330,34 @@ impl Store {
         stats.payload_written += done.payload.len() as u64;
         stats.compression_saved += (done.plain_len as u64).saturating_sub(done.payload.len() as u64);
         stats.chunks_written += 1;
+        if done.from_engine.is_some() {
+            packer.engine_payloads.insert(done.id);
+        }
         packer.append(claims, done.id, frame, done.plain_len).await
+    }
+}
+
+impl Store {
+    /// Confirms on the host a chunk id an offload engine computed (see the module doc).
+    /// A wrong one condemns the engine, and the chunk is kept raw under the id the host
+    /// computed: the engine's payload is its word too.
+    async fn confirm(&self, done: HashedChunk) -> HashedChunk {
+        let Some(engine) = &done.from_engine else { return done };
+        let id = ChunkId::of(&done.plain);
+        if id == done.id {
+            return done;
+        }
+        let reason = format!("chunk id {} where the host computes {id}", done.id);
+        tracing::error!(engine = &**engine, %reason, "offload engine gave a wrong chunk id; confirmed on the host");
+        self.offload.distrust(engine, &reason).await;
+        HashedChunk {
+            id,
+            plain_len: done.plain_len,
+            codec: Codec::Raw,
+            payload: done.plain.clone(),
+            plain: done.plain,
+            from_engine: None,
+        }
     }
 }
 
@@ -304,11 +366,15 @@ struct HashedChunk {
     plain_len: u32,
     codec: Codec,
     payload: Bytes,
+    /// The chunk's plain bytes, to confirm an engine's id with.
+    plain: Bytes,
+    /// The offload engine whose word `id` is (`None`: computed or confirmed on the host).
+    from_engine: Option<Arc<str>>,
 }
 
 /// A chunk's hash-and-compress job.
 struct ChunkJob {
-    plain_len: u32,
+    plain: Bytes,
     completion: Completion,
 }
 
@@ -316,14 +382,16 @@ impl std::future::Future for ChunkJob {
     type Output = Result<HashedChunk, StoreError>;
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        let plain_len = self.plain_len;
+        let plain = self.plain.clone();
         std::pin::Pin::new(&mut self.completion).poll(cx).map(|mut results| {
             let out = results.pop().expect("one result per job")?;
             Ok(HashedChunk {
                 id: out.chunk_id.expect("ChunkId step ran"),
-                plain_len,
+                plain_len: plain.len() as u32,
                 codec: out.codec,
                 payload: out.data,
+                plain,
+                from_engine: out.from_engine,
             })
         })
     }
