@@ -51,7 +51,8 @@ pub struct RouterConfig {
     /// An engine that has not answered a batch by then is given up on for that batch.
     pub deadline: Duration,
     /// Payload bytes of unchecked answers kept per engine for a recheck if it is
-    /// condemned; when they reach this, its next answer is checked (which releases them).
+    /// condemned; when they reach this, one answer is checked (which releases them if it
+    /// passes), so at most about this plus what is in flight is kept.
     pub recheck_bytes: u64,
 }
 
@@ -118,6 +119,9 @@ struct RouteState {
 struct Unchecked {
     answers: Vec<Delivered>,
     bytes: u64,
+    /// A check was asked for because `bytes` reached the bound; one is enough (the
+    /// answers delivered while it is in flight add at most what was in flight).
+    check_forced: bool,
 }
 
 /// What a recheck needs of one delivered answer (the payload is the host's own copy).
@@ -191,7 +195,15 @@ impl RouteState {
     fn wants_check(&self, one_in: u64, recheck_bytes: u64) -> bool {
         let n = self.offloaded.fetch_add(1, Relaxed);
         let on_probation = self.probation_left.load(Relaxed) > 0;
-        on_probation || (one_in > 0 && n % one_in == one_in - 1) || self.unchecked.lock().bytes >= recheck_bytes
+        if on_probation || (one_in > 0 && n % one_in == one_in - 1) {
+            return true;
+        }
+        let mut log = self.unchecked.lock();
+        // Should the forced check not come back as a check (the job rerun on the CPU),
+        // every job is checked from twice the bound on.
+        let force = log.bytes >= recheck_bytes && (!log.check_forced || log.bytes >= recheck_bytes.saturating_mul(2));
+        log.check_forced |= force;
+        force
     }
 
     /// Counts answers found right towards the probation; what was delivered before is

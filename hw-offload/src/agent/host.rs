@@ -193,6 +193,9 @@ impl Drop for Link {
 
 struct Shared {
     name: String,
+    /// The name once more, handed to every output as [`JobOutput::from_engine`] (a
+    /// reference count, not an allocation per job).
+    word: Arc<str>,
     config: AgentConfig,
     /// The attachment, while there is one.
     link: Mutex<Option<Link>>,
@@ -207,6 +210,8 @@ struct Shared {
     reapers: AtomicU32,
     /// Input bytes copied into the region (inputs that were not in it already).
     copied_in: AtomicU64,
+    /// Heap buffers that outputs are copied out into, recycled.
+    out_buffers: Arc<OutBuffers>,
 }
 
 impl Shared {
@@ -215,7 +220,7 @@ impl Shared {
         let done = {
             let mut link = self.link.lock();
             let Some(link) = link.as_mut() else { return 0 };
-            link.reap(&self.name, &self.metrics)
+            link.reap(&self.word, &self.metrics, &self.out_buffers)
         };
         let count = done.len();
         for (batch, index, _, result) in done {
@@ -255,6 +260,7 @@ impl AgentEngine {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let shared = Arc::new(Shared {
             name: name.to_owned(),
+            word: Arc::from(name),
             config,
             link: Mutex::new(None),
             connected: AtomicBool::new(false),
@@ -264,6 +270,7 @@ impl AgentEngine {
             metrics: EngineMetrics::default(),
             reapers: AtomicU32::new(0),
             copied_in: AtomicU64::new(0),
+            out_buffers: Arc::default(),
         });
         // Attach before returning, so a daemon that starts with its agent running uses
         // it from the first job.
@@ -738,7 +745,7 @@ impl Link {
     }
 
     /// Takes every posted completion; returns the batches to complete.
-    fn reap(&mut self, name: &str, metrics: &EngineMetrics) -> Vec<Reaped> {
+    fn reap(&mut self, name: &Arc<str>, metrics: &EngineMetrics, buffers: &Arc<OutBuffers>) -> Vec<Reaped> {
         let region = self.pool.region();
         let tail = region.atomic_u32(ring::off::CQ_TAIL).load(Ordering::Acquire);
         let posted = tail.wrapping_sub(self.cq_head);
@@ -754,10 +761,10 @@ impl Link {
             self.cq_head = self.cq_head.wrapping_add(1);
             let cqe = Cqe::decode(&raw);
             let Some(mut job) = self.in_flight.remove(cqe.user_data) else {
-                tracing::warn!(engine = name, user_data = cqe.user_data, "completion for no job in flight; ignored");
+                tracing::warn!(engine = &**name, user_data = cqe.user_data, "completion for no job in flight; ignored");
                 continue;
             };
-            let result = result(name, &cqe, &mut job);
+            let result = result(name, &cqe, &mut job, buffers);
             if cqe.status != status::OK {
                 metrics.record_op_error(job.op);
             } else {
@@ -773,9 +780,9 @@ impl Link {
 /// Turns a completion into the job's result, checking everything the agent says. The
 /// output is copied out of the region first (see the module doc): every check below and
 /// every later use sees bytes the agent can no longer change.
-fn result(name: &str, cqe: &Cqe, job: &mut InFlight) -> Result<JobOutput, JobError> {
+fn result(name: &Arc<str>, cqe: &Cqe, job: &mut InFlight, buffers: &Arc<OutBuffers>) -> Result<JobOutput, JobError> {
     let malformed = |what: &str| JobError::Unavailable {
-        engine: name.to_owned(),
+        engine: name.to_string(),
         reason: format!("agent sent a malformed completion: {what}"),
     };
     let digest_len = cqe.digest_len as usize;
@@ -795,7 +802,7 @@ fn result(name: &str, cqe: &Cqe, job: &mut InFlight) -> Result<JobOutput, JobErr
             return Err(JobError::Decode { codec, reason: "the offload agent could not decode it".into() });
         }
         other => {
-            return Err(JobError::Unavailable { engine: name.to_owned(), reason: format!("agent status {other}") });
+            return Err(JobError::Unavailable { engine: name.to_string(), reason: format!("agent status {other}") });
         }
     }
     let codec = Codec::from_tag(cqe.out_codec).ok_or_else(|| malformed("codec"))?;
@@ -804,19 +811,19 @@ fn result(name: &str, cqe: &Cqe, job: &mut InFlight) -> Result<JobOutput, JobErr
             return Err(malformed("in-place output with another codec"));
         }
         // An input in the region is as writable by the agent as an output.
-        if job.input_shared { Bytes::copy_from_slice(&job.input) } else { job.input.clone() }
+        if job.input_shared { buffers.copy(&job.input) } else { job.input.clone() }
     } else {
         if cqe.out_len > job.out_cap {
             return Err(malformed("output longer than its buffer"));
         }
         let output = job.output.take().ok_or_else(|| malformed("output for a job without an output buffer"))?;
         // Copied out, and the range given back to the pool now (`output` drops here).
-        Bytes::copy_from_slice(output.bytes(cqe.out_len as u64))
+        buffers.copy(output.bytes(cqe.out_len as u64))
     };
     let mut output = JobOutput::start(data, codec);
     // The agent's word, except a verified output, which the host hashed below.
     if !matches!(job.digest, DigestKind::Verify(_)) {
-        output.from_engine = Some(Arc::from(name));
+        output.from_engine = Some(name.clone());
     }
     match job.digest {
         DigestKind::None => {}
@@ -844,6 +851,66 @@ fn result(name: &str, cqe: &Cqe, job: &mut InFlight) -> Result<JobOutput, JobErr
         DigestKind::Sum(algo) => output.sums.push((algo, digest.to_vec())),
     }
     Ok(output)
+}
+
+/// Outputs copied out of the region go to heap buffers that come back here when the
+/// last reference to them drops. Fresh allocations of outputs' sizes (hundreds of KiB)
+/// are often mapped and unmapped by the allocator each time, and faulting their pages in
+/// costs far more than the copy itself.
+#[derive(Default)]
+pub(crate) struct OutBuffers {
+    free: Mutex<(Vec<Vec<u8>>, u64)>,
+}
+
+/// Free bytes [`OutBuffers`] keeps: about what the jobs in flight of an ingest produce.
+const OUT_BUFFERS_KEPT_BYTES: u64 = 32 << 20;
+
+impl OutBuffers {
+    /// `src`, copied into a recycled buffer (or a new one).
+    fn copy(self: &Arc<Self>, src: &[u8]) -> Bytes {
+        if src.is_empty() {
+            return Bytes::new();
+        }
+        let recycled = {
+            let mut free = self.free.lock();
+            // Not one much larger than needed: a small output would pin it.
+            let fits = |b: &Vec<u8>| (src.len()..=src.len().saturating_mul(4)).contains(&b.capacity());
+            let found = free.0.iter().rposition(fits);
+            found.map(|i| {
+                let buffer = free.0.swap_remove(i);
+                free.1 -= buffer.capacity() as u64;
+                buffer
+            })
+        };
+        let mut buffer = recycled.unwrap_or_else(|| Vec::with_capacity(src.len()));
+        buffer.clear();
+        buffer.extend_from_slice(src);
+        Bytes::from_owner(OutBuffer { buffer, home: Arc::downgrade(self) })
+    }
+}
+
+/// An output's bytes; its buffer goes back to [`OutBuffers`] when dropped.
+struct OutBuffer {
+    buffer: Vec<u8>,
+    home: std::sync::Weak<OutBuffers>,
+}
+
+impl AsRef<[u8]> for OutBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for OutBuffer {
+    fn drop(&mut self) {
+        let Some(home) = self.home.upgrade() else { return };
+        let mut free = home.free.lock();
+        let size = self.buffer.capacity() as u64;
+        if free.1 + size <= OUT_BUFFERS_KEPT_BYTES {
+            free.1 += size;
+            free.0.push(std::mem::take(&mut self.buffer));
+        }
+    }
 }
 
 /// Connects, creates a region, hands it over, and installs the link.
@@ -975,7 +1042,7 @@ async fn reaper(shared: Arc<Shared>) {
                     }
                 };
             }
-            let done = link.reap(&shared.name, &shared.metrics);
+            let done = link.reap(&shared.word, &shared.metrics, &shared.out_buffers);
             let broken = done.is_empty() && link.impossible_tail();
             // Nothing to take: ask for a doorbell, look once more, then wait. No polling
             // here: small batches are polled for by the tasks awaiting them, and large
