@@ -3,17 +3,18 @@
 //! reruns on the CPU whatever an engine could not do (busy, past the deadline, failed).
 //!
 //! Trust: offloaded results are spot-checked on the CPU (every job while an engine is on
-//! probation after being enabled, then one in `spot_check_one_in`). The probation ends
+//! probation after being enabled, then one in `spot_check_one_in`, drawn at random so
+//! that an engine cannot tell which of its answers will be checked). The probation ends
 //! after `probation_jobs` answers were checked and found right, not after that many jobs
 //! were sent: a writer that keeps more jobs in flight than that would otherwise send
 //! unchecked jobs before the first check is back. A result that is wrong disables the
 //! engine for good and the whole batch is answered from the CPU, so a wrong chunk id
 //! never reaches the store from a checked batch.
 //!
-//! Answers delivered unchecked are not forgotten: the router keeps, per engine, the
-//! hash-and-compress answers it delivered since the engine's last passed check (up to
-//! `recheck_bytes` of payload; past that the next answer is checked, which closes the
-//! window). When the engine is condemned, by a check here or by a caller that found it
+//! Answers delivered unchecked are not forgotten: the router keeps, per engine, the last
+//! `recheck_bytes` of payload of the hash-and-compress answers it delivered unchecked. A
+//! check that passes vouches for its own answer only, not for those before it (an engine
+//! that lies on purpose answers the checked ones right). When the engine is condemned, by a check here or by a caller that found it
 //! wrong ([`Engine::distrust`]), those answers are checked again on the CPU, and the
 //! chunk ids whose payloads are wrong are kept for the store ([`Engine::wrong_chunks`]).
 //! Their ids cannot be wrong where it matters: the store confirms every chunk id an
@@ -50,9 +51,8 @@ pub struct RouterConfig {
     pub disable_for: Duration,
     /// An engine that has not answered a batch by then is given up on for that batch.
     pub deadline: Duration,
-    /// Payload bytes of unchecked answers kept per engine for a recheck if it is
-    /// condemned; when they reach this, one answer is checked (which releases them if it
-    /// passes), so at most about this plus what is in flight is kept.
+    /// Payload bytes of the latest unchecked answers kept per engine for a recheck if it
+    /// is condemned; older ones are let go.
     pub recheck_bytes: u64,
 }
 
@@ -109,19 +109,16 @@ struct RouteState {
     probation_left: AtomicU64,
     /// The engine's incarnation the probation was for.
     incarnation: AtomicU64,
-    offloaded: AtomicU64,
-    /// Answers delivered unchecked since the last passed check.
+    /// The latest answers delivered unchecked, at most `recheck_bytes` of payload.
     unchecked: Mutex<Unchecked>,
+    recheck_bytes: u64,
 }
 
-/// Hash-and-compress answers an engine gave that no check has vouched for yet.
+/// The latest hash-and-compress answers an engine gave unchecked, oldest first.
 #[derive(Default)]
 struct Unchecked {
-    answers: Vec<Delivered>,
+    answers: std::collections::VecDeque<Delivered>,
     bytes: u64,
-    /// A check was asked for because `bytes` reached the bound; one is enough (the
-    /// answers delivered while it is in flight add at most what was in flight).
-    check_forced: bool,
 }
 
 /// What a recheck needs of one delivered answer (the payload is the host's own copy).
@@ -180,7 +177,7 @@ impl RouteState {
         if self.condemned.swap(true, Relaxed) {
             return Vec::new();
         }
-        let suspects = std::mem::take(&mut *log).answers;
+        let suspects: Vec<Delivered> = std::mem::take(&mut *log).answers.into();
         drop(log);
         tracing::error!(
             engine = self.route.engine.name(),
@@ -192,27 +189,14 @@ impl RouteState {
         suspects
     }
 
-    fn wants_check(&self, one_in: u64, recheck_bytes: u64) -> bool {
-        let n = self.offloaded.fetch_add(1, Relaxed);
+    fn wants_check(&self, one_in: u64) -> bool {
         let on_probation = self.probation_left.load(Relaxed) > 0;
-        if on_probation || (one_in > 0 && n % one_in == one_in - 1) {
-            return true;
-        }
-        let mut log = self.unchecked.lock();
-        // Should the forced check not come back as a check (the job rerun on the CPU),
-        // every job is checked from twice the bound on.
-        let force = log.bytes >= recheck_bytes && (!log.check_forced || log.bytes >= recheck_bytes.saturating_mul(2));
-        log.check_forced |= force;
-        force
+        on_probation || (one_in > 0 && rand::random::<u64>().is_multiple_of(one_in))
     }
 
-    /// Counts answers found right towards the probation; what was delivered before is
-    /// vouched for by the check.
+    /// Counts answers found right towards the probation.
     fn passed(&self, checked: u64) {
         let _ = self.probation_left.fetch_update(Relaxed, Relaxed, |left| Some(left.saturating_sub(checked)));
-        if checked > 0 {
-            *self.unchecked.lock() = Unchecked::default();
-        }
     }
 
     /// Remembers an answer about to be delivered without a check; false if the engine
@@ -225,7 +209,14 @@ impl RouteState {
         let (Some(id), Ok(plain_len)) = (out.chunk_id, u32::try_from(job.data.len())) else { return true };
         if Check::hash_and_compress(job) {
             log.bytes += out.data.len() as u64;
-            log.answers.push(Delivered { id, codec: out.codec, payload: out.data.clone(), plain_len });
+            log.answers.push_back(Delivered { id, codec: out.codec, payload: out.data.clone(), plain_len });
+            // The oldest go past the bound; the latest is always kept.
+            while log.bytes > self.recheck_bytes
+                && log.answers.len() > 1
+                && let Some(oldest) = log.answers.pop_front()
+            {
+                log.bytes -= oldest.payload.len() as u64;
+            }
         }
         true
     }
@@ -255,8 +246,8 @@ impl Router {
                 disabled_until: Mutex::new(None),
                 condemned: AtomicBool::new(false),
                 probation_left: AtomicU64::new(config.probation_jobs),
-                offloaded: AtomicU64::new(0),
                 unchecked: Mutex::new(Unchecked::default()),
+                recheck_bytes: config.recheck_bytes,
             })
             .collect();
         let wrong = Arc::new(Mutex::new(Vec::new()));
@@ -315,8 +306,7 @@ impl Engine for Router {
                             parts.last_mut().expect("pushed")
                         }
                     };
-                    part.check
-                        .push(self.routes[route].wants_check(self.config.spot_check_one_in, self.config.recheck_bytes));
+                    part.check.push(self.routes[route].wants_check(self.config.spot_check_one_in));
                     part.indices.push(index);
                     part.originals.push(job);
                 }

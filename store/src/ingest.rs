@@ -214,9 +214,11 @@ impl Store {
         let mut manifest: Vec<ChunkRef> = Vec::new();
         let mut seen: HashSet<ChunkId> = HashSet::new();
         let mut jobs: FuturesOrdered<ChunkJob> = FuturesOrdered::new();
-        // Segments are filled in memory the offload engine reads without a copy (its
-        // shared region, when an agent is attached), so chunk jobs are passed by offset.
-        let mut carry = offload.buffer(SEGMENT_BUFFER_BYTES);
+        // Segments are filled in host memory, never in an offload agent's shared region:
+        // the agent could rewrite bytes there after handing back its chunk id, and the
+        // host confirms that id by hashing these very bytes (and keeps them raw when the
+        // id is wrong). Jobs copy their input into the region instead.
+        let mut carry = JobBuffer::heap(SEGMENT_BUFFER_BYTES);
         let mut size = 0u64;
         let mut eof = false;
         let mut first = true;
@@ -237,7 +239,7 @@ impl Store {
                     None => eof = true,
                 }
             }
-            let next = if eof { JobBuffer::heap(0) } else { offload.buffer(SEGMENT_BUFFER_BYTES) };
+            let next = JobBuffer::heap(if eof { 0 } else { SEGMENT_BUFFER_BYTES });
             let segment = std::mem::replace(&mut carry, next).freeze();
             digests.feed(segment.slice(carried..)).await?;
             if first && eof && segment.len() <= inline_max {

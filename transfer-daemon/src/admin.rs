@@ -230,8 +230,8 @@ async fn share(
 ) -> Result<Response, Problem> {
     let bad = |detail: String| Problem::new(StatusCode::BAD_REQUEST, "invalid share", detail);
     let axum::Json(rights) = body.map_err(|e| bad(format!("{e}; send {{\"read\": true, \"write\": false}}")))?;
-    // A typo would otherwise share the bucket with nobody, silently. A site not yet
-    // federated may set its shares before it joins.
+    // A typo would otherwise share the bucket with nobody, silently. (A site that is not
+    // federated yet may set its shares before it joins: nothing to check them against.)
     if let Some(transfers) = &state.transfers
         && !transfers.is_peer(&site)
     {

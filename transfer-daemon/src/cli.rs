@@ -236,8 +236,8 @@ pub enum BucketCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Stop sharing the bucket with a site: its transfers are refused from now on, and
-    /// one running is refused at its commit.
+    /// Stop sharing the bucket with a site: its transfers are refused from now on, and a
+    /// push of it running is refused at its next commit.
     Unshare {
         /// The bucket.
         bucket: String,

@@ -127,9 +127,10 @@ async fn killing_the_agent_mid_ingest_loses_nothing_and_it_is_reattached() {
     let before_kill = agent.metrics().op(OpKind::Compress).jobs;
     assert!(before_kill > 0, "the agent did work before it was killed");
     assert!(!agent.is_attached());
-    // The store fills its segments in the shared region, so chunk jobs go by offset.
+    // The store keeps its segments in host memory, where the agent cannot rewrite the
+    // bytes the host confirms chunk ids against: chunk jobs are copied into the region.
     let copied = agent.bytes_copied_in();
-    assert!(copied < (32 * MIB) as u64, "{copied} bytes copied into the region for a 256 MiB zero-copy ingest");
+    assert!(copied > 0, "the agent's inputs were copied into its region");
 
     let inline_etag = put(&inline, "big", blocks, |_| {}).await;
     assert_eq!(etag, inline_etag);
@@ -173,10 +174,7 @@ async fn killing_the_agent_mid_ingest_loses_nothing_and_it_is_reattached() {
         }
         assert!(Instant::now() < deadline, "jobs never went to the re-attached agent");
     }
-    assert!(
-        agent.bytes_copied_in() - copied < (16 * MIB) as u64,
-        "segments come from the new region after the re-attachment"
-    );
+    assert!(agent.bytes_copied_in() > copied, "jobs go into the new region after the re-attachment");
 }
 
 #[test]

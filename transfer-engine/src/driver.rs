@@ -29,8 +29,9 @@ const OFFER_WINDOW: usize = 4;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// ...or after this many bytes, which bounds what a crash makes it fetch again.
 const FLUSH_BYTES: u64 = 16 << 20;
-/// A receiver holding this many offered objects commits those whose chunks are all in, as
-/// one group, at its next flush: a long transfer lands group by group.
+/// A receiver holding this many offered objects (or out of room for more) commits those
+/// whose chunks are all in, as one group, at its next flush: a long transfer lands group
+/// by group.
 const GROUP_OBJECTS: usize = 4096;
 /// A receiver holding this many offered objects, or chunk references in them, reads no
 /// more offers until some are committed: what a sender can make it hold is bounded.
@@ -810,7 +811,9 @@ async fn receive_inner(
                     Arrived::Failed(e) => return Err(e),
                 },
                 _ = flush_tick.tick() => {
-                    if session.holding().0 >= GROUP_OBJECTS {
+                    // Past a group's worth of objects, or out of room for more (a few
+                    // objects of many chunks), the objects complete so far land.
+                    if held_objects >= GROUP_OBJECTS || !room {
                         // Every chunk in so far made durable, the objects it completes land.
                         flushing.start(&mut sink).await?;
                         flushing.wait().await?;

@@ -36,8 +36,8 @@ const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// A peer that does not complete the handshake by then is retried later.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Transfers one peer may run here at once (pushes and pulls it opened); one more is
-/// answered busy, and the peer retries it later.
+/// Transfers one peer may run here at once (pushes, pulls, repairs and third-party copies
+/// it opened); one more is answered busy, and the peer retries it later.
 pub const MAX_INCOMING_PER_PEER: usize = 16;
 /// How often a delegating site hears of a third-party transfer's progress.
 const RELAY_INTERVAL: Duration = Duration::from_millis(500);
@@ -723,8 +723,23 @@ impl Transfers {
             self.counters.refused_here.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, mode = ?open.mode, error = %e, "transfer refused");
             control.abort(&e).await;
+            // An earlier attempt of it that failed midway will not be back: what it
+            // received goes now, not when it is abandoned days later.
+            let earlier = self.table.lock().get(&open.transfer).cloned();
+            if let Some(entry) = earlier
+                && matches!(&entry.spec.kind, Kind::Incoming { peer: opener, .. } if *opener == peer)
+                && !entry.status.lock().state.is_final()
+            {
+                self.finish(&entry, State::Failed, Some(e.to_string())).await;
+            }
             return;
         }
+        // Repairs, pushes and pulls of one peer share its slots here.
+        let Some(_running) = IncomingSlot::take(&self.incoming, &peer) else {
+            let busy = format!("{} runs {MAX_INCOMING_PER_PEER} transfers of {peer} already; try later", self.site());
+            control.abort(&LocalFailure::Busy(busy).into()).await;
+            return;
+        };
         match open.mode {
             Mode::ThirdParty => return self.serve_delegation(peer, open, control).await,
             Mode::Repair => {
@@ -739,11 +754,6 @@ impl Transfers {
             }
             Mode::Push | Mode::Pull => {}
         }
-        let Some(_running) = IncomingSlot::take(&self.incoming, &peer) else {
-            let busy = format!("{} runs {MAX_INCOMING_PER_PEER} transfers of {peer} already; try later", self.site());
-            control.abort(&LocalFailure::Busy(busy).into()).await;
-            return;
-        };
         let spec = TransferSpec {
             kind: Kind::Incoming { peer: peer.clone(), receiving },
             source: open.source.clone(),
