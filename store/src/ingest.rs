@@ -392,7 +392,9 @@ impl std::future::Future for ChunkJob {
                 plain_len: plain.len() as u32,
                 codec: out.codec,
                 payload: out.data,
-                plain,
+                // Kept only to confirm an engine's id: a reference keeps its whole
+                // segment in memory until the chunk is written.
+                plain: if out.from_engine.is_some() { plain } else { Bytes::new() },
                 from_engine: out.from_engine,
             })
         })
