@@ -316,7 +316,7 @@ async fn start_transfer(
     let need =
         |site: Option<String>, field: &str| site.ok_or_else(|| bad(format!("mode {} needs \"{field}\"", req.mode)));
     let kind = match req.mode.as_str() {
-        "push" => Kind::Push { to: need(req.to.clone(), "to")? },
+        "push" => Kind::Push { to: need(req.to.clone(), "to")?, delegated_by: None },
         "pull" => Kind::Pull { from: need(req.from.clone(), "from")? },
         "copy" => Kind::Copy { from: need(req.from.clone(), "from")?, to: need(req.to.clone(), "to")? },
         other => return Err(bad(format!("mode {other:?}: expected push, pull or copy"))),

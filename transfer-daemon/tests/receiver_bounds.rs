@@ -84,6 +84,7 @@ async fn open_push(conn: &quinn::Connection) -> (quinn::SendStream, quinn::RecvS
         priority: 0,
         rate_limit: None,
         connections: 1,
+        delegated_by: None,
     };
     send.write_all(&wire::encode_control(&Control::Open(open))).await.unwrap();
     let answer = next(&mut recv).await;

@@ -223,6 +223,11 @@ async fn third_party_copy() {
     assert_eq!(refused.status.code(), Some(1), "the copy fails");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("c may not read bucket data"), "{refused:?}");
     share(&b, "data", "c", &["--read"]);
+    // c lets b write into its bucket, but not a, who asks: b may not write there for a.
+    let refused = clusster(&args);
+    assert_eq!(refused.status.code(), Some(1), "the copy fails");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("a may not write into bucket mirror"), "{refused:?}");
+    share(&c, "mirror", "a", &["--write"]);
     // a holds nothing of it and asks b to send to c.
     let status = transfer(&a, &["copy", "b", "c", "data", "mirror/from-b/"]);
     assert_eq!(status["state"], "done", "{status}");

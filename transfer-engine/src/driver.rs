@@ -695,6 +695,23 @@ pub struct SendingSite {
     /// it opened the transfer (a push): the destination bucket must be shared with it
     /// for writing, checked when it opened and again at commit
     pub pushes: bool,
+    /// the site that asked it for this push, held to the same rights
+    pub delegated_by: Option<String>,
+}
+
+impl SendingSite {
+    /// Refuses unless the destination bucket is still shared for writing with the site
+    /// that pushes and the one that asked it to.
+    fn may_still_write(&self, store: &Store, bucket: &str) -> Result<(), TransferError> {
+        if !self.pushes {
+            return Ok(());
+        }
+        refuse_unless_shared(store, bucket, &self.name, SiteAccess::Write)?;
+        match &self.delegated_by {
+            Some(asker) if *asker != self.name => refuse_unless_shared(store, bucket, asker, SiteAccess::Write),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Runs the receiving side over `links` once the transfer is open; commits into `dest`.
@@ -819,9 +836,7 @@ async fn receive_inner(
                         flushing.wait().await?;
                         let ready = session.take_ready();
                         if !ready.is_empty() {
-                            if from.pushes {
-                                refuse_unless_shared(&store, &dest.bucket, &from.name, SiteAccess::Write)?;
-                            }
+                            from.may_still_write(&store, &dest.bucket)?;
                             store.commit_transfer_part(transfer, landing(dest, ready)?).await?;
                         }
                     } else if sink.unflushed_chunks() > 0 {
@@ -842,9 +857,7 @@ async fn receive_inner(
     let objects = landing(dest, session.take_objects())?;
     let count = session.progress().objects;
     // The bucket may have been unshared, or deleted and made again, while data came.
-    if from.pushes {
-        refuse_unless_shared(&store, &dest.bucket, &from.name, SiteAccess::Write)?;
-    }
+    from.may_still_write(&store, &dest.bucket)?;
     let committing = Instant::now();
     store.commit_transfer(transfer, objects).await?;
     tracing::info!(

@@ -66,6 +66,10 @@ pub enum Kind {
     Push {
         /// receiving site
         to: String,
+        /// the site that asked for this push (a third-party copy it delegated here); the
+        /// receiver requires its rights too
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delegated_by: Option<String>,
     },
     /// `from` sends to this site
     Pull {
@@ -335,7 +339,7 @@ impl Transfers {
 
     fn validate(&self, spec: &TransferSpec) -> Result<(), ApiError> {
         let peers: Vec<&String> = match &spec.kind {
-            Kind::Push { to } => vec![to],
+            Kind::Push { to, .. } => vec![to],
             Kind::Pull { from } => vec![from],
             Kind::Copy { from, to } => vec![from, to],
             Kind::Incoming { .. } => return Err(ApiError::Invalid("incoming transfers are opened by peers".into())),
@@ -542,7 +546,7 @@ impl Transfers {
     async fn attempt(&self, entry: &Entry) -> Result<(), TransferError> {
         let spec = &entry.spec;
         let (peer, mode, third_party) = match &spec.kind {
-            Kind::Push { to } => (to.clone(), Mode::Push, None),
+            Kind::Push { to, .. } => (to.clone(), Mode::Push, None),
             Kind::Pull { from } => (from.clone(), Mode::Pull, None),
             Kind::Copy { from, to } => (from.clone(), Mode::ThirdParty, Some(to.clone())),
             Kind::Incoming { .. } => {
@@ -578,7 +582,7 @@ impl Transfers {
         let result = match mode {
             Mode::Push => driver::send(links, control, ctx, spec.source.clone()).await.map(|_| ()),
             Mode::Pull => {
-                let from = SendingSite { name: peer.clone(), pushes: false };
+                let from = SendingSite { name: peer.clone(), pushes: false, delegated_by: None };
                 driver::receive(links, control, ctx, entry.id, spec.dest.clone(), &from).await.map(|_| ())
             }
             Mode::ThirdParty => follow_delegated(control, ctx).await,
@@ -615,6 +619,10 @@ impl Transfers {
             priority: spec.priority,
             rate_limit: spec.rate_limit,
             connections,
+            delegated_by: match &spec.kind {
+                Kind::Push { delegated_by, .. } => delegated_by.clone(),
+                _ => None,
+            },
         };
         control.send(&Control::Open(open)).await?;
         match control.recv().await? {
@@ -790,7 +798,7 @@ impl Transfers {
         let ctx = self.context(&entry);
         let links = Links { first: conn, expected: open.connections as usize, joined };
         let result = if receiving {
-            let from = SendingSite { name: peer.clone(), pushes: true };
+            let from = SendingSite { name: peer.clone(), pushes: true, delegated_by: open.delegated_by.clone() };
             driver::receive(links, control, ctx, open.transfer, open.dest.clone(), &from).await.map(|_| ())
         } else {
             driver::send(links, control, ctx, open.source.clone()).await.map(|_| ())
@@ -831,6 +839,15 @@ impl Transfers {
             Mode::Repair => return Ok(()),
         };
         driver::refuse_unless_shared(&self.store, bucket, peer, access).map_err(here)?;
+        // A push a third site asked the opener for writes with that site's rights too:
+        // else any site could write, through a peer, where only that peer may.
+        if open.mode == Mode::Push
+            && let Some(asker) = &open.delegated_by
+            && asker != peer
+            && asker != self.site()
+        {
+            driver::refuse_unless_shared(&self.store, bucket, asker, access).map_err(here)?;
+        }
         if open.mode == Mode::ThirdParty
             && let Some(to) = &open.third_party
             && to != peer
@@ -873,7 +890,7 @@ impl Transfers {
             return control.abort(&e).await;
         };
         let spec = TransferSpec {
-            kind: Kind::Push { to },
+            kind: Kind::Push { to, delegated_by: Some(peer.clone()) },
             source: open.source.clone(),
             dest: open.dest.clone(),
             priority: open.priority,

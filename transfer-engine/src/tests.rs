@@ -88,6 +88,7 @@ async fn bad_frames_end_one_transfer_not_the_daemon() {
         priority: 0,
         rate_limit: None,
         connections: 1,
+        delegated_by: None,
     };
     let answer = answer_to(&conn, &wire::encode_control(&Control::Open(open("nope")))).await;
     assert!(
@@ -131,6 +132,7 @@ async fn a_delta_against_bases_the_receiver_did_not_suggest_is_refused() {
         priority: 0,
         rate_limit: None,
         connections: 1,
+        delegated_by: None,
     };
     let mut next = async || {
         let body = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_CONTROL_LEN)).await.unwrap().unwrap().unwrap();
@@ -199,6 +201,7 @@ async fn a_repair_gets_only_chunks_of_buckets_the_peer_may_read() {
         priority: 0,
         rate_limit: None,
         connections: 1,
+        delegated_by: None,
     };
     let mut next = async || {
         let body = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_CONTROL_LEN)).await.unwrap().unwrap().unwrap();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// ALPN of this protocol; the suffix is its version. A peer that offers another is
 /// refused in the handshake.
-pub const ALPN: &[u8] = b"clusster/2";
+pub const ALPN: &[u8] = b"clusster/3";
 
 /// Largest control message body.
 pub const MAX_CONTROL_LEN: usize = 4 << 20;
@@ -116,6 +116,9 @@ pub struct Open {
     /// connections the opener gives this transfer, 1 to [`MAX_CONNECTIONS`]: this one, and
     /// the others it joins ([`Control::Join`]); the sender spreads its data streams over all
     pub connections: u8,
+    /// for a push a third site asked the opener for ([`Mode::ThirdParty`]): that site,
+    /// which the receiver holds to the same rights as the opener (added in clusster/3)
+    pub delegated_by: Option<String>,
 }
 
 /// One chunk of an object: its id and plain length.

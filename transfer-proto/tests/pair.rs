@@ -455,6 +455,7 @@ fn attempt(
         priority: 0,
         rate_limit: None,
         connections: 1,
+        delegated_by: Some("c".into()),
     });
     let mut buf = BytesMut::from(&wire::encode_control(&open)[..]);
     let body = wire::split_frame(&mut buf, MAX_CONTROL_LEN).unwrap().unwrap();

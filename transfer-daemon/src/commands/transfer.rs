@@ -94,7 +94,8 @@ async fn follow(client: &AdminClient, id: &str, json: bool) -> anyhow::Result<()
 fn describe(s: &TransferStatus) -> String {
     let p = &s.progress;
     let peer = match &s.spec.kind {
-        Kind::Push { to } => format!("push to {to}"),
+        Kind::Push { to, delegated_by: None } => format!("push to {to}"),
+        Kind::Push { to, delegated_by: Some(asker) } => format!("push to {to} for {asker}"),
         Kind::Pull { from } => format!("pull from {from}"),
         Kind::Copy { from, to } => format!("copy {from} -> {to}"),
         Kind::Incoming { peer, .. } => format!("incoming from {peer}"),
