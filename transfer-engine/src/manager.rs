@@ -773,6 +773,12 @@ impl Transfers {
         let entry = match entry {
             // The same transfer resumed over a new connection.
             Some(entry) if entry.spec == spec && !entry.status.lock().state.is_final() => entry,
+            // Another site's transfer, or one this site opened: ids are not shared.
+            Some(entry) if !matches!(&entry.spec.kind, Kind::Incoming { peer: opener, .. } if *opener == peer) => {
+                let e = Violation(format!("transfer id {} is another site's here", hex::encode(open.transfer)));
+                control.abort(&e.into()).await;
+                return;
+            }
             _ => self.register(open.transfer, spec.clone()),
         };
         if receiving && let Err(e) = self.store.save_transfer(open.transfer, saved(&spec)).await {
@@ -898,7 +904,15 @@ impl Transfers {
         };
         let existing = self.table.lock().get(&open.transfer).cloned();
         let entry = match existing {
-            Some(entry) => entry,
+            // The same delegation asked again (the asking site reconnected).
+            Some(entry) if matches!(&entry.spec.kind, Kind::Push { delegated_by: Some(asker), .. } if *asker == peer) => {
+                entry
+            }
+            // Only the site that delegated a copy may follow or cancel it.
+            Some(_) => {
+                let e = Violation(format!("transfer id {} is another site's here", hex::encode(open.transfer)));
+                return control.abort(&e.into()).await;
+            }
             None => {
                 if let Err(e) = self.validate(&spec) {
                     return control.abort(&LocalFailure::Refused(e.to_string()).into()).await;

@@ -219,3 +219,40 @@ fn the_protocol_bounds_match_the_store_frame() {
     assert_eq!(wire::MAX_CHUNK_LEN, store::frame::MAX_PLAIN_LEN);
     assert_eq!(wire::CHUNK_FRAME_HEADER_LEN, store::frame::HEADER_LEN);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_id_belongs_to_the_site_that_opened_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = federation(dir.path(), &["good", "rogue", "thief"]);
+    let store = Store::open(StoreConfig::new(dir.path().join("store")), hw_offload::Offload::cpu(1)).await.unwrap();
+    store.create_bucket("data", "").await.unwrap();
+    for site in ["rogue", "thief"] {
+        store.share_bucket("data", site, true, true).await.unwrap();
+    }
+    let daemon = Transfers::new(store, endpoint(dir.path(), "good", &fed), 2, 2);
+    let address = daemon.local_addr().unwrap();
+    tokio::spawn(daemon.clone().accept_loop());
+    let (rogue, thief) = (endpoint(dir.path(), "rogue", &fed), endpoint(dir.path(), "thief", &fed));
+    let here = Selection { bucket: "data".into(), prefix: String::new() };
+    let open = Open {
+        transfer: rand::random(),
+        mode: Mode::Push,
+        source: here.clone(),
+        dest: here,
+        third_party: None,
+        priority: 0,
+        rate_limit: None,
+        connections: 1,
+        delegated_by: None,
+    };
+    let open = wire::encode_control(&Control::Open(open));
+    let conn = rogue.connect_to("good", address).await.unwrap();
+    assert_eq!(answer_to(&conn, &open).await, Control::Accepted);
+    // Another site naming the same id would share what the first received, or cancel it.
+    let conn = thief.connect_to("good", address).await.unwrap();
+    let answer = answer_to(&conn, &open).await;
+    assert!(
+        matches!(&answer, Control::Abort { code: codes::PROTOCOL, reason } if reason.contains("another site's")),
+        "{answer:?}"
+    );
+}
