@@ -227,6 +227,8 @@ async fn third_party_copy() {
     let refused = clusster(&args);
     assert_eq!(refused.status.code(), Some(1), "the copy fails");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("a may not write into bucket mirror"), "{refused:?}");
+    // Both refusals reach a as refusals: b's own, and c's relayed by b.
+    assert_eq!(counter(&a, "clusster_transfers_refused_by_peers_total").await, 2);
     share(&c, "mirror", "a", &["--write"]);
     // a holds nothing of it and asks b to send to c.
     let status = transfer(&a, &["copy", "b", "c", "data", "mirror/from-b/"]);

@@ -193,6 +193,8 @@ struct Status {
     attempts: u32,
     started: Instant,
     finished: Option<Instant>,
+    /// it failed because a site refused it: relayed as such to a site that delegated it
+    refused: bool,
 }
 
 /// A transfer as the API shows it.
@@ -388,6 +390,7 @@ impl Transfers {
                 attempts: 0,
                 started: Instant::now(),
                 finished: None,
+                refused: false,
             }),
             progress: Arc::default(),
             cancel: watch::channel(false).0,
@@ -511,6 +514,7 @@ impl Transfers {
                 Err(e) => {
                     if e.is_refusal() {
                         self.counters.refused_by_peers.fetch_add(1, Ordering::Relaxed);
+                        entry.status.lock().refused = true;
                     }
                     tracing::error!(transfer = %hex::encode(entry.id), error = %e, "transfer failed");
                     self.finish(&entry, State::Failed, Some(e.to_string())).await;
@@ -944,7 +948,7 @@ impl Transfers {
             let msg = match status.state {
                 State::Done => Control::Committed { objects: status.progress.objects },
                 State::Failed | State::Cancelled => Control::Abort {
-                    code: codes::FAILED,
+                    code: if entry.status.lock().refused { codes::REFUSED } else { codes::FAILED },
                     reason: status.error.unwrap_or_else(|| format!("{:?}", status.state)),
                 },
                 _ => Control::Progress(status.progress),
