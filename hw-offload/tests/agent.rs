@@ -236,8 +236,7 @@ async fn without_an_agent_buffers_are_plain_heap_memory() {
 #[test]
 fn an_agent_writing_an_impossible_completion_tail_is_detached_then_attached_afresh() {
     use hw_offload::agent::ring;
-    use hw_offload::agent::shm::SharedRegion;
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::sync::atomic::Ordering;
 
     let dir = tempfile::tempdir().unwrap();
@@ -248,17 +247,7 @@ fn an_agent_writing_an_impossible_completion_tail_is_detached_then_attached_afre
         let mut held = Vec::new();
         for stream in listener.incoming() {
             let mut stream = stream.unwrap();
-            let mut hello = [0u8; 24];
-            stream.read_exact(&mut hello).unwrap();
-            let path_len = u32::from_le_bytes(hello[12..16].try_into().unwrap()) as usize;
-            let region_len = u64::from_le_bytes(hello[16..24].try_into().unwrap()) as usize;
-            let mut path = vec![0u8; path_len];
-            stream.read_exact(&mut path).unwrap();
-            let file = std::fs::OpenOptions::new().read(true).write(true).open(String::from_utf8(path).unwrap());
-            let region = SharedRegion::map(&file.unwrap(), region_len).unwrap();
-            let mut ack = ring::ACK_MAGIC.to_vec();
-            ack.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
-            stream.write_all(&ack).unwrap();
+            let region = take_region(&mut stream);
             region.atomic_u32(ring::off::CQ_TAIL).store(1 << 20, Ordering::Release);
             stream.write_all(&[1]).unwrap();
             held.push((stream, region));
@@ -328,8 +317,7 @@ fn start_lying_agent(
     lie: Lie,
 ) -> (std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>) {
     use hw_offload::agent::ring::{self, Cqe, Layout, Sqe, op, status};
-    use hw_offload::agent::shm::SharedRegion;
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::sync::atomic::Ordering;
 
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
@@ -339,18 +327,8 @@ fn start_lying_agent(
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let cpu = CpuEngine::new(1);
         let mut stream = listener.incoming().next().unwrap().unwrap();
-        let mut hello = [0u8; 24];
-        stream.read_exact(&mut hello).unwrap();
-        let path_len = u32::from_le_bytes(hello[12..16].try_into().unwrap()) as usize;
-        let region_len = u64::from_le_bytes(hello[16..24].try_into().unwrap()) as usize;
-        let mut path = vec![0u8; path_len];
-        stream.read_exact(&mut path).unwrap();
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(String::from_utf8(path).unwrap());
-        let region = SharedRegion::map(&file.unwrap(), region_len).unwrap();
+        let region = take_region(&mut stream);
         let layout = Layout::read_header(&region).unwrap();
-        let mut ack = ring::ACK_MAGIC.to_vec();
-        ack.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
-        stream.write_all(&ack).unwrap();
         let (mut sq_head, mut cq_tail) = (0u32, 0u32);
         let mut last_output: Option<(u64, u32)> = None;
         loop {
@@ -504,4 +482,23 @@ async fn an_agent_cannot_change_an_output_after_it_was_checked() {
     rewritten.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(out.data, payload, "the output changed after the check");
     assert_eq!(zstd::bulk::decompress(&out.data, data.len()).unwrap(), data);
+}
+
+/// A hand-written agent's side of the attach handshake: reads the host's hello, maps the
+/// region it names and acknowledges it (version 1).
+fn take_region(stream: &mut std::os::unix::net::UnixStream) -> hw_offload::agent::shm::SharedRegion {
+    use hw_offload::agent::ring;
+    use std::io::{Read, Write};
+    let mut hello = [0u8; 24];
+    stream.read_exact(&mut hello).unwrap();
+    let path_len = u32::from_le_bytes(hello[12..16].try_into().unwrap()) as usize;
+    let region_len = u64::from_le_bytes(hello[16..24].try_into().unwrap()) as usize;
+    let mut path = vec![0u8; path_len];
+    stream.read_exact(&mut path).unwrap();
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(String::from_utf8(path).unwrap());
+    let region = hw_offload::agent::shm::SharedRegion::map(&file.unwrap(), region_len).unwrap();
+    let mut ack = ring::ACK_MAGIC.to_vec();
+    ack.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
+    stream.write_all(&ack).unwrap();
+    region
 }

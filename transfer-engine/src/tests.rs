@@ -37,12 +37,33 @@ fn endpoint(dir: &Path, site: &str, federation: &Arc<Federation>) -> FederationE
     .unwrap()
 }
 
+/// The next control message the daemon sends on `recv`.
+async fn next(recv: &mut quinn::RecvStream) -> Control {
+    let body = tokio::time::timeout(WAIT, read_frame(recv, MAX_CONTROL_LEN)).await.unwrap().unwrap().unwrap();
+    wire::decode_control(&body).unwrap()
+}
+
 /// Sends raw bytes on a new control stream; returns the first answer the daemon sends.
 async fn answer_to(conn: &quinn::Connection, raw: &[u8]) -> Control {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(raw).await.unwrap();
-    let body = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_CONTROL_LEN)).await.unwrap().unwrap().unwrap();
-    wire::decode_control(&body).unwrap()
+    next(&mut recv).await
+}
+
+/// A new transfer of `mode` over the whole of `bucket` (at both ends).
+fn open(mode: Mode, bucket: &str) -> Open {
+    let whole = Selection { bucket: bucket.into(), prefix: String::new() };
+    Open {
+        transfer: rand::random(),
+        mode,
+        source: whole.clone(),
+        dest: whole,
+        third_party: None,
+        priority: 0,
+        rate_limit: None,
+        connections: 1,
+        delegated_by: None,
+    }
 }
 
 /// Site "good" serving transfers with an empty bucket "data" shared with "rogue" for
@@ -79,17 +100,7 @@ async fn bad_frames_end_one_transfer_not_the_daemon() {
     let answer = answer_to(&conn, &wire::encode_control(&Control::Committed { objects: 1 })).await;
     assert!(matches!(answer, Control::Abort { code: codes::PROTOCOL, .. }), "{answer:?}");
     // A bucket that does not exist.
-    let open = |bucket: &str| Open {
-        transfer: rand::random(),
-        mode: Mode::Pull,
-        source: Selection { bucket: bucket.into(), prefix: String::new() },
-        dest: Selection { bucket: "x".into(), prefix: String::new() },
-        third_party: None,
-        priority: 0,
-        rate_limit: None,
-        connections: 1,
-        delegated_by: None,
-    };
+    let open = |bucket: &str| open(Mode::Pull, bucket);
     let answer = answer_to(&conn, &wire::encode_control(&Control::Open(open("nope")))).await;
     assert!(
         matches!(&answer, Control::Abort { code: codes::REFUSED, reason } if reason.contains("nope")),
@@ -122,24 +133,8 @@ async fn a_delta_against_bases_the_receiver_did_not_suggest_is_refused() {
     let plain = vec![42u8; 100];
     let id = hw_offload::ChunkId::of(&plain);
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let here = Selection { bucket: "data".into(), prefix: String::new() };
-    let open = Open {
-        transfer: rand::random(),
-        mode: Mode::Push,
-        source: here.clone(),
-        dest: here,
-        third_party: None,
-        priority: 0,
-        rate_limit: None,
-        connections: 1,
-        delegated_by: None,
-    };
-    let mut next = async || {
-        let body = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_CONTROL_LEN)).await.unwrap().unwrap().unwrap();
-        wire::decode_control(&body).unwrap()
-    };
-    send.write_all(&wire::encode_control(&Control::Open(open))).await.unwrap();
-    assert_eq!(next().await, Control::Accepted);
+    send.write_all(&wire::encode_control(&Control::Open(open(Mode::Push, "data")))).await.unwrap();
+    assert_eq!(next(&mut recv).await, Control::Accepted);
     let object = wire::OfferedObject {
         key: "k".into(),
         size: 100,
@@ -153,7 +148,7 @@ async fn a_delta_against_bases_the_receiver_did_not_suggest_is_refused() {
         last: true,
     };
     send.write_all(&wire::encode_control(&Control::Offer { seq: 0, objects: vec![object] })).await.unwrap();
-    let Control::Need { wants, .. } = next().await else { panic!("expected Need") };
+    let Control::Need { wants, .. } = next(&mut recv).await else { panic!("expected Need") };
     assert_eq!(wants, vec![wire::Want { id, bases: vec![] }]);
 
     // The chunk as a delta against a base good never named.
@@ -163,7 +158,7 @@ async fn a_delta_against_bases_the_receiver_did_not_suggest_is_refused() {
     let mut data = conn.open_uni().await.unwrap();
     data.write_all(&wire::data_header(&[base], frame.len())).await.unwrap();
     data.write_all(&frame).await.unwrap();
-    let answer = next().await;
+    let answer = next(&mut recv).await;
     assert!(
         matches!(&answer, Control::Abort { code: codes::PROTOCOL, reason } if reason.contains("did not suggest")),
         "{answer:?}"
@@ -191,26 +186,10 @@ async fn a_repair_gets_only_chunks_of_buckets_the_peer_may_read() {
     // the others, not even that they are held.
     let wanted: Vec<_> = shared.iter().chain(&private).map(|c| c.id).collect();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let none = Selection { bucket: String::new(), prefix: String::new() };
-    let open = Open {
-        transfer: rand::random(),
-        mode: Mode::Repair,
-        source: none.clone(),
-        dest: none,
-        third_party: None,
-        priority: 0,
-        rate_limit: None,
-        connections: 1,
-        delegated_by: None,
-    };
-    let mut next = async || {
-        let body = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_CONTROL_LEN)).await.unwrap().unwrap().unwrap();
-        wire::decode_control(&body).unwrap()
-    };
-    send.write_all(&wire::encode_control(&Control::Open(open))).await.unwrap();
-    assert_eq!(next().await, Control::Accepted);
+    send.write_all(&wire::encode_control(&Control::Open(open(Mode::Repair, "")))).await.unwrap();
+    assert_eq!(next(&mut recv).await, Control::Accepted);
     send.write_all(&wire::encode_control(&Control::Wanted { ids: wanted })).await.unwrap();
-    let Control::Holding { ids } = next().await else { panic!("expected Holding") };
+    let Control::Holding { ids } = next(&mut recv).await else { panic!("expected Holding") };
     assert_eq!(ids, shared.iter().map(|c| c.id).collect::<Vec<_>>());
 }
 
@@ -233,19 +212,7 @@ async fn a_transfer_id_belongs_to_the_site_that_opened_it() {
     let address = daemon.local_addr().unwrap();
     tokio::spawn(daemon.clone().accept_loop());
     let (rogue, thief) = (endpoint(dir.path(), "rogue", &fed), endpoint(dir.path(), "thief", &fed));
-    let here = Selection { bucket: "data".into(), prefix: String::new() };
-    let open = Open {
-        transfer: rand::random(),
-        mode: Mode::Push,
-        source: here.clone(),
-        dest: here,
-        third_party: None,
-        priority: 0,
-        rate_limit: None,
-        connections: 1,
-        delegated_by: None,
-    };
-    let open = wire::encode_control(&Control::Open(open));
+    let open = wire::encode_control(&Control::Open(open(Mode::Push, "data")));
     let conn = rogue.connect_to("good", address).await.unwrap();
     assert_eq!(answer_to(&conn, &open).await, Control::Accepted);
     // Another site naming the same id would share what the first received, or cancel it.
