@@ -4,8 +4,9 @@
 
 use crate::Store;
 use crate::error::StoreError;
-use crate::meta::values::{AccessKeyRecord, BucketRecord, GrantRecord, SiteShareRecord};
+use crate::meta::values::{AccessKeyRecord, BucketRecord, GrantRecord, ObjectRecord, SiteShareRecord};
 use crate::meta::{cf, keys};
+use hw_offload::ChunkId;
 use rand::Rng;
 
 /// What a peer site asks to do with a bucket.
@@ -194,5 +195,110 @@ impl Store {
             }
         }
         Ok(buckets)
+    }
+
+    /// Which of `ids` an object of a bucket shared with `site` for reading uses: what that
+    /// site could fetch anyway. Knowing a chunk's id is no right to its bytes (a peer may
+    /// have learnt the id without ever holding the content), so only for these may a peer
+    /// be told that a chunk is held here, or be sent it.
+    pub fn chunks_readable_by(&self, site: &str, ids: &[ChunkId]) -> Result<Vec<bool>, StoreError> {
+        let mut readable = vec![false; ids.len()];
+        for bucket in self.buckets_shared_with(site, SiteAccess::Read)? {
+            let left: Vec<usize> = (0..ids.len()).filter(|&i| !readable[i]).collect();
+            if left.is_empty() {
+                break;
+            }
+            let asked: Vec<ChunkId> = left.iter().map(|&i| ids[i]).collect();
+            for (i, used) in left.into_iter().zip(self.chunks_used_in(&bucket, &asked)?) {
+                readable[i] = used;
+            }
+        }
+        Ok(readable)
+    }
+
+    /// Whether an object of `bucket` uses each of `ids`, in one batched lookup.
+    pub fn chunks_used_in(&self, bucket: &str, ids: &[ChunkId]) -> Result<Vec<bool>, StoreError> {
+        let keys: Vec<_> = ids.iter().map(|id| keys::bucket_chunk_key(bucket, id)).collect();
+        self.meta.counted_many(cf::BUCKET_CHUNKS, &keys)
+    }
+
+    /// Whether each of `ids` may be a delta base for data sent from `bucket`: used by an
+    /// object of it, or by nothing at all (the chunks of a version just overwritten, until
+    /// GC takes them; what a changed object is best coded against). A chunk any other
+    /// bucket, upload or transfer holds is not: a delta's size would tell the receiver
+    /// that it is here and how much it looks like the data sent.
+    pub fn chunks_usable_as_bases(&self, bucket: &str, ids: &[ChunkId]) -> Result<Vec<bool>, StoreError> {
+        let mut usable = self.chunks_used_in(bucket, ids)?;
+        for (ok, id) in usable.iter_mut().zip(ids) {
+            if !*ok {
+                *ok = self.meta.refcount(id)? <= 0;
+            }
+        }
+        Ok(usable)
+    }
+
+    /// Builds [`cf::BUCKET_CHUNKS`] from the objects if it is not built (a store made
+    /// before the index existed). A build cut short starts again from nothing at the
+    /// next open; the empty key marks it done.
+    pub(crate) fn index_bucket_chunks(&self) -> Result<(), StoreError> {
+        if self.meta.contains(cf::BUCKET_CHUNKS, BUCKET_CHUNKS_BUILT)? {
+            return Ok(());
+        }
+        let mut batch = self.meta.batch();
+        // Every index key starts with a bucket name's length, at most 63.
+        batch.delete_range(cf::BUCKET_CHUNKS, b"", &[u8::MAX]);
+        let mut objects = 0u64;
+        for item in self.meta.scan::<ObjectRecord>(cf::OBJECTS, b"", b"") {
+            let (key, record) = item?;
+            let (bucket, _) = keys::decode_object_key(&key)
+                .ok_or_else(|| StoreError::CorruptMetadata { kind: "object key", reason: hex::encode(&key) })?;
+            for chunk in self.body_chunks(&record.body)? {
+                batch.add_bucket_ref(bucket, &chunk.id, 1);
+            }
+            objects += 1;
+            if objects.is_multiple_of(10_000) {
+                self.meta.write(std::mem::replace(&mut batch, self.meta.batch()))?;
+            }
+        }
+        batch.put_raw(cf::BUCKET_CHUNKS, BUCKET_CHUNKS_BUILT, b"1");
+        self.meta.write(batch)?;
+        if objects > 0 {
+            tracing::info!(objects, "indexed the chunks each bucket uses");
+        }
+        Ok(())
+    }
+}
+
+/// The key of [`cf::BUCKET_CHUNKS`] that says the index is built.
+const BUCKET_CHUNKS_BUILT: &[u8] = b"";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreConfig;
+    use hw_offload::Offload;
+
+    #[tokio::test]
+    async fn a_store_made_before_the_bucket_chunk_index_is_indexed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Store::open(StoreConfig::new(dir.path()), Offload::cpu(1));
+        let store = open().await.unwrap();
+        store.create_bucket("b", "").await.unwrap();
+        store.share_bucket("b", "julich", true, false).await.unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(data))]);
+        store.put_object("b", "k", Default::default(), body, &Default::default()).await.unwrap();
+        let ids: Vec<ChunkId> =
+            store.export_object(&mut store.transfer_pin(), "b", "k").unwrap().chunks.iter().map(|c| c.id).collect();
+        assert!(ids.len() > 1);
+        // As an older build left it: no index at all.
+        let mut batch = store.meta.batch();
+        batch.delete_range(cf::BUCKET_CHUNKS, b"", &[u8::MAX]);
+        store.meta.write(batch).unwrap();
+        assert!(store.chunks_readable_by("julich", &ids).unwrap().iter().all(|r| !r));
+        drop(store);
+        let store = open().await.unwrap();
+        assert!(store.chunks_readable_by("julich", &ids).unwrap().iter().all(|r| *r));
+        assert!(store.check().unwrap().is_clean());
     }
 }

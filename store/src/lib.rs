@@ -114,7 +114,7 @@ impl Store {
         let meta = tokio::task::spawn_blocking(move || MetaDb::open(&meta_dir))
             .await
             .map_err(|e| StoreError::Metadata(format!("open task: {e}")))??;
-        Ok(Arc::new(Self {
+        let store = Arc::new(Self {
             meta,
             chunks: backend,
             offload,
@@ -126,7 +126,12 @@ impl Store {
             transfer_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             maintenance: tokio::sync::Mutex::new(()),
             metrics: Arc::default(),
-        }))
+        });
+        let indexing = store.clone();
+        tokio::task::spawn_blocking(move || indexing.index_bucket_chunks())
+            .await
+            .map_err(|e| StoreError::Metadata(format!("index task: {e}")))??;
+        Ok(store)
     }
 
     /// The store's counters.

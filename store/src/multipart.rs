@@ -225,7 +225,7 @@ impl Store {
             batch.delete(cf::PARTS, &keys::part_key(&id, n));
         }
         batch.delete(cf::UPLOADS, &keys::upload_key(bucket, key, &id));
-        let body = crate::objects::stage_body(&mut batch, chunks);
+        let body = crate::objects::stage_body(&mut batch, bucket, chunks);
         let head = ObjectHead {
             size,
             etag: format!("{}-{}", hex::encode(md5s.finalize()), listed.len()),

@@ -142,6 +142,10 @@ impl Store {
                 batch.delete(family, &entry?.0);
             }
         }
+        // With no object left, its counts are all 0: drop them now, not at compaction.
+        if let Some(end) = keys::prefix_successor(&prefix) {
+            batch.delete_range(cf::BUCKET_CHUNKS, &prefix, &end);
+        }
         self.commit(batch).await
     }
 
@@ -208,7 +212,7 @@ impl Store {
                 for c in chunks {
                     *deltas.entry(c.id).or_default() += 1;
                 }
-                stage_body(&mut batch, chunks.clone())
+                stage_body(&mut batch, bucket, chunks.clone())
             }
         };
         self.stage_new_chunks(&mut batch, &ingested)?;
@@ -264,7 +268,7 @@ impl Store {
         pre.check(self, bucket, key, &self.bucket(bucket)?)?;
         let okey = keys::object_key(bucket, key);
         if let Some(old) = self.meta.get::<ObjectRecord>(cf::OBJECTS, &okey)? {
-            self.release_body(&mut batch, &old.body, &mut deltas)?;
+            self.release_body(&mut batch, bucket, &old.body, &mut deltas)?;
         }
         batch.put(cf::OBJECTS, &okey, &record);
         for (id, delta) in deltas {
@@ -274,15 +278,18 @@ impl Store {
         Ok(ObjectInfo::from_record(key, record))
     }
 
-    /// Stages the deletion of a body's manifest and the release of its chunks.
+    /// Stages the deletion of a body's manifest and the release of its chunks, an object
+    /// of `bucket` that goes.
     pub(crate) fn release_body(
         &self,
         batch: &mut crate::meta::Batch,
+        bucket: &str,
         body: &Body,
         deltas: &mut HashMap<ChunkId, i64>,
     ) -> Result<(), StoreError> {
         for c in self.body_chunks(body)? {
             *deltas.entry(c.id).or_default() -= 1;
+            batch.add_bucket_ref(bucket, &c.id, -1);
         }
         if let Body::Manifest(id) = body {
             batch.delete(cf::MANIFESTS, &id.to_be_bytes());
@@ -322,7 +329,7 @@ impl Store {
         let Some(old) = self.meta.get::<ObjectRecord>(cf::OBJECTS, &okey)? else { return Ok(()) };
         let mut batch = self.meta.batch();
         let mut deltas = HashMap::new();
-        self.release_body(&mut batch, &old.body, &mut deltas)?;
+        self.release_body(&mut batch, bucket, &old.body, &mut deltas)?;
         batch.delete(cf::OBJECTS, &okey);
         for (id, delta) in deltas {
             batch.add_ref(&id, delta);
@@ -350,7 +357,7 @@ impl Store {
                 for c in &chunks {
                     *deltas.entry(c.id).or_default() += 1;
                 }
-                stage_body(&mut batch, chunks)
+                stage_body(&mut batch, dst_bucket, chunks)
             }
         };
         let head = ObjectHead { mtime_ms: crate::now_ms(), meta: meta.unwrap_or(src.head.meta), ..src.head };
@@ -666,7 +673,10 @@ fn covering_chunks(chunks: &[ChunkRef], range: Range<u64>) -> Vec<(ChunkRef, Ran
 
 /// The body for an object of `chunks`: the list in the record when it is short, else a
 /// manifest staged in `batch` under a new id.
-pub(crate) fn stage_body(batch: &mut crate::meta::Batch, chunks: Vec<ChunkRef>) -> Body {
+pub(crate) fn stage_body(batch: &mut crate::meta::Batch, bucket: &str, chunks: Vec<ChunkRef>) -> Body {
+    for c in &chunks {
+        batch.add_bucket_ref(bucket, &c.id, 1);
+    }
     if chunks.len() <= Body::EMBEDDED_CHUNKS_MAX {
         return Body::Chunks(chunks);
     }

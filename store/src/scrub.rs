@@ -40,12 +40,16 @@ pub struct CheckReport {
     pub refcount_mismatches: Vec<(String, i64, i64)>,
     /// referenced chunks absent from the index (quarantined or lost)
     pub missing_chunks: Vec<String>,
+    /// (bucket, chunk) whose count of objects using it differs from the recount:
+    /// (bucket, id, stored, recounted)
+    #[serde(default)]
+    pub bucket_chunk_mismatches: Vec<(String, String, i64, i64)>,
 }
 
 impl CheckReport {
     /// Whether everything agreed.
     pub fn is_clean(&self) -> bool {
-        self.refcount_mismatches.is_empty() && self.missing_chunks.is_empty()
+        self.refcount_mismatches.is_empty() && self.missing_chunks.is_empty() && self.bucket_chunk_mismatches.is_empty()
     }
 }
 
@@ -91,12 +95,35 @@ impl Store {
     pub fn check(&self) -> Result<CheckReport, StoreError> {
         let mut report = CheckReport::default();
         let mut counts: HashMap<ChunkId, i64> = HashMap::new();
+        let mut in_buckets: HashMap<Vec<u8>, i64> = HashMap::new();
         for item in self.meta.scan::<ObjectRecord>(cf::OBJECTS, b"", b"") {
-            let (_, record) = item?;
+            let (key, record) = item?;
+            let (bucket, _) = keys::decode_object_key(&key)
+                .ok_or_else(|| StoreError::CorruptMetadata { kind: "object key", reason: hex::encode(&key) })?;
             report.objects += 1;
             for c in self.body_chunks(&record.body)? {
                 *counts.entry(c.id).or_default() += 1;
+                *in_buckets.entry(keys::bucket_chunk_key(bucket, &c.id)).or_default() += 1;
             }
+        }
+        // The index of the chunks each bucket uses (a count of 0 is as good as none).
+        let mismatch = |key: &[u8], stored: i64, actual: i64| {
+            let (bucket, id) = key.split_at(key.len().saturating_sub(32));
+            (String::from_utf8_lossy(bucket.get(1..).unwrap_or_default()).into_owned(), hex::encode(id), stored, actual)
+        };
+        for item in self.meta.scan_raw(cf::BUCKET_CHUNKS, b"", None) {
+            let (k, v) = item?;
+            if k.is_empty() {
+                continue; // the index's built marker
+            }
+            let stored = refcount::decode(&v).unwrap_or(i64::MIN);
+            let actual = in_buckets.remove(&k[..]).unwrap_or(0);
+            if stored != actual {
+                report.bucket_chunk_mismatches.push(mismatch(&k, stored, actual));
+            }
+        }
+        for (k, actual) in in_buckets {
+            report.bucket_chunk_mismatches.push(mismatch(&k, 0, actual));
         }
         for item in self.meta.scan::<PartRecord>(cf::PARTS, b"", b"") {
             let (_, part) = item?;

@@ -22,7 +22,7 @@ use crate::meta::values::{
 use crate::meta::{RawEntry, cf};
 use bytes::Bytes;
 use hw_offload::ChunkId;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// A transfer's id.
@@ -83,28 +83,39 @@ impl Store {
         self.meta.contains_many(cf::CHUNKS, &keys)
     }
 
-    /// Which of `wanted` an object of one of `buckets` uses: what a peer allowed to read
-    /// those buckets could fetch anyway. Reads each object's chunk list until every id
-    /// is found, so it costs a scan of the buckets when some id is not there; a repair,
-    /// its only caller, is rare and asks at most a few thousand ids.
-    pub fn chunks_used_in(&self, buckets: &[String], wanted: &[ChunkId]) -> Result<HashSet<ChunkId>, StoreError> {
-        let mut left: HashSet<ChunkId> = wanted.iter().copied().collect();
-        let mut found = HashSet::new();
-        for bucket in buckets {
-            let prefix = keys::bucket_prefix(bucket);
-            for item in self.meta.scan::<ObjectRecord>(cf::OBJECTS, &prefix, b"") {
-                if left.is_empty() {
-                    return Ok(found);
-                }
-                let (_, record) = item?;
-                for chunk in self.body_chunks(&record.body)? {
-                    if left.remove(&chunk.id) {
-                        found.insert(chunk.id);
-                    }
-                }
+    /// Which of `ids`, offered by the site `site` in `transfer`, this store holds and may
+    /// say it holds: a chunk that site may read here anyway, or one this transfer brought
+    /// in an earlier attempt, or one used in `also_in` (the bucket a pull this site asked
+    /// for writes into: its owner reads it already). Any other is answered as missing, so
+    /// that naming a chunk id neither makes an object point at data the sender never had
+    /// nor tells the sender what is stored here; its bytes come again and the stored copy
+    /// is kept.
+    pub fn hold_chunks_for(
+        &self,
+        pin: &mut TransferPin,
+        transfer: &TransferId,
+        site: &str,
+        also_in: Option<&str>,
+        ids: &[ChunkId],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut held = self.hold_chunks(pin, ids)?;
+        let found: Vec<usize> = (0..ids.len()).filter(|&i| held[i]).collect();
+        if found.is_empty() {
+            return Ok(held);
+        }
+        let found_ids: Vec<ChunkId> = found.iter().map(|&i| ids[i]).collect();
+        let mut readable = self.chunks_readable_by(site, &found_ids)?;
+        if let Some(bucket) = also_in {
+            for (r, used) in readable.iter_mut().zip(self.chunks_used_in(bucket, &found_ids)?) {
+                *r |= used;
             }
         }
-        Ok(found)
+        let markers: Vec<_> = found_ids.iter().map(|id| keys::transfer_chunk_key(transfer, id)).collect();
+        let brought = self.meta.contains_many(cf::TRANSFER_CHUNKS, &markers)?;
+        for (k, i) in found.into_iter().enumerate() {
+            held[i] = readable[k] || brought[k];
+        }
+        Ok(held)
     }
 
     /// The object at `bucket/key` with its chunk list, claimed in `pin`. An inline
@@ -423,7 +434,7 @@ impl Store {
                 self.bucket(&o.bucket)?;
             }
             if let Some(old) = old {
-                self.release_body(&mut batch, &old.body, &mut deltas)?;
+                self.release_body(&mut batch, &o.bucket, &old.body, &mut deltas)?;
             }
             let body = if o.chunks.is_empty() {
                 Body::Inline(Vec::new())
@@ -431,7 +442,7 @@ impl Store {
                 for c in &o.chunks {
                     *deltas.entry(c.id).or_default() += 1;
                 }
-                crate::objects::stage_body(&mut batch, o.chunks)
+                crate::objects::stage_body(&mut batch, &o.bucket, o.chunks)
             };
             let record = ObjectRecord { head: o.head, body };
             batch.put(cf::OBJECTS, &okey, &record);

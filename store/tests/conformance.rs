@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use hw_offload::Offload;
+use hw_offload::{ChunkId, Offload};
 use md5::Digest as _;
 use object_store::ObjectStore;
 use rand::{RngCore, SeedableRng};
@@ -65,6 +65,7 @@ conformance!(
     a_create_only_write_fails_at_commit_if_the_key_appeared,
     a_damaged_length_in_a_frame_header_is_the_chunks_fault,
     buckets_are_shared_with_sites_only_as_told,
+    what_a_site_may_read_follows_the_objects,
 );
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
@@ -576,4 +577,57 @@ async fn buckets_are_shared_with_sites_only_as_told(f: Fixture) {
     s.create_bucket("b", "someone-else").await.unwrap();
     assert!(s.bucket_shares("b").unwrap().is_empty());
     assert!(!s.site_may("b", "julich", SiteAccess::Read).unwrap());
+}
+
+/// The chunk ids of `bucket/key`.
+fn chunk_ids(s: &Store, bucket: &str, key: &str) -> Vec<ChunkId> {
+    s.export_object(&mut s.transfer_pin(), bucket, key).unwrap().chunks.iter().map(|c| c.id).collect()
+}
+
+async fn what_a_site_may_read_follows_the_objects(f: Fixture) {
+    // Issue 12, item 1: the chunks a peer may be told of, or sent, are those of the objects
+    // of the buckets shared with it for reading, as they are now.
+    let s = &f.store;
+    s.create_bucket("b", "proj").await.unwrap();
+    s.create_bucket("c", "proj").await.unwrap();
+    s.share_bucket("b", "julich", true, false).await.unwrap();
+    let readable = |ids: &[ChunkId]| s.chunks_readable_by("julich", ids).unwrap();
+    put(s, "b", "x", &random(300 << 10, 21)).await;
+    let first = chunk_ids(s, "b", "x");
+    put(s, "c", "z", &random(300 << 10, 22)).await;
+    let other = chunk_ids(s, "c", "z");
+    assert!(readable(&first).iter().all(|r| *r));
+    assert!(readable(&other).iter().all(|r| !r), "c is not shared");
+    // A copy into c, then an overwrite in b: the first version stays only in c.
+    s.copy_object("b", "x", "c", "y", None).await.unwrap();
+    put(s, "b", "x", &random(300 << 10, 23)).await;
+    let second = chunk_ids(s, "b", "x");
+    assert!(readable(&first).iter().all(|r| !r));
+    assert!(readable(&second).iter().all(|r| *r));
+    assert_consistent(s);
+    // Parts are not readable; the completed object is.
+    let upload = s.create_upload("b", "mp", ObjectMeta::default(), None).await.unwrap();
+    let part = random(1 << 20, 24);
+    let info = s.upload_part("b", "mp", &upload, 1, body(&part), &PutOptions::default()).await.unwrap();
+    // The same bytes in c (chunking depends on content only) name the part's chunks.
+    put(s, "c", "part", &part).await;
+    let part_ids = chunk_ids(s, "c", "part");
+    assert!(readable(&part_ids).iter().all(|r| !r));
+    assert_consistent(s);
+    s.complete_upload("b", "mp", &upload, &[(1, info.etag)], Vec::new()).await.unwrap();
+    assert_eq!(chunk_ids(s, "b", "mp"), part_ids);
+    assert!(readable(&part_ids).iter().all(|r| *r));
+    assert_consistent(s);
+    // Deleted, the bucket's chunks are no one's; a bucket of the same name starts empty.
+    let mp = chunk_ids(s, "b", "mp");
+    for key in ["x", "mp"] {
+        s.delete_object("b", key).await.unwrap();
+    }
+    assert!(readable(&second).iter().chain(&readable(&mp)).all(|r| !r));
+    assert_consistent(s);
+    s.delete_bucket("b").await.unwrap();
+    s.create_bucket("b", "proj").await.unwrap();
+    s.share_bucket("b", "julich", true, false).await.unwrap();
+    assert!(readable(&first).iter().chain(&readable(&second)).all(|r| !r));
+    assert_consistent(s);
 }

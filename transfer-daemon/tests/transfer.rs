@@ -559,3 +559,36 @@ async fn sharing_needs_rights_a_known_site_and_a_bucket() {
     let out = clusster(&["bucket", "shares", "nope", "--data-dir", a_dir]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_share_withdrawn_while_a_pull_runs_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, sa, sb) = two_unshared_sites(dir.path()).await;
+    share(&b, "data", "a", &["--read"]);
+    for i in 0..4 {
+        put(&sb, "data", &format!("f{i}"), content(300 + i, 8 << 20, i)).await;
+    }
+    // 32 MiB at 8 MB/s: every offer is out at once, and four seconds of data follow.
+    let args = ["transfer", "pull", "b", "data", "data/pulled/", "--rate-limit", "8M", "--json", "--data-dir"];
+    let out = ok(clusster(&[&args[..], &[a.data_dir.to_str().unwrap()]].concat()));
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(&a, &id).await["progress"]["bytes_done"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the transfer never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ok(clusster(&["bucket", "unshare", "data", "--site", "a", "--data-dir", b.data_dir.to_str().unwrap()]));
+    let last = loop {
+        let s = status(&a, &id).await;
+        if s["state"] != "running" && s["state"] != "queued" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the transfer did not end: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(last["state"], "failed", "{last}");
+    assert!(last["error"].as_str().unwrap().contains("a may not read bucket data"), "{last}");
+    assert!(last["progress"]["bytes_done"].as_u64().unwrap() < 32 << 20, "stopped before the end: {last}");
+    let listed = sa.list_objects_v2().bucket("data").prefix("pulled/").send().await.unwrap();
+    assert!(listed.contents().is_empty(), "nothing was committed at a");
+}

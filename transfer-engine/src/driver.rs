@@ -435,14 +435,22 @@ fn source_object(relative_key: &str, exported: ExportedObject) -> SourceObject {
     }
 }
 
-/// Runs the sending side over `links` once the transfer is open.
+/// How often a sender checks again that the sites it sends for may still read.
+const SHARES_RECHECK: Duration = Duration::from_secs(1);
+
+/// Runs the sending side over `links` once the transfer is open. `readers` are the sites
+/// whose right to read the source bucket the transfer stands on (the peer that pulls, or
+/// both sites of a copy one of them asked for; none for a push this site decided): it is
+/// checked again every [`SHARES_RECHECK`], so that unsharing the bucket stops a running
+/// transfer.
 pub async fn send(
     links: Links,
     mut control: ControlStream,
     ctx: Context,
     source: Selection,
+    readers: &[String],
 ) -> Result<Progress, TransferError> {
-    let result = send_inner(links, &mut control, &ctx, source).await;
+    let result = send_inner(links, &mut control, &ctx, source, readers).await;
     if let Err(e) = &result {
         control.abort(e).await;
     }
@@ -454,6 +462,7 @@ async fn send_inner(
     control: &mut ControlStream,
     ctx: &Context,
     source: Selection,
+    readers: &[String],
 ) -> Result<Progress, TransferError> {
     let store = ctx.store.clone();
     let mut session = Sender::new(OFFER_WINDOW);
@@ -484,6 +493,7 @@ async fn send_inner(
         session.connection_added();
     }
     let mut cancel = ctx.cancel.clone();
+    let mut shares_tick = tokio::time::interval(SHARES_RECHECK);
     let mut queued = 0u64;
     let mut queued_inline = 0usize;
     loop {
@@ -516,7 +526,8 @@ async fn send_inner(
                         queued += 1;
                         let inline = inline.get(&want.id).cloned();
                         queued_inline += inline.as_ref().map_or(0, Bytes::len);
-                        let _ = job_tx.send(SendJob { id: want.id, plain_len, bases: want.bases, inline });
+                        let bases = bases_in_source(&store, &source, want.bases)?;
+                        let _ = job_tx.send(SendJob { id: want.id, plain_len, bases, inline });
                     }
                 }
                 Control::Retry { ids } => {
@@ -554,6 +565,11 @@ async fn send_inner(
                 }
                 Sent::Failed(e) => return Err(e),
             },
+            _ = shares_tick.tick(), if !readers.is_empty() => {
+                for reader in readers {
+                    refuse_unless_shared(&store, &source.bucket, reader, SiteAccess::Read)?;
+                }
+            }
             _ = cancel.changed() => return Err(TransferError::Cancelled),
         }
     }
@@ -599,6 +615,16 @@ async fn data_worker(
     }
     let _ = stream.finish();
     let _ = stream.stopped().await;
+}
+
+/// Of the delta bases a receiver suggested, those it may hear of: chunks of the bucket
+/// being sent, or of nothing (see [`Store::chunks_usable_as_bases`]).
+fn bases_in_source(store: &Store, source: &Selection, bases: Vec<ChunkId>) -> Result<Vec<ChunkId>, TransferError> {
+    if bases.is_empty() {
+        return Ok(bases);
+    }
+    let used = store.chunks_usable_as_bases(&source.bucket, &bases)?;
+    Ok(bases.into_iter().zip(used).filter(|(_, u)| *u).map(|(id, _)| id).collect())
 }
 
 /// The frame for one job and the bases it is coded against: the stored frame (no
@@ -788,7 +814,8 @@ async fn receive_inner(
                             destination_meta(dest, o)?;
                         }
                         let ids: Vec<ChunkId> = lookup.iter().map(|c| c.id).collect();
-                        let held = store.hold_chunks(&mut pin, &ids)?;
+                        let also_in = (!from.pushes).then_some(dest.bucket.as_str());
+                        let held = store.hold_chunks_for(&mut pin, &transfer, &from.name, also_in, &ids)?;
                         let missing: Vec<ChunkRef> = lookup.iter().zip(held).filter(|(_, h)| !h).map(|(c, _)| *c).collect();
                         let mut bases = if suggest_bases {
                             choose_bases(&store, &mut pin, dest, session.objects(), &missing)?
@@ -1071,16 +1098,8 @@ pub async fn serve_repair(
             }
         };
         let store = ctx.store.clone();
-        // A scan of the shared buckets' listings at worst: off the async workers.
-        let ids = {
-            let (store, peer) = (store.clone(), peer.to_owned());
-            tokio::task::spawn_blocking(move || -> Result<Vec<ChunkId>, store::StoreError> {
-                let readable = store.chunks_used_in(&store.buckets_shared_with(&peer, SiteAccess::Read)?, &ids)?;
-                Ok(ids.into_iter().filter(|id| readable.contains(id)).collect())
-            })
-            .await
-            .map_err(|source| LocalFailure::Task { task: "repair lookup", source })??
-        };
+        let readable = store.chunks_readable_by(peer, &ids)?;
+        let ids: Vec<ChunkId> = ids.into_iter().zip(readable).filter(|(_, r)| *r).map(|(id, _)| id).collect();
         let mut pin = store.transfer_pin();
         let held: Vec<ChunkId> =
             ids.iter().zip(store.hold_chunks(&mut pin, &ids)?).filter(|(_, h)| *h).map(|(id, _)| *id).collect();

@@ -584,7 +584,17 @@ impl Transfers {
         let links = Links { first: conn.clone(), expected: 1 + extra.len(), joined };
         let ctx = self.context(entry);
         let result = match mode {
-            Mode::Push => driver::send(links, control, ctx, spec.source.clone()).await.map(|_| ()),
+            Mode::Push => {
+                // A copy another site asked for stands on its right to read the source and
+                // on the destination's; a push decided here, on nothing to check again.
+                let readers: Vec<String> = match &spec.kind {
+                    Kind::Push { to, delegated_by: Some(asker) } => {
+                        [asker, to].into_iter().filter(|s| *s != self.site()).cloned().collect()
+                    }
+                    _ => Vec::new(),
+                };
+                driver::send(links, control, ctx, spec.source.clone(), &readers).await.map(|_| ())
+            }
             Mode::Pull => {
                 let from = SendingSite { name: peer.clone(), pushes: false, delegated_by: None };
                 driver::receive(links, control, ctx, entry.id, spec.dest.clone(), &from).await.map(|_| ())
@@ -811,7 +821,7 @@ impl Transfers {
             let from = SendingSite { name: peer.clone(), pushes: true, delegated_by: open.delegated_by.clone() };
             driver::receive(links, control, ctx, open.transfer, open.dest.clone(), &from).await.map(|_| ())
         } else {
-            driver::send(links, control, ctx, open.source.clone()).await.map(|_| ())
+            driver::send(links, control, ctx, open.source.clone(), std::slice::from_ref(&peer)).await.map(|_| ())
         };
         stop_joins();
         if result.as_ref().is_err_and(TransferError::is_refusal) {

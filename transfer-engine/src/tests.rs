@@ -193,6 +193,105 @@ async fn a_repair_gets_only_chunks_of_buckets_the_peer_may_read() {
     assert_eq!(ids, shared.iter().map(|c| c.id).collect::<Vec<_>>());
 }
 
+/// Puts `body` at `bucket/key` on `store`; returns its chunks.
+async fn put(store: &Arc<Store>, bucket: &str, key: &str, body: Vec<u8>) -> Vec<store::ChunkRef> {
+    let stream = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(body))]);
+    store.put_object(bucket, key, Default::default(), stream, &Default::default()).await.unwrap();
+    store.export_object(&mut store.transfer_pin(), bucket, key).unwrap().chunks
+}
+
+/// An offer of one object made of `chunks`, to be pushed at `key`.
+fn offered(key: &str, chunks: Vec<wire::ChunkRef>) -> wire::OfferedObject {
+    wire::OfferedObject {
+        key: key.into(),
+        size: chunks.iter().map(|c| c.len as u64).sum(),
+        etag: String::new(),
+        checksums: Vec::new(),
+        mtime_ms: 0,
+        meta: postcard::to_allocvec(&store::ObjectMeta::default()).unwrap(),
+        part_sizes: Vec::new(),
+        first_chunk: 0,
+        chunks,
+        last: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_naming_chunks_the_peer_may_not_read_must_bring_their_bytes() {
+    // Issue 12, item 1. The rogue knows the id of a chunk of a bucket it may not read, and
+    // pushes an object that names it into a bucket it may read and write. Were the chunk
+    // answered as held, the object would be committed pointing at it and the rogue could
+    // pull the private bytes back; and the answer alone would tell it the chunk is here.
+    let dir = tempfile::tempdir().unwrap();
+    let (_rogue, conn, store) = good_site_and_rogue_peer(dir.path()).await;
+    store.create_bucket("private", "").await.unwrap();
+    let secret: Vec<u8> = (0..200_000).map(|_| rand::random::<u8>()).collect();
+    let private = put(&store, "private", "secret", secret).await;
+    let shared = put(&store, "data", "mine", (0..200_000).map(|_| rand::random::<u8>()).collect()).await;
+    let to_wire = |c: &store::ChunkRef| wire::ChunkRef { id: c.id, len: c.len };
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&wire::encode_control(&Control::Open(open(Mode::Push, "data")))).await.unwrap();
+    assert_eq!(next(&mut recv).await, Control::Accepted);
+    let chunks = vec![to_wire(&private[0]), to_wire(&shared[0])];
+    send.write_all(&wire::encode_control(&Control::Offer { seq: 0, objects: vec![offered("stolen", chunks)] }))
+        .await
+        .unwrap();
+    let Control::Need { wants, .. } = next(&mut recv).await else { panic!("expected Need") };
+    let wanted: Vec<_> = wants.iter().map(|w| w.id).collect();
+    assert_eq!(wanted, vec![private[0].id], "the private chunk is asked for; the one the rogue may read is not");
+    // Without the bytes, nothing is committed.
+    drop((send, recv));
+    conn.close(0u32.into(), b"");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(store.head_object("data", "stolen").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_is_never_coded_against_chunks_of_another_bucket() {
+    // The rogue pulls a bucket it may read and suggests, as the delta base of its first
+    // chunk, a chunk of a bucket it may not read that differs from it by one byte. A delta
+    // against it would be a few bytes: its size would say the chunk is here, and what it
+    // looks like. The chunk comes whole.
+    let dir = tempfile::tempdir().unwrap();
+    let (_rogue, conn, store) = good_site_and_rogue_peer(dir.path()).await;
+    store.create_bucket("private", "").await.unwrap();
+    let mut body: Vec<u8> = (0..200_000).map(|_| rand::random::<u8>()).collect();
+    let private = put(&store, "private", "k", body.clone()).await;
+    body[10] ^= 1;
+    let shared = put(&store, "data", "k", body).await;
+    assert_ne!(private[0].id, shared[0].id);
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&wire::encode_control(&Control::Open(open(Mode::Pull, "data")))).await.unwrap();
+    assert_eq!(next(&mut recv).await, Control::Accepted);
+    let seq = loop {
+        match next(&mut recv).await {
+            Control::Offer { seq, .. } => break seq,
+            Control::OfferDone { .. } => panic!("no offer"),
+            _ => continue,
+        }
+    };
+    let wants = vec![wire::Want { id: shared[0].id, bases: vec![private[0].id] }];
+    send.write_all(&wire::encode_control(&Control::Need { seq, wants })).await.unwrap();
+    // The chunk comes on one of the sender's data streams, whichever it is.
+    let (frames_tx, mut frames) = tokio::sync::mpsc::channel(4);
+    let streams = conn.clone();
+    tokio::spawn(async move {
+        while let Ok(mut stream) = streams.accept_uni().await {
+            let frames_tx = frames_tx.clone();
+            tokio::spawn(async move {
+                if let Ok(Some(body)) = read_frame(&mut stream, wire::MAX_DATA_LEN).await {
+                    let _ = frames_tx.send(body).await;
+                }
+            });
+        }
+    });
+    let body = tokio::time::timeout(WAIT, frames.recv()).await.unwrap().unwrap();
+    match wire::decode_data(body).unwrap() {
+        wire::Data::Chunk(frame) => assert!(frame.len() as u32 >= shared[0].len, "the whole chunk"),
+        wire::Data::Delta { bases, .. } => panic!("coded against {bases:?}"),
+    }
+}
+
 #[test]
 fn the_protocol_bounds_match_the_store_frame() {
     assert_eq!(wire::MAX_CHUNK_LEN, store::frame::MAX_PLAIN_LEN);

@@ -11,6 +11,11 @@ pub const MANIFESTS: &str = "manifests";
 pub const CHUNKS: &str = "chunks";
 /// chunk id → reference count (merge operator adds deltas)
 pub const REFCOUNTS: &str = "refcounts";
+/// [`bucket_chunk_key`](super::keys::bucket_chunk_key) → reference count: how many
+/// objects of the bucket use the chunk (merge operator adds deltas; 0 is absent), so that
+/// what a peer allowed to read some buckets could fetch anyway is a lookup, not a scan.
+/// The empty key marks the index as built (a store made before it is indexed at open).
+pub const BUCKET_CHUNKS: &str = "bucket_chunks";
 /// pack id → [`PackRecord`](super::values::PackRecord)
 pub const PACKS: &str = "packs";
 /// [`upload_key`](super::keys::upload_key) → [`UploadRecord`](super::values::UploadRecord)
@@ -38,7 +43,7 @@ pub const GRANTS: &str = "grants";
 pub const SITE_SHARES: &str = "site_shares";
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     BUCKETS,
     OBJECTS,
     MANIFESTS,
@@ -53,4 +58,5 @@ pub const ALL: [&str; 14] = [
     TRANSFERS,
     TRANSFER_CHUNKS,
     SITE_SHARES,
+    BUCKET_CHUNKS,
 ];

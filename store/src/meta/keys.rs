@@ -117,6 +117,13 @@ pub fn grant_key(bucket: &str, project: &str) -> Vec<u8> {
     k
 }
 
+/// `[len(bucket)][bucket][chunk id]`: the chunks a bucket's objects use, together.
+pub fn bucket_chunk_key(bucket: &str, chunk: &ChunkId) -> Vec<u8> {
+    let mut k = bucket_prefix(bucket);
+    k.extend_from_slice(&chunk.0);
+    k
+}
+
 /// The smallest key greater than every key starting with `prefix`, if any.
 pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();

@@ -15,6 +15,7 @@ use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, IteratorMode, MergeOperands, Options, ReadOptions,
     WriteBatch, WriteOptions,
 };
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use values::{Record, refcount};
@@ -84,8 +85,18 @@ impl MetaDb {
             cf_opts.set_block_based_table_factory(&table);
             cf_opts.set_memtable_prefix_bloom_ratio(0.02);
             cf_opts.set_memtable_whole_key_filtering(true);
-            if name == cf::REFCOUNTS {
+            if name == cf::REFCOUNTS || name == cf::BUCKET_CHUNKS {
                 cf_opts.set_merge_operator_associative("clusster_refcount_add", add_refcounts);
+            }
+            if name == cf::BUCKET_CHUNKS {
+                // A bucket that no longer uses a chunk keeps a count of 0 until compaction
+                // drops it (the chunk's own count is GC's business, not this index's).
+                cf_opts.set_compaction_filter("clusster_drop_unused", |_level: u32, key: &[u8], value: &[u8]| {
+                    match refcount::decode(value) {
+                        Some(0) if !key.is_empty() => rocksdb::compaction_filter::Decision::Remove,
+                        _ => rocksdb::compaction_filter::Decision::Keep,
+                    }
+                });
             }
             ColumnFamilyDescriptor::new(name, cf_opts)
         });
@@ -138,6 +149,22 @@ impl MetaDb {
             .batched_multi_get_cf(handle, keys.iter().map(|k| k.as_ref()), false)
             .into_iter()
             .map(|r| r.map(|v| v.map(|v| v.to_vec())).map_err(db_error))
+            .collect()
+    }
+
+    /// Whether the count at each of `keys` in `cf` (a family of merged counts) is above 0,
+    /// in one batched lookup.
+    pub fn counted_many<K: AsRef<[u8]>>(&self, cf: &str, keys: &[K]) -> Result<Vec<bool>, StoreError> {
+        let handle = self.cf(cf);
+        self.db
+            .batched_multi_get_cf(handle, keys.iter().map(|k| k.as_ref()), false)
+            .into_iter()
+            .map(|r| match r.map_err(db_error)? {
+                Some(raw) => refcount::decode(&raw)
+                    .map(|n| n > 0)
+                    .ok_or(StoreError::CorruptMetadata { kind: "count", reason: format!("undecodable count in {cf}") }),
+                None => Ok(false),
+            })
             .collect()
     }
 
@@ -200,15 +227,22 @@ impl MetaDb {
 
     /// Starts a batch of writes, committed atomically by [`MetaDb::write`].
     pub fn batch(self: &Arc<Self>) -> Batch {
-        Batch { db: self.clone(), inner: WriteBatch::default() }
+        Batch { db: self.clone(), inner: WriteBatch::default(), bucket_refs: HashMap::new() }
     }
 
     /// Commits a batch, synced to the WAL before returning: once this returns, the batch
     /// survives a crash or power loss.
     pub fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        let Batch { mut inner, bucket_refs, .. } = batch;
+        let handle = self.cf(cf::BUCKET_CHUNKS);
+        for (key, delta) in bucket_refs {
+            if delta != 0 {
+                inner.merge_cf(handle, key, refcount::encode(delta));
+            }
+        }
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        self.db.write_opt(batch.inner, &opts).map_err(db_error)
+        self.db.write_opt(inner, &opts).map_err(db_error)
     }
 
     /// Flushes memtables (used before a clean shutdown so restart needs no WAL replay).
@@ -224,12 +258,20 @@ impl MetaDb {
 pub struct Batch {
     db: Arc<MetaDb>,
     inner: WriteBatch,
+    /// Per-bucket chunk counts, summed here so that an object replaced by one that shares
+    /// its chunks writes nothing for them.
+    bucket_refs: HashMap<Vec<u8>, i64>,
 }
 
 impl Batch {
     /// Puts a record.
     pub fn put<R: Record>(&mut self, cf: &str, key: &[u8], value: &R) {
         self.inner.put_cf(self.db.cf(cf), key, value.encode());
+    }
+
+    /// Puts raw bytes (a marker, not a record).
+    pub fn put_raw(&mut self, cf: &str, key: &[u8], value: &[u8]) {
+        self.inner.put_cf(self.db.cf(cf), key, value);
     }
 
     /// Deletes a key.
@@ -248,5 +290,11 @@ impl Batch {
         if delta != 0 {
             self.inner.merge_cf(self.db.cf(cf::REFCOUNTS), keys::chunk_key(id), refcount::encode(delta));
         }
+    }
+
+    /// Adds `delta` to the number of objects of `bucket` that use a chunk
+    /// ([`cf::BUCKET_CHUNKS`]), once per object that uses it.
+    pub fn add_bucket_ref(&mut self, bucket: &str, id: &ChunkId, delta: i64) {
+        *self.bucket_refs.entry(keys::bucket_chunk_key(bucket, id)).or_default() += delta;
     }
 }
