@@ -71,6 +71,10 @@ impl Engine for CpuEngine {
         "cpu"
     }
 
+    fn runs_off_host(&self) -> bool {
+        false
+    }
+
     fn submit(&self, jobs: Vec<Job>) -> Completion {
         let (tx, completion) = Completion::channel(self.name(), jobs.len());
         if jobs.is_empty() {

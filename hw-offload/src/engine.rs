@@ -69,6 +69,13 @@ pub trait Engine: Send + Sync + 'static {
     fn wrong_chunks(&self) -> Vec<crate::ChunkId> {
         Vec::new()
     }
+
+    /// Whether some answers may come from outside the host CPU, and so be marked
+    /// [`JobOutput::from_engine`] for the caller to confirm. Callers keep a job's input
+    /// to confirm against only then. An engine that does not say is taken to.
+    fn runs_off_host(&self) -> bool {
+        true
+    }
 }
 
 /// The recheck [`Engine::distrust`] starts.
@@ -198,6 +205,11 @@ impl Offload {
     /// Chunk ids found wrong on a recheck (see [`Engine::wrong_chunks`]).
     pub fn wrong_chunks(&self) -> Vec<crate::ChunkId> {
         self.engine.wrong_chunks()
+    }
+
+    /// Whether answers may come from outside the host CPU (see [`Engine::runs_off_host`]).
+    pub fn runs_off_host(&self) -> bool {
+        self.engine.runs_off_host()
     }
 
     /// The engines behind this handle, for metrics export.

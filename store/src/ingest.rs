@@ -299,7 +299,11 @@ impl Store {
     fn chunk_job(&self, chunk: Bytes) -> ChunkJob {
         let mut steps = vec![Step::ChunkId];
         steps.extend(self.config.compress_step());
-        ChunkJob { completion: self.offload.submit(vec![Job::new(chunk.clone(), steps)]), plain: chunk }
+        // The input is kept only where an answer may need confirming: a reference keeps
+        // its whole segment in memory until the job is polled, which with many bodies
+        // in flight is tens of MiB.
+        let plain = if self.offload.runs_off_host() { chunk.clone() } else { Bytes::new() };
+        ChunkJob { plain_len: chunk.len() as u32, completion: self.offload.submit(vec![Job::new(chunk, steps)]), plain }
     }
 
     /// Dedups one hashed chunk or appends it to the pack.
@@ -376,6 +380,8 @@ struct HashedChunk {
 
 /// A chunk's hash-and-compress job.
 struct ChunkJob {
+    plain_len: u32,
+    /// The input, when an answer may need confirming against it (else empty).
     plain: Bytes,
     completion: Completion,
 }
@@ -384,19 +390,17 @@ impl std::future::Future for ChunkJob {
     type Output = Result<HashedChunk, StoreError>;
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        let plain = self.plain.clone();
-        std::pin::Pin::new(&mut self.completion).poll(cx).map(|mut results| {
-            let out = results.pop().expect("one result per job")?;
-            Ok(HashedChunk {
+        let mut results = std::task::ready!(std::pin::Pin::new(&mut self.completion).poll(cx));
+        let plain = std::mem::take(&mut self.plain);
+        std::task::Poll::Ready(results.pop().expect("one result per job").map_err(StoreError::from).map(|out| {
+            HashedChunk {
                 id: out.chunk_id.expect("ChunkId step ran"),
-                plain_len: plain.len() as u32,
+                plain_len: self.plain_len,
                 codec: out.codec,
                 payload: out.data,
-                // Kept only to confirm an engine's id: a reference keeps its whole
-                // segment in memory until the chunk is written.
                 plain: if out.from_engine.is_some() { plain } else { Bytes::new() },
                 from_engine: out.from_engine,
-            })
-        })
+            }
+        }))
     }
 }
