@@ -1,6 +1,21 @@
-//! The federated catalog of datasets, versions, replicas and rules.
+//! The federated catalog of datasets, versions, replicas, rules and pins.
 //!
-//! Not built yet: this crate only holds its place in the layering
-//! (`hw-offload` ← `store` ← `catalog` ← `transfer-daemon`). The catalog issue fills it
-//! with the federation log, placement queries and the scheduler API; until then it
-//! exports nothing, so nothing can mistake it for a working catalog.
+//! - [`manifest`]: a version's files and the canonical encoding its id is the hash of;
+//! - [`event`]: what a site appends to its own log, signed, and who may write what;
+//! - [`catalog`]: one site's catalog over a storage, and the sync logic without I/O
+//!   (heads, what to answer a pull with, what to accept from one);
+//! - [`storage`]: the storage trait, its conformance suite, and the in-memory storage.
+//!
+//! Still to come (the catalog issue): the RocksDB storage beside the store's metadata,
+//! publishing with store references, the QUIC sync driver, rules, pins and placement,
+//! and the scheduler API.
+
+pub mod catalog;
+pub mod event;
+pub mod manifest;
+pub mod storage;
+
+pub use catalog::{Accepted, Catalog, CatalogError, Heads};
+pub use event::{Event, EventBody, Refusal, ReplicaState, Rule, RuleTarget, SignedEvent, SiteKeys};
+pub use manifest::{FileEntry, Manifest, VersionId};
+pub use storage::{CatalogStorage, MemoryStorage, Op, Table};

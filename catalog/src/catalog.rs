@@ -1,0 +1,409 @@
+//! One site's catalog: its own log, the logs of the others as far as it holds them, and the
+//! records they make, with the sync logic (no I/O): what to ask a peer for, what to answer,
+//! and what to accept.
+//!
+//! Applying an event is deterministic and each record has one writer (see
+//! [`crate::event`]), so two sites holding the same logs hold the same catalog, whatever
+//! order the logs came in. A site's log is gap-free: an event is accepted only as the next
+//! one of its origin's log held here, so the head of each log (a version vector) says
+//! exactly what a site holds, and a pull asks for what lies past it. Each head also keeps
+//! a hash chain over the log, so that two sites can tell, by comparing [`Catalog::digest`],
+//! that they hold the same events and not only as many.
+
+use crate::event::{Event, EventBody, Refusal, ReplicaState, Rule, SignedEvent, SiteKeys};
+use crate::manifest::VersionId;
+use crate::storage::{CatalogStorage, Op, StorageError, Table};
+use federation::signing::SigningKey;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Separates the parts of a key (names never hold a NUL).
+const SEP: u8 = 0;
+
+/// Most events one pull answer carries.
+pub const MAX_EVENTS_PER_ANSWER: usize = 4096;
+
+/// What a site holds of each log: origin → the last seq held.
+pub type Heads = BTreeMap<String, u64>;
+
+/// The head of one log as held here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// the last seq held
+    pub seq: u64,
+    /// BLAKE3(previous chain ‖ BLAKE3(event bytes)) over the log up to `seq`
+    pub chain: [u8; 32],
+}
+
+/// A namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    /// its home site
+    pub home: String,
+    /// the owning project there
+    pub project: String,
+    /// when it was created (home's clock)
+    pub created_ms: u64,
+}
+
+/// A version of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// number of files
+    pub files: u64,
+    /// bytes of the files
+    pub bytes: u64,
+    /// when it was published (home's clock)
+    pub published_ms: u64,
+}
+
+/// A version's replica at one site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRecord {
+    /// its state
+    pub state: ReplicaState,
+    /// bytes of the version's files held there
+    pub bytes_held: u64,
+    /// distinct chunks of it held there
+    pub chunks_held: u64,
+    /// when that site said so (its clock)
+    pub since_ms: u64,
+}
+
+/// A pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinRecord {
+    /// the version kept
+    pub version: VersionId,
+    /// the job that asked
+    pub job: String,
+    /// when it lapses
+    pub until_ms: u64,
+}
+
+/// A record a site owns under an id of its choosing (a rule, a pin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteRecord<T> {
+    /// the site that wrote it
+    pub site: String,
+    /// its id there
+    pub id: String,
+    /// the record
+    pub record: T,
+}
+
+/// A catalog failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    /// the storage failed
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// a stored record does not decode
+    #[error("catalog record {what}: {reason}")]
+    Corrupt {
+        /// which record
+        what: String,
+        /// why
+        reason: String,
+    },
+    /// this site may not write that (another site's record), or it is malformed
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What [`Catalog::accept`] did with a batch of events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// events applied
+    pub applied: u64,
+    /// events held already, byte for byte (a repeat, harmless)
+    pub duplicates: u64,
+    /// events refused, each stopping the rest of its origin's log in the batch
+    pub refused: Vec<Refusal>,
+}
+
+/// A site's catalog over a storage.
+pub struct Catalog<S> {
+    storage: S,
+    site: String,
+    key: SigningKey,
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(what: impl FnOnce() -> String, raw: &[u8]) -> Result<T, CatalogError> {
+    postcard::from_bytes(raw).map_err(|e| CatalogError::Corrupt { what: what(), reason: e.to_string() })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("records encode")
+}
+
+/// `parts` joined by [`SEP`].
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(SEP);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn event_key(origin: &str, seq: u64) -> Vec<u8> {
+    key(&[origin.as_bytes(), &seq.to_be_bytes()])
+}
+
+impl<S: CatalogStorage> Catalog<S> {
+    /// The catalog of `site`, which signs its events with `key`.
+    pub fn new(storage: S, site: impl Into<String>, key: SigningKey) -> Self {
+        Self { storage, site: site.into(), key }
+    }
+
+    /// This site's name.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    /// The storage underneath.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    // ---------------------------------------------------------------- logs
+
+    fn head(&self, origin: &str) -> Result<Option<Head>, CatalogError> {
+        match self.storage.get(Table::Heads, origin.as_bytes())? {
+            Some(raw) => decode(|| format!("head of {origin}"), &raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// What this site holds of each log.
+    pub fn heads(&self) -> Result<Heads, CatalogError> {
+        let mut heads = Heads::new();
+        for (k, v) in self.storage.scan(Table::Heads, b"", None, usize::MAX)? {
+            let origin = String::from_utf8_lossy(&k).into_owned();
+            let head: Head = decode(|| format!("head of {origin}"), &v)?;
+            heads.insert(origin, head.seq);
+        }
+        Ok(heads)
+    }
+
+    /// A digest of every log held: equal at two sites exactly when they hold the same events.
+    pub fn digest(&self) -> Result<[u8; 32], CatalogError> {
+        let mut hasher = blake3::Hasher::new();
+        for (k, v) in self.storage.scan(Table::Heads, b"", None, usize::MAX)? {
+            hasher.update(&(k.len() as u32).to_be_bytes());
+            hasher.update(&k);
+            hasher.update(&v);
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+
+    /// Appends an event to this site's own log, signed, and applies it.
+    pub fn append(&self, body: EventBody, now_ms: u64) -> Result<SignedEvent, CatalogError> {
+        let seq = self.head(&self.site)?.map_or(0, |h| h.seq) + 1;
+        let event = Event { origin: self.site.clone(), seq, at_ms: now_ms, body };
+        event.check_authority().map_err(CatalogError::Refused)?;
+        let signed = SignedEvent::sign(&event, &self.key);
+        self.apply(&signed, &event)?;
+        Ok(signed)
+    }
+
+    /// The events past `heads` (what a peer holds), each log in order, at most `limit`.
+    pub fn events_after(&self, heads: &Heads, limit: usize) -> Result<Vec<SignedEvent>, CatalogError> {
+        let limit = limit.min(MAX_EVENTS_PER_ANSWER);
+        let mut out = Vec::new();
+        for (origin, held_here) in self.heads()? {
+            let held_there = heads.get(&origin).copied().unwrap_or(0);
+            if held_there >= held_here {
+                continue;
+            }
+            let prefix = key(&[origin.as_bytes(), b""]);
+            let after = event_key(&origin, held_there);
+            for (_, raw) in self.storage.scan(Table::Events, &prefix, Some(&after), limit - out.len())? {
+                out.push(decode(|| format!("event of {origin}"), &raw)?);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Accepts events from a peer (its own or relayed). Each is verified against its
+    /// origin's key and must be the next of its log held here; the first one refused
+    /// stops the rest of its origin's log in this batch, and the others go on.
+    pub fn accept(&self, events: &[SignedEvent], keys: &impl SiteKeys) -> Result<Accepted, CatalogError> {
+        let mut report = Accepted::default();
+        let mut stopped: Vec<String> = Vec::new();
+        for signed in events {
+            let event = match signed.verify(keys) {
+                Ok(event) => event,
+                Err(refusal) => {
+                    if let Some(origin) = refusal_origin(&refusal) {
+                        stopped.push(origin);
+                    }
+                    report.refused.push(refusal);
+                    continue;
+                }
+            };
+            if stopped.contains(&event.origin) {
+                continue;
+            }
+            let held = self.head(&event.origin)?.map_or(0, |h| h.seq);
+            if event.seq <= held {
+                match self.storage.get(Table::Events, &event_key(&event.origin, event.seq))? {
+                    Some(raw) if decode::<SignedEvent>(|| "event".into(), &raw)?.bytes == signed.bytes => {
+                        report.duplicates += 1;
+                    }
+                    _ => {
+                        stopped.push(event.origin.clone());
+                        report.refused.push(Refusal::Conflicting { origin: event.origin, seq: event.seq });
+                    }
+                }
+                continue;
+            }
+            if event.seq > held + 1 {
+                stopped.push(event.origin.clone());
+                report.refused.push(Refusal::Gap { origin: event.origin, seq: event.seq, held });
+                continue;
+            }
+            self.apply(signed, &event)?;
+            report.applied += 1;
+        }
+        Ok(report)
+    }
+
+    /// Records `event` (verified, the next of its log) and what it changes, in one write.
+    fn apply(&self, signed: &SignedEvent, event: &Event) -> Result<(), CatalogError> {
+        let previous = self.head(&event.origin)?.map_or([0; 32], |h| h.chain);
+        let mut chain = blake3::Hasher::new();
+        chain.update(&previous);
+        chain.update(blake3::hash(&signed.bytes).as_bytes());
+        let head = Head { seq: event.seq, chain: *chain.finalize().as_bytes() };
+        let mut ops = vec![
+            Op::Put(Table::Events, event_key(&event.origin, event.seq), encode(signed)),
+            Op::Put(Table::Heads, event.origin.as_bytes().to_vec(), encode(&head)),
+        ];
+        let origin = event.origin.as_bytes();
+        match &event.body {
+            EventBody::NamespaceCreated { ns, project } => {
+                let record =
+                    NamespaceRecord { home: event.origin.clone(), project: project.clone(), created_ms: event.at_ms };
+                ops.push(Op::Put(Table::Namespaces, ns.as_bytes().to_vec(), encode(&record)));
+            }
+            EventBody::VersionPublished { ns, name, version, files, bytes } => {
+                let record = VersionRecord { files: *files, bytes: *bytes, published_ms: event.at_ms };
+                ops.push(Op::Put(Table::Versions, key(&[ns.as_bytes(), name.as_bytes(), &version.0]), encode(&record)));
+            }
+            EventBody::TagMoved { ns, name, tag, version } => {
+                let k = key(&[ns.as_bytes(), name.as_bytes(), tag.as_bytes()]);
+                ops.push(match version {
+                    Some(v) => Op::Put(Table::Tags, k, v.0.to_vec()),
+                    None => Op::Delete(Table::Tags, k),
+                });
+            }
+            EventBody::ReplicaChanged { version, state, bytes_held, chunks_held } => {
+                let record = ReplicaRecord {
+                    state: *state,
+                    bytes_held: *bytes_held,
+                    chunks_held: *chunks_held,
+                    since_ms: event.at_ms,
+                };
+                ops.push(Op::Put(Table::Replicas, [&version.0[..], origin].concat(), encode(&record)));
+            }
+            EventBody::RuleSet { id, rule } => {
+                ops.push(Op::Put(Table::Rules, key(&[origin, id.as_bytes()]), encode(rule)));
+            }
+            EventBody::RuleRemoved { id } => ops.push(Op::Delete(Table::Rules, key(&[origin, id.as_bytes()]))),
+            EventBody::PinSet { id, version, job, until_ms } => {
+                let record = PinRecord { version: *version, job: job.clone(), until_ms: *until_ms };
+                ops.push(Op::Put(Table::Pins, key(&[origin, id.as_bytes()]), encode(&record)));
+            }
+            EventBody::PinRemoved { id } => ops.push(Op::Delete(Table::Pins, key(&[origin, id.as_bytes()]))),
+        }
+        self.storage.write(ops)?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    /// A namespace.
+    pub fn namespace(&self, ns: &str) -> Result<Option<NamespaceRecord>, CatalogError> {
+        match self.storage.get(Table::Namespaces, ns.as_bytes())? {
+            Some(raw) => decode(|| format!("namespace {ns}"), &raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The versions of `ns/name`, by id.
+    pub fn versions(&self, ns: &str, name: &str) -> Result<Vec<(VersionId, VersionRecord)>, CatalogError> {
+        let prefix = key(&[ns.as_bytes(), name.as_bytes(), b""]);
+        self.storage
+            .scan(Table::Versions, &prefix, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| {
+                let id = VersionId(k[prefix.len()..].try_into().map_err(|_| CatalogError::Corrupt {
+                    what: format!("version key of {ns}/{name}"),
+                    reason: "not 32 bytes of id".into(),
+                })?);
+                Ok((id, decode(|| format!("version {id}"), &v)?))
+            })
+            .collect()
+    }
+
+    /// The version a tag of `ns/name` names.
+    pub fn tag(&self, ns: &str, name: &str, tag: &str) -> Result<Option<VersionId>, CatalogError> {
+        let raw = self.storage.get(Table::Tags, &key(&[ns.as_bytes(), name.as_bytes(), tag.as_bytes()]))?;
+        Ok(raw.and_then(|raw| raw.try_into().ok()).map(VersionId))
+    }
+
+    /// The replicas of a version, by site.
+    pub fn replicas(&self, version: &VersionId) -> Result<Vec<(String, ReplicaRecord)>, CatalogError> {
+        self.storage
+            .scan(Table::Replicas, &version.0, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| {
+                let site = String::from_utf8_lossy(&k[32..]).into_owned();
+                let record = decode(|| format!("replica of {version} at {site}"), &v)?;
+                Ok((site, record))
+            })
+            .collect()
+    }
+
+    /// Every rule, by the site that owns it and its id.
+    pub fn rules(&self) -> Result<Vec<SiteRecord<Rule>>, CatalogError> {
+        self.records(Table::Rules)
+    }
+
+    /// Every pin, by the site it holds at and its id.
+    pub fn pins(&self) -> Result<Vec<SiteRecord<PinRecord>>, CatalogError> {
+        self.records(Table::Pins)
+    }
+
+    fn records<T: for<'de> Deserialize<'de>>(&self, table: Table) -> Result<Vec<SiteRecord<T>>, CatalogError> {
+        self.storage
+            .scan(table, b"", None, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| {
+                let split = k.iter().position(|b| *b == SEP).unwrap_or(k.len());
+                let site = String::from_utf8_lossy(&k[..split]).into_owned();
+                let id = String::from_utf8_lossy(k.get(split + 1..).unwrap_or_default()).into_owned();
+                let record = decode(|| format!("{} {site}/{id}", table.name()), &v)?;
+                Ok(SiteRecord { site, id, record })
+            })
+            .collect()
+    }
+}
+
+/// The log a refusal stops, if it names one.
+fn refusal_origin(refusal: &Refusal) -> Option<String> {
+    match refusal {
+        Refusal::BadSignature { origin, .. }
+        | Refusal::Unauthorized { origin, .. }
+        | Refusal::Gap { origin, .. }
+        | Refusal::Conflicting { origin, .. } => Some(origin.clone()),
+        Refusal::UnknownOrigin(_) | Refusal::Malformed(_) => None,
+    }
+}
