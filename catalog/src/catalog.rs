@@ -109,6 +109,12 @@ pub enum CatalogError {
     /// this site may not write that (another site's record), or it is malformed
     #[error("{0}")]
     Refused(String),
+    /// what was asked for is not in the catalog
+    #[error("{0}")]
+    NotFound(String),
+    /// the data the catalog describes could not be read or written
+    #[error("store: {0}")]
+    Data(String),
 }
 
 /// What [`Catalog::accept`] did with a batch of events.
@@ -127,6 +133,10 @@ pub struct Catalog<S> {
     storage: S,
     site: String,
     key: SigningKey,
+    /// Held by whatever writes logs (a local append, accepting a peer's events) from
+    /// reading a head to committing past it: this site's own log stays gap-free even when
+    /// a commit fails, and nothing is applied twice.
+    writer: tokio::sync::Mutex<()>,
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(what: impl FnOnce() -> String, raw: &[u8]) -> Result<T, CatalogError> {
@@ -156,7 +166,7 @@ fn event_key(origin: &str, seq: u64) -> Vec<u8> {
 impl<S: CatalogStorage> Catalog<S> {
     /// The catalog of `site`, which signs its events with `key`.
     pub fn new(storage: S, site: impl Into<String>, key: SigningKey) -> Self {
-        Self { storage, site: site.into(), key }
+        Self { storage, site: site.into(), key, writer: tokio::sync::Mutex::new(()) }
     }
 
     /// This site's name.
@@ -201,13 +211,38 @@ impl<S: CatalogStorage> Catalog<S> {
     }
 
     /// Appends an event to this site's own log, signed, and applies it.
-    pub fn append(&self, body: EventBody, now_ms: u64) -> Result<SignedEvent, CatalogError> {
-        let seq = self.head(&self.site)?.map_or(0, |h| h.seq) + 1;
-        let event = Event { origin: self.site.clone(), seq, at_ms: now_ms, body };
-        event.check_authority().map_err(CatalogError::Refused)?;
-        let signed = SignedEvent::sign(&event, &self.key);
-        self.apply(&signed, &event)?;
-        Ok(signed)
+    pub async fn append(&self, body: EventBody, now_ms: u64) -> Result<SignedEvent, CatalogError> {
+        let mut signed = self
+            .append_with(vec![body], now_ms, async |ops| self.storage.write(ops).map_err(CatalogError::from))
+            .await?;
+        Ok(signed.pop().expect("one event"))
+    }
+
+    /// Appends events to this site's own log, signed, and hands what applying them writes
+    /// to `commit`, which writes it with whatever else must land in the same write (a
+    /// version's hold on its chunks). Nothing is appended if `commit` fails.
+    pub async fn append_with(
+        &self,
+        bodies: Vec<EventBody>,
+        now_ms: u64,
+        commit: impl AsyncFnOnce(Vec<Op>) -> Result<(), CatalogError>,
+    ) -> Result<Vec<SignedEvent>, CatalogError> {
+        let _writer = self.writer.lock().await;
+        let mut head = self.head(&self.site)?;
+        let mut ops = Vec::new();
+        let mut signed_events = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let seq = head.map_or(0, |h| h.seq) + 1;
+            let event = Event { origin: self.site.clone(), seq, at_ms: now_ms, body };
+            event.check_authority().map_err(CatalogError::Refused)?;
+            let signed = SignedEvent::sign(&event, &self.key);
+            let (next, event_ops) = self.ops(head, &signed, &event);
+            head = Some(next);
+            ops.extend(event_ops);
+            signed_events.push(signed);
+        }
+        commit(ops).await?;
+        Ok(signed_events)
     }
 
     /// The events past `heads` (what a peer holds), each log in order, at most `limit`.
@@ -234,7 +269,8 @@ impl<S: CatalogStorage> Catalog<S> {
     /// Accepts events from a peer (its own or relayed). Each is verified against its
     /// origin's key and must be the next of its log held here; the first one refused
     /// stops the rest of its origin's log in this batch, and the others go on.
-    pub fn accept(&self, events: &[SignedEvent], keys: &impl SiteKeys) -> Result<Accepted, CatalogError> {
+    pub async fn accept(&self, events: &[SignedEvent], keys: &impl SiteKeys) -> Result<Accepted, CatalogError> {
+        let _writer = self.writer.lock().await;
         let mut report = Accepted::default();
         let mut stopped: Vec<String> = Vec::new();
         for signed in events {
@@ -251,7 +287,8 @@ impl<S: CatalogStorage> Catalog<S> {
             if stopped.contains(&event.origin) {
                 continue;
             }
-            let held = self.head(&event.origin)?.map_or(0, |h| h.seq);
+            let head = self.head(&event.origin)?;
+            let held = head.map_or(0, |h| h.seq);
             if event.seq <= held {
                 match self.storage.get(Table::Events, &event_key(&event.origin, event.seq))? {
                     Some(raw) if decode::<SignedEvent>(|| "event".into(), &raw)?.bytes == signed.bytes => {
@@ -269,15 +306,17 @@ impl<S: CatalogStorage> Catalog<S> {
                 report.refused.push(Refusal::Gap { origin: event.origin, seq: event.seq, held });
                 continue;
             }
-            self.apply(signed, &event)?;
+            let (_, ops) = self.ops(head, signed, &event);
+            self.storage.write(ops)?;
             report.applied += 1;
         }
         Ok(report)
     }
 
-    /// Records `event` (verified, the next of its log) and what it changes, in one write.
-    fn apply(&self, signed: &SignedEvent, event: &Event) -> Result<(), CatalogError> {
-        let previous = self.head(&event.origin)?.map_or([0; 32], |h| h.chain);
+    /// What recording `event` (verified, the next of its log after `head`) writes: the
+    /// event, the new head, and the records it changes. Returns the new head too.
+    fn ops(&self, head: Option<Head>, signed: &SignedEvent, event: &Event) -> (Head, Vec<Op>) {
+        let previous = head.map_or([0; 32], |h| h.chain);
         let mut chain = blake3::Hasher::new();
         chain.update(&previous);
         chain.update(blake3::hash(&signed.bytes).as_bytes());
@@ -323,8 +362,7 @@ impl<S: CatalogStorage> Catalog<S> {
             }
             EventBody::PinRemoved { id } => ops.push(Op::Delete(Table::Pins, key(&[origin, id.as_bytes()]))),
         }
-        self.storage.write(ops)?;
-        Ok(())
+        (head, ops)
     }
 
     // ---------------------------------------------------------------- queries

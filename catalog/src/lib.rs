@@ -4,15 +4,19 @@
 //! - [`event`]: what a site appends to its own log, signed, and who may write what;
 //! - [`catalog`]: one site's catalog over a storage, and the sync logic without I/O
 //!   (heads, what to answer a pull with, what to accept from one);
-//! - [`storage`]: the storage trait, its conformance suite, and the in-memory storage.
+//! - [`storage`]: the storage trait, its conformance suite, and the in-memory storage;
+//! - [`in_store`]: the storage in the store's RocksDB database, and why there;
+//! - [`publish`]: a bucket prefix published as a version that holds its chunks, and
+//!   checked out again as objects.
 //!
-//! Still to come (the catalog issue): the RocksDB storage beside the store's metadata,
-//! publishing with store references, the QUIC sync driver, rules, pins and placement,
-//! and the scheduler API.
+//! Still to come (the catalog issue): the QUIC sync driver and the daemon's wiring, moving
+//! versions between sites, rules, pins and placement, and the scheduler API.
 
 pub mod catalog;
 pub mod event;
+pub mod in_store;
 pub mod manifest;
+pub mod publish;
 pub mod storage;
 
 pub use catalog::{Accepted, Catalog, CatalogError, Heads};

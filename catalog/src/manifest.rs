@@ -14,7 +14,7 @@
 //!   mtime_ms   u64
 //!   etag       u16 length + bytes
 //!   checksums  u8 count, then each, in strictly increasing order of algorithm name:
-//!                u8 length + algorithm name (as S3 names it: "CRC32C", "SHA256"…)
+//!                u8 length + algorithm name (lower case, as in S3 headers: "crc32c", "sha256"…)
 //!                u8 length + digest bytes
 //!   chunks     u32 count, then each: 32-byte chunk id, u32 plain length (> 0)
 //! ```
@@ -76,7 +76,7 @@ pub struct FileEntry {
     pub size: u64,
     /// modification time, ms since the epoch
     pub mtime_ms: u64,
-    /// the S3 ETag, quotes included
+    /// the S3 ETag, without quotes
     pub etag: String,
     /// S3 checksums: (algorithm, digest), sorted by algorithm
     pub checksums: Vec<(String, Vec<u8>)>,

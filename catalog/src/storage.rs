@@ -43,19 +43,9 @@ impl Table {
         Table::Manifests,
     ];
 
-    /// A stable name (column family or SQL value).
+    /// A stable name (column family or SQL value): the store's names for these tables.
     pub fn name(self) -> &'static str {
-        match self {
-            Table::Events => "catalog_events",
-            Table::Heads => "catalog_heads",
-            Table::Namespaces => "catalog_namespaces",
-            Table::Versions => "catalog_versions",
-            Table::Tags => "catalog_tags",
-            Table::Replicas => "catalog_replicas",
-            Table::Rules => "catalog_rules",
-            Table::Pins => "catalog_pins",
-            Table::Manifests => "catalog_manifests",
-        }
+        store::versions::CATALOG_TABLES[self as usize]
     }
 }
 

@@ -7,6 +7,7 @@
 use catalog::catalog::{Heads, PinRecord};
 use catalog::{Catalog, EventBody, MemoryStorage, Refusal, ReplicaState, Rule, RuleTarget, SignedEvent, VersionId};
 use federation::signing::{PublicKey, SigningKey};
+use futures::executor::block_on;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, VecDeque};
@@ -159,7 +160,7 @@ impl World {
             }
             _ => return,
         };
-        self.sites[i].catalog.append(body, self.now_ms).unwrap();
+        block_on(self.sites[i].catalog.append(body, self.now_ms)).unwrap();
     }
 
     /// Events an attacker makes: signed with its own key for a real site, real events
@@ -219,7 +220,7 @@ impl World {
                 if self.cut(from, to) {
                     return;
                 }
-                let accepted = self.sites[to].catalog.accept(&events, &self.keys).unwrap();
+                let accepted = block_on(self.sites[to].catalog.accept(&events, &self.keys)).unwrap();
                 self.refusals.extend(accepted.refused);
             }
         }

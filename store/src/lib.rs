@@ -42,6 +42,7 @@ pub mod objects;
 mod read;
 pub mod scrub;
 pub mod transfer;
+pub mod versions;
 
 pub use access::SiteAccess;
 pub use chunks::ChunkBackend;

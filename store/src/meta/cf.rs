@@ -42,8 +42,26 @@ pub const GRANTS: &str = "grants";
 /// the sites of the federation a bucket is shared with
 pub const SITE_SHARES: &str = "site_shares";
 
+/// version id (32 bytes) → [`ManifestRecord`](super::values::ManifestRecord): the chunks a
+/// published dataset version holds, one reference per occurrence, as an object does
+pub const VERSION_HOLDS: &str = "version_holds";
+
+/// The catalog's tables (`catalog::storage::Table`), kept here so that a version's hold on
+/// its chunks and the catalog records that describe it commit in one write.
+pub const CATALOG: [&str; 9] = [
+    "catalog_events",
+    "catalog_heads",
+    "catalog_namespaces",
+    "catalog_versions",
+    "catalog_tags",
+    "catalog_replicas",
+    "catalog_rules",
+    "catalog_pins",
+    "catalog_manifests",
+];
+
 /// Every column family, in creation order.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 25] = [
     BUCKETS,
     OBJECTS,
     MANIFESTS,
@@ -59,4 +77,14 @@ pub const ALL: [&str; 15] = [
     TRANSFER_CHUNKS,
     SITE_SHARES,
     BUCKET_CHUNKS,
+    VERSION_HOLDS,
+    CATALOG[0],
+    CATALOG[1],
+    CATALOG[2],
+    CATALOG[3],
+    CATALOG[4],
+    CATALOG[5],
+    CATALOG[6],
+    CATALOG[7],
+    CATALOG[8],
 ];

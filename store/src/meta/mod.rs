@@ -116,6 +116,11 @@ impl MetaDb {
         }
     }
 
+    /// The raw value at `key` in `cf`.
+    pub fn get_raw(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(cf), key).map_err(db_error)?.map(|v| v.to_vec()))
+    }
+
     /// Whether `key` is present in `cf`.
     pub fn contains(&self, cf: &str, key: &[u8]) -> Result<bool, StoreError> {
         Ok(self.db.get_pinned_cf(self.cf(cf), key).map_err(db_error)?.is_some())

@@ -1,0 +1,193 @@
+//! Publishing a bucket prefix as a dataset version, and making a version's files visible
+//! as S3 objects again.
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::event::{EventBody, ReplicaState, check_name, check_namespace, home_of};
+use crate::in_store::{InStore, writes};
+use crate::manifest::{FileEntry, Manifest, VersionId};
+use crate::storage::{Op, Table};
+use hw_offload::ChecksumAlgo;
+use std::collections::HashSet;
+use store::versions::SnapshotFile;
+use store::{ChunkRef, ObjectHead, ObjectMeta};
+
+/// What [`publish`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Published {
+    /// the version id
+    pub version: VersionId,
+    /// files in it
+    pub files: u64,
+    /// bytes of its files
+    pub bytes: u64,
+    /// distinct chunks
+    pub chunks: u64,
+    /// false when the same content was published as this dataset before (the tag, if
+    /// any, still moves to it)
+    pub new: bool,
+}
+
+fn store_error(e: store::StoreError) -> CatalogError {
+    match e {
+        e @ (store::StoreError::NoSuchBucket(_) | store::StoreError::InvalidName(_)) => {
+            CatalogError::Refused(e.to_string())
+        }
+        e => CatalogError::Data(e.to_string()),
+    }
+}
+
+/// Publishes the objects of `bucket` under `prefix` as a version of `ns/name` (creating
+/// the namespace, owned by the bucket's owner, on its first publication) and moves `tag`
+/// to it. The version holds its chunks from then on: later writes to the prefix change
+/// nothing in it.
+pub async fn publish(
+    catalog: &Catalog<InStore>,
+    bucket: &str,
+    prefix: &str,
+    ns: &str,
+    name: &str,
+    tag: Option<&str>,
+    now_ms: u64,
+) -> Result<Published, CatalogError> {
+    check_namespace(ns).map_err(CatalogError::Refused)?;
+    check_name("dataset", name).map_err(CatalogError::Refused)?;
+    if let Some(tag) = tag {
+        check_name("tag", tag).map_err(CatalogError::Refused)?;
+    }
+    if home_of(ns) != Some(catalog.site()) {
+        return Err(CatalogError::Refused(format!(
+            "namespace {ns} is at home at site {}: publish there (a namespace of this site is named {}.something)",
+            home_of(ns).unwrap_or("?"),
+            catalog.site()
+        )));
+    }
+    let store = &catalog.storage().0;
+    let owner = store.bucket(bucket).map_err(store_error)?.owner;
+    let existing = catalog.namespace(ns)?;
+    if let Some(record) = &existing
+        && record.project != owner
+    {
+        return Err(CatalogError::Refused(format!(
+            "namespace {ns} belongs to project {:?}, bucket {bucket} to project {owner:?}",
+            record.project
+        )));
+    }
+    let snapshot = store.snapshot(bucket, prefix).await.map_err(store_error)?;
+    if snapshot.files.is_empty() {
+        return Err(CatalogError::Refused(format!("no object under {bucket}/{prefix}: nothing to publish")));
+    }
+    let manifest = Manifest::new(snapshot.files.iter().map(file_entry).collect())
+        .map_err(|e| CatalogError::Refused(e.to_string()))?;
+    let encoded = manifest.encode();
+    let version = manifest.id();
+    let distinct: HashSet<_> = manifest.files.iter().flat_map(|f| f.chunks.iter().map(|c| c.0)).collect();
+    let published = Published {
+        version,
+        files: manifest.files.len() as u64,
+        bytes: manifest.bytes(),
+        chunks: distinct.len() as u64,
+        new: !catalog.versions(ns, name)?.iter().any(|(v, _)| *v == version),
+    };
+    let mut bodies = Vec::new();
+    if existing.is_none() {
+        bodies.push(EventBody::NamespaceCreated { ns: ns.into(), project: owner });
+    }
+    if published.new {
+        bodies.push(EventBody::VersionPublished {
+            ns: ns.into(),
+            name: name.into(),
+            version,
+            files: published.files,
+            bytes: published.bytes,
+        });
+    }
+    if let Some(tag) = tag {
+        bodies.push(EventBody::TagMoved { ns: ns.into(), name: name.into(), tag: tag.into(), version: Some(version) });
+    }
+    let complete_here = catalog.replicas(&version)?.iter().any(|(site, r)| {
+        site == catalog.site() && r.state == ReplicaState::Complete && r.bytes_held == published.bytes
+    });
+    if !complete_here {
+        bodies.push(EventBody::ReplicaChanged {
+            version,
+            state: ReplicaState::Complete,
+            bytes_held: published.bytes,
+            chunks_held: published.chunks,
+        });
+    }
+    catalog
+        .append_with(bodies, now_ms, async |mut ops| {
+            ops.push(Op::Put(Table::Manifests, version.0.to_vec(), encoded));
+            store.hold_version(&version.0, snapshot, writes(ops)).await.map_err(store_error)?;
+            Ok(())
+        })
+        .await?;
+    Ok(published)
+}
+
+fn file_entry(file: &SnapshotFile) -> FileEntry {
+    FileEntry {
+        path: file.path.clone(),
+        size: file.head.size,
+        mtime_ms: file.head.mtime_ms.max(0) as u64,
+        etag: file.head.etag.clone(),
+        checksums: file.head.checksums.iter().map(|(algo, sum)| (algo.name().to_owned(), sum.clone())).collect(),
+        chunks: file.chunks.iter().map(|c| (c.id, c.len)).collect(),
+    }
+}
+
+/// The version `reference` names in `ns/name`: a tag, or a version id in hex.
+pub fn resolve(catalog: &Catalog<InStore>, ns: &str, name: &str, reference: &str) -> Result<VersionId, CatalogError> {
+    if let Some(version) = catalog.tag(ns, name, reference)? {
+        return Ok(version);
+    }
+    match VersionId::from_hex(reference) {
+        Some(v) if catalog.versions(ns, name)?.iter().any(|(id, _)| *id == v) => Ok(v),
+        _ => Err(CatalogError::NotFound(format!("{ns}/{name}@{reference}: no such tag or version"))),
+    }
+}
+
+/// The manifest of `version`, if this site has it (verified by its id).
+pub fn manifest(catalog: &Catalog<InStore>, version: &VersionId) -> Result<Option<Manifest>, CatalogError> {
+    match catalog.storage().0.catalog_get(Table::Manifests.name(), &version.0).map_err(store_error)? {
+        Some(bytes) => Manifest::decode_verified(&bytes, version)
+            .map(Some)
+            .map_err(|e| CatalogError::Corrupt { what: format!("manifest of {version}"), reason: e.to_string() }),
+        None => Ok(None),
+    }
+}
+
+/// Makes the files of `version` objects of `bucket` under `prefix` again, sharing the
+/// chunks the version holds here (no data is copied). Returns how many.
+pub async fn checkout(
+    catalog: &Catalog<InStore>,
+    version: &VersionId,
+    bucket: &str,
+    prefix: &str,
+) -> Result<u64, CatalogError> {
+    let manifest = manifest(catalog, version)?
+        .ok_or_else(|| CatalogError::NotFound(format!("version {version} has no replica here: copy it here first")))?;
+    let files = manifest
+        .files
+        .into_iter()
+        .map(|f| SnapshotFile {
+            path: f.path,
+            head: ObjectHead {
+                size: f.size,
+                etag: f.etag,
+                checksums: f
+                    .checksums
+                    .iter()
+                    .filter_map(|(name, sum)| {
+                        ChecksumAlgo::ALL.into_iter().find(|a| a.name() == name).map(|a| (a, sum.clone()))
+                    })
+                    .collect(),
+                mtime_ms: f.mtime_ms as i64,
+                meta: ObjectMeta::default(),
+                part_sizes: Vec::new(),
+            },
+            chunks: f.chunks.into_iter().map(|(id, len)| ChunkRef { id, len }).collect(),
+        })
+        .collect();
+    catalog.storage().0.checkout(&version.0, bucket, prefix, files).await.map_err(store_error)
+}
