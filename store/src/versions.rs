@@ -18,7 +18,7 @@ use crate::transfer::TransferPin;
 use hw_offload::ChunkId;
 use std::collections::HashMap;
 
-/// A write to one of the catalog's tables ([`cf::CATALOG`]).
+/// A write to one of the catalog's tables ([`CATALOG_TABLES`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogWrite {
     /// sets a key

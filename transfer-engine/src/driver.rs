@@ -441,7 +441,7 @@ const SHARES_RECHECK: Duration = Duration::from_secs(1);
 /// Runs the sending side over `links` once the transfer is open. `readers` are the sites
 /// whose right to read the source bucket the transfer stands on (the peer that pulls, or
 /// both sites of a copy one of them asked for; none for a push this site decided): it is
-/// checked again every [`SHARES_RECHECK`], so that unsharing the bucket stops a running
+/// checked again every second, so that unsharing the bucket stops a running
 /// transfer.
 pub async fn send(
     links: Links,
