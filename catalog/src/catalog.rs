@@ -397,6 +397,23 @@ impl<S: CatalogStorage> Catalog<S> {
         Ok(raw.and_then(|raw| raw.try_into().ok()).map(VersionId))
     }
 
+    /// Every tag of `ns/name`, by name.
+    pub fn tags(&self, ns: &str, name: &str) -> Result<Vec<(String, VersionId)>, CatalogError> {
+        let prefix = key(&[ns.as_bytes(), name.as_bytes(), b""]);
+        self.storage
+            .scan(Table::Tags, &prefix, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| {
+                let tag = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                let id = v.try_into().map_err(|_| CatalogError::Corrupt {
+                    what: format!("tag {ns}/{name}@{tag}"),
+                    reason: "not 32 bytes of version id".into(),
+                })?;
+                Ok((tag, VersionId(id)))
+            })
+            .collect()
+    }
+
     /// The replicas of a version, by site.
     pub fn replicas(&self, version: &VersionId) -> Result<Vec<(String, ReplicaRecord)>, CatalogError> {
         self.storage

@@ -6,6 +6,7 @@
 //!   (heads, what to answer a pull with, what to accept from one);
 //! - [`storage`]: the storage trait, its conformance suite, and the in-memory storage;
 //! - [`in_store`]: the storage in the store's RocksDB database, and why there;
+//! - [`http`]: the routes the daemon mounts;
 //! - [`publish`]: a bucket prefix published as a version that holds its chunks, and
 //!   checked out again as objects.
 //!
@@ -14,6 +15,7 @@
 
 pub mod catalog;
 pub mod event;
+pub mod http;
 pub mod in_store;
 pub mod manifest;
 pub mod publish;

@@ -33,9 +33,31 @@ const FORMAT: u8 = 1;
 /// Most files in one version: a bound on what a peer's manifest may make this site decode.
 pub const MAX_FILES: usize = 10_000_000;
 
-/// A version's id: the BLAKE3 of its manifest's canonical encoding.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A version's id: the BLAKE3 of its manifest's canonical encoding. Hex in JSON, 32 bytes
+/// in the binary encodings.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VersionId(pub [u8; 32]);
+
+impl Serialize for VersionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            Self::from_hex(&text).ok_or_else(|| serde::de::Error::custom("a version id is 64 hex digits"))
+        } else {
+            <[u8; 32]>::deserialize(deserializer).map(Self)
+        }
+    }
+}
 
 impl VersionId {
     /// The id of an encoded manifest.
@@ -308,6 +330,14 @@ mod tests {
         let decoded = Manifest::decode_verified(&a.encode(), &a.id()).unwrap();
         assert_eq!(decoded, a);
         assert_eq!(a.bytes(), 35);
+    }
+
+    #[test]
+    fn a_version_id_is_hex_in_json_and_bytes_in_postcard() {
+        let id = VersionId([0xab; 32]);
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<VersionId>(&serde_json::to_string(&id).unwrap()).unwrap(), id);
+        assert_eq!(postcard::to_allocvec(&id).unwrap(), vec![0xab; 32]);
     }
 
     #[test]

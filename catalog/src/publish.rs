@@ -12,7 +12,7 @@ use store::versions::SnapshotFile;
 use store::{ChunkRef, ObjectHead, ObjectMeta};
 
 /// What [`publish`] did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Published {
     /// the version id
     pub version: VersionId,

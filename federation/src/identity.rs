@@ -344,7 +344,7 @@ fn create_private_dir(dir: &Path) -> Result<(), FederationError> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(FederationError::io(dir))
 }
 
-fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<(), FederationError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<(), FederationError> {
     if !force {
         let mut file =
             std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {

@@ -91,6 +91,20 @@ impl SigningKey {
             .map_err(|e| FederationError::Invalid(format!("{}: {e}", path.display())))
     }
 
+    /// Loads the key at `path`, or makes one there (owner-only) if there is none: a site
+    /// that is not federated still signs its catalog, so that its log verifies once it is.
+    pub fn load_or_create(path: &Path) -> Result<Self, FederationError> {
+        if !path.exists() {
+            let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+            match crate::identity::write_private(path, pair.serialize_pem().as_bytes(), false) {
+                // Another process made it first: use that one.
+                Ok(()) | Err(FederationError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Self::load(path)
+    }
+
     /// A key from its PKCS#8 DER encoding.
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, FederationError> {
         // v1 documents (no public key inside) are accepted too: other tools write them.

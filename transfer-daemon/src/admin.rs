@@ -28,6 +28,8 @@ pub struct AdminState {
     pub token: String,
     /// transfers, when this site is federated
     pub transfers: Option<Arc<Transfers>>,
+    /// this site's catalog
+    pub catalog: Arc<catalog::http::CatalogState>,
 }
 
 /// The admin token file in a data dir.
@@ -115,15 +117,18 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/repair", post(repair))
         .route("/admin/transfers", post(start_transfer).get(list_transfers))
         .route("/admin/transfers/{id}", get(transfer_status).delete(cancel_transfer))
+        .with_state(state.clone())
+        // The catalog's routes, behind the operator's token until scoped tokens come.
+        .merge(catalog::http::router(state.catalog.clone()))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .with_state(state)
         .merge(operator)
         .fallback(|| async {
             Problem::new(StatusCode::NOT_FOUND, "not found", "no such endpoint; see the README's admin API")
         })
-        .with_state(state)
 }
 
 async fn require_token(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {

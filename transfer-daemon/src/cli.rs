@@ -52,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: BucketCommand,
     },
+    /// Publish bucket prefixes as dataset versions, show them, and check them out again.
+    Dataset {
+        #[command(subcommand)]
+        command: DatasetCommand,
+    },
     /// Move data between sites: push, pull, third-party copy; follow and cancel.
     Transfer {
         #[command(subcommand)]
@@ -251,6 +256,42 @@ pub enum BucketCommand {
     Shares {
         /// The bucket.
         bucket: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum DatasetCommand {
+    /// Publish the objects under BUCKET[/PREFIX] as a new version of NS/NAME. The version
+    /// is immutable: later writes to the prefix change nothing in it. A namespace is named
+    /// after its home site (`paris.climate`) and is created, owned by the bucket's
+    /// project, on its first publication.
+    Publish {
+        /// BUCKET or BUCKET/PREFIX/
+        source: String,
+        /// NS/NAME
+        dataset: String,
+        /// Move this tag to the version.
+        #[arg(long)]
+        tag: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show a dataset's versions, tags and replicas.
+    Show {
+        /// NS/NAME
+        dataset: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make the files of NS/NAME@TAG (or @VERSION-ID) objects under BUCKET[/PREFIX] again,
+    /// sharing the version's chunks (no data is copied).
+    Checkout {
+        /// NS/NAME@TAG or NS/NAME@VERSION-ID
+        version: String,
+        /// BUCKET or BUCKET/PREFIX/
+        dest: String,
         #[command(flatten)]
         admin: AdminArgs,
     },

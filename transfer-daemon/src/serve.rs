@@ -62,6 +62,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(t) = &transfers {
         listeners["quic"] = t.local_addr()?.to_string().into();
     }
+    // The catalog signs with the site's federation key, or, for a site not federated
+    // (yet), with one of its own in the data dir.
+    let signing_key_path = match &settings.federation {
+        Some(membership) => membership.tls_dir.join(federation::identity::SIGNING_KEY_FILE),
+        None => settings.data_dir.join(federation::identity::SIGNING_KEY_FILE),
+    };
+    let signing_key = federation::signing::SigningKey::load_or_create(&signing_key_path)
+        .with_context(|| format!("cannot load the catalog's signing key {}", signing_key_path.display()))?;
+    let catalog = Arc::new(catalog::http::CatalogState {
+        catalog: catalog::Catalog::new(
+            catalog::in_store::InStore(store.clone()),
+            settings.site_name.clone(),
+            signing_key,
+        ),
+    });
     let admin_token = crate::admin::ensure_token(&settings.data_dir)?;
     let listen_file = settings.data_dir.join(LISTEN_FILE);
     write_atomically(&listen_file, &format!("{listeners}\n"))?;
@@ -72,6 +87,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         listeners: listeners.clone(),
         token: admin_token,
         transfers: transfers.clone(),
+        catalog,
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin_server = tokio::spawn({

@@ -4,8 +4,10 @@
 //!   agent and its bench);
 //! - [`operator`]: verbs that ask the running daemon through its admin API (keys, bucket
 //!   grants, gc, scrub, check, repair);
+//! - [`dataset`]: `dataset publish|show|checkout`, through the catalog's routes;
 //! - [`transfer`]: `transfer push|pull|copy|status|cancel`.
 
+mod dataset;
 mod local;
 mod operator;
 mod transfer;
@@ -49,6 +51,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Scrub(args) => operator::scrub(&args).await,
         Command::Check(args) => operator::check(&args).await,
         Command::Repair(args) => operator::repair(&args).await,
+        Command::Dataset { command } => dataset::run(command).await,
         Command::Transfer { command } => transfer::run(command).await,
     }
 }

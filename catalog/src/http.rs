@@ -1,0 +1,249 @@
+//! The catalog's HTTP+JSON routes, as a router the daemon mounts (behind its own
+//! authentication). Errors are RFC 9457 problem documents that name the offending field.
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::event::ReplicaState;
+use crate::in_store::InStore;
+use crate::manifest::VersionId;
+use crate::publish::{self, Published};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// What the routes need.
+pub struct CatalogState {
+    /// this site's catalog
+    pub catalog: Catalog<InStore>,
+}
+
+/// The routes: under `/catalog/`.
+pub fn router(state: Arc<CatalogState>) -> Router {
+    Router::new()
+        .route("/catalog/datasets/{ns}/{name}", get(show))
+        .route("/catalog/datasets/{ns}/{name}/versions", post(publish_version))
+        .route("/catalog/datasets/{ns}/{name}/checkout", post(checkout))
+        .with_state(state)
+}
+
+/// A problem document.
+struct Problem {
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+    field: Option<&'static str>,
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if let Some(field) = self.field {
+            body["field"] = field.into();
+        }
+        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+    }
+}
+
+impl From<CatalogError> for Problem {
+    fn from(e: CatalogError) -> Self {
+        let (status, title) = match &e {
+            CatalogError::Refused(_) => (StatusCode::BAD_REQUEST, "refused"),
+            CatalogError::NotFound(_) => (StatusCode::NOT_FOUND, "not found"),
+            _ => {
+                tracing::error!(error = %e, "catalog request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "catalog error")
+            }
+        };
+        Problem { status, title, detail: e.to_string(), field: None }
+    }
+}
+
+fn bad_body(e: axum::extract::rejection::JsonRejection, expected: &str) -> Problem {
+    Problem {
+        status: StatusCode::BAD_REQUEST,
+        title: "invalid request body",
+        detail: format!("{e}; send {expected}"),
+        field: None,
+    }
+}
+
+/// `POST /catalog/datasets/{ns}/{name}/versions`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// the bucket to publish from
+    pub bucket: String,
+    /// the prefix in it ("" for the whole bucket)
+    #[serde(default)]
+    pub prefix: String,
+    /// a tag to move to the version
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+async fn publish_version(
+    State(state): State<Arc<CatalogState>>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let Json(request) = body.map_err(|e| bad_body(e, r#"{"bucket": "data", "prefix": "run1/", "tag": "v1"}"#))?;
+    let published: Published = publish::publish(
+        &state.catalog,
+        &request.bucket,
+        &request.prefix,
+        &ns,
+        &name,
+        request.tag.as_deref(),
+        now_ms(),
+    )
+    .await?;
+    let status = if published.new { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(published)).into_response())
+}
+
+/// A version as [`show`] reports it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VersionView {
+    /// its id
+    pub version: VersionId,
+    /// files in it
+    pub files: u64,
+    /// bytes of its files
+    pub bytes: u64,
+    /// when it was published, ms since the epoch (its home site's clock)
+    pub published_ms: u64,
+    /// the tags that name it
+    pub tags: Vec<String>,
+    /// where it is, as each site last said
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One site's replica of a version.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReplicaView {
+    /// the site
+    pub site: String,
+    /// `complete`, `partial`, `copying` or `lost`
+    pub state: String,
+    /// bytes of the version held there
+    pub bytes_held: u64,
+    /// distinct chunks held there
+    pub chunks_held: u64,
+    /// when the site said so, ms since the epoch (its clock)
+    pub since_ms: u64,
+}
+
+/// A dataset as [`show`] reports it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DatasetView {
+    /// namespace
+    pub ns: String,
+    /// dataset name
+    pub name: String,
+    /// the namespace's home site and project
+    pub home: String,
+    /// the owning project
+    pub project: String,
+    /// its versions, oldest first
+    pub versions: Vec<VersionView>,
+}
+
+async fn show(
+    State(state): State<Arc<CatalogState>>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<DatasetView>, Problem> {
+    let catalog = &state.catalog;
+    let namespace = catalog
+        .namespace(&ns)?
+        .ok_or_else(|| CatalogError::NotFound(format!("no namespace {ns} in the catalog here")))?;
+    let tags = catalog.tags(&ns, &name)?;
+    let mut versions = Vec::new();
+    for (version, record) in catalog.versions(&ns, &name)? {
+        let replicas = catalog
+            .replicas(&version)?
+            .into_iter()
+            .map(|(site, r)| ReplicaView {
+                site,
+                state: r.state.as_str().to_owned(),
+                bytes_held: r.bytes_held,
+                chunks_held: r.chunks_held,
+                since_ms: r.since_ms,
+            })
+            .collect();
+        versions.push(VersionView {
+            version,
+            files: record.files,
+            bytes: record.bytes,
+            published_ms: record.published_ms,
+            tags: tags.iter().filter(|(_, v)| *v == version).map(|(t, _)| t.clone()).collect(),
+            replicas,
+        });
+    }
+    if versions.is_empty() {
+        return Err(CatalogError::NotFound(format!("no dataset {ns}/{name} in the catalog here")).into());
+    }
+    versions.sort_by_key(|v| (v.published_ms, v.version));
+    Ok(Json(DatasetView { ns, name, home: namespace.home, project: namespace.project, versions }))
+}
+
+/// `POST /catalog/datasets/{ns}/{name}/checkout`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    /// a tag, or a version id in hex
+    pub version: String,
+    /// the bucket to write the objects into
+    pub bucket: String,
+    /// the prefix their keys get
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// What a checkout did.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CheckedOut {
+    /// the version
+    pub version: VersionId,
+    /// objects made
+    pub files: u64,
+}
+
+async fn checkout(
+    State(state): State<Arc<CatalogState>>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Result<Json<CheckoutRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<CheckedOut>, Problem> {
+    let Json(request) =
+        body.map_err(|e| bad_body(e, r#"{"version": "v1", "bucket": "data", "prefix": "restored/"}"#))?;
+    let version = publish::resolve(&state.catalog, &ns, &name, &request.version).map_err(|e| {
+        let mut p = Problem::from(e);
+        p.field = Some("version");
+        p
+    })?;
+    let replica_here = state
+        .catalog
+        .replicas(&version)?
+        .into_iter()
+        .any(|(site, r)| site == state.catalog.site() && r.state == ReplicaState::Complete);
+    if !replica_here {
+        return Err(CatalogError::NotFound(format!(
+            "{ns}/{name}@{} has no complete replica at this site: copy it here first",
+            request.version
+        ))
+        .into());
+    }
+    let files = publish::checkout(&state.catalog, &version, &request.bucket, &request.prefix).await?;
+    Ok(Json(CheckedOut { version, files }))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

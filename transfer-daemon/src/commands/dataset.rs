@@ -1,0 +1,78 @@
+//! `clusster dataset publish|show|checkout`: the catalog's routes on the running daemon.
+
+use super::{UsageError, print_report};
+use crate::cli::{AdminArgs, DatasetCommand};
+use crate::client::AdminClient;
+use catalog::http::{CheckedOut, CheckoutRequest, DatasetView, PublishRequest};
+use catalog::publish::Published;
+use reqwest::Method;
+
+fn client(args: &AdminArgs) -> anyhow::Result<AdminClient> {
+    AdminClient::locate(args.admin.as_deref(), args.data_dir.as_deref())
+}
+
+/// `NS/NAME` into its parts.
+fn dataset(text: &str) -> Result<(&str, &str), UsageError> {
+    match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok((ns, name)),
+        _ => Err(UsageError(format!("{text:?}: name a dataset as NAMESPACE/NAME, as in paris.climate/era5"))),
+    }
+}
+
+/// `BUCKET` or `BUCKET/PREFIX` into its parts.
+fn location(text: &str) -> Result<(&str, &str), UsageError> {
+    let (bucket, prefix) = text.split_once('/').unwrap_or((text, ""));
+    if bucket.is_empty() {
+        return Err(UsageError(format!("{text:?}: give BUCKET or BUCKET/PREFIX/")));
+    }
+    Ok((bucket, prefix))
+}
+
+pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
+    match command {
+        DatasetCommand::Publish { source, dataset: name, tag, admin } => {
+            let (ns, name) = dataset(&name)?;
+            let (bucket, prefix) = location(&source)?;
+            let request = PublishRequest { bucket: bucket.into(), prefix: prefix.into(), tag: tag.clone() };
+            let path = format!("/catalog/datasets/{ns}/{name}/versions");
+            let published: Published = client(&admin)?.call(Method::POST, &path, Some(&request)).await?;
+            print_report(&admin, &published, |p| {
+                let tagged = tag.as_ref().map(|t| format!(", tagged {t}")).unwrap_or_default();
+                let what = if p.new { "published" } else { "unchanged, already published as" };
+                format!("{what} {ns}/{name}@{} ({} files, {} bytes{tagged})", p.version, p.files, p.bytes)
+            });
+        }
+        DatasetCommand::Show { dataset: name, admin } => {
+            let (ns, name) = dataset(&name)?;
+            let view: DatasetView =
+                client(&admin)?.call_without_body(Method::GET, &format!("/catalog/datasets/{ns}/{name}")).await?;
+            print_report(&admin, &view, |v| {
+                let mut lines = vec![format!("{}/{} (home {}, project {})", v.ns, v.name, v.home, v.project)];
+                for version in &v.versions {
+                    let tags =
+                        if version.tags.is_empty() { String::new() } else { format!(" [{}]", version.tags.join(", ")) };
+                    lines
+                        .push(format!("  {}{tags}: {} files, {} bytes", version.version, version.files, version.bytes));
+                    for r in &version.replicas {
+                        lines.push(format!("    at {}: {}, {} bytes held", r.site, r.state, r.bytes_held));
+                    }
+                }
+                lines.join("\n")
+            });
+        }
+        DatasetCommand::Checkout { version, dest, admin } => {
+            let (name, reference) = version.rsplit_once('@').ok_or_else(|| {
+                UsageError(format!("{version:?}: name the version as NAMESPACE/NAME@TAG or NAMESPACE/NAME@VERSION-ID"))
+            })?;
+            let (ns, name) = dataset(name)?;
+            let (bucket, prefix) = location(&dest)?;
+            let request = CheckoutRequest { version: reference.into(), bucket: bucket.into(), prefix: prefix.into() };
+            let path = format!("/catalog/datasets/{ns}/{name}/checkout");
+            let done: CheckedOut = client(&admin)?.call(Method::POST, &path, Some(&request)).await?;
+            print_report(&admin, &done, |d| {
+                format!("checked out {ns}/{name}@{} into {bucket}/{prefix}: {} files", d.version, d.files)
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! `clusster dataset publish|show|checkout` against the real daemon, with aws-sdk-s3
+//! writing and reading the objects: a published version outlives S3 overwrites and
+//! deletes of its prefix, and bad input gets a clear error and changes nothing.
+
+mod common;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use std::process::Command;
+use tests::{Daemon, content};
+
+const BIN: &str = env!("CARGO_BIN_EXE_clusster");
+
+fn clusster(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).env("RUST_LOG", "warn").output().expect("run clusster")
+}
+
+/// Runs a `dataset` verb with `--json` against `daemon`; its exit code and output.
+fn dataset(daemon: &Daemon, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let mut all = vec!["dataset"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--json", "--data-dir", daemon.data_dir.to_str().unwrap()]);
+    let out = clusster(&all);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), json, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+async fn put(s3: &Client, key: &str, data: Vec<u8>) {
+    s3.put_object().bucket("data").key(key).body(ByteStream::from(data)).send().await.unwrap();
+}
+
+async fn get(s3: &Client, key: &str) -> Vec<u8> {
+    let out = s3.get_object().bucket("data").key(key).send().await.unwrap();
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_published_version_outlives_s3_writes_and_checks_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(BIN, &dir.path().join("site"), &[]);
+    let (id, secret) = daemon.create_key(BIN, "climate");
+    let s3 = common::s3_client(&daemon, &id, &secret);
+    s3.create_bucket().bucket("data").send().await.unwrap();
+    let big = content(1, 5 << 20, 1);
+    let small = b"station,temp\nparis,12.5\n".to_vec();
+    put(&s3, "run1/tas.nc", big.clone()).await;
+    put(&s3, "run1/stations.csv", small.clone()).await;
+
+    // The default site is "local": its namespaces are local.something.
+    let (code, published, err) = dataset(&daemon, &["publish", "data/run1/", "local.climate/era5", "--tag", "v1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(published["files"], 2, "{published}");
+    assert_eq!(published["bytes"], (big.len() + small.len()) as u64);
+    assert_eq!(published["new"], true);
+    let version = published["version"].as_str().unwrap().to_owned();
+    assert_eq!(version.len(), 64);
+
+    // Overwritten and deleted by S3, then collected: the version does not change.
+    put(&s3, "run1/tas.nc", content(2, 5 << 20, 2)).await;
+    s3.delete_object().bucket("data").key("run1/stations.csv").send().await.unwrap();
+    let gc = clusster(&["gc", "--json", "--data-dir", daemon.data_dir.to_str().unwrap()]);
+    assert!(gc.status.success());
+    let (code, shown, err) = dataset(&daemon, &["show", "local.climate/era5"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(shown["versions"][0]["version"], version.as_str(), "{shown}");
+    assert_eq!(shown["versions"][0]["tags"][0], "v1");
+    assert_eq!(shown["versions"][0]["replicas"][0]["site"], "local");
+    assert_eq!(shown["versions"][0]["replicas"][0]["state"], "complete");
+    assert_eq!(shown["project"], "climate");
+
+    // Checked out by tag, and by id: the files as published.
+    let (code, done, err) = dataset(&daemon, &["checkout", "local.climate/era5@v1", "data/restored/"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(done["files"], 2);
+    assert_eq!(get(&s3, "restored/tas.nc").await, big);
+    assert_eq!(get(&s3, "restored/stations.csv").await, small);
+    let by_id = format!("local.climate/era5@{version}");
+    assert_eq!(dataset(&daemon, &["checkout", &by_id, "data/again/"]).0, Some(0));
+    assert_eq!(get(&s3, "again/tas.nc").await, big);
+    let check = clusster(&["check", "--json", "--data-dir", daemon.data_dir.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_dataset_requests_get_clear_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(BIN, &dir.path().join("site"), &[]);
+    let (id, secret) = daemon.create_key(BIN, "climate");
+    let s3 = common::s3_client(&daemon, &id, &secret);
+    s3.create_bucket().bucket("data").send().await.unwrap();
+    put(&s3, "a", b"x".to_vec()).await;
+
+    // Malformed names: usage errors (exit 2) before the daemon is asked.
+    let (code, _, err) = dataset(&daemon, &["publish", "data", "no-slash"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("NAMESPACE/NAME"), "{err}");
+    let (code, _, err) = dataset(&daemon, &["checkout", "local.c/d", "data/"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("@TAG"), "{err}");
+    // Refused by the daemon: exit 1 with its reason.
+    let (code, _, err) = dataset(&daemon, &["publish", "data", "paris.climate/era5"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("at home at site paris"), "{err}");
+    let (code, _, err) = dataset(&daemon, &["publish", "nope/x/", "local.climate/era5"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("nope"), "{err}");
+    let (code, _, err) = dataset(&daemon, &["publish", "data/empty/", "local.climate/era5"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("nothing to publish"), "{err}");
+    let (code, _, err) = dataset(&daemon, &["show", "local.climate/era5"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404"), "nothing was published: {err}");
+
+    dataset(&daemon, &["publish", "data", "local.climate/era5", "--tag", "v1"]);
+    let (code, _, err) = dataset(&daemon, &["checkout", "local.climate/era5@v9", "data/out/"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no such tag"), "{err}");
+    // The raw API names what is wrong in a problem document.
+    let token = std::fs::read_to_string(daemon.data_dir.join("admin.token")).unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("{}/catalog/datasets/local.climate/era5/versions", daemon.admin_url()))
+        .bearer_auth(token.trim())
+        .header("content-type", "application/json")
+        .body(r#"{"bucket": "data", "colour": "blue"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    assert_eq!(answer.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = answer.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("colour"), "{problem}");
+    // Without the token: 401.
+    let answer = reqwest::get(format!("{}/catalog/datasets/local.climate/era5", daemon.admin_url())).await.unwrap();
+    assert_eq!(answer.status(), 401);
+    let listed = s3.list_objects_v2().bucket("data").send().await.unwrap();
+    assert_eq!(listed.contents().len(), 1, "no refused request wrote an object");
+}
