@@ -109,7 +109,7 @@ async fn publish_version(
     Ok((status, Json(published)).into_response())
 }
 
-/// A version as [`show`] reports it.
+/// A version as `GET /catalog/datasets/{ns}/{name}` reports it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct VersionView {
     /// its id
@@ -141,7 +141,7 @@ pub struct ReplicaView {
     pub since_ms: u64,
 }
 
-/// A dataset as [`show`] reports it.
+/// A dataset as `GET /catalog/datasets/{ns}/{name}` reports it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DatasetView {
     /// namespace
