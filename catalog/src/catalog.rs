@@ -269,7 +269,11 @@ impl<S: CatalogStorage> Catalog<S> {
     /// Accepts events from a peer (its own or relayed). Each is verified against its
     /// origin's key and must be the next of its log held here; the first one refused
     /// stops the rest of its origin's log in this batch, and the others go on.
-    pub async fn accept(&self, events: &[SignedEvent], keys: &impl SiteKeys) -> Result<Accepted, CatalogError> {
+    pub async fn accept(
+        &self,
+        events: &[SignedEvent],
+        keys: &(impl SiteKeys + ?Sized),
+    ) -> Result<Accepted, CatalogError> {
         let _writer = self.writer.lock().await;
         let mut report = Accepted::default();
         let mut stopped: Vec<String> = Vec::new();

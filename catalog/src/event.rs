@@ -345,7 +345,7 @@ impl SignedEvent {
 
     /// Decodes the event and checks its signature against its origin's key, and that the
     /// origin may write it.
-    pub fn verify(&self, keys: &impl SiteKeys) -> Result<Event, Refusal> {
+    pub fn verify(&self, keys: &(impl SiteKeys + ?Sized)) -> Result<Event, Refusal> {
         if self.bytes.len() > MAX_EVENT_LEN {
             return Err(Refusal::Malformed(format!("{} bytes, at most {MAX_EVENT_LEN}", self.bytes.len())));
         }

@@ -17,7 +17,9 @@ use std::sync::Arc;
 /// What the routes need.
 pub struct CatalogState {
     /// this site's catalog
-    pub catalog: Catalog<InStore>,
+    pub catalog: Arc<Catalog<InStore>>,
+    /// its sync with the federation's other sites, when federated
+    pub sync: Option<Arc<crate::quic::CatalogSync>>,
 }
 
 /// The routes: under `/catalog/`.
@@ -26,6 +28,7 @@ pub fn router(state: Arc<CatalogState>) -> Router {
         .route("/catalog/datasets/{ns}/{name}", get(show))
         .route("/catalog/datasets/{ns}/{name}/versions", post(publish_version))
         .route("/catalog/datasets/{ns}/{name}/checkout", post(checkout))
+        .route("/catalog/sync", get(sync_status))
         .with_state(state)
 }
 
@@ -131,6 +134,9 @@ pub struct VersionView {
 pub struct ReplicaView {
     /// the site
     pub site: String,
+    /// how fresh this is: when this site last pulled from that site directly (ms since
+    /// the epoch, this site's clock), now for this site's own replicas, none if never
+    pub heard_ms: Option<u64>,
     /// `complete`, `partial`, `copying` or `lost`
     pub state: String,
     /// bytes of the version held there
@@ -161,6 +167,7 @@ async fn show(
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<DatasetView>, Problem> {
     let catalog = &state.catalog;
+    let heard = state.sync.as_ref().map(|s| s.peers()).unwrap_or_default();
     let namespace = catalog
         .namespace(&ns)?
         .ok_or_else(|| CatalogError::NotFound(format!("no namespace {ns} in the catalog here")))?;
@@ -171,6 +178,11 @@ async fn show(
             .replicas(&version)?
             .into_iter()
             .map(|(site, r)| ReplicaView {
+                heard_ms: if site == catalog.site() {
+                    Some(now_ms())
+                } else {
+                    heard.get(&site).and_then(|p| p.last_ok_ms)
+                },
                 site,
                 state: r.state.as_str().to_owned(),
                 bytes_held: r.bytes_held,
@@ -242,6 +254,14 @@ async fn checkout(
     }
     let files = publish::checkout(&state.catalog, &version, &request.bucket, &request.prefix).await?;
     Ok(Json(CheckedOut { version, files }))
+}
+
+/// `GET /catalog/sync`: this site's heads and digest, and its last pull from each peer.
+async fn sync_status(State(state): State<Arc<CatalogState>>) -> Result<Json<serde_json::Value>, Problem> {
+    let heads = state.catalog.heads()?;
+    let digest = hex::encode(state.catalog.digest()?);
+    let peers = state.sync.as_ref().map(|s| s.peers()).unwrap_or_default();
+    Ok(Json(serde_json::json!({ "site": state.catalog.site(), "heads": heads, "digest": digest, "peers": peers })))
 }
 
 fn now_ms() -> u64 {

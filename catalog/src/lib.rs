@@ -7,11 +7,11 @@
 //! - [`storage`]: the storage trait, its conformance suite, and the in-memory storage;
 //! - [`in_store`]: the storage in the store's RocksDB database, and why there;
 //! - [`http`]: the routes the daemon mounts;
+//! - [`quic`]: the sync driver over the federation's QUIC endpoint;
 //! - [`publish`]: a bucket prefix published as a version that holds its chunks, and
 //!   checked out again as objects.
 //!
-//! Still to come (the catalog issue): the QUIC sync driver and the daemon's wiring, moving
-//! versions between sites, rules, pins and placement, and the scheduler API.
+//! Still to come (the catalog issue): moving versions between sites, rules, pins and placement, and the scheduler API.
 
 pub mod catalog;
 pub mod event;
@@ -19,6 +19,7 @@ pub mod http;
 pub mod in_store;
 pub mod manifest;
 pub mod publish;
+pub mod quic;
 pub mod storage;
 
 pub use catalog::{Accepted, Catalog, CatalogError, Heads};

@@ -147,9 +147,14 @@ pub fn resolve(catalog: &Catalog<InStore>, ns: &str, name: &str, reference: &str
     }
 }
 
+/// The canonical bytes of `version`'s manifest, if this site has them.
+pub fn manifest_bytes(catalog: &Catalog<InStore>, version: &VersionId) -> Result<Option<Vec<u8>>, CatalogError> {
+    catalog.storage().0.catalog_get(Table::Manifests.name(), &version.0).map_err(store_error)
+}
+
 /// The manifest of `version`, if this site has it (verified by its id).
 pub fn manifest(catalog: &Catalog<InStore>, version: &VersionId) -> Result<Option<Manifest>, CatalogError> {
-    match catalog.storage().0.catalog_get(Table::Manifests.name(), &version.0).map_err(store_error)? {
+    match manifest_bytes(catalog, version)? {
         Some(bytes) => Manifest::decode_verified(&bytes, version)
             .map(Some)
             .map_err(|e| CatalogError::Corrupt { what: format!("manifest of {version}"), reason: e.to_string() }),

@@ -373,6 +373,8 @@ pub struct FederationEndpoint {
     /// The configured transport settings (before per-link sizing).
     pub transport: TransportSettings,
     crypto: Arc<quinn::crypto::rustls::QuicClientConfig>,
+    /// one client config per protocol served, offering that protocol alone
+    crypto_per_protocol: Vec<(Vec<u8>, Arc<quinn::crypto::rustls::QuicClientConfig>)>,
 }
 
 impl std::fmt::Debug for FederationEndpoint {
@@ -424,7 +426,18 @@ impl FederationEndpoint {
     ) -> Result<Self, FederationError> {
         let endpoint = bind_endpoint(listen, &identity, federation.clone(), transport, alpn)?;
         let crypto = quic_client_crypto(&identity, &federation, alpn)?;
-        Ok(Self { endpoint, federation, site_name: identity.name, transport: transport.clone(), crypto })
+        let crypto_per_protocol = alpn
+            .iter()
+            .map(|p| Ok((p.to_vec(), quic_client_crypto(&identity, &federation, &[p])?)))
+            .collect::<Result<_, FederationError>>()?;
+        Ok(Self {
+            endpoint,
+            federation,
+            site_name: identity.name,
+            transport: transport.clone(),
+            crypto,
+            crypto_per_protocol,
+        })
     }
 
     /// The transport settings for connections to `peer`: sized for the link when
@@ -453,14 +466,47 @@ impl FederationEndpoint {
         self.connect_to(peer, address).await
     }
 
+    /// As [`Self::connect`], for one of the protocols this endpoint was bound with alone
+    /// (the first one listed is what [`Self::connect`] gets).
+    pub async fn connect_for(&self, peer: &str, protocol: &[u8]) -> Result<quinn::Connection, FederationError> {
+        let failed = |reason: String| FederationError::Connect { site: peer.to_owned(), reason };
+        let crypto =
+            self.crypto_per_protocol.iter().find(|(p, _)| p == protocol).map(|(_, c)| c.clone()).ok_or_else(|| {
+                failed(format!("protocol {:?} is not served here", String::from_utf8_lossy(protocol)))
+            })?;
+        let site =
+            self.federation.site(peer).ok_or_else(|| failed("it is not listed in the federation file".into()))?;
+        let local = self.endpoint.local_addr().map_err(|e| failed(e.to_string()))?;
+        let address = tokio::net::lookup_host(site.quic.as_str())
+            .await
+            .map_err(|e| failed(format!("cannot resolve {}: {e}", site.quic)))?
+            .find(|a| a.is_ipv4() == local.is_ipv4())
+            .ok_or_else(|| failed(format!("{} has no address of this endpoint's IP family", site.quic)))?;
+        self.connect_with_crypto(peer, address, crypto).await
+    }
+
     /// As [`Self::connect`], at an explicit address (the TLS checks are the same).
     pub async fn connect_to(&self, peer: &str, address: SocketAddr) -> Result<quinn::Connection, FederationError> {
+        self.connect_with_crypto(peer, address, self.crypto.clone()).await
+    }
+
+    async fn connect_with_crypto(
+        &self,
+        peer: &str,
+        address: SocketAddr,
+        crypto: Arc<quinn::crypto::rustls::QuicClientConfig>,
+    ) -> Result<quinn::Connection, FederationError> {
         let failed = |reason: String| FederationError::Connect { site: peer.to_owned(), reason };
-        let mut config = quinn::ClientConfig::new(self.crypto.clone());
+        let mut config = quinn::ClientConfig::new(crypto);
         config.transport_config(Arc::new(transport_config(&self.settings_for(peer))));
         let connecting =
             self.endpoint.connect_with(config, address, &site_dns_name(peer)).map_err(|e| failed(e.to_string()))?;
         connecting.await.map_err(|e| failed(e.to_string()))
+    }
+
+    /// The protocol (ALPN) a connection negotiated.
+    pub fn protocol_of(connection: &quinn::Connection) -> Option<Vec<u8>> {
+        connection.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
     }
 
     /// Waits for the next incoming connection, completes its handshake, and returns it with

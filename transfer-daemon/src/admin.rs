@@ -169,7 +169,7 @@ async fn health(State(state): State<Arc<AdminState>>) -> Response {
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(&state.store, state.transfers.as_deref()),
+        crate::metrics::render(&state.store, state.transfers.as_deref(), state.catalog.sync.as_deref()),
     )
         .into_response()
 }

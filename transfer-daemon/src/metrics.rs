@@ -1,16 +1,26 @@
-//! Prometheus text exposition of the store's, the transfers' and the offload engines'
-//! counters.
+//! Prometheus text exposition of the store's, the transfers', the catalog sync's and the
+//! offload engines' counters.
 
 use std::fmt::Write;
 use store::Store;
 use transfer_engine::manager::Transfers;
 
 /// Renders every counter in the Prometheus text format.
-pub fn render(store: &Store, transfers: Option<&Transfers>) -> String {
+pub fn render(store: &Store, transfers: Option<&Transfers>, sync: Option<&catalog::quic::CatalogSync>) -> String {
     let mut out = String::new();
     let transfer_counters = transfers.map(|t| t.counters().counters()).into_iter().flatten();
     for (name, help, value) in store.metrics().counters().into_iter().chain(transfer_counters) {
         let _ = writeln!(out, "# HELP clusster_{name} {help}\n# TYPE clusster_{name} counter\nclusster_{name} {value}");
+    }
+    // Names with labels share one HELP and TYPE per family.
+    let mut family = String::new();
+    for (name, help, value) in sync.map(|s| s.counters.counters()).unwrap_or_default() {
+        let this = name.split('{').next().unwrap_or(&name).to_owned();
+        if this != family {
+            let _ = writeln!(out, "# HELP clusster_{this} {help}\n# TYPE clusster_{this} counter");
+            family = this;
+        }
+        let _ = writeln!(out, "clusster_{name} {value}");
     }
     let engines = store.offload().engines();
     for (metric, help) in [

@@ -41,7 +41,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 &settings.site_name,
                 federation,
                 &settings.transfer,
-                &[transfer_proto::wire::ALPN],
+                &[transfer_proto::wire::ALPN, catalog::quic::ALPN],
             )
             .with_context(|| format!("cannot start the QUIC listener on {}", federation.quic_listen))?;
             Some(Transfers::new(
@@ -70,13 +70,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
     let signing_key = federation::signing::SigningKey::load_or_create(&signing_key_path)
         .with_context(|| format!("cannot load the catalog's signing key {}", signing_key_path.display()))?;
-    let catalog = Arc::new(catalog::http::CatalogState {
-        catalog: catalog::Catalog::new(
-            catalog::in_store::InStore(store.clone()),
-            settings.site_name.clone(),
-            signing_key,
-        ),
+    let site_catalog = Arc::new(catalog::Catalog::new(
+        catalog::in_store::InStore(store.clone()),
+        settings.site_name.clone(),
+        signing_key,
+    ));
+    let sync = transfers.as_ref().map(|t| {
+        let keys: Arc<dyn catalog::SiteKeys + Send + Sync> = t.endpoint().federation.clone();
+        Arc::new(catalog::quic::CatalogSync::new(site_catalog.clone(), keys))
     });
+    let catalog = Arc::new(catalog::http::CatalogState { catalog: site_catalog, sync: sync.clone() });
     let admin_token = crate::admin::ensure_token(&settings.data_dir)?;
     let listen_file = settings.data_dir.join(LISTEN_FILE);
     write_atomically(&listen_file, &format!("{listeners}\n"))?;
@@ -112,7 +115,19 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     if let Some(t) = &transfers {
         t.resume_saved().await.context("resuming saved transfers")?;
-        tokio::spawn(t.clone().accept_loop());
+        let serving = sync.clone();
+        tokio::spawn(t.clone().accept_loop_with(move |protocol, conn, peer| match &serving {
+            Some(sync) if protocol == catalog::quic::ALPN => {
+                tokio::spawn(sync.clone().serve(conn, peer));
+            }
+            _ => conn.close(0u32.into(), b"protocol not served"),
+        }));
+        if let Some(sync) = &sync {
+            let federation = &t.endpoint().federation;
+            let peers: Vec<String> =
+                federation.sites().map(|s| s.name.clone()).filter(|name| *name != settings.site_name).collect();
+            tokio::spawn(sync.clone().run(CatalogDialer(t.clone()), peers));
+        }
     }
     state.ready.store(true, Ordering::Release);
     tracing::info!(site = %settings.site_name, data_dir = %settings.data_dir.display(), %listeners, "ready");
@@ -176,4 +191,13 @@ fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// Connects the catalog's sync to peers through the transfers' QUIC endpoint.
+struct CatalogDialer(Arc<Transfers>);
+
+impl catalog::quic::Dialer for CatalogDialer {
+    async fn dial(&self, peer: &str) -> Result<quinn::Connection, String> {
+        self.0.endpoint().connect_for(peer, catalog::quic::ALPN).await.map_err(|e| e.to_string())
+    }
 }

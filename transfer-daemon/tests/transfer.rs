@@ -1,6 +1,7 @@
 //! Transfers between real `clusster` daemons on loopback: push, pull, third-party copy,
 //! dedup of what the receiver holds, deltas, resume after the receiver is killed, a
-//! corrupt chunk at the sender, and what a bucket's shares with sites let peers do.
+//! corrupt chunk at the sender, what a bucket's shares with sites let peers do, and the
+//! catalog's sync between sites.
 
 mod common;
 
@@ -591,4 +592,87 @@ async fn a_share_withdrawn_while_a_pull_runs_stops_it() {
     assert!(last["progress"]["bytes_done"].as_u64().unwrap() < 32 << 20, "stopped before the end: {last}");
     let listed = sa.list_objects_v2().bucket("data").prefix("pulled/").send().await.unwrap();
     assert!(listed.contents().is_empty(), "nothing was committed at a");
+}
+
+/// GETs a catalog route of `daemon` with its admin token.
+async fn catalog_get(daemon: &Daemon, path: &str) -> (u16, serde_json::Value) {
+    let token = std::fs::read_to_string(daemon.data_dir.join("admin.token")).unwrap();
+    let answer = reqwest::Client::new()
+        .get(format!("{}{path}", daemon.admin_url()))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Waits until `daemon` shows `dataset` with `versions` versions; returns what it shows.
+async fn wait_for_versions(daemon: &Daemon, dataset: &str, versions: usize) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, shown) = catalog_get(daemon, &format!("/catalog/datasets/{dataset}")).await;
+        if status == 200 && shown["versions"].as_array().is_some_and(|v| v.len() == versions) {
+            return shown;
+        }
+        assert!(Instant::now() < deadline, "{dataset} never showed {versions} versions: {status} {shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_catalog_reaches_every_site_and_a_site_back_from_a_stop_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::new(dir.path(), &["a", "b", "c"]);
+    let (a, b, c) = (fed.start("a"), fed.start("b"), fed.start("c"));
+    let sa = s3(&a);
+    sa.create_bucket().bucket("data").send().await.unwrap();
+    put(&sa, "data", "run1/tas.nc", content(40, 2 << 20, 40)).await;
+    let publish = |tag: &str| {
+        let args = ["dataset", "publish", "data/run1/", "a.climate/era5", "--tag", tag, "--json", "--data-dir"];
+        serde_json::from_str::<serde_json::Value>(&ok(clusster(&[&args[..], &[a.data_dir.to_str().unwrap()]].concat())))
+            .unwrap()
+    };
+    let v1 = publish("v1");
+
+    // Published at a, seen at b and c, with a's replica complete and how fresh that is.
+    for site in [&b, &c] {
+        let shown = wait_for_versions(site, "a.climate/era5", 1).await;
+        let version = &shown["versions"][0];
+        assert_eq!(version["version"], v1["version"], "{shown}");
+        assert_eq!(version["tags"][0], "v1");
+        assert_eq!(version["replicas"][0]["site"], "a");
+        assert_eq!(version["replicas"][0]["state"], "complete");
+        assert!(version["replicas"][0]["heard_ms"].as_u64().is_some(), "freshness is said: {shown}");
+    }
+    assert!(counter(&b, "clusster_catalog_events_applied_total").await >= 4);
+
+    // c stops; a publishes a second version; c comes back and catches up by itself.
+    let c_dir = c.data_dir.clone();
+    c.stop();
+    put(&sa, "data", "run1/tas.nc", content(41, 2 << 20, 41)).await;
+    let v2 = publish("v2");
+    assert_ne!(v2["version"], v1["version"]);
+    wait_for_versions(&b, "a.climate/era5", 2).await;
+    let c = Daemon::start(BIN, &c_dir, &["--config", c_dir.join("clusster.toml").to_str().unwrap()]);
+    let shown = wait_for_versions(&c, "a.climate/era5", 2).await;
+    let tags: Vec<&str> = shown["versions"].as_array().unwrap().iter().filter_map(|v| v["tags"][0].as_str()).collect();
+    assert_eq!(tags, ["v1", "v2"], "{shown}");
+    // Every site ends with the same logs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let digests: Vec<serde_json::Value> = futures::future::join_all(
+            [&a, &b, &c].map(|site| async move { catalog_get(site, "/catalog/sync").await.1["digest"].clone() }),
+        )
+        .await;
+        if digests.iter().all(|d| *d == digests[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sites' catalogs differ: {digests:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for kind in ["bad_signature", "unknown_origin", "conflicting", "unauthorized"] {
+        let name = format!("clusster_catalog_events_refused_total{{kind=\"{kind}\"}}");
+        assert_eq!(counter(&c, &name).await, 0, "nothing forged among honest sites");
+    }
 }

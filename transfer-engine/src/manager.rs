@@ -702,6 +702,15 @@ impl Transfers {
 
     /// Serves peers until the endpoint closes.
     pub async fn accept_loop(self: Arc<Self>) {
+        self.accept_loop_with(|_, conn: quinn::Connection, _| conn.close(0u32.into(), b"protocol not served")).await
+    }
+
+    /// As [`Self::accept_loop`]; a connection that negotiated another protocol than the
+    /// transfer protocol (the endpoint serves the protocols its owner names) goes to `other`.
+    pub async fn accept_loop_with(
+        self: Arc<Self>,
+        other: impl Fn(Vec<u8>, quinn::Connection, String) + Send + 'static,
+    ) {
         while let Some(incoming) = self.net.accept().await {
             let (conn, peer) = match incoming {
                 Ok(accepted) => accepted,
@@ -710,6 +719,13 @@ impl Transfers {
                     continue;
                 }
             };
+            match federation::FederationEndpoint::protocol_of(&conn) {
+                Some(protocol) if protocol != transfer_proto::wire::ALPN => {
+                    other(protocol, conn, peer);
+                    continue;
+                }
+                _ => {}
+            }
             let this = self.clone();
             tokio::spawn(async move {
                 while let Ok((send, recv)) = conn.accept_bi().await {
@@ -720,6 +736,11 @@ impl Transfers {
                 }
             });
         }
+    }
+
+    /// The QUIC endpoint this site's transfers use (other protocols may connect through it).
+    pub fn endpoint(&self) -> &federation::FederationEndpoint {
+        &self.net
     }
 
     /// Answers one transfer a peer opened, or gives a running one another connection.

@@ -148,6 +148,7 @@ async fn a_certificate_from_another_ca_is_refused_by_server_and_client() {
         site_name: "julich".into(),
         transport: TransportSettings::default(),
         crypto: quic_client_crypto(&impostor_identity, &federation, &[ALPN]).unwrap(),
+        crypto_per_protocol: Vec::new(),
     };
     let (client_error, server_error) = expect_refused(&impostor, "paris", paris.clone()).await;
     // Same issuer name as our CA, so webpki finds the issuer and the signature fails.
@@ -185,6 +186,7 @@ async fn an_old_identity_signed_by_the_ca_is_refused_once_the_site_is_reissued()
         site_name: "julich".into(),
         transport: TransportSettings::default(),
         crypto: quic_client_crypto(&old_julich, &federation, &[ALPN]).unwrap(),
+        crypto_per_protocol: Vec::new(),
     };
     let (_, server_error) = expect_refused(&impostor, "paris", paris.clone()).await;
     assert!(server_error.contains("not the one the federation file pins"), "server: {server_error}");
@@ -236,6 +238,7 @@ async fn a_site_missing_from_the_federation_file_is_refused() {
         site_name: "mallory".into(),
         transport: TransportSettings::default(),
         crypto: quic_client_crypto(&mallory_identity, &federation, &[ALPN]).unwrap(),
+        crypto_per_protocol: Vec::new(),
     };
     let (_, server_error) = expect_refused(&mallory, "paris", paris.clone()).await;
     assert!(server_error.contains("names no site listed"), "server: {server_error}");
@@ -270,6 +273,7 @@ async fn a_client_offering_a_wrong_alpn_is_refused() {
             site_name: "julich".into(),
             transport: TransportSettings::default(),
             crypto,
+            crypto_per_protocol: Vec::new(),
         };
         let (client_error, server_error) = expect_refused(&client, "paris", paris.clone()).await;
         assert!(server_error.contains("refused"), "{offered:?} server: {server_error}");
