@@ -29,6 +29,7 @@ pub fn router(state: Arc<CatalogState>) -> Router {
         .route("/catalog/datasets/{ns}/{name}/versions", post(publish_version))
         .route("/catalog/datasets/{ns}/{name}/checkout", post(checkout))
         .route("/catalog/sync", get(sync_status))
+        .route("/catalog/placement", get(placement))
         .with_state(state)
 }
 
@@ -254,6 +255,60 @@ async fn checkout(
     }
     let files = publish::checkout(&state.catalog, &version, &request.bucket, &request.prefix).await?;
     Ok(Json(CheckedOut { version, files }))
+}
+
+/// `GET /catalog/placement?dataset=NS/NAME&version=TAG-OR-ID&sites=a,b,c`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementQuery {
+    /// NS/NAME
+    pub dataset: String,
+    /// a tag, or a version id in hex
+    pub version: String,
+    /// the candidate sites, comma-separated
+    pub sites: String,
+}
+
+/// The answer to a placement query.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PlacementAnswer {
+    /// the version asked about
+    pub version: VersionId,
+    /// one entry per candidate, in the order asked
+    pub sites: Vec<crate::quic::SitePlacement>,
+}
+
+async fn placement(
+    State(state): State<Arc<CatalogState>>,
+    query: Result<axum::extract::Query<PlacementQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<PlacementAnswer>, Problem> {
+    let bad = |field: &'static str, detail: String| Problem {
+        status: StatusCode::BAD_REQUEST,
+        title: "invalid query",
+        detail,
+        field: Some(field),
+    };
+    let axum::extract::Query(query) = query
+        .map_err(|e| bad("query", format!("{e}; ask /catalog/placement?dataset=ns/name&version=v1&sites=a,b,c")))?;
+    let (ns, name) = query
+        .dataset
+        .split_once('/')
+        .ok_or_else(|| bad("dataset", format!("{:?}: name a dataset as NAMESPACE/NAME", query.dataset)))?;
+    let candidates: Vec<String> =
+        query.sites.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    if candidates.is_empty() || candidates.len() > 64 {
+        return Err(bad("sites", format!("{:?}: 1 to 64 site names, comma-separated", query.sites)));
+    }
+    let version = publish::resolve(&state.catalog, ns, name, &query.version).map_err(|e| {
+        let mut p = Problem::from(e);
+        p.field = Some("version");
+        p
+    })?;
+    let sites = match &state.sync {
+        Some(sync) => sync.placement(&version, &candidates).await?,
+        None => crate::quic::placement_here(&state.catalog, &version, &candidates)?,
+    };
+    Ok(Json(PlacementAnswer { version, sites }))
 }
 
 /// `GET /catalog/sync`: this site's heads and digest, and its last pull from each peer.

@@ -5,7 +5,9 @@
 //! request: `Pull` with the heads it holds, answered with the events past them (its own
 //! and relayed ones) and the peer's heads and digest; `Manifest` with a version id,
 //! answered with the manifest's bytes if the peer has them (the asker checks them against
-//! the id). Frames are a u32 little-endian length and a postcard body, bounded.
+//! the id); `Presence` with a version, answered with how many of its chunks' bytes the
+//! peer holds, for any data (counts only, and only for published versions: no peer learns
+//! from it whether a chunk of its choosing is held). Frames are a u32 little-endian length and a postcard body, bounded.
 //!
 //! Every [`SYNC_INTERVAL`], each site pulls from every other until it has what they had:
 //! an event reaches all sites in about one interval per relay hop, and a site that was
@@ -14,15 +16,17 @@
 //! signed two histories); that is logged and counted.
 
 use crate::catalog::{Catalog, CatalogError, Heads};
-use crate::event::{SignedEvent, SiteKeys};
+use crate::event::{ReplicaState, SignedEvent};
 use crate::in_store::InStore;
-use crate::manifest::VersionId;
+use crate::manifest::{Manifest, VersionId};
+use federation::file::Federation;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+use store::versions::Presence;
 
 /// The catalog sync protocol's ALPN.
 pub const ALPN: &[u8] = b"clusster-catalog/1";
@@ -51,6 +55,13 @@ pub enum Request {
         /// which
         version: VersionId,
     },
+    /// how much of a version the site holds, counted at chunk level over all its data
+    Presence {
+        /// which
+        version: VersionId,
+        /// its manifest, when the asker thinks the site may lack it (checked by the id)
+        manifest: Option<Vec<u8>>,
+    },
 }
 
 /// An answer.
@@ -69,6 +80,11 @@ pub enum Answer {
     Manifest {
         /// the bytes
         bytes: Option<Vec<u8>>,
+    },
+    /// what the site holds of a version
+    Presence {
+        /// the counts
+        presence: store::versions::Presence,
     },
     /// the request could not be answered
     Failed {
@@ -123,19 +139,22 @@ pub struct PeerSync {
     pub last_error: Option<String>,
 }
 
-/// A way to open a connection to a peer for the catalog protocol (the daemon's endpoint).
-pub trait Dialer: Send + Sync + 'static {
-    /// A connection to `peer` that negotiated [`ALPN`].
-    fn dial(&self, peer: &str) -> impl Future<Output = Result<quinn::Connection, String>> + Send;
-}
+/// Opens a connection to a peer that negotiated [`ALPN`] (the daemon's endpoint does).
+pub type Dial = Box<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn Future<Output = Result<quinn::Connection, String>> + Send>> + Send + Sync,
+>;
 
 /// The sync of one site's catalog with its peers.
 pub struct CatalogSync {
     catalog: Arc<Catalog<InStore>>,
-    keys: Arc<dyn SiteKeys + Send + Sync>,
+    federation: Arc<Federation>,
     /// counters for `/metrics`
     pub counters: SyncCounters,
     peers: Mutex<BTreeMap<String, PeerSync>>,
+    dial: Dial,
+    connections: tokio::sync::Mutex<BTreeMap<String, quinn::Connection>>,
+    /// what peers answered of their presence, by (version, site), with when
+    presence_cache: Mutex<BTreeMap<(VersionId, String), (u64, Presence)>>,
 }
 
 async fn read_frame<T: for<'de> Deserialize<'de>>(recv: &mut quinn::RecvStream) -> Result<T, String> {
@@ -161,9 +180,38 @@ fn now_ms() -> u64 {
 }
 
 impl CatalogSync {
-    /// The sync of `catalog`, checking events against `keys`.
-    pub fn new(catalog: Arc<Catalog<InStore>>, keys: Arc<dyn SiteKeys + Send + Sync>) -> Self {
-        Self { catalog, keys, counters: SyncCounters::default(), peers: Mutex::default() }
+    /// The sync of `catalog` with the sites of `federation` (whose keys events are checked
+    /// against), reaching them with `dial`.
+    pub fn new(catalog: Arc<Catalog<InStore>>, federation: Arc<Federation>, dial: Dial) -> Self {
+        Self {
+            catalog,
+            federation,
+            counters: SyncCounters::default(),
+            peers: Mutex::default(),
+            dial,
+            connections: tokio::sync::Mutex::default(),
+            presence_cache: Mutex::default(),
+        }
+    }
+
+    /// This site's catalog.
+    pub fn catalog(&self) -> &Arc<Catalog<InStore>> {
+        &self.catalog
+    }
+
+    /// A connection to `peer`, opened now or kept from before.
+    async fn connection(&self, peer: &str) -> Result<quinn::Connection, String> {
+        let mut connections = self.connections.lock().await;
+        if let Some(conn) = connections.get(peer).filter(|c| c.close_reason().is_none()) {
+            return Ok(conn.clone());
+        }
+        let conn = (self.dial)(peer.to_owned()).await?;
+        connections.insert(peer.to_owned(), conn.clone());
+        Ok(conn)
+    }
+
+    async fn forget(&self, peer: &str) {
+        self.connections.lock().await.remove(peer);
     }
 
     /// What this site knows of its pulls, by peer.
@@ -209,6 +257,22 @@ impl CatalogSync {
                 Request::Manifest { version } => {
                     Answer::Manifest { bytes: crate::publish::manifest_bytes(&catalog, &version)? }
                 }
+                Request::Presence { version, manifest } => {
+                    // Only for versions the catalog knows: counting any chunk list a peer
+                    // makes up would tell it whether any chunk of its choosing is here.
+                    if catalog.replicas(&version)?.is_empty() {
+                        return Err(CatalogError::NotFound(format!("version {version} is not in the catalog here")));
+                    }
+                    let bytes = match manifest {
+                        Some(bytes) => bytes,
+                        None => crate::publish::manifest_bytes(&catalog, &version)?.ok_or_else(|| {
+                            CatalogError::NotFound(format!("the manifest of {version} is not known here"))
+                        })?,
+                    };
+                    let manifest = Manifest::decode_verified(&bytes, &version)
+                        .map_err(|e| CatalogError::Refused(e.to_string()))?;
+                    Answer::Presence { presence: presence_of(&catalog, &manifest)? }
+                }
             })
         })
         .await;
@@ -240,7 +304,7 @@ impl CatalogSync {
                 return Err("answered a pull with something else".into());
             };
             let full = events.len() as u32 >= PULL_LIMIT;
-            let accepted = self.catalog.accept(&events, &*self.keys).await.map_err(|e| e.to_string())?;
+            let accepted = self.catalog.accept(&events, &*self.federation).await.map_err(|e| e.to_string())?;
             applied += accepted.applied;
             self.counters.applied.fetch_add(accepted.applied, Relaxed);
             self.counters.duplicates.fetch_add(accepted.duplicates, Relaxed);
@@ -280,44 +344,214 @@ impl CatalogSync {
     }
 
     /// Pulls from every peer every [`SYNC_INTERVAL`], until the task is dropped.
-    pub async fn run(self: Arc<Self>, dialer: impl Dialer, peers: Vec<String>) {
-        let mut connections: BTreeMap<String, quinn::Connection> = BTreeMap::new();
+    pub async fn run(self: Arc<Self>, peers: Vec<String>) {
         let mut tick = tokio::time::interval(SYNC_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             for peer in &peers {
-                let conn = match connections.get(peer).filter(|c| c.close_reason().is_none()) {
-                    Some(conn) => conn.clone(),
-                    None => match dialer.dial(peer).await {
-                        Ok(conn) => {
-                            connections.insert(peer.clone(), conn.clone());
-                            conn
-                        }
-                        Err(e) => {
-                            self.peers.lock().entry(peer.clone()).or_default().last_error = Some(e);
-                            continue;
-                        }
+                let result = match self.connection(peer).await {
+                    Ok(conn) => match tokio::time::timeout(ANSWER_WITHIN, self.pull(&conn, peer)).await {
+                        Ok(result) => result.map(|_| ()),
+                        Err(_) => Err(format!("no answer in {} s", ANSWER_WITHIN.as_secs())),
                     },
+                    Err(e) => Err(e),
                 };
-                let result = tokio::time::timeout(Duration::from_secs(30), self.pull(&conn, peer)).await;
+                if result.is_err() {
+                    self.forget(peer).await;
+                }
                 let mut peers = self.peers.lock();
                 let state = peers.entry(peer.clone()).or_default();
                 match result {
-                    Ok(Ok(_)) => {
+                    Ok(()) => {
                         state.last_ok_ms = Some(now_ms());
                         state.last_error = None;
                     }
-                    Ok(Err(e)) => {
-                        state.last_error = Some(e);
-                        connections.remove(peer);
-                    }
-                    Err(_) => {
-                        state.last_error = Some("no answer in 30 s".into());
-                        connections.remove(peer);
-                    }
+                    Err(e) => state.last_error = Some(e),
                 }
             }
         }
     }
+
+    /// The manifest of `version`: this site's, or fetched from a site with a complete
+    /// replica (checked against the id).
+    async fn manifest_bytes(&self, version: &VersionId) -> Result<Vec<u8>, CatalogError> {
+        if let Some(bytes) = crate::publish::manifest_bytes(&self.catalog, version)? {
+            return Ok(bytes);
+        }
+        let mut tried = Vec::new();
+        for (site, replica) in self.catalog.replicas(version)? {
+            if replica.state != ReplicaState::Complete || site == self.catalog.site() {
+                continue;
+            }
+            let fetched = match self.connection(&site).await {
+                Ok(conn) => self.fetch_manifest(&conn, version).await,
+                Err(e) => Err(e),
+            };
+            match fetched {
+                Ok(Some(bytes)) => return Ok(bytes),
+                Ok(None) => tried.push(format!("{site}: not there")),
+                Err(e) => tried.push(format!("{site}: {e}")),
+            }
+        }
+        Err(CatalogError::NotFound(format!(
+            "the manifest of {version} is neither here nor at a site with a complete replica ({})",
+            if tried.is_empty() { "none known".to_owned() } else { tried.join("; ") }
+        )))
+    }
+
+    /// For `version` and each of `candidates`: the bytes it already holds at chunk level
+    /// (any data it holds counts), the bytes missing, the best source of the rest, and the
+    /// staging time estimated from the federation's link table. Remote counts are cached
+    /// for [`PRESENCE_CACHE`] and say when they were taken.
+    pub async fn placement(
+        &self,
+        version: &VersionId,
+        candidates: &[String],
+    ) -> Result<Vec<SitePlacement>, CatalogError> {
+        let manifest_bytes = self.manifest_bytes(version).await?;
+        let manifest = Manifest::decode_verified(&manifest_bytes, version)
+            .map_err(|e| CatalogError::Corrupt { what: format!("manifest of {version}"), reason: e.to_string() })?;
+        let sources: Vec<String> = self
+            .catalog
+            .replicas(version)?
+            .into_iter()
+            .filter(|(_, r)| r.state == ReplicaState::Complete)
+            .map(|(site, _)| site)
+            .collect();
+        let mut out = Vec::with_capacity(candidates.len());
+        for site in candidates {
+            let (presence, as_of_ms, error) = if site == self.catalog.site() {
+                (Some(presence_of(&self.catalog, &manifest)?), now_ms(), None)
+            } else if self.federation.site(site).is_none() {
+                (None, now_ms(), Some(format!("{site} is not a site of the federation")))
+            } else {
+                match self.remote_presence(site, version, &manifest_bytes).await {
+                    Ok((at, p)) => (Some(p), at, None),
+                    Err(e) => (None, now_ms(), Some(e)),
+                }
+            };
+            let best = presence.map(|p| self.best_source(&sources, site, p.bytes_missing));
+            out.push(SitePlacement {
+                site: site.clone(),
+                bytes_present: presence.map(|p| p.bytes_present),
+                bytes_missing: presence.map(|p| p.bytes_missing),
+                best_source: best.as_ref().and_then(|b| b.0.clone()),
+                estimated_secs: best.map(|b| b.1),
+                as_of_ms,
+                error,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn remote_presence(
+        &self,
+        site: &str,
+        version: &VersionId,
+        manifest: &[u8],
+    ) -> Result<(u64, Presence), String> {
+        if let Some((at, p)) = self.presence_cache.lock().get(&(*version, site.to_owned()))
+            && now_ms().saturating_sub(*at) < PRESENCE_CACHE.as_millis() as u64
+        {
+            return Ok((*at, *p));
+        }
+        let conn = self.connection(site).await?;
+        let request = Request::Presence { version: *version, manifest: Some(manifest.to_vec()) };
+        let answer = tokio::time::timeout(ANSWER_WITHIN, Self::ask(&conn, &request))
+            .await
+            .map_err(|_| format!("{site} did not answer in {} s", ANSWER_WITHIN.as_secs()))?;
+        match answer {
+            Ok(Answer::Presence { presence }) => {
+                let at = now_ms();
+                self.presence_cache.lock().insert((*version, site.to_owned()), (at, presence));
+                Ok((at, presence))
+            }
+            Ok(_) => Err(format!("{site} answered with something else")),
+            Err(e) => {
+                self.forget(site).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The site with a complete replica the rest comes fastest from, by the link table,
+    /// and the estimated seconds (none needed when nothing is missing).
+    fn best_source(&self, sources: &[String], to: &str, missing: u64) -> (Option<String>, f64) {
+        if missing == 0 {
+            return (None, 0.0);
+        }
+        let estimate = |from: &str| {
+            let link = self.federation.link(from, to);
+            missing as f64 * 8.0 / (link.bandwidth_mbps.max(1) as f64 * 1e6) + link.rtt_ms / 1000.0
+        };
+        sources
+            .iter()
+            .filter(|s| *s != to)
+            .map(|s| (s.clone(), estimate(s)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or((None, f64::INFINITY), |(s, t)| (Some(s), t))
+    }
+}
+
+/// [`CatalogSync::placement`] for a site that is not federated: itself is the only
+/// candidate it can count.
+pub fn placement_here(
+    catalog: &Catalog<InStore>,
+    version: &VersionId,
+    candidates: &[String],
+) -> Result<Vec<SitePlacement>, CatalogError> {
+    let manifest = crate::publish::manifest(catalog, version)?
+        .ok_or_else(|| CatalogError::NotFound(format!("the manifest of {version} is not here")))?;
+    let here = presence_of(catalog, &manifest)?;
+    Ok(candidates
+        .iter()
+        .map(|site| {
+            let mine = site == catalog.site();
+            SitePlacement {
+                site: site.clone(),
+                bytes_present: mine.then_some(here.bytes_present),
+                bytes_missing: mine.then_some(here.bytes_missing),
+                best_source: None,
+                estimated_secs: (mine && here.bytes_missing == 0).then_some(0.0),
+                as_of_ms: now_ms(),
+                error: (!mine).then(|| "this site is not federated: it can count only itself".to_owned()),
+            }
+        })
+        .collect())
+}
+
+/// How long a peer's answer about what it holds is reused.
+pub const PRESENCE_CACHE: Duration = Duration::from_secs(10);
+
+/// How long a peer has to answer one request.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// What this store holds of `manifest`'s chunks.
+fn presence_of(catalog: &Catalog<InStore>, manifest: &Manifest) -> Result<Presence, CatalogError> {
+    let chunks: Vec<store::ChunkRef> = manifest
+        .files
+        .iter()
+        .flat_map(|f| f.chunks.iter().map(|(id, len)| store::ChunkRef { id: *id, len: *len }))
+        .collect();
+    catalog.storage().0.presence(&chunks).map_err(|e| CatalogError::Data(e.to_string()))
+}
+
+/// One candidate site of a placement query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SitePlacement {
+    /// the site
+    pub site: String,
+    /// bytes of the version's distinct chunks it holds already (for any data)
+    pub bytes_present: Option<u64>,
+    /// bytes it lacks: what staging the version there moves
+    pub bytes_missing: Option<u64>,
+    /// the site with a complete replica the rest would come from fastest
+    pub best_source: Option<String>,
+    /// seconds to stage the rest there, from the federation's link table
+    pub estimated_secs: Option<f64>,
+    /// when the counts were taken (ms since the epoch, this site's clock)
+    pub as_of_ms: u64,
+    /// why the site could not be asked
+    pub error: Option<String>,
 }

@@ -212,3 +212,38 @@ fn stage_catalog(batch: &mut crate::meta::Batch, writes: Vec<CatalogWrite>) -> R
     }
     Ok(())
 }
+
+impl Store {
+    /// Of `chunks` (counted once each), the bytes and chunks this store holds, for any data
+    /// at all, and those it lacks: what staging them here would move.
+    pub fn presence(&self, chunks: &[ChunkRef]) -> Result<Presence, StoreError> {
+        let mut distinct: Vec<ChunkRef> = chunks.to_vec();
+        distinct.sort_unstable_by_key(|c| c.id);
+        distinct.dedup_by_key(|c| c.id);
+        let keys: Vec<[u8; 32]> = distinct.iter().map(|c| keys::chunk_key(&c.id)).collect();
+        let mut presence = Presence::default();
+        for (chunk, held) in distinct.iter().zip(self.meta.contains_many(cf::CHUNKS, &keys)?) {
+            if held {
+                presence.bytes_present += chunk.len as u64;
+                presence.chunks_present += 1;
+            } else {
+                presence.bytes_missing += chunk.len as u64;
+                presence.chunks_missing += 1;
+            }
+        }
+        Ok(presence)
+    }
+}
+
+/// What [`Store::presence`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Presence {
+    /// bytes of the distinct chunks held
+    pub bytes_present: u64,
+    /// bytes of the distinct chunks not held
+    pub bytes_missing: u64,
+    /// distinct chunks held
+    pub chunks_present: u64,
+    /// distinct chunks not held
+    pub chunks_missing: u64,
+}

@@ -57,6 +57,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DatasetCommand,
     },
+    /// Ask the catalog: where a version's bytes already are.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// Move data between sites: push, pull, third-party copy; follow and cancel.
     Transfer {
         #[command(subcommand)]
@@ -292,6 +297,22 @@ pub enum DatasetCommand {
         version: String,
         /// BUCKET or BUCKET/PREFIX/
         dest: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum CatalogCommand {
+    /// For NS/NAME@TAG and candidate sites: the bytes each holds already (any data it
+    /// holds counts), the bytes missing, the best source of the rest, and the estimated
+    /// staging time.
+    Placement {
+        /// NS/NAME@TAG or NS/NAME@VERSION-ID
+        version: String,
+        /// Candidate sites, comma-separated.
+        #[arg(long)]
+        sites: String,
         #[command(flatten)]
         admin: AdminArgs,
     },

@@ -76,8 +76,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         signing_key,
     ));
     let sync = transfers.as_ref().map(|t| {
-        let keys: Arc<dyn catalog::SiteKeys + Send + Sync> = t.endpoint().federation.clone();
-        Arc::new(catalog::quic::CatalogSync::new(site_catalog.clone(), keys))
+        let endpoint = t.clone();
+        let dial: catalog::quic::Dial = Box::new(move |peer: String| {
+            let endpoint = endpoint.clone();
+            Box::pin(async move {
+                endpoint.endpoint().connect_for(&peer, catalog::quic::ALPN).await.map_err(|e| e.to_string())
+            })
+        });
+        Arc::new(catalog::quic::CatalogSync::new(site_catalog.clone(), t.endpoint().federation.clone(), dial))
     });
     let catalog = Arc::new(catalog::http::CatalogState { catalog: site_catalog, sync: sync.clone() });
     let admin_token = crate::admin::ensure_token(&settings.data_dir)?;
@@ -126,7 +132,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             let federation = &t.endpoint().federation;
             let peers: Vec<String> =
                 federation.sites().map(|s| s.name.clone()).filter(|name| *name != settings.site_name).collect();
-            tokio::spawn(sync.clone().run(CatalogDialer(t.clone()), peers));
+            tokio::spawn(sync.clone().run(peers));
         }
     }
     state.ready.store(true, Ordering::Release);
@@ -191,13 +197,4 @@ fn write_atomically(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
-}
-
-/// Connects the catalog's sync to peers through the transfers' QUIC endpoint.
-struct CatalogDialer(Arc<Transfers>);
-
-impl catalog::quic::Dialer for CatalogDialer {
-    async fn dial(&self, peer: &str) -> Result<quinn::Connection, String> {
-        self.0.endpoint().connect_for(peer, catalog::quic::ALPN).await.map_err(|e| e.to_string())
-    }
 }

@@ -675,4 +675,35 @@ async fn the_catalog_reaches_every_site_and_a_site_back_from_a_stop_catches_up()
         let name = format!("clusster_catalog_events_refused_total{{kind=\"{kind}\"}}");
         assert_eq!(counter(&c, &name).await, 0, "nothing forged among honest sites");
     }
+
+    // Placement, asked at c: a holds all of v2, c nothing of it; the rest comes from a.
+    let placement = |sites: &'static str| {
+        let c = &c;
+        async move { catalog_get(c, &format!("/catalog/placement?dataset=a.climate/era5&version=v2&sites={sites}")).await }
+    };
+    let (status, answer) = placement("a,c").await;
+    assert_eq!(status, 200, "{answer}");
+    let bytes = v2["bytes"].as_u64().unwrap();
+    assert_eq!(answer["version"], v2["version"]);
+    assert_eq!(
+        (answer["sites"][0]["bytes_present"].as_u64(), answer["sites"][0]["bytes_missing"].as_u64()),
+        (Some(bytes), Some(0))
+    );
+    assert_eq!(answer["sites"][1]["bytes_missing"].as_u64(), Some(bytes), "{answer}");
+    assert_eq!(answer["sites"][1]["best_source"], "a");
+    assert!(answer["sites"][1]["estimated_secs"].as_f64().unwrap() > 0.0);
+    // b gets the bytes by an ordinary transfer (not as the version): they count all the same.
+    let sb = s3(&b);
+    sb.create_bucket().bucket("data").send().await.unwrap();
+    share(&b, "data", "a", &["--write"]);
+    assert_eq!(transfer(&a, &["push", "b", "data"])["state"], "done");
+    let (_, answer) = placement("b").await;
+    assert_eq!(answer["sites"][0]["bytes_missing"].as_u64(), Some(0), "{answer}");
+    assert_eq!(answer["sites"][0]["bytes_present"].as_u64(), Some(bytes));
+    // A site that is not in the federation, and a version that does not exist.
+    let (status, answer) = placement("nowhere").await;
+    assert_eq!(status, 200);
+    assert!(answer["sites"][0]["error"].as_str().unwrap().contains("not a site"), "{answer}");
+    let (status, answer) = catalog_get(&c, "/catalog/placement?dataset=a.climate/era5&version=v9&sites=a").await;
+    assert_eq!((status, answer["field"].as_str()), (404, Some("version")), "{answer}");
 }

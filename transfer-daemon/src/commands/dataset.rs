@@ -1,9 +1,10 @@
-//! `clusster dataset publish|show|checkout`: the catalog's routes on the running daemon.
+//! `clusster dataset publish|show|checkout` and `clusster catalog placement`: the catalog's
+//! routes on the running daemon.
 
 use super::{UsageError, print_report};
-use crate::cli::{AdminArgs, DatasetCommand};
+use crate::cli::{AdminArgs, CatalogCommand, DatasetCommand};
 use crate::client::AdminClient;
-use catalog::http::{CheckedOut, CheckoutRequest, DatasetView, PublishRequest};
+use catalog::http::{CheckedOut, CheckoutRequest, DatasetView, PlacementAnswer, PublishRequest};
 use catalog::publish::Published;
 use reqwest::Method;
 
@@ -71,6 +72,43 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
             let done: CheckedOut = client(&admin)?.call(Method::POST, &path, Some(&request)).await?;
             print_report(&admin, &done, |d| {
                 format!("checked out {ns}/{name}@{} into {bucket}/{prefix}: {} files", d.version, d.files)
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
+    match command {
+        CatalogCommand::Placement { version, sites, admin } => {
+            let (name, reference) = version.rsplit_once('@').ok_or_else(|| {
+                UsageError(format!("{version:?}: name the version as NAMESPACE/NAME@TAG or NAMESPACE/NAME@VERSION-ID"))
+            })?;
+            dataset(name)?;
+            let mut url = reqwest::Url::parse("http://x/catalog/placement").expect("a valid URL");
+            url.query_pairs_mut()
+                .append_pair("dataset", name)
+                .append_pair("version", reference)
+                .append_pair("sites", &sites);
+            let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+            let answer: PlacementAnswer = client(&admin)?.call_without_body(Method::GET, &path).await?;
+            print_report(&admin, &answer, |a| {
+                let mut lines = vec![format!("{name}@{}", a.version)];
+                for s in &a.sites {
+                    lines.push(match (&s.error, s.bytes_missing) {
+                        (Some(e), _) => format!("  {}: {e}", s.site),
+                        (None, Some(0)) => format!("  {}: all {} bytes there", s.site, s.bytes_present.unwrap_or(0)),
+                        (None, missing) => format!(
+                            "  {}: {} bytes there, {} missing, from {} in about {:.1} s",
+                            s.site,
+                            s.bytes_present.unwrap_or(0),
+                            missing.unwrap_or(0),
+                            s.best_source.as_deref().unwrap_or("nowhere"),
+                            s.estimated_secs.unwrap_or(f64::INFINITY)
+                        ),
+                    });
+                }
+                lines.join("\n")
             });
         }
     }

@@ -4,7 +4,8 @@
 //!   agent and its bench);
 //! - [`operator`]: verbs that ask the running daemon through its admin API (keys, bucket
 //!   grants, gc, scrub, check, repair);
-//! - [`dataset`]: `dataset publish|show|checkout`, through the catalog's routes;
+//! - [`dataset`]: `dataset publish|show|checkout` and `catalog placement`, through the
+//!   catalog's routes;
 //! - [`transfer`]: `transfer push|pull|copy|status|cancel`.
 
 mod dataset;
@@ -52,6 +53,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Check(args) => operator::check(&args).await,
         Command::Repair(args) => operator::repair(&args).await,
         Command::Dataset { command } => dataset::run(command).await,
+        Command::Catalog { command } => dataset::catalog(command).await,
         Command::Transfer { command } => transfer::run(command).await,
     }
 }
