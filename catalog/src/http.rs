@@ -1,5 +1,7 @@
-//! The catalog's HTTP+JSON routes, as a router the daemon mounts (behind its own
-//! authentication). Errors are RFC 9457 problem documents that name the offending field.
+//! The catalog's HTTP+JSON routes, as a router the daemon mounts. Every route needs a
+//! bearer token with its scope ([`Authenticate`] says whose it is): a project's API token
+//! reaches its own project's buckets only; the operator's admin token reaches all. Errors
+//! are RFC 9457 problem documents that name the offending field.
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::event::ReplicaState;
@@ -20,17 +22,100 @@ pub struct CatalogState {
     pub catalog: Arc<Catalog<InStore>>,
     /// its sync with the federation's other sites, when federated
     pub sync: Option<Arc<crate::quic::CatalogSync>>,
+    /// who a bearer token is
+    pub auth: Arc<dyn Authenticate>,
 }
 
-/// The routes: under `/catalog/`.
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// the site's operator (the admin token): every scope, every project
+    Operator,
+    /// a project's API token, limited to its scopes
+    Project {
+        /// the project
+        project: String,
+        /// `catalog:read`, `catalog:write`, `stage`
+        scopes: Vec<String>,
+    },
+}
+
+impl Caller {
+    fn may(&self, scope: &str) -> bool {
+        match self {
+            Caller::Operator => true,
+            Caller::Project { scopes, .. } => scopes.iter().any(|s| s == scope),
+        }
+    }
+
+    /// Refuses unless the caller acts for `project` (the operator acts for all).
+    fn acts_for(&self, project: &str, what: &str) -> Result<(), Problem> {
+        match self {
+            Caller::Project { project: mine, .. } if mine != project => Err(Problem {
+                status: StatusCode::FORBIDDEN,
+                title: "forbidden",
+                detail: format!("{what} is project {project:?}'s; this token acts for project {mine:?}"),
+                field: None,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Tells who a bearer token is: the daemon's admin token, or a project's API token.
+pub trait Authenticate: Send + Sync {
+    /// The caller presenting `token`, or `None` if it is no token of this site's.
+    fn caller(&self, token: &str) -> Option<Caller>;
+}
+
+/// The routes: under `/catalog/`. Each needs a bearer token with its scope: reads
+/// `catalog:read`, publishing and checking out `catalog:write`.
 pub fn router(state: Arc<CatalogState>) -> Router {
-    Router::new()
+    let reads = Router::new()
         .route("/catalog/datasets/{ns}/{name}", get(show))
-        .route("/catalog/datasets/{ns}/{name}/versions", post(publish_version))
-        .route("/catalog/datasets/{ns}/{name}/checkout", post(checkout))
         .route("/catalog/sync", get(sync_status))
         .route("/catalog/placement", get(placement))
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state((state.clone(), "catalog:read"), authorize));
+    let writes = Router::new()
+        .route("/catalog/datasets/{ns}/{name}/versions", post(publish_version))
+        .route("/catalog/datasets/{ns}/{name}/checkout", post(checkout))
+        .route_layer(axum::middleware::from_fn_with_state((state.clone(), "catalog:write"), authorize));
+    reads.merge(writes).with_state(state)
+}
+
+/// 401 without a token this site knows, 403 without the scope; else the caller goes along.
+async fn authorize(
+    State((state, scope)): State<(Arc<CatalogState>, &'static str)>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(caller) = presented.and_then(|token| state.auth.caller(token)) else {
+        return Problem {
+            status: StatusCode::UNAUTHORIZED,
+            title: "unauthorized",
+            detail: "send `Authorization: Bearer TOKEN`: a token from `clusster token create`, or the admin token"
+                .into(),
+            field: None,
+        }
+        .into_response();
+    };
+    if !caller.may(scope) {
+        return Problem {
+            status: StatusCode::FORBIDDEN,
+            title: "forbidden",
+            detail: format!("this token lacks the scope {scope}"),
+            field: None,
+        }
+        .into_response();
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }
 
 /// A problem document.
@@ -93,12 +178,24 @@ pub struct PublishRequest {
     pub tag: Option<String>,
 }
 
+/// The project that owns `bucket` here.
+fn bucket_owner(state: &CatalogState, bucket: &str) -> Result<String, Problem> {
+    state.catalog.storage().0.bucket(bucket).map(|b| b.owner).map_err(|e| Problem {
+        status: StatusCode::NOT_FOUND,
+        title: "no such bucket",
+        detail: e.to_string(),
+        field: Some("bucket"),
+    })
+}
+
 async fn publish_version(
     State(state): State<Arc<CatalogState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path((ns, name)): Path<(String, String)>,
     body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
     let Json(request) = body.map_err(|e| bad_body(e, r#"{"bucket": "data", "prefix": "run1/", "tag": "v1"}"#))?;
+    caller.acts_for(&bucket_owner(&state, &request.bucket)?, &format!("bucket {}", request.bucket))?;
     let published: Published = publish::publish(
         &state.catalog,
         &request.bucket,
@@ -231,11 +328,13 @@ pub struct CheckedOut {
 
 async fn checkout(
     State(state): State<Arc<CatalogState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path((ns, name)): Path<(String, String)>,
     body: Result<Json<CheckoutRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<CheckedOut>, Problem> {
     let Json(request) =
         body.map_err(|e| bad_body(e, r#"{"version": "v1", "bucket": "data", "prefix": "restored/"}"#))?;
+    caller.acts_for(&bucket_owner(&state, &request.bucket)?, &format!("bucket {}", request.bucket))?;
     let version = publish::resolve(&state.catalog, &ns, &name, &request.version).map_err(|e| {
         let mut p = Problem::from(e);
         p.field = Some("version");

@@ -4,7 +4,7 @@
 
 use crate::Store;
 use crate::error::StoreError;
-use crate::meta::values::{AccessKeyRecord, BucketRecord, GrantRecord, ObjectRecord, SiteShareRecord};
+use crate::meta::values::{AccessKeyRecord, ApiTokenRecord, BucketRecord, GrantRecord, ObjectRecord, SiteShareRecord};
 use crate::meta::{cf, keys};
 use hw_offload::ChunkId;
 use rand::Rng;
@@ -90,6 +90,64 @@ impl Store {
         batch.delete(cf::ACCESS_KEYS, id.as_bytes());
         self.commit(batch).await?;
         Ok(true)
+    }
+
+    /// Creates an API token for `project` limited to `scopes` (each one of [`API_SCOPES`]);
+    /// returns the token (shown once: only its hash is kept) and its record.
+    pub async fn create_api_token(
+        &self,
+        project: &str,
+        scopes: &[String],
+    ) -> Result<(String, ApiTokenRecord), StoreError> {
+        if !valid_project(project) {
+            return Err(StoreError::InvalidName(format!(
+                "project {project:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if scopes.is_empty() {
+            return Err(StoreError::InvalidName(format!(
+                "a token needs at least one scope of {}",
+                API_SCOPES.join(", ")
+            )));
+        }
+        if let Some(bad) = scopes.iter().find(|s| !API_SCOPES.contains(&s.as_str())) {
+            return Err(StoreError::InvalidName(format!("scope {bad:?}: one of {}", API_SCOPES.join(", "))));
+        }
+        let token = format!("clst_{}", random_string(SECRET_ALPHABET, 43));
+        let record = ApiTokenRecord {
+            id: random_string(KEY_ID_ALPHABET, 12),
+            project: project.to_owned(),
+            scopes: scopes.to_vec(),
+            created_ms: crate::now_ms(),
+        };
+        let mut batch = self.meta.batch();
+        batch.put(cf::API_TOKENS, &ChunkId::of(token.as_bytes()).0, &record);
+        self.commit(batch).await?;
+        Ok((token, record))
+    }
+
+    /// The record of the token `presented`, if it is one.
+    pub fn api_token(&self, presented: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+        self.meta.get(cf::API_TOKENS, &ChunkId::of(presented.as_bytes()).0)
+    }
+
+    /// Every API token's record.
+    pub fn list_api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
+        self.meta.scan::<ApiTokenRecord>(cf::API_TOKENS, b"", b"").map(|r| r.map(|(_, v)| v)).collect()
+    }
+
+    /// Deletes the token whose id is `id`; `false` if there is none.
+    pub async fn delete_api_token(&self, id: &str) -> Result<bool, StoreError> {
+        for item in self.meta.scan::<ApiTokenRecord>(cf::API_TOKENS, b"", b"") {
+            let (key, record) = item?;
+            if record.id == id {
+                let mut batch = self.meta.batch();
+                batch.delete(cf::API_TOKENS, &key);
+                self.commit(batch).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Lets `project` use `bucket`.
@@ -268,6 +326,10 @@ impl Store {
         Ok(())
     }
 }
+
+/// The scopes an API token may have: reading the catalog, writing it (publish, tag,
+/// checkout), and staging data in and out for jobs.
+pub const API_SCOPES: [&str; 3] = ["catalog:read", "catalog:write", "stage"];
 
 /// The key of [`cf::BUCKET_CHUNKS`] that says the index is built.
 const BUCKET_CHUNKS_BUILT: &[u8] = b"";

@@ -50,8 +50,8 @@ pub use config::StoreConfig;
 pub use error::StoreError;
 pub use ingest::{IngestOptions, Ingested};
 pub use meta::values::{
-    AccessKeyRecord, Body, BucketRecord, ChunkRef, ObjectHead, ObjectMeta, ObjectRecord, SiteShareRecord,
-    TransferRecord,
+    AccessKeyRecord, ApiTokenRecord, Body, BucketRecord, ChunkRef, ObjectHead, ObjectMeta, ObjectRecord,
+    SiteShareRecord, TransferRecord,
 };
 pub use metrics::StoreMetrics;
 pub use objects::{ListPage, ObjectInfo, ObjectStream, OpenObject, Precondition, PutOptions, check_digests};

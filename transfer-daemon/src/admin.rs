@@ -2,7 +2,7 @@
 //! (maintenance, access keys, bucket grants and shares with sites, transfers) for the operator, behind the bearer token
 //! kept in `<data_dir>/admin.token`. Errors are RFC 9457 problem documents.
 
-use crate::api::{BucketShare, CreatedKey, KeyInfo, NewKey, NewTransfer, SiteRights, Unshared};
+use crate::api::{BucketShare, CreatedKey, CreatedToken, KeyInfo, NewKey, NewToken, NewTransfer, SiteRights, Unshared};
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
@@ -111,16 +111,18 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/check", get(check))
         .route("/admin/keys", post(create_key).get(list_keys))
         .route("/admin/keys/{id}", axum::routing::delete(delete_key))
+        .route("/admin/tokens", post(create_token).get(list_tokens))
+        .route("/admin/tokens/{id}", axum::routing::delete(delete_token))
         .route("/admin/buckets/{bucket}/grants/{project}", axum::routing::put(grant).delete(revoke))
         .route("/admin/buckets/{bucket}/sites", get(list_shares))
         .route("/admin/buckets/{bucket}/sites/{site}", axum::routing::put(share).delete(unshare))
         .route("/admin/repair", post(repair))
         .route("/admin/transfers", post(start_transfer).get(list_transfers))
         .route("/admin/transfers/{id}", get(transfer_status).delete(cancel_transfer))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state.clone())
-        // The catalog's routes, behind the operator's token until scoped tokens come.
-        .merge(catalog::http::router(state.catalog.clone()))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+        // The catalog's routes check tokens and scopes themselves (see `Tokens`).
+        .merge(catalog::http::router(state.catalog.clone()));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -131,16 +133,43 @@ pub fn router(state: Arc<AdminState>) -> Router {
         })
 }
 
+/// Whether `presented` is `token`, compared in constant time: the admin token is the only
+/// credential of the operator's routes.
+fn is_admin_token(presented: &str, token: &str) -> bool {
+    presented.len() == token.len() && presented.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// Who a bearer token is, for the catalog's routes: the operator (the admin token), or the
+/// project of an API token from `clusster token create`.
+pub struct Tokens {
+    /// the admin token
+    pub admin: String,
+    /// where API tokens are kept (hashed)
+    pub store: Arc<Store>,
+}
+
+impl catalog::http::Authenticate for Tokens {
+    fn caller(&self, token: &str) -> Option<catalog::http::Caller> {
+        if is_admin_token(token, &self.admin) {
+            return Some(catalog::http::Caller::Operator);
+        }
+        match self.store.api_token(token) {
+            Ok(record) => record.map(|r| catalog::http::Caller::Project { project: r.project, scopes: r.scopes }),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read API tokens");
+                None
+            }
+        }
+    }
+}
+
 async fn require_token(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    // Compare in constant time: the token is the only credential here.
-    let ok = presented.is_some_and(|p| {
-        p.len() == state.token.len() && p.bytes().zip(state.token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    });
+    let ok = presented.is_some_and(|p| is_admin_token(p, &state.token));
     if ok {
         next.run(request).await
     } else {
@@ -192,6 +221,42 @@ async fn create_key(
     let (id, secret) = state.store.create_access_key(&req.project).await?;
     Ok((StatusCode::CREATED, json(&CreatedKey { access_key_id: id, secret_access_key: secret, project: req.project }))
         .into_response())
+}
+
+async fn create_token(
+    State(state): State<Arc<AdminState>>,
+    body: Result<axum::Json<NewToken>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let axum::Json(req) = body.map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid request",
+            format!("{e}; send {{\"project\": \"NAME\", \"scopes\": [\"catalog:read\"]}}"),
+        )
+    })?;
+    let (token, record) = state.store.create_api_token(&req.project, &req.scopes).await?;
+    let created = CreatedToken { token, id: record.id, project: record.project, scopes: record.scopes };
+    Ok((StatusCode::CREATED, json(&created)).into_response())
+}
+
+async fn list_tokens(State(state): State<Arc<AdminState>>) -> Result<Response, Problem> {
+    let tokens: Vec<serde_json::Value> = state
+        .store
+        .list_api_tokens()?
+        .into_iter()
+        .map(
+            |r| serde_json::json!({ "id": r.id, "project": r.project, "scopes": r.scopes, "created_ms": r.created_ms }),
+        )
+        .collect();
+    Ok(json(&tokens))
+}
+
+async fn delete_token(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Result<Response, Problem> {
+    if state.store.delete_api_token(&id).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(Problem::new(StatusCode::NOT_FOUND, "no such token", format!("no API token with id {id}")))
+    }
 }
 
 async fn list_keys(State(state): State<Arc<AdminState>>) -> Result<Response, Problem> {

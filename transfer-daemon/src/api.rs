@@ -37,6 +37,29 @@ pub struct KeyInfo {
     pub created_ms: i64,
 }
 
+/// `POST /admin/tokens` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// The project the token acts for.
+    pub project: String,
+    /// What it may do: `catalog:read`, `catalog:write`, `stage`.
+    pub scopes: Vec<String>,
+}
+
+/// `POST /admin/tokens` answer: the token is shown this once (only its hash is kept).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    /// The bearer token.
+    pub token: String,
+    /// Its public id, to list and delete it by.
+    pub id: String,
+    /// The project it acts for.
+    pub project: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+}
+
 /// `POST /admin/transfers` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -47,6 +47,11 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Manage API tokens for the catalog and staging routes (schedulers, jobs).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Manage which projects may use a bucket.
     Bucket {
         #[command(subcommand)]
@@ -297,6 +302,31 @@ pub enum DatasetCommand {
         version: String,
         /// BUCKET or BUCKET/PREFIX/
         dest: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for a project, limited to scopes; it is shown once (only its hash is
+    /// kept). Give it to a scheduler (catalog:read) or a job (stage), not the admin token.
+    Create {
+        /// The project it acts for: it reaches that project's buckets only.
+        #[arg(long)]
+        project: String,
+        /// catalog:read, catalog:write or stage; repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the tokens (ids, projects, scopes; never the tokens).
+    List(AdminArgs),
+    /// Delete a token by its id: it stops working at once.
+    Delete {
+        /// The token's id, as `token list` shows it.
+        id: String,
         #[command(flatten)]
         admin: AdminArgs,
     },

@@ -15,11 +15,13 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// `--admin` if given, else the address the daemon wrote into its data dir; the
-    /// token from `CLUSSTER_ADMIN_TOKEN` or the data dir.
+    /// token from `CLUSSTER_TOKEN` (an API token), `CLUSSTER_ADMIN_TOKEN` or the data dir.
     pub fn locate(admin: Option<&str>, data_dir: Option<&Path>) -> anyhow::Result<Self> {
         let dir = data_dir.unwrap_or(Path::new(DEFAULT_DATA_DIR));
-        let token = std::env::var("CLUSSTER_ADMIN_TOKEN")
+        // A project's API token (for the catalog's routes) if given, else the operator's.
+        let token = std::env::var("CLUSSTER_TOKEN")
             .ok()
+            .or_else(|| std::env::var("CLUSSTER_ADMIN_TOKEN").ok())
             .or_else(|| std::fs::read_to_string(dir.join(TOKEN_FILE)).ok())
             .map(|t| t.trim().to_owned());
         let base = match admin {

@@ -85,8 +85,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         });
         Arc::new(catalog::quic::CatalogSync::new(site_catalog.clone(), t.endpoint().federation.clone(), dial))
     });
-    let catalog = Arc::new(catalog::http::CatalogState { catalog: site_catalog, sync: sync.clone() });
     let admin_token = crate::admin::ensure_token(&settings.data_dir)?;
+    let tokens = Arc::new(crate::admin::Tokens { admin: admin_token.clone(), store: store.clone() });
+    let catalog = Arc::new(catalog::http::CatalogState { catalog: site_catalog, sync: sync.clone(), auth: tokens });
     let listen_file = settings.data_dir.join(LISTEN_FILE);
     write_atomically(&listen_file, &format!("{listeners}\n"))?;
 

@@ -135,3 +135,79 @@ async fn bad_dataset_requests_get_clear_errors_and_change_nothing() {
     let listed = s3.list_objects_v2().bucket("data").send().await.unwrap();
     assert_eq!(listed.contents().len(), 1, "no refused request wrote an object");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_tokens_reach_their_project_and_scopes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(BIN, &dir.path().join("site"), &[]);
+    let (id, secret) = daemon.create_key(BIN, "climate");
+    let s3 = common::s3_client(&daemon, &id, &secret);
+    s3.create_bucket().bucket("data").send().await.unwrap();
+    put(&s3, "run1/a", b"some data".to_vec()).await;
+    let data_dir = daemon.data_dir.to_str().unwrap();
+    let token = |project: &str, scopes: &[&str]| {
+        let mut args = vec!["token", "create", "--project", project, "--json", "--data-dir", data_dir];
+        for scope in scopes {
+            args.extend_from_slice(&["--scope", scope]);
+        }
+        let out = clusster(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (created["token"].as_str().unwrap().to_owned(), created["id"].as_str().unwrap().to_owned())
+    };
+    let (reader, _) = token("climate", &["catalog:read"]);
+    let (writer, writer_id) = token("climate", &["catalog:read", "catalog:write"]);
+    let (stranger, _) = token("physics", &["catalog:write"]);
+    let call = |token: Option<String>, method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let url = format!("{}{path}", daemon.admin_url());
+        async move {
+            let mut request = reqwest::Client::new().request(method, url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let answer = request.send().await.unwrap();
+            (answer.status().as_u16(), answer.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let publish = serde_json::json!({ "bucket": "data", "prefix": "run1/", "tag": "v1" });
+    let versions = "/catalog/datasets/local.climate/era5/versions";
+
+    let (status, problem) = call(None, reqwest::Method::POST, versions, Some(publish.clone())).await;
+    assert_eq!(status, 401, "{problem}");
+    let (status, problem) = call(Some(reader.clone()), reqwest::Method::POST, versions, Some(publish.clone())).await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("catalog:write"), "{problem}");
+    let (status, problem) = call(Some(stranger), reqwest::Method::POST, versions, Some(publish.clone())).await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("acts for project \"physics\""), "{problem}");
+    let (status, published) = call(Some(writer.clone()), reqwest::Method::POST, versions, Some(publish)).await;
+    assert_eq!(status, 201, "{published}");
+    let (status, shown) =
+        call(Some(reader.clone()), reqwest::Method::GET, "/catalog/datasets/local.climate/era5", None).await;
+    assert_eq!(status, 200, "{shown}");
+    // An API token is no admin token.
+    assert_eq!(call(Some(writer.clone()), reqwest::Method::GET, "/admin/keys", None).await.0, 401);
+    // The CLI takes one from CLUSSTER_TOKEN.
+    let out = Command::new(BIN)
+        .args(["dataset", "show", "local.climate/era5", "--json", "--data-dir", data_dir])
+        .env("CLUSSTER_TOKEN", &reader)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Listed without the tokens themselves; deleted, one stops working at once.
+    let listed = clusster(&["token", "list", "--json", "--data-dir", data_dir]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(!text.contains(&writer) && text.contains(&writer_id), "{text}");
+    assert!(clusster(&["token", "delete", &writer_id, "--data-dir", data_dir]).status.success());
+    let (status, _) = call(Some(writer), reqwest::Method::GET, "/catalog/datasets/local.climate/era5", None).await;
+    assert_eq!(status, 401);
+    // A scope that does not exist is refused, with the ones that do.
+    let out = clusster(&["token", "create", "--project", "climate", "--scope", "root", "--data-dir", data_dir]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("catalog:read"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -42,6 +42,9 @@ pub const GRANTS: &str = "grants";
 /// the sites of the federation a bucket is shared with
 pub const SITE_SHARES: &str = "site_shares";
 
+/// BLAKE3 of an API token → [`ApiTokenRecord`](super::values::ApiTokenRecord)
+pub const API_TOKENS: &str = "api_tokens";
+
 /// version id (32 bytes) → [`ManifestRecord`](super::values::ManifestRecord): the chunks a
 /// published dataset version holds, one reference per occurrence, as an object does
 pub const VERSION_HOLDS: &str = "version_holds";
@@ -61,7 +64,7 @@ pub const CATALOG: [&str; 9] = [
 ];
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 25] = [
+pub const ALL: [&str; 26] = [
     BUCKETS,
     OBJECTS,
     MANIFESTS,
@@ -78,6 +81,7 @@ pub const ALL: [&str; 25] = [
     SITE_SHARES,
     BUCKET_CHUNKS,
     VERSION_HOLDS,
+    API_TOKENS,
     CATALOG[0],
     CATALOG[1],
     CATALOG[2],

@@ -288,6 +288,26 @@ impl Record for AccessKeyRecord {
     const VERSION: u8 = 1;
 }
 
+/// An API token for the catalog and staging routes: a project's, limited to scopes. Only
+/// the BLAKE3 of the token is kept (the key of its record), so the metadata database
+/// never holds one that works.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenRecord {
+    /// a short public id, to list and delete it by
+    pub id: String,
+    /// the project it acts for
+    pub project: String,
+    /// what it may do (`catalog:read`, `catalog:write`, `stage`)
+    pub scopes: Vec<String>,
+    /// creation time, ms since the Unix epoch
+    pub created_ms: i64,
+}
+
+impl Record for ApiTokenRecord {
+    const KIND: &'static str = "api token";
+    const VERSION: u8 = 1;
+}
+
 /// A project allowed into another project's bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantRecord {

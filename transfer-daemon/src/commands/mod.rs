@@ -2,8 +2,8 @@
 //!
 //! - [`local`]: verbs on local files (`init`, `federation init`, `site init`, the offload
 //!   agent and its bench);
-//! - [`operator`]: verbs that ask the running daemon through its admin API (keys, bucket
-//!   grants, gc, scrub, check, repair);
+//! - [`operator`]: verbs that ask the running daemon through its admin API (keys, API
+//!   tokens, bucket grants, gc, scrub, check, repair);
 //! - [`dataset`]: `dataset publish|show|checkout` and `catalog placement`, through the
 //!   catalog's routes;
 //! - [`transfer`]: `transfer push|pull|copy|status|cancel`.
@@ -47,6 +47,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Offload { command } => local::offload(command).await,
         Command::Key { command } => operator::key(command).await,
+        Command::Token { command } => operator::token(command).await,
         Command::Bucket { command } => operator::bucket(command).await,
         Command::Gc(args) => operator::gc(&args).await,
         Command::Scrub(args) => operator::scrub(&args).await,

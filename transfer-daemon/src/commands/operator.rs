@@ -3,9 +3,10 @@
 
 use super::{DamageFound, UsageError, print_report};
 use crate::api::{
-    BucketShare, CheckReport, CreatedKey, GcReport, KeyInfo, NewKey, RepairReport, ScrubReport, SiteRights, Unshared,
+    BucketShare, CheckReport, CreatedKey, CreatedToken, GcReport, KeyInfo, NewKey, NewToken, RepairReport, ScrubReport,
+    SiteRights, Unshared,
 };
-use crate::cli::{AdminArgs, BucketCommand, KeyCommand};
+use crate::cli::{AdminArgs, BucketCommand, KeyCommand, TokenCommand};
 use crate::client::AdminClient;
 use reqwest::Method;
 
@@ -34,6 +35,47 @@ pub(super) async fn key(command: KeyCommand) -> anyhow::Result<()> {
         KeyCommand::Delete { id, admin } => {
             client(&admin)?.call_without_body::<()>(Method::DELETE, &format!("/admin/keys/{id}")).await?;
             print_report(&admin, &serde_json::json!({ "deleted": id }), |_| format!("deleted key {id}"));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { project, scopes, admin } => {
+            let created: CreatedToken =
+                client(&admin)?.call(Method::POST, "/admin/tokens", Some(&NewToken { project, scopes })).await?;
+            print_report(&admin, &created, |t| {
+                format!(
+                    "token:   {}\nid:      {}\nproject: {}\nscopes:  {}\n(the token is not shown again)",
+                    t.token,
+                    t.id,
+                    t.project,
+                    t.scopes.join(", ")
+                )
+            });
+        }
+        TokenCommand::List(admin) => {
+            let tokens: Vec<serde_json::Value> =
+                client(&admin)?.call_without_body(Method::GET, "/admin/tokens").await?;
+            print_report(&admin, &tokens, |tokens| {
+                let rows: Vec<String> = tokens
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}  {}  {}",
+                            t["id"].as_str().unwrap_or("?"),
+                            t["project"].as_str().unwrap_or("?"),
+                            t["scopes"]
+                        )
+                    })
+                    .collect();
+                if rows.is_empty() { "no tokens".to_owned() } else { rows.join("\n") }
+            });
+        }
+        TokenCommand::Delete { id, admin } => {
+            client(&admin)?.call_without_body::<()>(Method::DELETE, &format!("/admin/tokens/{id}")).await?;
+            print_report(&admin, &serde_json::json!({ "deleted": id }), |_| format!("deleted token {id}"));
         }
     }
     Ok(())
