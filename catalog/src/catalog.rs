@@ -401,6 +401,24 @@ impl<S: CatalogStorage> Catalog<S> {
         Ok(raw.and_then(|raw| raw.try_into().ok()).map(VersionId))
     }
 
+    /// The datasets whose namespace starts with `ns_prefix`, with how many versions each
+    /// has, in (namespace, name) order.
+    pub fn datasets(&self, ns_prefix: &str) -> Result<Vec<(String, String, u64)>, CatalogError> {
+        let mut out: Vec<(String, String, u64)> = Vec::new();
+        for (k, _) in self.storage.scan(Table::Versions, ns_prefix.as_bytes(), None, usize::MAX)? {
+            let mut parts = k.splitn(3, |b| *b == SEP);
+            let (Some(ns), Some(name)) = (parts.next(), parts.next()) else {
+                return Err(CatalogError::Corrupt { what: "version key".into(), reason: hex::encode(&k) });
+            };
+            let (ns, name) = (String::from_utf8_lossy(ns).into_owned(), String::from_utf8_lossy(name).into_owned());
+            match out.last_mut() {
+                Some(last) if last.0 == ns && last.1 == name => last.2 += 1,
+                _ => out.push((ns, name, 1)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Every tag of `ns/name`, by name.
     pub fn tags(&self, ns: &str, name: &str) -> Result<Vec<(String, VersionId)>, CatalogError> {
         let prefix = key(&[ns.as_bytes(), name.as_bytes(), b""]);

@@ -72,6 +72,7 @@ pub trait Authenticate: Send + Sync {
 /// `catalog:read`, publishing and checking out `catalog:write`.
 pub fn router(state: Arc<CatalogState>) -> Router {
     let reads = Router::new()
+        .route("/catalog/datasets", get(list))
         .route("/catalog/datasets/{ns}/{name}", get(show))
         .route("/catalog/sync", get(sync_status))
         .route("/catalog/placement", get(placement))
@@ -79,6 +80,7 @@ pub fn router(state: Arc<CatalogState>) -> Router {
     let writes = Router::new()
         .route("/catalog/datasets/{ns}/{name}/versions", post(publish_version))
         .route("/catalog/datasets/{ns}/{name}/checkout", post(checkout))
+        .route("/catalog/datasets/{ns}/{name}/tags/{tag}", axum::routing::put(move_tag))
         .route_layer(axum::middleware::from_fn_with_state((state.clone(), "catalog:write"), authorize));
     reads.merge(writes).with_state(state)
 }
@@ -302,6 +304,71 @@ async fn show(
     }
     versions.sort_by_key(|v| (v.published_ms, v.version));
     Ok(Json(DatasetView { ns, name, home: namespace.home, project: namespace.project, versions }))
+}
+
+/// `GET /catalog/datasets?ns=PREFIX`: datasets whose namespace starts with the prefix.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// namespace prefix ("" for all)
+    #[serde(default)]
+    pub ns: String,
+}
+
+/// One dataset of a listing.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DatasetEntry {
+    /// namespace
+    pub ns: String,
+    /// name
+    pub name: String,
+    /// how many versions it has
+    pub versions: u64,
+}
+
+async fn list(
+    State(state): State<Arc<CatalogState>>,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<DatasetEntry>>, Problem> {
+    let axum::extract::Query(query) = query.map_err(|e| Problem {
+        status: StatusCode::BAD_REQUEST,
+        title: "invalid query",
+        detail: format!("{e}; ask /catalog/datasets?ns=PREFIX"),
+        field: Some("query"),
+    })?;
+    let entries = state.catalog.datasets(&query.ns)?;
+    Ok(Json(entries.into_iter().map(|(ns, name, versions)| DatasetEntry { ns, name, versions }).collect()))
+}
+
+/// `PUT /catalog/datasets/{ns}/{name}/tags/{tag}` body.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagRequest {
+    /// a tag, or a version id in hex
+    pub version: String,
+}
+
+async fn move_tag(
+    State(state): State<Arc<CatalogState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path((ns, name, tag)): Path<(String, String, String)>,
+    body: Result<Json<TagRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let Json(request) = body.map_err(|e| bad_body(e, r#"{"version": "v1"}"#))?;
+    if let Some(namespace) = state.catalog.namespace(&ns)? {
+        caller.acts_for(&namespace.project, &format!("namespace {ns}"))?;
+    }
+    let version = publish::tag(&state.catalog, &ns, &name, &tag, &request.version, now_ms()).await.map_err(|e| {
+        let field = match &e {
+            CatalogError::NotFound(_) => Some("version"),
+            CatalogError::Refused(reason) if reason.starts_with("tag ") => Some("tag"),
+            _ => None,
+        };
+        let mut p = Problem::from(e);
+        p.field = field;
+        p
+    })?;
+    Ok(Json(serde_json::json!({ "ns": ns, "name": name, "tag": tag, "version": version })))
 }
 
 /// `POST /catalog/datasets/{ns}/{name}/checkout`.

@@ -136,6 +136,29 @@ fn file_entry(file: &SnapshotFile) -> FileEntry {
     }
 }
 
+/// Moves `tag` of `ns/name` to the version `reference` names; only the namespace's home
+/// site does.
+pub async fn tag(
+    catalog: &Catalog<InStore>,
+    ns: &str,
+    name: &str,
+    tag: &str,
+    reference: &str,
+    now_ms: u64,
+) -> Result<VersionId, CatalogError> {
+    check_name("tag", tag).map_err(CatalogError::Refused)?;
+    if home_of(ns) != Some(catalog.site()) {
+        return Err(CatalogError::Refused(format!(
+            "namespace {ns} is at home at site {}: only its home moves its tags",
+            home_of(ns).unwrap_or("?")
+        )));
+    }
+    let version = resolve(catalog, ns, name, reference)?;
+    let body = EventBody::TagMoved { ns: ns.into(), name: name.into(), tag: tag.into(), version: Some(version) };
+    catalog.append(body, now_ms).await?;
+    Ok(version)
+}
+
 /// The version `reference` names in `ns/name`: a tag, or a version id in hex.
 pub fn resolve(catalog: &Catalog<InStore>, ns: &str, name: &str, reference: &str) -> Result<VersionId, CatalogError> {
     if let Some(version) = catalog.tag(ns, name, reference)? {

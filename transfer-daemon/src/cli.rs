@@ -57,7 +57,7 @@ pub enum Command {
         #[command(subcommand)]
         command: BucketCommand,
     },
-    /// Publish bucket prefixes as dataset versions, show them, and check them out again.
+    /// Publish bucket prefixes as dataset versions, list, tag and show them, check them out.
     Dataset {
         #[command(subcommand)]
         command: DatasetCommand,
@@ -285,6 +285,23 @@ pub enum DatasetCommand {
         /// Move this tag to the version.
         #[arg(long)]
         tag: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the datasets the catalog knows, all or those of namespaces starting with NS.
+    List {
+        /// A namespace prefix.
+        #[arg(default_value = "")]
+        ns: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Move TAG of NS/NAME to the version @TAG-OR-ID names (at the namespace's home).
+    Tag {
+        /// NS/NAME@TAG or NS/NAME@VERSION-ID: the version the tag is to name
+        version: String,
+        /// The tag to move there.
+        tag: String,
         #[command(flatten)]
         admin: AdminArgs,
     },

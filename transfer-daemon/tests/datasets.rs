@@ -79,6 +79,30 @@ async fn a_published_version_outlives_s3_writes_and_checks_out_again() {
     assert_eq!(get(&s3, "again/tas.nc").await, big);
     let check = clusster(&["check", "--json", "--data-dir", daemon.data_dir.to_str().unwrap()]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+
+    // A second version; the tag `latest` moves between them; the listing counts both.
+    let (code, v2, err) = dataset(&daemon, &["publish", "data/run1/", "local.climate/era5", "--tag", "latest"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_ne!(v2["version"], version.as_str());
+    let (code, moved, err) = dataset(&daemon, &["tag", "local.climate/era5@v1", "latest"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(moved["version"], version.as_str());
+    let (_, listed, _) = dataset(&daemon, &["list", "local."]);
+    assert_eq!(listed, serde_json::json!([{ "ns": "local.climate", "name": "era5", "versions": 2 }]));
+    let (_, listed, _) = dataset(&daemon, &["list", "paris."]);
+    assert_eq!(listed, serde_json::json!([]));
+    let (code, _, err) = dataset(&daemon, &["tag", "local.climate/era5@v9", "latest"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no such tag or version"), "{err}");
+    let (code, _, err) = dataset(&daemon, &["tag", "local.climate/era5@v1", "bad tag"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("tag \"bad tag\""), "{err}");
+    let (_, shown, _) = dataset(&daemon, &["show", "local.climate/era5"]);
+    assert_eq!(shown["versions"].as_array().unwrap().len(), 2);
+    let first = shown["versions"].as_array().unwrap().iter().find(|v| v["version"] == version.as_str()).unwrap();
+    let mut tags: Vec<&str> = first["tags"].as_array().unwrap().iter().filter_map(|t| t.as_str()).collect();
+    tags.sort();
+    assert_eq!(tags, ["latest", "v1"], "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

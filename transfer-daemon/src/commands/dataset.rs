@@ -1,10 +1,12 @@
-//! `clusster dataset publish|show|checkout` and `clusster catalog placement`: the catalog's
-//! routes on the running daemon.
+//! `clusster dataset publish|list|tag|show|checkout` and `clusster catalog placement`: the
+//! catalog's routes on the running daemon.
 
 use super::{UsageError, print_report};
 use crate::cli::{AdminArgs, CatalogCommand, DatasetCommand};
 use crate::client::AdminClient;
-use catalog::http::{CheckedOut, CheckoutRequest, DatasetView, PlacementAnswer, PublishRequest};
+use catalog::http::{
+    CheckedOut, CheckoutRequest, DatasetEntry, DatasetView, PlacementAnswer, PublishRequest, TagRequest,
+};
 use catalog::publish::Published;
 use reqwest::Method;
 
@@ -41,6 +43,29 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
                 let tagged = tag.as_ref().map(|t| format!(", tagged {t}")).unwrap_or_default();
                 let what = if p.new { "published" } else { "unchanged, already published as" };
                 format!("{what} {ns}/{name}@{} ({} files, {} bytes{tagged})", p.version, p.files, p.bytes)
+            });
+        }
+        DatasetCommand::List { ns, admin } => {
+            let mut url = reqwest::Url::parse("http://x/catalog/datasets").expect("a valid URL");
+            url.query_pairs_mut().append_pair("ns", &ns);
+            let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+            let entries: Vec<DatasetEntry> = client(&admin)?.call_without_body(Method::GET, &path).await?;
+            print_report(&admin, &entries, |entries| {
+                let rows: Vec<String> =
+                    entries.iter().map(|e| format!("{}/{}  {} version(s)", e.ns, e.name, e.versions)).collect();
+                if rows.is_empty() { "no datasets".to_owned() } else { rows.join("\n") }
+            });
+        }
+        DatasetCommand::Tag { version, tag, admin } => {
+            let (name, reference) = version.rsplit_once('@').ok_or_else(|| {
+                UsageError(format!("{version:?}: name the version as NAMESPACE/NAME@TAG or NAMESPACE/NAME@VERSION-ID"))
+            })?;
+            let (ns, name) = dataset(name)?;
+            let path = format!("/catalog/datasets/{ns}/{name}/tags/{tag}");
+            let moved: serde_json::Value =
+                client(&admin)?.call(Method::PUT, &path, Some(&TagRequest { version: reference.into() })).await?;
+            print_report(&admin, &moved, |m| {
+                format!("{ns}/{name}@{tag} now names {}", m["version"].as_str().unwrap_or("?"))
             });
         }
         DatasetCommand::Show { dataset: name, admin } => {
