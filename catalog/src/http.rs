@@ -76,6 +76,7 @@ pub fn router(state: Arc<CatalogState>) -> Router {
         .route("/catalog/datasets/{ns}/{name}", get(show))
         .route("/catalog/sync", get(sync_status))
         .route("/catalog/placement", get(placement))
+        .route("/catalog/feed", get(feed))
         .route_layer(axum::middleware::from_fn_with_state((state.clone(), "catalog:read"), authorize));
     let writes = Router::new()
         .route("/catalog/datasets/{ns}/{name}/versions", post(publish_version))
@@ -475,6 +476,63 @@ async fn placement(
         None => crate::quic::placement_here(&state.catalog, &version, &candidates)?,
     };
     Ok(Json(PlacementAnswer { version, sites }))
+}
+
+/// `GET /catalog/feed?cursor=C&limit=N`: the catalog's events since a cursor.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    /// where the last page ended (`site:seq,site:seq`; empty for the start)
+    #[serde(default)]
+    pub cursor: String,
+    /// most events (at most 1,000)
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// A page of the change feed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FeedPage {
+    /// events, each site's in the order it wrote them
+    pub events: Vec<crate::event::Event>,
+    /// where this page ends: ask again with it for what comes next
+    pub cursor: String,
+}
+
+/// Parses a feed cursor (`site:seq,site:seq`).
+fn parse_cursor(text: &str) -> Result<crate::catalog::Heads, String> {
+    let mut heads = crate::catalog::Heads::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (site, seq) = part.rsplit_once(':').ok_or_else(|| format!("{part:?} is not site:seq"))?;
+        heads.insert(site.to_owned(), seq.parse().map_err(|_| format!("{part:?}: seq is not a number"))?);
+    }
+    Ok(heads)
+}
+
+async fn feed(
+    State(state): State<Arc<CatalogState>>,
+    query: Result<axum::extract::Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FeedPage>, Problem> {
+    let bad = |field: &'static str, detail: String| Problem {
+        status: StatusCode::BAD_REQUEST,
+        title: "invalid query",
+        detail,
+        field: Some(field),
+    };
+    let axum::extract::Query(query) =
+        query.map_err(|e| bad("query", format!("{e}; ask /catalog/feed?cursor=&limit=100")))?;
+    let mut heads =
+        parse_cursor(&query.cursor).map_err(|e| bad("cursor", format!("{e}; pass back a cursor the feed gave")))?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let mut events = Vec::new();
+    for signed in state.catalog.events_after(&heads, limit)? {
+        let event: crate::event::Event = postcard::from_bytes(&signed.bytes)
+            .map_err(|e| CatalogError::Corrupt { what: "stored event".into(), reason: e.to_string() })?;
+        heads.insert(event.origin.clone(), event.seq);
+        events.push(event);
+    }
+    let cursor = heads.iter().map(|(site, seq)| format!("{site}:{seq}")).collect::<Vec<_>>().join(",");
+    Ok(Json(FeedPage { events, cursor }))
 }
 
 /// `GET /catalog/sync`: this site's heads and digest, and its last pull from each peer.

@@ -62,7 +62,7 @@ pub enum Command {
         #[command(subcommand)]
         command: DatasetCommand,
     },
-    /// Ask the catalog: where a version's bytes already are.
+    /// Ask the catalog: where a version's bytes already are, what changed since a cursor.
     Catalog {
         #[command(subcommand)]
         command: CatalogCommand,
@@ -351,6 +351,18 @@ pub enum TokenCommand {
 
 #[derive(clap::Subcommand)]
 pub enum CatalogCommand {
+    /// The catalog's events (this site's and those synced from others) since a cursor;
+    /// prints the cursor to ask with next.
+    Feed {
+        /// Where the last page ended (empty: from the start).
+        #[arg(long, default_value = "")]
+        cursor: String,
+        /// Most events.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// For NS/NAME@TAG and candidate sites: the bytes each holds already (any data it
     /// holds counts), the bytes missing, the best source of the rest, and the estimated
     /// staging time.

@@ -103,6 +103,29 @@ async fn a_published_version_outlives_s3_writes_and_checks_out_again() {
     let mut tags: Vec<&str> = first["tags"].as_array().unwrap().iter().filter_map(|t| t.as_str()).collect();
     tags.sort();
     assert_eq!(tags, ["latest", "v1"], "{shown}");
+
+    // The change feed, in pages: every event once, in log order, then nothing new.
+    let data_dir = daemon.data_dir.to_str().unwrap();
+    let page = |cursor: &str| {
+        let out = clusster(&["catalog", "feed", "--cursor", cursor, "--limit", "3", "--json", "--data-dir", data_dir]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let (mut cursor, mut seqs) = (String::new(), Vec::new());
+    loop {
+        let p = page(&cursor);
+        let events = p["events"].as_array().unwrap().clone();
+        if events.is_empty() {
+            break;
+        }
+        seqs.extend(events.iter().map(|e| e["seq"].as_u64().unwrap()));
+        cursor = p["cursor"].as_str().unwrap().to_owned();
+    }
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "every event once, in order");
+    assert_eq!(cursor, format!("local:{}", seqs.len()));
+    let out = clusster(&["catalog", "feed", "--cursor", "nonsense", "--data-dir", data_dir]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("site:seq"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

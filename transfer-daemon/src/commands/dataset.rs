@@ -5,7 +5,7 @@ use super::{UsageError, print_report};
 use crate::cli::{AdminArgs, CatalogCommand, DatasetCommand};
 use crate::client::AdminClient;
 use catalog::http::{
-    CheckedOut, CheckoutRequest, DatasetEntry, DatasetView, PlacementAnswer, PublishRequest, TagRequest,
+    CheckedOut, CheckoutRequest, DatasetEntry, DatasetView, FeedPage, PlacementAnswer, PublishRequest, TagRequest,
 };
 use catalog::publish::Published;
 use reqwest::Method;
@@ -105,6 +105,21 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
 
 pub(super) async fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
     match command {
+        CatalogCommand::Feed { cursor, limit, admin } => {
+            let mut url = reqwest::Url::parse("http://x/catalog/feed").expect("a valid URL");
+            url.query_pairs_mut().append_pair("cursor", &cursor).append_pair("limit", &limit.to_string());
+            let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+            let page: FeedPage = client(&admin)?.call_without_body(Method::GET, &path).await?;
+            print_report(&admin, &page, |p| {
+                let mut lines: Vec<String> = p
+                    .events
+                    .iter()
+                    .map(|e| format!("{}#{} {}", e.origin, e.seq, serde_json::to_string(&e.body).unwrap_or_default()))
+                    .collect();
+                lines.push(format!("cursor: {}", p.cursor));
+                lines.join("\n")
+            });
+        }
         CatalogCommand::Placement { version, sites, admin } => {
             let (name, reference) = version.rsplit_once('@').ok_or_else(|| {
                 UsageError(format!("{version:?}: name the version as NAMESPACE/NAME@TAG or NAMESPACE/NAME@VERSION-ID"))
