@@ -159,6 +159,14 @@ fn key(parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
+/// Marks the by-id entries of [`Table::Versions`]: no namespace name starts with it.
+const BY_ID: u8 = 0xff;
+
+/// `[BY_ID][version id]` → `ns ‖ 0 ‖ name`: which dataset published a version.
+fn published_key(version: &VersionId) -> Vec<u8> {
+    [&[BY_ID][..], &version.0].concat()
+}
+
 fn event_key(origin: &str, seq: u64) -> Vec<u8> {
     key(&[origin.as_bytes(), &seq.to_be_bytes()])
 }
@@ -236,7 +244,7 @@ impl<S: CatalogStorage> Catalog<S> {
             let event = Event { origin: self.site.clone(), seq, at_ms: now_ms, body };
             event.check_authority().map_err(CatalogError::Refused)?;
             let signed = SignedEvent::sign(&event, &self.key);
-            let (next, event_ops) = self.ops(head, &signed, &event);
+            let (next, event_ops) = self.ops(head, &signed, &event)?;
             head = Some(next);
             ops.extend(event_ops);
             signed_events.push(signed);
@@ -310,7 +318,7 @@ impl<S: CatalogStorage> Catalog<S> {
                 report.refused.push(Refusal::Gap { origin: event.origin, seq: event.seq, held });
                 continue;
             }
-            let (_, ops) = self.ops(head, signed, &event);
+            let (_, ops) = self.ops(head, signed, &event)?;
             self.storage.write(ops)?;
             report.applied += 1;
         }
@@ -319,7 +327,7 @@ impl<S: CatalogStorage> Catalog<S> {
 
     /// What recording `event` (verified, the next of its log after `head`) writes: the
     /// event, the new head, and the records it changes. Returns the new head too.
-    fn ops(&self, head: Option<Head>, signed: &SignedEvent, event: &Event) -> (Head, Vec<Op>) {
+    fn ops(&self, head: Option<Head>, signed: &SignedEvent, event: &Event) -> Result<(Head, Vec<Op>), CatalogError> {
         let previous = head.map_or([0; 32], |h| h.chain);
         let mut chain = blake3::Hasher::new();
         chain.update(&previous);
@@ -331,14 +339,22 @@ impl<S: CatalogStorage> Catalog<S> {
         ];
         let origin = event.origin.as_bytes();
         match &event.body {
+            // The first creation stands: a later one (the home's log is ordered, so every
+            // site sees the same first) changes nothing, so a namespace cannot change hands.
             EventBody::NamespaceCreated { ns, project } => {
-                let record =
-                    NamespaceRecord { home: event.origin.clone(), project: project.clone(), created_ms: event.at_ms };
-                ops.push(Op::Put(Table::Namespaces, ns.as_bytes().to_vec(), encode(&record)));
+                if self.storage.get(Table::Namespaces, ns.as_bytes())?.is_none() {
+                    let record = NamespaceRecord {
+                        home: event.origin.clone(),
+                        project: project.clone(),
+                        created_ms: event.at_ms,
+                    };
+                    ops.push(Op::Put(Table::Namespaces, ns.as_bytes().to_vec(), encode(&record)));
+                }
             }
             EventBody::VersionPublished { ns, name, version, files, bytes } => {
                 let record = VersionRecord { files: *files, bytes: *bytes, published_ms: event.at_ms };
                 ops.push(Op::Put(Table::Versions, key(&[ns.as_bytes(), name.as_bytes(), &version.0]), encode(&record)));
+                ops.push(Op::Put(Table::Versions, published_key(version), key(&[ns.as_bytes(), name.as_bytes()])));
             }
             EventBody::TagMoved { ns, name, tag, version } => {
                 let k = key(&[ns.as_bytes(), name.as_bytes(), tag.as_bytes()]);
@@ -366,7 +382,7 @@ impl<S: CatalogStorage> Catalog<S> {
             }
             EventBody::PinRemoved { id } => ops.push(Op::Delete(Table::Pins, key(&[origin, id.as_bytes()]))),
         }
-        (head, ops)
+        Ok((head, ops))
     }
 
     // ---------------------------------------------------------------- queries
@@ -406,6 +422,9 @@ impl<S: CatalogStorage> Catalog<S> {
     pub fn datasets(&self, ns_prefix: &str) -> Result<Vec<(String, String, u64)>, CatalogError> {
         let mut out: Vec<(String, String, u64)> = Vec::new();
         for (k, _) in self.storage.scan(Table::Versions, ns_prefix.as_bytes(), None, usize::MAX)? {
+            if k.first() == Some(&BY_ID) {
+                continue;
+            }
             let mut parts = k.splitn(3, |b| *b == SEP);
             let (Some(ns), Some(name)) = (parts.next(), parts.next()) else {
                 return Err(CatalogError::Corrupt { what: "version key".into(), reason: hex::encode(&k) });
@@ -417,6 +436,16 @@ impl<S: CatalogStorage> Catalog<S> {
             }
         }
         Ok(out)
+    }
+
+    /// The dataset (namespace, name) that published `version`, if one did.
+    pub fn published_as(&self, version: &VersionId) -> Result<Option<(String, String)>, CatalogError> {
+        Ok(self.storage.get(Table::Versions, &published_key(version))?.map(|raw| {
+            let mut parts = raw.splitn(2, |b| *b == SEP);
+            let ns = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            (ns, name)
+        }))
     }
 
     /// Every tag of `ns/name`, by name.
@@ -482,5 +511,41 @@ fn refusal_origin(refusal: &Refusal) -> Option<String> {
         | Refusal::Gap { origin, .. }
         | Refusal::Conflicting { origin, .. } => Some(origin.clone()),
         Refusal::UnknownOrigin(_) | Refusal::Malformed(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStorage;
+
+    #[tokio::test]
+    async fn the_first_creation_of_a_namespace_stands() {
+        let catalog = Catalog::new(MemoryStorage::default(), "paris", SigningKey::generate().unwrap());
+        let create = |project: &str| EventBody::NamespaceCreated { ns: "paris.x".into(), project: project.into() };
+        catalog.append(create("climate"), 1).await.unwrap();
+        catalog.append(create("physics"), 2).await.unwrap();
+        let record = catalog.namespace("paris.x").unwrap().unwrap();
+        assert_eq!((record.project.as_str(), record.created_ms), ("climate", 1));
+    }
+
+    #[tokio::test]
+    async fn a_version_is_known_as_published_only_from_its_publication() {
+        let catalog = Catalog::new(MemoryStorage::default(), "paris", SigningKey::generate().unwrap());
+        let version = VersionId([7; 32]);
+        // Any site writes its own replica records, for any id: that is no publication.
+        let replica =
+            EventBody::ReplicaChanged { version, state: ReplicaState::Complete, bytes_held: 1, chunks_held: 1 };
+        catalog.append(replica, 1).await.unwrap();
+        assert_eq!(catalog.published_as(&version).unwrap(), None);
+        let published =
+            EventBody::VersionPublished { ns: "paris.x".into(), name: "d".into(), version, files: 1, bytes: 1 };
+        catalog.append(published, 2).await.unwrap();
+        assert_eq!(catalog.published_as(&version).unwrap(), Some(("paris.x".into(), "d".into())));
+        assert_eq!(
+            catalog.datasets("").unwrap(),
+            [("paris.x".to_owned(), "d".to_owned(), 1)],
+            "the index is not listed"
+        );
     }
 }

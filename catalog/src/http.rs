@@ -402,6 +402,13 @@ async fn checkout(
 ) -> Result<Json<CheckedOut>, Problem> {
     let Json(request) =
         body.map_err(|e| bad_body(e, r#"{"version": "v1", "bucket": "data", "prefix": "restored/"}"#))?;
+    // The files are the namespace's project's: another project's token may not make them
+    // objects it can read, whatever bucket it names.
+    let namespace = state
+        .catalog
+        .namespace(&ns)?
+        .ok_or_else(|| CatalogError::NotFound(format!("no namespace {ns} in the catalog here")))?;
+    caller.acts_for(&namespace.project, &format!("namespace {ns}"))?;
     caller.acts_for(&bucket_owner(&state, &request.bucket)?, &format!("bucket {}", request.bucket))?;
     let version = publish::resolve(&state.catalog, &ns, &name, &request.version).map_err(|e| {
         let mut p = Problem::from(e);

@@ -115,8 +115,20 @@ pub async fn publish(
             chunks_held: published.chunks,
         });
     }
+    let owner_checked = existing.as_ref().map(|r| r.project.clone());
     catalog
         .append_with(bodies, now_ms, async |mut ops| {
+            // Under the catalog's writer lock: another publication may have created the
+            // namespace since it was looked at (the snapshot takes a while).
+            match catalog.namespace(ns)? {
+                Some(now) if Some(&now.project) != owner_checked.as_ref() => {
+                    return Err(CatalogError::Refused(format!(
+                        "namespace {ns} was just created for project {:?}; publish again",
+                        now.project
+                    )));
+                }
+                _ => {}
+            }
             ops.push(Op::Put(Table::Manifests, version.0.to_vec(), encoded));
             store.hold_version(&version.0, snapshot, writes(ops)).await.map_err(store_error)?;
             Ok(())

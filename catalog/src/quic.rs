@@ -37,8 +37,11 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Events asked for per pull.
 const PULL_LIMIT: u32 = 1024;
 
-/// Largest frame read, either way.
+/// Largest answer read.
 const MAX_FRAME: usize = 32 << 20;
+
+/// Largest request read: a `Presence` carries a manifest (about 100 bytes a file).
+const MAX_REQUEST: usize = 16 << 20;
 
 /// A request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -157,15 +160,23 @@ pub struct CatalogSync {
     presence_cache: Mutex<BTreeMap<(VersionId, String), (u64, Presence)>>,
 }
 
-async fn read_frame<T: for<'de> Deserialize<'de>>(recv: &mut quinn::RecvStream) -> Result<T, String> {
+/// Reads one frame of at most `max` bytes, growing the buffer as the bytes come rather
+/// than at the announced length.
+async fn read_frame<T: for<'de> Deserialize<'de>>(recv: &mut quinn::RecvStream, max: usize) -> Result<T, String> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len).await.map_err(|e| format!("reading a frame length: {e}"))?;
     let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(format!("a frame of {len} bytes, at most {MAX_FRAME}"));
+    if len > max {
+        return Err(format!("a frame of {len} bytes, at most {max}"));
     }
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await.map_err(|e| format!("reading a frame: {e}"))?;
+    let mut body = Vec::new();
+    while body.len() < len {
+        let want = (len - body.len()).min(64 << 10);
+        match recv.read_chunk(want, true).await.map_err(|e| format!("reading a frame: {e}"))? {
+            Some(chunk) => body.extend_from_slice(&chunk.bytes),
+            None => return Err(format!("the stream ended {} bytes into a frame of {len}", body.len())),
+        }
+    }
     postcard::from_bytes(&body).map_err(|e| format!("a frame that does not decode: {e}"))
 }
 
@@ -225,7 +236,10 @@ impl CatalogSync {
             let this = self.clone();
             let peer = peer.clone();
             tokio::spawn(async move {
-                let answer = match read_frame::<Request>(&mut recv).await {
+                let request = tokio::time::timeout(ANSWER_WITHIN, read_frame::<Request>(&mut recv, MAX_REQUEST))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no request in {} s", ANSWER_WITHIN.as_secs())));
+                let answer = match request {
                     Ok(request) => this.answer(request).await,
                     Err(reason) => {
                         tracing::warn!(%peer, %reason, "bad catalog request");
@@ -258,10 +272,16 @@ impl CatalogSync {
                     Answer::Manifest { bytes: crate::publish::manifest_bytes(&catalog, &version)? }
                 }
                 Request::Presence { version, manifest } => {
-                    // Only for versions the catalog knows: counting any chunk list a peer
-                    // makes up would tell it whether any chunk of its choosing is here.
-                    if catalog.replicas(&version)?.is_empty() {
-                        return Err(CatalogError::NotFound(format!("version {version} is not in the catalog here")));
+                    // Only for versions their namespace's home published: counting any
+                    // chunk list a peer makes up would tell it whether any chunk of its
+                    // choosing is here. (A replica record is no proof: any site writes its
+                    // own, for any id.) What is left: a site may publish, in its own
+                    // namespace, a version made to probe; each such probe is a signed
+                    // event every site keeps.
+                    if catalog.published_as(&version)?.is_none() {
+                        return Err(CatalogError::NotFound(format!(
+                            "version {version} was not published, as far as this site knows"
+                        )));
                     }
                     let bytes = match manifest {
                         Some(bytes) => bytes,
@@ -287,7 +307,7 @@ impl CatalogSync {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         write_frame(&mut send, request).await?;
         let _ = send.finish();
-        match read_frame::<Answer>(&mut recv).await? {
+        match read_frame::<Answer>(&mut recv, MAX_FRAME).await? {
             Answer::Failed { reason } => Err(format!("the peer could not answer: {reason}")),
             answer => Ok(answer),
         }

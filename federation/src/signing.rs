@@ -92,7 +92,9 @@ impl SigningKey {
     }
 
     /// Loads the key at `path`, or makes one there (owner-only) if there is none: a site
-    /// that is not federated still signs its catalog, so that its log verifies once it is.
+    /// that is not federated still signs its catalog. (Its events do not verify under the
+    /// key `site init` makes later: a site that published alone cannot yet bring that log
+    /// into a federation.)
     pub fn load_or_create(path: &Path) -> Result<Self, FederationError> {
         if !path.exists() {
             let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;

@@ -86,7 +86,7 @@ impl Store {
     /// Which of `ids`, offered by the site `site` in `transfer`, this store holds and may
     /// say it holds: a chunk that site may read here anyway, or one this transfer brought
     /// in an earlier attempt, or one used in `also_in` (the bucket a pull this site asked
-    /// for writes into: its owner reads it already). Any other is answered as missing, so
+    /// for writes into, when the sender may read it). Any other is answered as missing, so
     /// that naming a chunk id neither makes an object point at data the sender never had
     /// nor tells the sender what is stored here; its bytes come again and the stored copy
     /// is kept.

@@ -12,7 +12,7 @@ use crate::Store;
 use crate::error::StoreError;
 use crate::ingest::{IngestOptions, Ingested, IngestedBody};
 use crate::meta::keys;
-use crate::meta::values::{Body, ChunkRef, ManifestRecord, ObjectHead, ObjectRecord};
+use crate::meta::values::{Body, ChunkLoc, ChunkRef, ManifestRecord, ObjectHead, ObjectRecord};
 use crate::meta::{RawEntry, cf};
 use crate::transfer::TransferPin;
 use hw_offload::ChunkId;
@@ -222,9 +222,11 @@ impl Store {
         distinct.dedup_by_key(|c| c.id);
         let keys: Vec<[u8; 32]> = distinct.iter().map(|c| keys::chunk_key(&c.id)).collect();
         let mut presence = Presence::default();
-        for (chunk, held) in distinct.iter().zip(self.meta.contains_many(cf::CHUNKS, &keys)?) {
-            if held {
-                presence.bytes_present += chunk.len as u64;
+        for (chunk, held) in distinct.iter().zip(self.meta.get_many::<ChunkLoc, _>(cf::CHUNKS, &keys)?) {
+            if let Some(loc) = held {
+                // The length stored, not the one asked about: a made-up length must not
+                // come back as the count of a held chunk.
+                presence.bytes_present += loc.plain_len as u64;
                 presence.chunks_present += 1;
             } else {
                 presence.bytes_missing += chunk.len as u64;

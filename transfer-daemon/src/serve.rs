@@ -62,8 +62,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(t) = &transfers {
         listeners["quic"] = t.local_addr()?.to_string().into();
     }
-    // The catalog signs with the site's federation key, or, for a site not federated
-    // (yet), with one of its own in the data dir.
+    // The catalog signs with the site's federation key, or, for a site not federated, with
+    // one of its own in the data dir (whose log a federation would not take: see
+    // `SigningKey::load_or_create`).
     let signing_key_path = match &settings.federation {
         Some(membership) => membership.tls_dir.join(federation::identity::SIGNING_KEY_FILE),
         None => settings.data_dir.join(federation::identity::SIGNING_KEY_FILE),

@@ -235,6 +235,22 @@ async fn api_tokens_reach_their_project_and_scopes_only() {
     let (status, shown) =
         call(Some(reader.clone()), reqwest::Method::GET, "/catalog/datasets/local.climate/era5", None).await;
     assert_eq!(status, 200, "{shown}");
+    // Another project may not check climate's files out into a bucket of its own.
+    let (physics_id, physics_secret) = daemon.create_key(BIN, "physics");
+    let physics_s3 = common::s3_client(&daemon, &physics_id, &physics_secret);
+    physics_s3.create_bucket().bucket("phys").send().await.unwrap();
+    let (stranger_writer, _) = token("physics", &["catalog:write"]);
+    let checkout = serde_json::json!({ "version": "v1", "bucket": "phys", "prefix": "stolen/" });
+    let (status, problem) = call(
+        Some(stranger_writer),
+        reqwest::Method::POST,
+        "/catalog/datasets/local.climate/era5/checkout",
+        Some(checkout),
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("namespace local.climate"), "{problem}");
+    assert!(physics_s3.list_objects_v2().bucket("phys").send().await.unwrap().contents().is_empty());
     // An API token is no admin token.
     assert_eq!(call(Some(writer.clone()), reqwest::Method::GET, "/admin/keys", None).await.0, 401);
     // The CLI takes one from CLUSSTER_TOKEN.

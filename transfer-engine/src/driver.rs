@@ -814,7 +814,10 @@ async fn receive_inner(
                             destination_meta(dest, o)?;
                         }
                         let ids: Vec<ChunkId> = lookup.iter().map(|c| c.id).collect();
-                        let also_in = (!from.pushes).then_some(dest.bucket.as_str());
+                        // What the destination holds is told only to a sender that may read it
+                        // (as the delta bases are): else a peer a pull is asked from could
+                        // learn, by offering ids, what this bucket holds.
+                        let also_in = (!from.pushes && suggest_bases).then_some(dest.bucket.as_str());
                         let held = store.hold_chunks_for(&mut pin, &transfer, &from.name, also_in, &ids)?;
                         let missing: Vec<ChunkRef> = lookup.iter().zip(held).filter(|(_, h)| !h).map(|(c, _)| *c).collect();
                         let mut bases = if suggest_bases {

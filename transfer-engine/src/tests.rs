@@ -239,11 +239,6 @@ async fn a_push_naming_chunks_the_peer_may_not_read_must_bring_their_bytes() {
     let Control::Need { wants, .. } = next(&mut recv).await else { panic!("expected Need") };
     let wanted: Vec<_> = wants.iter().map(|w| w.id).collect();
     assert_eq!(wanted, vec![private[0].id], "the private chunk is asked for; the one the rogue may read is not");
-    // Without the bytes, nothing is committed.
-    drop((send, recv));
-    conn.close(0u32.into(), b"");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(store.head_object("data", "stolen").is_err());
 }
 
 #[tokio::test(flavor = "multi_thread")]
