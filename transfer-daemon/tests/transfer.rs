@@ -569,8 +569,9 @@ async fn a_share_withdrawn_while_a_pull_runs_stops_it() {
     for i in 0..4 {
         put(&sb, "data", &format!("f{i}"), content(300 + i, 8 << 20, i)).await;
     }
-    // 32 MiB at 8 MB/s: every offer is out at once, and four seconds of data follow.
-    let args = ["transfer", "pull", "b", "data", "data/pulled/", "--rate-limit", "8M", "--json", "--data-dir"];
+    // 32 MiB at 4 MB/s: every offer is out at once, and eight seconds of data follow, which
+    // leave room for the unshare and the next check (every second) on a loaded machine.
+    let args = ["transfer", "pull", "b", "data", "data/pulled/", "--rate-limit", "4M", "--json", "--data-dir"];
     let out = ok(clusster(&[&args[..], &[a.data_dir.to_str().unwrap()]].concat()));
     let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
