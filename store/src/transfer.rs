@@ -85,17 +85,15 @@ impl Store {
 
     /// Which of `ids`, offered by the site `site` in `transfer`, this store holds and may
     /// say it holds: a chunk that site may read here anyway, or one this transfer brought
-    /// in an earlier attempt, or one used in `also_in` (the bucket a pull this site asked
-    /// for writes into, when the sender may read it). Any other is answered as missing, so
-    /// that naming a chunk id neither makes an object point at data the sender never had
-    /// nor tells the sender what is stored here; its bytes come again and the stored copy
-    /// is kept.
+    /// in an earlier attempt. Any other is answered as missing, so that naming a chunk id
+    /// neither makes an object point at data the sender never had nor tells the sender
+    /// what is stored here (the destination of a pull included, unless the sender may
+    /// read it); its bytes come again and the stored copy is kept.
     pub fn hold_chunks_for(
         &self,
         pin: &mut TransferPin,
         transfer: &TransferId,
         site: &str,
-        also_in: Option<&str>,
         ids: &[ChunkId],
     ) -> Result<Vec<bool>, StoreError> {
         let mut held = self.hold_chunks(pin, ids)?;
@@ -104,12 +102,7 @@ impl Store {
             return Ok(held);
         }
         let found_ids: Vec<ChunkId> = found.iter().map(|&i| ids[i]).collect();
-        let mut readable = self.chunks_readable_by(site, &found_ids)?;
-        if let Some(bucket) = also_in {
-            for (r, used) in readable.iter_mut().zip(self.chunks_used_in(bucket, &found_ids)?) {
-                *r |= used;
-            }
-        }
+        let readable = self.chunks_readable_by(site, &found_ids)?;
         let markers: Vec<_> = found_ids.iter().map(|id| keys::transfer_chunk_key(transfer, id)).collect();
         let brought = self.meta.contains_many(cf::TRANSFER_CHUNKS, &markers)?;
         for (k, i) in found.into_iter().enumerate() {

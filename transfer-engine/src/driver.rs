@@ -814,11 +814,9 @@ async fn receive_inner(
                             destination_meta(dest, o)?;
                         }
                         let ids: Vec<ChunkId> = lookup.iter().map(|c| c.id).collect();
-                        // What the destination holds is told only to a sender that may read it
-                        // (as the delta bases are): else a peer a pull is asked from could
-                        // learn, by offering ids, what this bucket holds.
-                        let also_in = (!from.pushes && suggest_bases).then_some(dest.bucket.as_str());
-                        let held = store.hold_chunks_for(&mut pin, &transfer, &from.name, also_in, &ids)?;
+                        // Only what the sender may read here is said to be held (the
+                        // destination included, for a pull, when it is shared with the sender).
+                        let held = store.hold_chunks_for(&mut pin, &transfer, &from.name, &ids)?;
                         let missing: Vec<ChunkRef> = lookup.iter().zip(held).filter(|(_, h)| !h).map(|(c, _)| *c).collect();
                         let mut bases = if suggest_bases {
                             choose_bases(&store, &mut pin, dest, session.objects(), &missing)?
