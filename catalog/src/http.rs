@@ -7,6 +7,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::event::ReplicaState;
 use crate::in_store::InStore;
 use crate::manifest::VersionId;
+use crate::now_ms;
 use crate::publish::{self, Published};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -156,6 +157,11 @@ impl From<CatalogError> for Problem {
         };
         Problem { status, title, detail: e.to_string(), field: None }
     }
+}
+
+/// A 400 for a query parameter.
+fn invalid_query(field: &'static str, detail: String) -> Problem {
+    Problem { status: StatusCode::BAD_REQUEST, title: "invalid query", detail, field: Some(field) }
 }
 
 fn bad_body(e: axum::extract::rejection::JsonRejection, expected: &str) -> Problem {
@@ -331,12 +337,8 @@ async fn list(
     State(state): State<Arc<CatalogState>>,
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<DatasetEntry>>, Problem> {
-    let axum::extract::Query(query) = query.map_err(|e| Problem {
-        status: StatusCode::BAD_REQUEST,
-        title: "invalid query",
-        detail: format!("{e}; ask /catalog/datasets?ns=PREFIX"),
-        field: Some("query"),
-    })?;
+    let axum::extract::Query(query) =
+        query.map_err(|e| invalid_query("query", format!("{e}; ask /catalog/datasets?ns=PREFIX")))?;
     let entries = state.catalog.datasets(&query.ns)?;
     Ok(Json(entries.into_iter().map(|(ns, name, versions)| DatasetEntry { ns, name, versions }).collect()))
 }
@@ -456,22 +458,17 @@ async fn placement(
     State(state): State<Arc<CatalogState>>,
     query: Result<axum::extract::Query<PlacementQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<PlacementAnswer>, Problem> {
-    let bad = |field: &'static str, detail: String| Problem {
-        status: StatusCode::BAD_REQUEST,
-        title: "invalid query",
-        detail,
-        field: Some(field),
-    };
-    let axum::extract::Query(query) = query
-        .map_err(|e| bad("query", format!("{e}; ask /catalog/placement?dataset=ns/name&version=v1&sites=a,b,c")))?;
+    let axum::extract::Query(query) = query.map_err(|e| {
+        invalid_query("query", format!("{e}; ask /catalog/placement?dataset=ns/name&version=v1&sites=a,b,c"))
+    })?;
     let (ns, name) = query
         .dataset
         .split_once('/')
-        .ok_or_else(|| bad("dataset", format!("{:?}: name a dataset as NAMESPACE/NAME", query.dataset)))?;
+        .ok_or_else(|| invalid_query("dataset", format!("{:?}: name a dataset as NAMESPACE/NAME", query.dataset)))?;
     let candidates: Vec<String> =
         query.sites.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
     if candidates.is_empty() || candidates.len() > 64 {
-        return Err(bad("sites", format!("{:?}: 1 to 64 site names, comma-separated", query.sites)));
+        return Err(invalid_query("sites", format!("{:?}: 1 to 64 site names, comma-separated", query.sites)));
     }
     let version = publish::resolve(&state.catalog, ns, name, &query.version).map_err(|e| {
         let mut p = Problem::from(e);
@@ -520,16 +517,10 @@ async fn feed(
     State(state): State<Arc<CatalogState>>,
     query: Result<axum::extract::Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<FeedPage>, Problem> {
-    let bad = |field: &'static str, detail: String| Problem {
-        status: StatusCode::BAD_REQUEST,
-        title: "invalid query",
-        detail,
-        field: Some(field),
-    };
     let axum::extract::Query(query) =
-        query.map_err(|e| bad("query", format!("{e}; ask /catalog/feed?cursor=&limit=100")))?;
-    let mut heads =
-        parse_cursor(&query.cursor).map_err(|e| bad("cursor", format!("{e}; pass back a cursor the feed gave")))?;
+        query.map_err(|e| invalid_query("query", format!("{e}; ask /catalog/feed?cursor=&limit=100")))?;
+    let mut heads = parse_cursor(&query.cursor)
+        .map_err(|e| invalid_query("cursor", format!("{e}; pass back a cursor the feed gave")))?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let mut events = Vec::new();
     for signed in state.catalog.events_after(&heads, limit)? {
@@ -548,8 +539,4 @@ async fn sync_status(State(state): State<Arc<CatalogState>>) -> Result<Json<serd
     let digest = hex::encode(state.catalog.digest()?);
     let peers = state.sync.as_ref().map(|s| s.peers()).unwrap_or_default();
     Ok(Json(serde_json::json!({ "site": state.catalog.site(), "heads": heads, "digest": digest, "peers": peers })))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

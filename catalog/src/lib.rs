@@ -26,3 +26,8 @@ pub use catalog::{Accepted, Catalog, CatalogError, Heads};
 pub use event::{Event, EventBody, Refusal, ReplicaState, Rule, RuleTarget, SignedEvent, SiteKeys};
 pub use manifest::{FileEntry, Manifest, VersionId};
 pub use storage::{CatalogStorage, MemoryStorage, Op, Table};
+
+/// Now, ms since the Unix epoch (this site's clock).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

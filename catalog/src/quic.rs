@@ -19,6 +19,7 @@ use crate::catalog::{Catalog, CatalogError, Heads};
 use crate::event::{ReplicaState, SignedEvent};
 use crate::in_store::InStore;
 use crate::manifest::{Manifest, VersionId};
+use crate::now_ms;
 use federation::file::Federation;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -184,10 +185,6 @@ async fn write_frame<T: Serialize>(send: &mut quinn::SendStream, value: &T) -> R
     let body = postcard::to_allocvec(value).map_err(|e| e.to_string())?;
     send.write_all(&(body.len() as u32).to_le_bytes()).await.map_err(|e| e.to_string())?;
     send.write_all(&body).await.map_err(|e| e.to_string())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl CatalogSync {

@@ -454,35 +454,33 @@ impl FederationEndpoint {
     /// sized for the link. Open [`TransportSettings::connections_per_peer`] of them (from
     /// [`Self::settings_for`]) to spread streams.
     pub async fn connect(&self, peer: &str) -> Result<quinn::Connection, FederationError> {
-        let failed = |reason: String| FederationError::Connect { site: peer.to_owned(), reason };
-        let site =
-            self.federation.site(peer).ok_or_else(|| failed("it is not listed in the federation file".into()))?;
-        let local = self.endpoint.local_addr().map_err(|e| failed(e.to_string()))?;
-        let address = tokio::net::lookup_host(site.quic.as_str())
-            .await
-            .map_err(|e| failed(format!("cannot resolve {}: {e}", site.quic)))?
-            .find(|a| a.is_ipv4() == local.is_ipv4())
-            .ok_or_else(|| failed(format!("{} has no address of this endpoint's IP family", site.quic)))?;
-        self.connect_to(peer, address).await
+        self.connect_to(peer, self.address_of(peer).await?).await
     }
 
     /// As [`Self::connect`], for one of the protocols this endpoint was bound with alone
     /// (the first one listed is what [`Self::connect`] gets).
     pub async fn connect_for(&self, peer: &str, protocol: &[u8]) -> Result<quinn::Connection, FederationError> {
-        let failed = |reason: String| FederationError::Connect { site: peer.to_owned(), reason };
         let crypto =
             self.crypto_per_protocol.iter().find(|(p, _)| p == protocol).map(|(_, c)| c.clone()).ok_or_else(|| {
-                failed(format!("protocol {:?} is not served here", String::from_utf8_lossy(protocol)))
+                FederationError::Connect {
+                    site: peer.to_owned(),
+                    reason: format!("protocol {:?} is not served here", String::from_utf8_lossy(protocol)),
+                }
             })?;
+        self.connect_with_crypto(peer, self.address_of(peer).await?, crypto).await
+    }
+
+    /// A listed site's federation-file address, of this endpoint's IP family.
+    async fn address_of(&self, peer: &str) -> Result<SocketAddr, FederationError> {
+        let failed = |reason: String| FederationError::Connect { site: peer.to_owned(), reason };
         let site =
             self.federation.site(peer).ok_or_else(|| failed("it is not listed in the federation file".into()))?;
         let local = self.endpoint.local_addr().map_err(|e| failed(e.to_string()))?;
-        let address = tokio::net::lookup_host(site.quic.as_str())
+        tokio::net::lookup_host(site.quic.as_str())
             .await
             .map_err(|e| failed(format!("cannot resolve {}: {e}", site.quic)))?
             .find(|a| a.is_ipv4() == local.is_ipv4())
-            .ok_or_else(|| failed(format!("{} has no address of this endpoint's IP family", site.quic)))?;
-        self.connect_with_crypto(peer, address, crypto).await
+            .ok_or_else(|| failed(format!("{} has no address of this endpoint's IP family", site.quic)))
     }
 
     /// As [`Self::connect`], at an explicit address (the TLS checks are the same).

@@ -493,6 +493,28 @@ async fn a_bucket_is_shared_with_no_site_until_its_owner_says_so() {
     failed(&["push", "b", "data"]);
 }
 
+/// Waits until transfer `id` at `daemon` has moved some bytes.
+async fn wait_for_bytes(daemon: &Daemon, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(daemon, id).await["progress"]["bytes_done"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the transfer never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until transfer `id` at `daemon` is neither queued nor running; its last status.
+async fn wait_for_end(daemon: &Daemon, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(daemon, id).await;
+        if s["state"] != "running" && s["state"] != "queued" {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the transfer did not end: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_share_withdrawn_while_data_moves_refuses_the_commit() {
     let dir = tempfile::tempdir().unwrap();
@@ -505,20 +527,9 @@ async fn a_share_withdrawn_while_data_moves_refuses_the_commit() {
     let args = ["transfer", "push", "b", "data", "--rate-limit", "8M", "--json", "--data-dir"];
     let out = ok(clusster(&[&args[..], &[a.data_dir.to_str().unwrap()]].concat()));
     let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while status(&a, &id).await["progress"]["bytes_done"].as_u64().unwrap_or(0) == 0 {
-        assert!(Instant::now() < deadline, "the transfer never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_bytes(&a, &id).await;
     ok(clusster(&["bucket", "unshare", "data", "--site", "a", "--data-dir", b.data_dir.to_str().unwrap()]));
-    let last = loop {
-        let s = status(&a, &id).await;
-        if s["state"] != "running" && s["state"] != "queued" {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the transfer did not end: {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let last = wait_for_end(&a, &id).await;
     assert_eq!(last["state"], "failed", "{last}");
     assert!(last["error"].as_str().unwrap().contains("a may not write into bucket data"), "{last}");
     let listed = sb.list_objects_v2().bucket("data").send().await.unwrap();
@@ -574,20 +585,9 @@ async fn a_share_withdrawn_while_a_pull_runs_stops_it() {
     let args = ["transfer", "pull", "b", "data", "data/pulled/", "--rate-limit", "4M", "--json", "--data-dir"];
     let out = ok(clusster(&[&args[..], &[a.data_dir.to_str().unwrap()]].concat()));
     let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while status(&a, &id).await["progress"]["bytes_done"].as_u64().unwrap_or(0) == 0 {
-        assert!(Instant::now() < deadline, "the transfer never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_bytes(&a, &id).await;
     ok(clusster(&["bucket", "unshare", "data", "--site", "a", "--data-dir", b.data_dir.to_str().unwrap()]));
-    let last = loop {
-        let s = status(&a, &id).await;
-        if s["state"] != "running" && s["state"] != "queued" {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the transfer did not end: {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let last = wait_for_end(&a, &id).await;
     assert_eq!(last["state"], "failed", "{last}");
     assert!(last["error"].as_str().unwrap().contains("a may not read bucket data"), "{last}");
     assert!(last["progress"]["bytes_done"].as_u64().unwrap() < 32 << 20, "stopped before the end: {last}");

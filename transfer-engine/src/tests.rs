@@ -135,18 +135,7 @@ async fn a_delta_against_bases_the_receiver_did_not_suggest_is_refused() {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(&wire::encode_control(&Control::Open(open(Mode::Push, "data")))).await.unwrap();
     assert_eq!(next(&mut recv).await, Control::Accepted);
-    let object = wire::OfferedObject {
-        key: "k".into(),
-        size: 100,
-        etag: String::new(),
-        checksums: Vec::new(),
-        mtime_ms: 0,
-        meta: postcard::to_allocvec(&store::ObjectMeta::default()).unwrap(),
-        part_sizes: Vec::new(),
-        first_chunk: 0,
-        chunks: vec![wire::ChunkRef { id, len: 100 }],
-        last: true,
-    };
+    let object = offered("k", vec![wire::ChunkRef { id, len: 100 }]);
     send.write_all(&wire::encode_control(&Control::Offer { seq: 0, objects: vec![object] })).await.unwrap();
     let Control::Need { wants, .. } = next(&mut recv).await else { panic!("expected Need") };
     assert_eq!(wants, vec![wire::Want { id, bases: vec![] }]);

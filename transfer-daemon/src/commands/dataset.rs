@@ -22,6 +22,23 @@ fn dataset(text: &str) -> Result<(&str, &str), UsageError> {
     }
 }
 
+/// `NS/NAME@TAG` (or `@VERSION-ID`) into namespace, name and the reference.
+fn version_ref(text: &str) -> Result<(&str, &str, &str), UsageError> {
+    let (name, reference) = text.rsplit_once('@').ok_or_else(|| {
+        UsageError(format!("{text:?}: name the version as NAMESPACE/NAME@TAG or NAMESPACE/NAME@VERSION-ID"))
+    })?;
+    let (ns, name) = dataset(name)?;
+    Ok((ns, name, reference))
+}
+
+/// `path?k=v&…` with the values percent-encoded.
+fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
+    let mut url = reqwest::Url::parse("http://x").expect("a valid URL");
+    url.set_path(path);
+    url.query_pairs_mut().extend_pairs(pairs);
+    format!("{}?{}", url.path(), url.query().unwrap_or_default())
+}
+
 /// `BUCKET` or `BUCKET/PREFIX` into its parts.
 fn location(text: &str) -> Result<(&str, &str), UsageError> {
     let (bucket, prefix) = text.split_once('/').unwrap_or((text, ""));
@@ -46,9 +63,7 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
             });
         }
         DatasetCommand::List { ns, admin } => {
-            let mut url = reqwest::Url::parse("http://x/catalog/datasets").expect("a valid URL");
-            url.query_pairs_mut().append_pair("ns", &ns);
-            let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+            let path = with_query("/catalog/datasets", &[("ns", &ns)]);
             let entries: Vec<DatasetEntry> = client(&admin)?.call_without_body(Method::GET, &path).await?;
             print_report(&admin, &entries, |entries| {
                 let rows: Vec<String> =
@@ -57,10 +72,7 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
             });
         }
         DatasetCommand::Tag { version, tag, admin } => {
-            let (name, reference) = version.rsplit_once('@').ok_or_else(|| {
-                UsageError(format!("{version:?}: name the version as NAMESPACE/NAME@TAG or NAMESPACE/NAME@VERSION-ID"))
-            })?;
-            let (ns, name) = dataset(name)?;
+            let (ns, name, reference) = version_ref(&version)?;
             let path = format!("/catalog/datasets/{ns}/{name}/tags/{tag}");
             let moved: serde_json::Value =
                 client(&admin)?.call(Method::PUT, &path, Some(&TagRequest { version: reference.into() })).await?;
@@ -87,10 +99,7 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
             });
         }
         DatasetCommand::Checkout { version, dest, admin } => {
-            let (name, reference) = version.rsplit_once('@').ok_or_else(|| {
-                UsageError(format!("{version:?}: name the version as NAMESPACE/NAME@TAG or NAMESPACE/NAME@VERSION-ID"))
-            })?;
-            let (ns, name) = dataset(name)?;
+            let (ns, name, reference) = version_ref(&version)?;
             let (bucket, prefix) = location(&dest)?;
             let request = CheckoutRequest { version: reference.into(), bucket: bucket.into(), prefix: prefix.into() };
             let path = format!("/catalog/datasets/{ns}/{name}/checkout");
@@ -106,9 +115,7 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
 pub(super) async fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
     match command {
         CatalogCommand::Feed { cursor, limit, admin } => {
-            let mut url = reqwest::Url::parse("http://x/catalog/feed").expect("a valid URL");
-            url.query_pairs_mut().append_pair("cursor", &cursor).append_pair("limit", &limit.to_string());
-            let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+            let path = with_query("/catalog/feed", &[("cursor", &cursor), ("limit", &limit.to_string())]);
             let page: FeedPage = client(&admin)?.call_without_body(Method::GET, &path).await?;
             print_report(&admin, &page, |p| {
                 let mut lines: Vec<String> = p
@@ -121,19 +128,13 @@ pub(super) async fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
             });
         }
         CatalogCommand::Placement { version, sites, admin } => {
-            let (name, reference) = version.rsplit_once('@').ok_or_else(|| {
-                UsageError(format!("{version:?}: name the version as NAMESPACE/NAME@TAG or NAMESPACE/NAME@VERSION-ID"))
-            })?;
-            dataset(name)?;
-            let mut url = reqwest::Url::parse("http://x/catalog/placement").expect("a valid URL");
-            url.query_pairs_mut()
-                .append_pair("dataset", name)
-                .append_pair("version", reference)
-                .append_pair("sites", &sites);
-            let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+            let (ns, name, reference) = version_ref(&version)?;
+            let full_name = format!("{ns}/{name}");
+            let path =
+                with_query("/catalog/placement", &[("dataset", &full_name), ("version", reference), ("sites", &sites)]);
             let answer: PlacementAnswer = client(&admin)?.call_without_body(Method::GET, &path).await?;
             print_report(&admin, &answer, |a| {
-                let mut lines = vec![format!("{name}@{}", a.version)];
+                let mut lines = vec![format!("{full_name}@{}", a.version)];
                 for s in &a.sites {
                     lines.push(match (&s.error, s.bytes_missing) {
                         (Some(e), _) => format!("  {}: {e}", s.site),
