@@ -167,6 +167,12 @@ fn published_key(version: &VersionId) -> Vec<u8> {
     [&[BY_ID][..], &version.0].concat()
 }
 
+/// `ns ‖ 0 ‖ "sites"` in [`Table::Namespaces`]: who may hold copies (names hold no NUL,
+/// so no namespace has this key).
+fn shared_key(ns: &str) -> Vec<u8> {
+    key(&[ns.as_bytes(), b"sites"])
+}
+
 fn event_key(origin: &str, seq: u64) -> Vec<u8> {
     key(&[origin.as_bytes(), &seq.to_be_bytes()])
 }
@@ -381,6 +387,9 @@ impl<S: CatalogStorage> Catalog<S> {
                 ops.push(Op::Put(Table::Pins, key(&[origin, id.as_bytes()]), encode(&record)));
             }
             EventBody::PinRemoved { id } => ops.push(Op::Delete(Table::Pins, key(&[origin, id.as_bytes()]))),
+            EventBody::NamespaceShared { ns, sites } => {
+                ops.push(Op::Put(Table::Namespaces, shared_key(ns), sites.as_bytes().to_vec()));
+            }
         }
         Ok((head, ops))
     }
@@ -393,6 +402,12 @@ impl<S: CatalogStorage> Catalog<S> {
             Some(raw) => decode(|| format!("namespace {ns}"), &raw).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The expression naming the sites that may hold copies of `ns`'s versions besides
+    /// its home, if its home shared it.
+    pub fn shared_with(&self, ns: &str) -> Result<Option<String>, CatalogError> {
+        Ok(self.storage.get(Table::Namespaces, &shared_key(ns))?.map(|raw| String::from_utf8_lossy(&raw).into_owned()))
     }
 
     /// The versions of `ns/name`, by id.

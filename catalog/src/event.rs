@@ -150,6 +150,15 @@ pub enum EventBody {
         /// its id
         id: String,
     },
+    /// The sites that may hold copies of the namespace's versions are now those matching
+    /// `sites` (a [`crate::sites_expr`] expression); the home site always may. Until the
+    /// first such event, only the home does.
+    NamespaceShared {
+        /// namespace
+        ns: String,
+        /// the expression
+        sites: String,
+    },
 }
 
 /// One entry of a site's log.
@@ -220,16 +229,20 @@ impl Event {
                 check_name("tag", tag)
             }
             EventBody::ReplicaChanged { .. } => Ok(()),
+            EventBody::NamespaceShared { ns, sites } => {
+                own_namespace(ns)?;
+                crate::sites_expr::SitesExpr::parse(sites).map(|_| ()).map_err(|e| e.to_string())
+            }
             EventBody::RuleSet { id, rule } => {
                 check_name("rule", id)?;
                 if let RuleTarget::Dataset { ns, name } = &rule.target {
                     check_namespace(ns)?;
                     check_name("dataset", name)?;
                 }
-                if rule.copies == 0 || rule.sites.len() > 1024 {
-                    return Err(format!("rule {id}: at least one copy, and a site expression of at most 1,024 bytes"));
+                if rule.copies == 0 {
+                    return Err(format!("rule {id}: at least one copy"));
                 }
-                Ok(())
+                crate::sites_expr::SitesExpr::parse(&rule.sites).map(|_| ()).map_err(|e| format!("rule {id}: {e}"))
             }
             EventBody::RuleRemoved { id } | EventBody::PinRemoved { id } => check_name("id", id),
             EventBody::PinSet { id, job, .. } => {

@@ -83,6 +83,7 @@ pub fn router(state: Arc<CatalogState>) -> Router {
         .route("/catalog/datasets/{ns}/{name}/versions", post(publish_version))
         .route("/catalog/datasets/{ns}/{name}/checkout", post(checkout))
         .route("/catalog/datasets/{ns}/{name}/tags/{tag}", axum::routing::put(move_tag))
+        .route("/catalog/namespaces/{ns}/sites", axum::routing::put(share))
         .route_layer(axum::middleware::from_fn_with_state((state.clone(), "catalog:write"), authorize));
     reads.merge(writes).with_state(state)
 }
@@ -265,6 +266,8 @@ pub struct DatasetView {
     pub home: String,
     /// the owning project
     pub project: String,
+    /// the sites besides its home that may hold copies (an expression), if it is shared
+    pub shared_with: Option<String>,
     /// its versions, oldest first
     pub versions: Vec<VersionView>,
 }
@@ -310,7 +313,8 @@ async fn show(
         return Err(CatalogError::NotFound(format!("no dataset {ns}/{name} in the catalog here")).into());
     }
     versions.sort_by_key(|v| (v.published_ms, v.version));
-    Ok(Json(DatasetView { ns, name, home: namespace.home, project: namespace.project, versions }))
+    let shared_with = catalog.shared_with(&ns)?;
+    Ok(Json(DatasetView { ns, name, home: namespace.home, project: namespace.project, shared_with, versions }))
 }
 
 /// `GET /catalog/datasets?ns=PREFIX`: datasets whose namespace starts with the prefix.
@@ -372,6 +376,34 @@ async fn move_tag(
         p
     })?;
     Ok(Json(serde_json::json!({ "ns": ns, "name": name, "tag": tag, "version": version })))
+}
+
+/// `PUT /catalog/namespaces/{ns}/sites` body: the sites that may hold copies.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    /// an expression over site names and attributes (`country=fr & tier=hpc`, `*`)
+    pub sites: String,
+}
+
+async fn share(
+    State(state): State<Arc<CatalogState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(ns): Path<String>,
+    body: Result<Json<ShareRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let Json(request) = body.map_err(|e| bad_body(e, r#"{"sites": "country=fr & tier=hpc"}"#))?;
+    if let Some(namespace) = state.catalog.namespace(&ns)? {
+        caller.acts_for(&namespace.project, &format!("namespace {ns}"))?;
+    }
+    let sites = publish::share(&state.catalog, &ns, &request.sites, now_ms()).await.map_err(|e| {
+        let field =
+            matches!(&e, CatalogError::Refused(reason) if reason.starts_with("sites expression")).then_some("sites");
+        let mut p = Problem::from(e);
+        p.field = field;
+        p
+    })?;
+    Ok(Json(serde_json::json!({ "ns": ns, "sites": sites })))
 }
 
 /// `POST /catalog/datasets/{ns}/{name}/checkout`.

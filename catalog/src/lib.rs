@@ -9,17 +9,22 @@
 //! - [`http`]: the routes the daemon mounts;
 //! - [`quic`]: the sync driver over the federation's QUIC endpoint;
 //! - [`publish`]: a bucket prefix published as a version that holds its chunks, and
-//!   checked out again as objects.
+//!   checked out again as objects;
+//! - [`copies`]: copies of a version at other sites: who may hold one, what is sent, and
+//!   landing one that arrived;
+//! - [`sites_expr`]: the expressions that name sites (`country=fr & tier=hpc`).
 //!
 //! Still to come (the catalog issue): moving versions between sites, rules, pins and placement, and the scheduler API.
 
 pub mod catalog;
+pub mod copies;
 pub mod event;
 pub mod http;
 pub mod in_store;
 pub mod manifest;
 pub mod publish;
 pub mod quic;
+pub mod sites_expr;
 pub mod storage;
 
 pub use catalog::{Accepted, Catalog, CatalogError, Heads};

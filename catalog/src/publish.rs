@@ -4,12 +4,9 @@
 use crate::catalog::{Catalog, CatalogError};
 use crate::event::{EventBody, ReplicaState, check_name, check_namespace, home_of};
 use crate::in_store::{InStore, writes};
-use crate::manifest::{FileEntry, Manifest, VersionId};
+use crate::manifest::{Manifest, VersionId};
 use crate::storage::{Op, Table};
-use hw_offload::ChecksumAlgo;
 use std::collections::HashSet;
-use store::versions::SnapshotFile;
-use store::{ChunkRef, ObjectHead, ObjectMeta};
 
 /// What [`publish`] did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,7 +73,7 @@ pub async fn publish(
     if snapshot.files.is_empty() {
         return Err(CatalogError::Refused(format!("no object under {bucket}/{prefix}: nothing to publish")));
     }
-    let manifest = Manifest::new(snapshot.files.iter().map(file_entry).collect())
+    let manifest = Manifest::new(snapshot.files.iter().map(crate::copies::file_entry).collect())
         .map_err(|e| CatalogError::Refused(e.to_string()))?;
     let encoded = manifest.encode();
     let version = manifest.id();
@@ -137,15 +134,22 @@ pub async fn publish(
     Ok(published)
 }
 
-fn file_entry(file: &SnapshotFile) -> FileEntry {
-    FileEntry {
-        path: file.path.clone(),
-        size: file.head.size,
-        mtime_ms: file.head.mtime_ms.max(0) as u64,
-        etag: file.head.etag.clone(),
-        checksums: file.head.checksums.iter().map(|(algo, sum)| (algo.name().to_owned(), sum.clone())).collect(),
-        chunks: file.chunks.iter().map(|c| (c.id, c.len)).collect(),
+/// Lets the sites matching `sites` (a [`crate::sites_expr`] expression) hold copies of
+/// the versions of `ns`, a namespace of this site; replaces what it was shared with.
+pub async fn share(catalog: &Catalog<InStore>, ns: &str, sites: &str, now_ms: u64) -> Result<String, CatalogError> {
+    if home_of(ns) != Some(catalog.site()) {
+        return Err(CatalogError::Refused(format!(
+            "namespace {ns} is at home at site {}: only its home shares it",
+            home_of(ns).unwrap_or("?")
+        )));
     }
+    if catalog.namespace(ns)?.is_none() {
+        return Err(CatalogError::NotFound(format!("no namespace {ns}: publish a version in it first")));
+    }
+    let parsed = crate::sites_expr::SitesExpr::parse(sites).map_err(|e| CatalogError::Refused(e.to_string()))?;
+    let sites = parsed.text();
+    catalog.append(EventBody::NamespaceShared { ns: ns.into(), sites: sites.clone() }, now_ms).await?;
+    Ok(sites)
 }
 
 /// Moves `tag` of `ns/name` to the version `reference` names; only the namespace's home
@@ -207,27 +211,6 @@ pub async fn checkout(
 ) -> Result<u64, CatalogError> {
     let manifest = manifest(catalog, version)?
         .ok_or_else(|| CatalogError::NotFound(format!("version {version} has no replica here: copy it here first")))?;
-    let files = manifest
-        .files
-        .into_iter()
-        .map(|f| SnapshotFile {
-            path: f.path,
-            head: ObjectHead {
-                size: f.size,
-                etag: f.etag,
-                checksums: f
-                    .checksums
-                    .iter()
-                    .filter_map(|(name, sum)| {
-                        ChecksumAlgo::ALL.into_iter().find(|a| a.name() == name).map(|a| (a, sum.clone()))
-                    })
-                    .collect(),
-                mtime_ms: f.mtime_ms as i64,
-                meta: ObjectMeta::default(),
-                part_sizes: Vec::new(),
-            },
-            chunks: f.chunks.into_iter().map(|(id, len)| ChunkRef { id, len }).collect(),
-        })
-        .collect();
+    let files = crate::copies::snapshot_files(manifest);
     catalog.storage().0.checkout(&version.0, bucket, prefix, files).await.map_err(store_error)
 }

@@ -131,3 +131,42 @@ async fn what_may_not_be_published_is_refused_and_changes_nothing() {
     let missing = resolve(&cat, "paris.c", "d", "v9").unwrap_err();
     assert!(matches!(&missing, CatalogError::NotFound(reason) if reason.contains("no such tag")), "{missing}");
 }
+
+#[tokio::test]
+async fn a_copy_lands_only_as_the_version_its_files_hash_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store.create_bucket("data", "climate").await.unwrap();
+    put(&store, "data", "run1/big.nc", &random(3 << 20, 7)).await;
+    put(&store, "data", "run1/other.nc", &random(1 << 20, 8)).await;
+    let cat = Catalog::new(InStore(store.clone()), "julich", SigningKey::generate().unwrap());
+    // The files a transfer brought (here, chunks the store holds already: none inline).
+    let files = store.snapshot("data", "run1/").await.unwrap().files.clone();
+    let manifest = catalog::Manifest::new(files.iter().map(catalog::copies::file_entry).collect()).unwrap();
+    let version = manifest.id();
+    let transfer = [1; 16];
+
+    // Files sent as another version, or altered: refused, nothing held or recorded.
+    let other = catalog::VersionId([9; 32]);
+    let lie = catalog::copies::land(&cat, transfer, &other, files.clone()).await.unwrap_err();
+    assert!(matches!(&lie, CatalogError::Refused(r) if r.contains("are version")), "{lie}");
+    let mut altered = files.clone();
+    altered[0].head.size += 1;
+    assert!(matches!(catalog::copies::land(&cat, transfer, &version, altered).await, Err(CatalogError::Refused(_))));
+    assert_eq!(store.version_chunks(&other.0).unwrap(), None);
+    assert_eq!(store.version_chunks(&version.0).unwrap(), None);
+    assert!(cat.replicas(&version).unwrap().is_empty() && cat.heads().unwrap().is_empty());
+
+    // The true files: held, the manifest kept, the replica complete, in one write.
+    catalog::copies::land(&cat, transfer, &version, files).await.unwrap();
+    assert!(store.version_chunks(&version.0).unwrap().is_some());
+    assert!(catalog::publish::manifest(&cat, &version).unwrap().is_some());
+    let replicas = cat.replicas(&version).unwrap();
+    assert_eq!((replicas[0].0.as_str(), replicas[0].1.state), ("julich", ReplicaState::Complete));
+    assert_eq!(replicas[0].1.bytes_held, manifest.bytes());
+    // The bucket's objects go; the copy keeps its chunks through GC.
+    store.delete_object("data", "run1/big.nc").await.unwrap();
+    store.gc().await.unwrap();
+    let report = store.check().unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}

@@ -280,7 +280,7 @@ impl Store {
     /// Stages the deletion of `transfer`'s record and `markers` (read under its lock);
     /// the references they held go into `deltas`, so that a commit adding references to
     /// the same chunks writes one reference change per chunk, not two.
-    fn stage_release(
+    pub(crate) fn stage_release(
         &self,
         batch: &mut crate::meta::Batch,
         transfer: &TransferId,
@@ -298,53 +298,21 @@ impl Store {
         batch.delete(cf::TRANSFERS, transfer);
     }
 
-    /// Commits the last objects of `transfer` in one batch, replacing what is at their
-    /// keys, then releases the transfer. Every chunk they name must be held.
-    pub async fn commit_transfer(
+    /// Checks the chunks a commit of `transfer` references (under the transfer's lock):
+    /// each held, with the length given, none quarantined. Returns the markers the commit
+    /// releases and a pin holding the chunks the transfer did not bring until it lands.
+    pub(crate) fn check_transfer_refs<'a>(
         &self,
-        transfer: TransferId,
-        objects: Vec<TransferredObject>,
-    ) -> Result<(), StoreError> {
-        self.commit_transfer_group(transfer, objects, Release::Transfer).await
-    }
-
-    /// Commits some objects of `transfer` in one batch, as [`Store::commit_transfer`]
-    /// does, but keeps the transfer and every chunk it brought for the objects still to
-    /// come: a long transfer lands in bounded groups, never in one batch of everything.
-    pub async fn commit_transfer_part(
-        &self,
-        transfer: TransferId,
-        objects: Vec<TransferredObject>,
-    ) -> Result<(), StoreError> {
-        self.commit_transfer_group(transfer, objects, Release::Nothing).await
-    }
-
-    async fn commit_transfer_group(
-        &self,
-        transfer: TransferId,
-        objects: Vec<TransferredObject>,
+        transfer: &TransferId,
+        chunks: impl Iterator<Item = &'a ChunkRef>,
         release: Release,
-    ) -> Result<(), StoreError> {
-        let _markers_stay = self.lock_transfer(&transfer).await;
-        let buckets: BTreeSet<usize> = objects.iter().map(|o| crate::stripe(&o.bucket.as_str())).collect();
-        let key_stripes: BTreeSet<usize> =
-            objects.iter().map(|o| crate::stripe(&(o.bucket.as_str(), o.key.as_str()))).collect();
-        // Stripes in ascending order, buckets before keys: the order every writer uses.
-        let mut bucket_guards = Vec::with_capacity(buckets.len());
-        for stripe in buckets {
-            bucket_guards.push(self.bucket_locks[stripe].read().await);
-        }
-        let mut key_guards = Vec::with_capacity(key_stripes.len());
-        for stripe in key_stripes {
-            key_guards.push(self.key_locks[stripe].lock().await);
-        }
+    ) -> Result<(Vec<Marker>, TransferPin), StoreError> {
         // Read under the transfer's lock, so that no flush, commit or release of the same
         // transfer (an attempt and its resumption) changes them meanwhile. The chunks they
         // name stay referenced until the batch below releases them: no claim needed.
         // Each referenced chunk with the length the objects give it, in id order; the same
         // id with two lengths is a lie in the objects themselves.
-        let mut refs: Vec<(ChunkId, u32)> =
-            objects.iter().flat_map(|o| o.chunks.iter().map(|c| (c.id, c.len))).collect();
+        let mut refs: Vec<(ChunkId, u32)> = chunks.map(|c| (c.id, c.len)).collect();
         refs.sort_unstable();
         refs.dedup();
         if let Some(pair) = refs.windows(2).find(|pair| pair[0].0 == pair[1].0) {
@@ -353,8 +321,8 @@ impl Store {
         // All the markers when they are released; else only those of this group's chunks,
         // looked up: a group costs its own size, not the transfer's.
         let markers = match release {
-            Release::Transfer => self.transfer_markers(&transfer)?,
-            Release::Nothing => self.markers_of(&transfer, &refs)?,
+            Release::Transfer => self.transfer_markers(transfer)?,
+            Release::Nothing => self.markers_of(transfer, &refs)?,
         };
         let mismatch = |id: ChunkId, referenced: u32, held: u32| {
             (held != referenced).then_some(StoreError::ChunkLengthMismatch { id, referenced, held })
@@ -407,6 +375,51 @@ impl Store {
                 }
             }
         }
+        Ok((markers, pin))
+    }
+
+    /// Commits the last objects of `transfer` in one batch, replacing what is at their
+    /// keys, then releases the transfer. Every chunk they name must be held.
+    pub async fn commit_transfer(
+        &self,
+        transfer: TransferId,
+        objects: Vec<TransferredObject>,
+    ) -> Result<(), StoreError> {
+        self.commit_transfer_group(transfer, objects, Release::Transfer).await
+    }
+
+    /// Commits some objects of `transfer` in one batch, as [`Store::commit_transfer`]
+    /// does, but keeps the transfer and every chunk it brought for the objects still to
+    /// come: a long transfer lands in bounded groups, never in one batch of everything.
+    pub async fn commit_transfer_part(
+        &self,
+        transfer: TransferId,
+        objects: Vec<TransferredObject>,
+    ) -> Result<(), StoreError> {
+        self.commit_transfer_group(transfer, objects, Release::Nothing).await
+    }
+
+    async fn commit_transfer_group(
+        &self,
+        transfer: TransferId,
+        objects: Vec<TransferredObject>,
+        release: Release,
+    ) -> Result<(), StoreError> {
+        let _markers_stay = self.lock_transfer(&transfer).await;
+        let buckets: BTreeSet<usize> = objects.iter().map(|o| crate::stripe(&o.bucket.as_str())).collect();
+        let key_stripes: BTreeSet<usize> =
+            objects.iter().map(|o| crate::stripe(&(o.bucket.as_str(), o.key.as_str()))).collect();
+        // Stripes in ascending order, buckets before keys: the order every writer uses.
+        let mut bucket_guards = Vec::with_capacity(buckets.len());
+        for stripe in buckets {
+            bucket_guards.push(self.bucket_locks[stripe].read().await);
+        }
+        let mut key_guards = Vec::with_capacity(key_stripes.len());
+        for stripe in key_stripes {
+            key_guards.push(self.key_locks[stripe].lock().await);
+        }
+        let (markers, _pin) =
+            self.check_transfer_refs(&transfer, objects.iter().flat_map(|o| o.chunks.iter()), release)?;
         let mut batch = self.meta.batch();
         let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
         let mut checked_buckets = BTreeSet::new();
@@ -458,7 +471,7 @@ impl Store {
 
 /// What a commit of a transfer's objects lets go of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Release {
+pub(crate) enum Release {
     /// the transfer and the references of every chunk it brought: its last commit
     Transfer,
     /// nothing: more objects of the transfer are to come
@@ -467,7 +480,7 @@ enum Release {
 
 /// A chunk a transfer brought, as its marker records it.
 #[derive(Debug, Clone, Copy)]
-struct Marker {
+pub(crate) struct Marker {
     id: ChunkId,
     /// None for a marker written before markers kept lengths
     plain_len: Option<u32>,

@@ -14,7 +14,7 @@ use crate::ingest::{IngestOptions, Ingested, IngestedBody};
 use crate::meta::keys;
 use crate::meta::values::{Body, ChunkLoc, ChunkRef, ManifestRecord, ObjectHead, ObjectRecord};
 use crate::meta::{RawEntry, cf};
-use crate::transfer::TransferPin;
+use crate::transfer::{Release, TransferId, TransferPin};
 use hw_offload::ChunkId;
 use std::collections::HashMap;
 
@@ -156,6 +156,40 @@ impl Store {
         self.commit(batch).await?;
         // The snapshot's pins and claims end only now that the hold is durable.
         drop(snapshot);
+        Ok(!held)
+    }
+
+    /// Lands a version a transfer brought: `version` holds `chunks` (each held here, the
+    /// transfer's or found held when the receiver looked) and `catalog` is applied, in one
+    /// write that also releases the transfer. False, and nothing held twice, if the version
+    /// was held here already.
+    pub async fn commit_transfer_version(
+        &self,
+        transfer: TransferId,
+        version: &[u8; 32],
+        chunks: Vec<ChunkRef>,
+        catalog: Vec<CatalogWrite>,
+    ) -> Result<bool, StoreError> {
+        let _markers_stay = self.lock_transfer(&transfer).await;
+        let _one_at_a_time = self.lock_key("", "\0versions").await;
+        let (markers, _pin) = self.check_transfer_refs(&transfer, chunks.iter(), Release::Transfer)?;
+        let mut batch = self.meta.batch();
+        stage_catalog(&mut batch, catalog)?;
+        let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
+        let held = self.meta.contains(cf::VERSION_HOLDS, version)?;
+        if !held {
+            for c in &chunks {
+                *deltas.entry(c.id).or_default() += 1;
+            }
+            batch.put(cf::VERSION_HOLDS, version, &ManifestRecord { chunks });
+        }
+        self.stage_release(&mut batch, &transfer, &markers, &mut deltas);
+        let mut deltas: Vec<(ChunkId, i64)> = deltas.into_iter().filter(|(_, delta)| *delta != 0).collect();
+        deltas.sort_unstable_by_key(|(id, _)| *id);
+        for (id, delta) in deltas {
+            batch.add_ref(&id, delta);
+        }
+        self.commit(batch).await?;
         Ok(!held)
     }
 

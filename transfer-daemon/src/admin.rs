@@ -391,15 +391,32 @@ async fn start_transfer(
         "copy" => Kind::Copy { from: need(req.from.clone(), "from")?, to: need(req.to.clone(), "to")? },
         other => return Err(bad(format!("mode {other:?}: expected push, pull or copy"))),
     };
-    let source = parse_selection(&req.source).map_err(bad)?;
-    let dest = match &req.dest {
-        Some(d) => parse_selection(d).map_err(bad)?,
-        None => source.clone(),
+    // No bucket name holds '@': a source with one names a dataset version.
+    let (source, dest, version) = match req.source.split_once('@') {
+        Some((dataset, reference)) => {
+            if req.dest.is_some() {
+                return Err(bad("a version lands as itself: give no \"dest\" with a version as source".into()));
+            }
+            let Some((ns, name)) = dataset.split_once('/') else {
+                return Err(bad(format!("{:?}: name a version as NAMESPACE/NAME@TAG", req.source)));
+            };
+            let version = catalog::publish::resolve(&state.catalog.catalog, ns, name, reference)
+                .map_err(|e| bad(format!("source: {e}")))?;
+            (Selection::default(), Selection::default(), Some(version.0))
+        }
+        None => {
+            let source = parse_selection(&req.source).map_err(bad)?;
+            let dest = match &req.dest {
+                Some(d) => parse_selection(d).map_err(bad)?,
+                None => source.clone(),
+            };
+            (source, dest, None)
+        }
     };
     if req.rate_limit == Some(0) {
         return Err(bad("rate_limit must be positive (bytes per second)".into()));
     }
-    let spec = TransferSpec { kind, source, dest, priority: req.priority, rate_limit: req.rate_limit };
+    let spec = TransferSpec { kind, source, dest, version, priority: req.priority, rate_limit: req.rate_limit };
     let status = transfers.start(spec).await?;
     Ok((StatusCode::ACCEPTED, json(&status)).into_response())
 }

@@ -72,7 +72,7 @@ pub struct NewTransfer {
     /// sending site (pull, copy)
     #[serde(default)]
     pub from: Option<String>,
-    /// `bucket[/prefix]` on the sending site
+    /// `bucket[/prefix]` on the sending site, or a dataset version, `ns/name@tag`
     pub source: String,
     /// `bucket[/prefix]` on the receiving site (default: as source)
     #[serde(default)]

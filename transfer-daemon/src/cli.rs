@@ -322,6 +322,18 @@ pub enum DatasetCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Let the sites matching an expression hold copies of the versions of NS, a
+    /// namespace of this site (replaces what it was shared with). Until then, only its
+    /// home holds them. Examples: 'country=fr & tier=hpc', 'site in (paris, julich)', '*'.
+    Share {
+        /// The namespace.
+        ns: String,
+        /// The expression naming the sites.
+        #[arg(long)]
+        sites: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -408,7 +420,7 @@ pub enum TransferCommand {
     Push {
         /// The receiving site.
         site: String,
-        /// What to send: BUCKET or BUCKET/PREFIX on this site.
+        /// What to send: BUCKET or BUCKET/PREFIX on this site, or a dataset version NS/NAME@TAG.
         source: String,
         /// Where it lands on SITE (default: the same bucket and prefix).
         dest: Option<String>,
@@ -419,7 +431,7 @@ pub enum TransferCommand {
     Pull {
         /// The sending site.
         site: String,
-        /// What to fetch: BUCKET or BUCKET/PREFIX on SITE.
+        /// What to fetch: BUCKET or BUCKET/PREFIX on SITE, or a dataset version NS/NAME@TAG.
         source: String,
         /// Where it lands here (default: the same bucket and prefix).
         dest: Option<String>,
@@ -432,7 +444,7 @@ pub enum TransferCommand {
         from: String,
         /// The receiving site.
         to: String,
-        /// What to send: BUCKET or BUCKET/PREFIX on FROM.
+        /// What to send: BUCKET or BUCKET/PREFIX on FROM, or a dataset version NS/NAME@TAG.
         source: String,
         /// Where it lands on TO (default: the same bucket and prefix).
         dest: Option<String>,

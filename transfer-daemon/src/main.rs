@@ -7,6 +7,7 @@
 //! - [`config`]: the TOML config file, documented, settled into checked [`config::Settings`];
 //! - [`admin`], [`api`], [`client`]: the admin HTTP API, its bodies (shared by both
 //!   ends) and the CLI's client of it; [`metrics`]: its Prometheus page;
+//! - [`book`]: the catalog as the transfer engine sees it, for moving dataset versions;
 //! - [`offload`]: the offload engine the daemon runs with, the agent process and its bench;
 //! - [`permissions`]: the modes `serve` requires of its data dir, admin token and keys.
 //!
@@ -15,6 +16,7 @@
 
 mod admin;
 mod api;
+mod book;
 mod cli;
 mod client;
 mod commands;

@@ -76,6 +76,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.site_name.clone(),
         signing_key,
     ));
+    if let Some(t) = &transfers {
+        let federation = t.endpoint().federation.clone();
+        t.set_versions(Arc::new(crate::book::CatalogBook { catalog: site_catalog.clone(), federation }));
+    }
     let sync = transfers.as_ref().map(|t| {
         let endpoint = t.clone();
         let dial: catalog::quic::Dial = Box::new(move |peer: String| {

@@ -85,6 +85,7 @@ async fn open_push(conn: &quinn::Connection) -> (quinn::SendStream, quinn::RecvS
         rate_limit: None,
         connections: 1,
         delegated_by: None,
+        version: None,
     };
     send.write_all(&wire::encode_control(&Control::Open(open))).await.unwrap();
     let answer = next(&mut recv).await;

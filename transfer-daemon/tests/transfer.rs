@@ -708,3 +708,83 @@ async fn the_catalog_reaches_every_site_and_a_site_back_from_a_stop_catches_up()
     let (status, answer) = catalog_get(&c, "/catalog/placement?dataset=a.climate/era5&version=v9&sites=a").await;
     assert_eq!((status, answer["field"].as_str()), (404, Some("version")), "{answer}");
 }
+
+/// Runs a `dataset` verb with --json on `daemon`; returns its output as JSON.
+fn dataset(daemon: &Daemon, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["dataset"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--json", "--data-dir", daemon.data_dir.to_str().unwrap()]);
+    serde_json::from_str(&ok(clusster(&all))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_moves_whole_to_the_sites_its_home_allows_and_then_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::new(dir.path(), &["a", "b"]);
+    let (a, b) = (fed.start("a"), fed.start("b"));
+    let sa = s3(&a);
+    sa.create_bucket().bucket("data").send().await.unwrap();
+    let big = content(50, 6 << 20, 50);
+    put(&sa, "data", "run1/tas.nc", big.clone()).await;
+    put(&sa, "data", "run1/stations.csv", b"paris,12.5\n".to_vec()).await;
+    let v1 = dataset(&a, &["publish", "data/run1/", "a.climate/era5", "--tag", "v1"]);
+    wait_for_versions(&b, "a.climate/era5", 1).await;
+
+    // Until its home shares the namespace, no site may hold a copy: b's pull is refused.
+    let pull = |version: &str| {
+        let args = ["transfer", "pull", "a", version, "--wait", "--json", "--data-dir", b.data_dir.to_str().unwrap()];
+        clusster(&args)
+    };
+    let refused = pull("a.climate/era5@v1");
+    assert!(!refused.status.success());
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        stdout.contains("b may not hold copies of namespace a.climate") && stdout.contains("dataset share"),
+        "{stdout}"
+    );
+
+    // Shared with b: the pull brings the version whole, recorded complete at b.
+    let shared = dataset(&a, &["share", "a.climate", "--sites", "site in (b)"]);
+    assert_eq!(shared["sites"], "site in ( b )");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while catalog_get(&b, "/catalog/datasets/a.climate/era5").await.1["shared_with"].is_null() {
+        assert!(Instant::now() < deadline, "the share never reached b");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = pull("a.climate/era5@v1");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(status["version"], v1["version"], "{status}");
+    assert_eq!(status["progress"]["bytes_wanted"], v1["bytes"], "all of it was missing: {status}");
+    let replica_at = |shown: &serde_json::Value, version: &serde_json::Value, site: &str| {
+        let v = shown["versions"].as_array().unwrap().iter().find(|v| v["version"] == *version).cloned().unwrap();
+        v["replicas"].as_array().unwrap().iter().find(|r| r["site"] == site).cloned()
+    };
+    let shown = dataset(&b, &["show", "a.climate/era5"]);
+    let replica = replica_at(&shown, &v1["version"], "b").expect("b records its replica");
+    assert_eq!((replica["state"].as_str(), &replica["bytes_held"]), (Some("complete"), &v1["bytes"]));
+    // a hears of it too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replica_at(&catalog_get(&a, "/catalog/datasets/a.climate/era5").await.1, &v1["version"], "b").is_none() {
+        assert!(Instant::now() < deadline, "b's replica never reached a");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // At b, the copy checks out as objects of b's project, byte for byte.
+    let sb = s3(&b);
+    sb.create_bucket().bucket("data").send().await.unwrap();
+    assert_eq!(dataset(&b, &["checkout", "a.climate/era5@v1", "data/era5/"])["files"], 2);
+    assert_eq!(get(&sb, "data", "era5/tas.nc").await, big);
+
+    // v2 changes the small file only: b's pull of it moves that file's bytes, no more.
+    put(&sa, "data", "run1/stations.csv", b"paris,12.5\njulich,9.0\n".to_vec()).await;
+    let v2 = dataset(&a, &["publish", "data/run1/", "a.climate/era5", "--tag", "v2"]);
+    wait_for_versions(&b, "a.climate/era5", 2).await;
+    let done = pull("a.climate/era5@v2");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(status["progress"]["bytes_wanted"], 22, "only the changed file moved: {status}");
+    let shown = dataset(&b, &["show", "a.climate/era5"]);
+    assert_eq!(replica_at(&shown, &v2["version"], "b").unwrap()["state"], "complete");
+    let check = clusster(&["check", "--json", "--data-dir", b.data_dir.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+}

@@ -2,6 +2,7 @@
 //! bidirectional control stream, several unidirectional data streams from sender to
 //! receiver, and the store on each side.
 
+use crate::versions::{VersionBook, VersionRefusal};
 use bytes::Bytes;
 use hw_offload::{ChunkId, Codec, Job, Step};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
@@ -12,6 +13,7 @@ use store::ChunkRef as StoredChunk;
 use store::ObjectHead;
 use store::frame;
 use store::transfer::{ExportedObject, TransferId, TransferPin, TransferredObject};
+use store::versions::SnapshotFile;
 use store::{SiteAccess, Store};
 use tokio::sync::{mpsc, watch};
 use transfer_proto::delta;
@@ -156,6 +158,9 @@ pub enum LocalFailure {
     /// a transfer this site cannot take now (sent as [`codes::BUSY`]: the peer retries)
     #[error("{0}")]
     Busy(String),
+    /// the catalog could not answer or record a version
+    #[error("catalog: {0}")]
+    Catalog(String),
 }
 
 impl TransferError {
@@ -367,37 +372,89 @@ enum Sent {
     Failed(TransferError),
 }
 
-/// Walks the source selection in key order and cuts it into offers.
+/// What a sender sends.
+#[derive(Clone)]
+pub enum Source {
+    /// the objects of a bucket under a prefix
+    Objects(Selection),
+    /// the files of a dataset version held here
+    Version {
+        /// its id
+        id: [u8; 32],
+        /// the catalog: who may still hold it
+        book: Arc<dyn VersionBook>,
+    },
+}
+
+/// Where a receiver lands what arrives.
+#[derive(Clone)]
+pub enum Dest {
+    /// objects of a bucket under a prefix
+    Objects(Selection),
+    /// a dataset version, recorded by the catalog
+    Version {
+        /// its id
+        id: [u8; 32],
+        /// the catalog
+        book: Arc<dyn VersionBook>,
+    },
+}
+
+impl From<VersionRefusal> for TransferError {
+    fn from(refusal: VersionRefusal) -> Self {
+        match refusal {
+            VersionRefusal::Refused(reason) => LocalFailure::Refused(reason).into(),
+            VersionRefusal::NotYet(reason) => LocalFailure::Busy(reason).into(),
+            VersionRefusal::Failed(reason) => LocalFailure::Catalog(reason).into(),
+        }
+    }
+}
+
+/// Walks the source in key order and cuts it into offers.
 struct Manifest {
     store: Arc<Store>,
-    source: Selection,
-    after: String,
-    listing_done: bool,
-    queue: std::collections::VecDeque<(String, ExportedObject)>,
+    listing: Listing,
+    queue: std::collections::VecDeque<SourceObject>,
     cutter: OfferCutter,
+}
+
+/// Where the objects to offer come from.
+enum Listing {
+    /// pages of a bucket listing, after a key
+    Bucket { source: Selection, after: String, done: bool },
+    /// a version's files, all known (and their chunks claimed) from the start
+    Files,
 }
 
 impl Manifest {
     fn new(store: Arc<Store>, source: Selection) -> Self {
-        Self {
-            store,
-            source,
-            after: String::new(),
-            listing_done: false,
-            queue: Default::default(),
-            cutter: OfferCutter::new(),
-        }
+        let listing = Listing::Bucket { source, after: String::new(), done: false };
+        Self { store, listing, queue: Default::default(), cutter: OfferCutter::new() }
     }
 
-    /// The next object of the selection, exported (its chunks claimed in `pin`).
-    fn next_object(&mut self, pin: &mut TransferPin) -> Result<Option<(String, ExportedObject)>, TransferError> {
-        if self.queue.is_empty() && !self.listing_done {
-            let page = self.store.export_page(pin, &self.source.bucket, &self.source.prefix, &self.after, LIST_PAGE)?;
+    /// The files of a version, whose chunks are claimed in `pin` (they must all be held).
+    fn of_files(store: Arc<Store>, files: Vec<SnapshotFile>, pin: &mut TransferPin) -> Result<Self, TransferError> {
+        let ids: Vec<ChunkId> = files.iter().flat_map(|f| f.chunks.iter().map(|c| c.id)).collect();
+        if let Some((id, _)) = ids.iter().zip(store.hold_chunks(pin, &ids)?).find(|(_, held)| !held) {
+            return Err(LocalFailure::ChunkGone(*id).into());
+        }
+        let queue = files.into_iter().map(file_object).collect();
+        Ok(Self { store, listing: Listing::Files, queue, cutter: OfferCutter::new() })
+    }
+
+    /// The next object of the source (its chunks claimed in `pin`).
+    fn next_object(&mut self, pin: &mut TransferPin) -> Result<Option<SourceObject>, TransferError> {
+        if let Listing::Bucket { source, after, done } = &mut self.listing
+            && self.queue.is_empty()
+            && !*done
+        {
+            let page = self.store.export_page(pin, &source.bucket, &source.prefix, after, LIST_PAGE)?;
             match page.last {
-                Some(last) => self.after = last,
-                None => self.listing_done = true,
+                Some(last) => *after = last,
+                None => *done = true,
             }
-            self.queue.extend(page.objects);
+            let prefix_len = source.prefix.len();
+            self.queue.extend(page.objects.into_iter().map(|(key, o)| source_object(&key[prefix_len..], o)));
         }
         Ok(self.queue.pop_front())
     }
@@ -405,12 +462,30 @@ impl Manifest {
     /// The next offer; empty when done.
     fn next_offer(&mut self, pin: &mut TransferPin) -> Result<Offer, TransferError> {
         let mut cutter = std::mem::take(&mut self.cutter);
-        let offer = cutter.next_offer(|| {
-            let Some((key, exported)) = self.next_object(pin)? else { return Ok(None) };
-            Ok(Some(source_object(&key[self.source.prefix.len()..], exported)))
-        });
+        let offer = cutter.next_offer(|| self.next_object(pin));
         self.cutter = cutter;
         offer
+    }
+}
+
+/// A version's file as the protocol offers it.
+fn file_object(file: SnapshotFile) -> SourceObject {
+    let head = file.head;
+    SourceObject {
+        head: OfferedObject {
+            key: file.path,
+            size: head.size,
+            etag: head.etag,
+            checksums: head.checksums,
+            mtime_ms: head.mtime_ms,
+            meta: postcard::to_allocvec(&head.meta).expect("postcard into a Vec"),
+            part_sizes: head.part_sizes,
+            first_chunk: 0,
+            chunks: Vec::new(),
+            last: false,
+        },
+        chunks: file.chunks.iter().map(to_wire).collect(),
+        inline: None,
     }
 }
 
@@ -447,7 +522,7 @@ pub async fn send(
     links: Links,
     mut control: ControlStream,
     ctx: Context,
-    source: Selection,
+    source: Source,
     readers: &[String],
 ) -> Result<Progress, TransferError> {
     let result = send_inner(links, &mut control, &ctx, source, readers).await;
@@ -461,13 +536,25 @@ async fn send_inner(
     mut links: Links,
     control: &mut ControlStream,
     ctx: &Context,
-    source: Selection,
+    source: Source,
     readers: &[String],
 ) -> Result<Progress, TransferError> {
     let store = ctx.store.clone();
     let mut session = Sender::new(OFFER_WINDOW);
     let mut pin = store.transfer_pin();
-    let mut manifest = Manifest::new(store.clone(), source.clone());
+    let (mut manifest, version_chunks) = match &source {
+        Source::Objects(selection) => (Manifest::new(store.clone(), selection.clone()), HashSet::new()),
+        Source::Version { id, book } => {
+            let files = book.files(id)?;
+            let chunks = files.iter().flat_map(|f| f.chunks.iter().map(|c| c.id)).collect();
+            (Manifest::of_files(store.clone(), files, &mut pin)?, chunks)
+        }
+    };
+    // A bucket's objects are read with its name and prefix; a version has no inline files.
+    let source_prefix = match &source {
+        Source::Objects(selection) => selection.prefix.clone(),
+        Source::Version { .. } => String::new(),
+    };
     // Inline bytes of the offers awaiting an answer, by offer.
     let mut inline_by_offer: HashMap<u64, HashMap<ChunkId, Bytes>> = HashMap::new();
     // Which object an inline pseudo-chunk came from, for a retry.
@@ -506,7 +593,7 @@ async fn send_inner(
             for o in &objects {
                 for c in &o.chunks {
                     if inline.contains_key(&c.id) {
-                        inline_keys.insert(c.id, format!("{}{}", source.prefix, o.key));
+                        inline_keys.insert(c.id, format!("{source_prefix}{}", o.key));
                     }
                 }
             }
@@ -526,15 +613,17 @@ async fn send_inner(
                         queued += 1;
                         let inline = inline.get(&want.id).cloned();
                         queued_inline += inline.as_ref().map_or(0, Bytes::len);
-                        let bases = bases_in_source(&store, &source, want.bases)?;
+                        let bases = bases_in_source(&store, &source, &version_chunks, want.bases)?;
                         let _ = job_tx.send(SendJob { id: want.id, plain_len, bases, inline });
                     }
                 }
                 Control::Retry { ids } => {
                     for (id, plain_len) in session.on_retry(ids)? {
-                        let inline = match inline_keys.get(&id) {
-                            Some(key) => store.export_object(&mut pin, &source.bucket, key)?.inline,
-                            None => {
+                        let inline = match (inline_keys.get(&id), &source) {
+                            (Some(key), Source::Objects(selection)) => {
+                                store.export_object(&mut pin, &selection.bucket, key)?.inline
+                            }
+                            _ => {
                                 // The receiver found our copy bad: check it, so a corrupt
                                 // chunk here is quarantined and named, not sent forever.
                                 match store.read_chunk_by_id(&id).await {
@@ -567,7 +656,12 @@ async fn send_inner(
             },
             _ = shares_tick.tick(), if !readers.is_empty() => {
                 for reader in readers {
-                    refuse_unless_shared(&store, &source.bucket, reader, SiteAccess::Read)?;
+                    match &source {
+                        Source::Objects(selection) => {
+                            refuse_unless_shared(&store, &selection.bucket, reader, SiteAccess::Read)?;
+                        }
+                        Source::Version { id, book } => book.may_hold(id, reader)?,
+                    }
                 }
             }
             _ = cancel.changed() => return Err(TransferError::Cancelled),
@@ -618,13 +712,22 @@ async fn data_worker(
 }
 
 /// Of the delta bases a receiver suggested, those it may hear of: chunks of the bucket
-/// being sent, or of nothing (see [`Store::chunks_usable_as_bases`]).
-fn bases_in_source(store: &Store, source: &Selection, bases: Vec<ChunkId>) -> Result<Vec<ChunkId>, TransferError> {
+/// being sent, or of nothing (see [`Store::chunks_usable_as_bases`]); for a version,
+/// its own chunks (`version_chunks`).
+fn bases_in_source(
+    store: &Store,
+    source: &Source,
+    version_chunks: &HashSet<ChunkId>,
+    bases: Vec<ChunkId>,
+) -> Result<Vec<ChunkId>, TransferError> {
     if bases.is_empty() {
         return Ok(bases);
     }
-    let used = store.chunks_usable_as_bases(&source.bucket, &bases)?;
-    Ok(bases.into_iter().zip(used).filter(|(_, u)| *u).map(|(id, _)| id).collect())
+    let usable = match source {
+        Source::Objects(selection) => store.chunks_usable_as_bases(&selection.bucket, &bases)?,
+        Source::Version { .. } => bases.iter().map(|id| version_chunks.contains(id)).collect(),
+    };
+    Ok(bases.into_iter().zip(usable).filter(|(_, u)| *u).map(|(id, _)| id).collect())
 }
 
 /// The frame for one job and the bases it is coded against: the stored frame (no
@@ -746,7 +849,7 @@ pub async fn receive(
     mut control: ControlStream,
     ctx: Context,
     transfer: TransferId,
-    dest: Selection,
+    dest: Dest,
     from: &SendingSite,
 ) -> Result<Progress, TransferError> {
     let result = receive_inner(links, &mut control, &ctx, transfer, &dest, from).await;
@@ -761,13 +864,19 @@ async fn receive_inner(
     control: &mut ControlStream,
     ctx: &Context,
     transfer: TransferId,
-    dest: &Selection,
+    dest: &Dest,
     from: &SendingSite,
 ) -> Result<Progress, TransferError> {
     let store = ctx.store.clone();
     // Delta bases name the chunks of the objects at the destination: only a sender that
-    // may read the destination bucket hears them.
-    let suggest_bases = store.site_may(&dest.bucket, &from.name, SiteAccess::Read)?;
+    // may read the destination bucket hears them. A version's sender is told which chunks
+    // of the namespace's other versions are here (it may hold them too), no more.
+    let (suggest_bases, known) = match dest {
+        Dest::Objects(selection) => (store.site_may(&selection.bucket, &from.name, SiteAccess::Read)?, HashSet::new()),
+        Dest::Version { id, book } => (false, book.known_chunks(id)?),
+    };
+    // A version's files, as they complete.
+    let mut files: Vec<SnapshotFile> = Vec::new();
     let mut session = Receiver::new();
     let mut pin = store.transfer_pin();
     let mut sink = store.chunk_sink(transfer);
@@ -810,16 +919,25 @@ async fn receive_inner(
                         let lookup = session.on_offer(seq, objects)?;
                         // New objects are checked now, not after all their data came.
                         let new = (session.progress().objects - before) as usize;
-                        for o in &session.objects()[session.objects().len() - new..] {
-                            destination_meta(dest, o)?;
+                        if let Dest::Objects(selection) = dest {
+                            for o in &session.objects()[session.objects().len() - new..] {
+                                destination_meta(selection, o)?;
+                            }
                         }
                         let ids: Vec<ChunkId> = lookup.iter().map(|c| c.id).collect();
                         // Only what the sender may read here is said to be held (the
                         // destination included, for a pull, when it is shared with the sender).
-                        let held = store.hold_chunks_for(&mut pin, &transfer, &from.name, &ids)?;
+                        let mut held = store.hold_chunks_for(&mut pin, &transfer, &from.name, &ids)?;
+                        let known_here: Vec<usize> = (0..ids.len()).filter(|&i| !held[i] && known.contains(&ids[i])).collect();
+                        if !known_here.is_empty() {
+                            let known_ids: Vec<ChunkId> = known_here.iter().map(|&i| ids[i]).collect();
+                            for (i, found) in known_here.into_iter().zip(store.hold_chunks(&mut pin, &known_ids)?) {
+                                held[i] = found;
+                            }
+                        }
                         let missing: Vec<ChunkRef> = lookup.iter().zip(held).filter(|(_, h)| !h).map(|(c, _)| *c).collect();
-                        let mut bases = if suggest_bases {
-                            choose_bases(&store, &mut pin, dest, session.objects(), &missing)?
+                        let mut bases = if let (true, Dest::Objects(selection)) = (suggest_bases, dest) {
+                            choose_bases(&store, &mut pin, selection, session.objects(), &missing)?
                         } else {
                             HashMap::new()
                         };
@@ -863,9 +981,15 @@ async fn receive_inner(
                         flushing.start(&mut sink).await?;
                         flushing.wait().await?;
                         let ready = session.take_ready();
-                        if !ready.is_empty() {
-                            from.may_still_write(&store, &dest.bucket)?;
-                            store.commit_transfer_part(transfer, landing(dest, ready)?).await?;
+                        match dest {
+                            _ if ready.is_empty() => {}
+                            Dest::Objects(selection) => {
+                                from.may_still_write(&store, &selection.bucket)?;
+                                store.commit_transfer_part(transfer, landing(selection, ready)?).await?;
+                            }
+                            // A version lands whole, at the end; its chunks stay the
+                            // transfer's meanwhile.
+                            Dest::Version { .. } => files.extend(ready.into_iter().map(version_file)),
                         }
                     } else if sink.unflushed_chunks() > 0 {
                         flushing.start(&mut sink).await?;
@@ -882,12 +1006,22 @@ async fn receive_inner(
     received?;
     landed?;
     let all_in = Instant::now();
-    let objects = landing(dest, session.take_objects())?;
     let count = session.progress().objects;
-    // The bucket may have been unshared, or deleted and made again, while data came.
-    from.may_still_write(&store, &dest.bucket)?;
-    let committing = Instant::now();
-    store.commit_transfer(transfer, objects).await?;
+    let committing;
+    match dest {
+        Dest::Objects(selection) => {
+            let objects = landing(selection, session.take_objects())?;
+            // The bucket may have been unshared, or deleted and made again, while data came.
+            from.may_still_write(&store, &selection.bucket)?;
+            committing = Instant::now();
+            store.commit_transfer(transfer, objects).await?;
+        }
+        Dest::Version { id, book } => {
+            files.extend(session.take_objects().into_iter().map(version_file));
+            committing = Instant::now();
+            book.land(transfer, *id, files).await?;
+        }
+    }
     tracing::info!(
         objects = count,
         prepare_ms = (committing - all_in).as_millis() as u64,
@@ -943,6 +1077,22 @@ fn landing(dest: &Selection, objects: Vec<IncomingObject>) -> Result<Vec<Transfe
             })
         })
         .collect()
+}
+
+/// A version's file as it came.
+fn version_file(o: IncomingObject) -> SnapshotFile {
+    SnapshotFile {
+        path: o.head.key,
+        head: ObjectHead {
+            size: o.head.size,
+            etag: o.head.etag,
+            checksums: o.head.checksums,
+            mtime_ms: o.head.mtime_ms,
+            meta: store::ObjectMeta::default(),
+            part_sizes: o.head.part_sizes,
+        },
+        chunks: o.chunks.into_iter().map(|c| StoredChunk { id: c.id, len: c.len }).collect(),
+    }
 }
 
 /// An offered object's metadata, once its destination key is known to be valid.

@@ -4,10 +4,13 @@
 //!
 //! - [`driver`]: the state machines over one connection's streams and the local store;
 //! - [`manager`]: the site's transfers: start, resume, cancel, priorities, rate caps,
-//!   third-party copies, repair, serving peers, progress.
+//!   third-party copies, repair, serving peers, progress;
+//! - [`versions`]: dataset versions as a transfer's payload, through the catalog the
+//!   daemon hands in.
 
 pub mod driver;
 pub mod manager;
+pub mod versions;
 
 #[cfg(test)]
 mod tests;

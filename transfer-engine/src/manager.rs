@@ -11,6 +11,7 @@
 use super::driver::{
     self, ConnectionFailure, Context, ControlStream, Links, LocalFailure, RateLimiter, SendingSite, TransferError,
 };
+use crate::versions::VersionBook;
 use federation::FederationEndpoint;
 use hw_offload::ChunkId;
 use parking_lot::Mutex;
@@ -48,10 +49,15 @@ pub struct TransferSpec {
     /// push, pull or copy (third-party)
     #[serde(flatten)]
     pub kind: Kind,
-    /// what is sent, on the sending site
+    /// what is sent, on the sending site (none for a version)
+    #[serde(default)]
     pub source: Selection,
-    /// where it lands, on the receiving site
+    /// where it lands, on the receiving site (none for a version)
+    #[serde(default)]
     pub dest: Selection,
+    /// a dataset version to copy, as a whole, instead of objects (hex of its id)
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "version_hex")]
+    pub version: Option<[u8; 32]>,
     /// higher runs first when transfers queue
     pub priority: u8,
     /// bytes per second, for this transfer
@@ -90,6 +96,26 @@ pub enum Kind {
         /// whether this site receives
         receiving: bool,
     },
+}
+
+/// A version id as JSON: 64 hex digits.
+mod version_hex {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(id: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+        match id {
+            Some(id) => s.serialize_some(&hex::encode(id)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else { return Ok(None) };
+        let mut id = [0; 32];
+        hex::decode_to_slice(&text, &mut id)
+            .map_err(|_| D::Error::custom(format!("version {text:?}: 64 hex digits expected")))?;
+        Ok(Some(id))
+    }
 }
 
 /// Saved in the store to resume after a restart: `[SAVED_SPEC_VERSION][JSON of Saved]`.
@@ -285,6 +311,8 @@ pub struct Transfers {
     streams: usize,
     slots: Slots,
     table: Mutex<BTreeMap<TransferId, Arc<Entry>>>,
+    /// the catalog, for transfers of dataset versions (none: this site moves no versions)
+    versions: std::sync::OnceLock<Arc<dyn VersionBook>>,
 }
 
 impl Transfers {
@@ -299,6 +327,37 @@ impl Transfers {
             table: Mutex::new(BTreeMap::new()),
             counters: TransferCounters::default(),
             incoming: Arc::default(),
+            versions: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Lets transfers carry dataset versions, recorded in `book` (set once, before the
+    /// first transfer starts).
+    pub fn set_versions(&self, book: Arc<dyn VersionBook>) {
+        if self.versions.set(book).is_err() {
+            tracing::warn!("the transfers' version book was set twice; the first one stays");
+        }
+    }
+
+    fn book(&self) -> Result<&Arc<dyn VersionBook>, TransferError> {
+        self.versions.get().ok_or_else(|| {
+            LocalFailure::Refused(format!("site {} keeps no catalog: it moves no versions", self.site())).into()
+        })
+    }
+
+    /// What this site sends in a transfer: the objects of `selection`, or `version`.
+    fn source(&self, selection: &Selection, version: Option<[u8; 32]>) -> Result<driver::Source, TransferError> {
+        Ok(match version {
+            Some(id) => driver::Source::Version { id, book: self.book()?.clone() },
+            None => driver::Source::Objects(selection.clone()),
+        })
+    }
+
+    /// Where what this site receives lands: under `selection`, or as `version`.
+    fn dest(&self, selection: &Selection, version: Option<[u8; 32]>) -> Result<driver::Dest, TransferError> {
+        Ok(match version {
+            Some(id) => driver::Dest::Version { id, book: self.book()?.clone() },
+            None => driver::Dest::Objects(selection.clone()),
         })
     }
 
@@ -358,6 +417,18 @@ impl Transfers {
             && from == to
         {
             return Err(ApiError::Invalid("a copy needs two different sites".into()));
+        }
+        if let Some(version) = &spec.version {
+            if spec.source != Selection::default() || spec.dest != Selection::default() {
+                return Err(ApiError::Invalid("a version is copied whole: name no source or destination".into()));
+            }
+            let book = self.book().map_err(|e| ApiError::Invalid(e.to_string()))?;
+            // What this site sends must be complete here, and the site it goes to allowed.
+            if let Kind::Push { to, .. } = &spec.kind {
+                book.files(version).map_err(|e| ApiError::Invalid(e.to_string()))?;
+                book.may_hold(version, to).map_err(|e| ApiError::Invalid(e.to_string()))?;
+            }
+            return Ok(());
         }
         for s in [&spec.source, &spec.dest] {
             let ok = (3..=63).contains(&s.bucket.len())
@@ -593,11 +664,13 @@ impl Transfers {
                     }
                     _ => Vec::new(),
                 };
-                driver::send(links, control, ctx, spec.source.clone(), &readers).await.map(|_| ())
+                let source = self.source(&spec.source, spec.version)?;
+                driver::send(links, control, ctx, source, &readers).await.map(|_| ())
             }
             Mode::Pull => {
                 let from = SendingSite { name: peer.clone(), pushes: false, delegated_by: None };
-                driver::receive(links, control, ctx, entry.id, spec.dest.clone(), &from).await.map(|_| ())
+                let dest = self.dest(&spec.dest, spec.version)?;
+                driver::receive(links, control, ctx, entry.id, dest, &from).await.map(|_| ())
             }
             Mode::ThirdParty => follow_delegated(control, ctx).await,
             Mode::Repair => Err(LocalFailure::Refused("repairs are not transfers".into()).into()),
@@ -637,6 +710,7 @@ impl Transfers {
                 Kind::Push { delegated_by, .. } => delegated_by.clone(),
                 _ => None,
             },
+            version: spec.version,
         };
         control.send(&Control::Open(open)).await?;
         match control.recv().await? {
@@ -669,8 +743,9 @@ impl Transfers {
             for batch in missing.clone().chunks(OFFER_MAX_CHUNKS) {
                 let spec = TransferSpec {
                     kind: Kind::Pull { from: peer.clone() },
-                    source: Selection { bucket: String::new(), prefix: String::new() },
-                    dest: Selection { bucket: String::new(), prefix: String::new() },
+                    source: Selection::default(),
+                    dest: Selection::default(),
+                    version: None,
                     priority: 0,
                     rate_limit: None,
                 };
@@ -801,6 +876,7 @@ impl Transfers {
             kind: Kind::Incoming { peer: peer.clone(), receiving },
             source: open.source.clone(),
             dest: open.dest.clone(),
+            version: open.version,
             priority: open.priority,
             rate_limit: open.rate_limit,
         };
@@ -840,9 +916,15 @@ impl Transfers {
         let links = Links { first: conn, expected: open.connections as usize, joined };
         let result = if receiving {
             let from = SendingSite { name: peer.clone(), pushes: true, delegated_by: open.delegated_by.clone() };
-            driver::receive(links, control, ctx, open.transfer, open.dest.clone(), &from).await.map(|_| ())
+            match self.dest(&open.dest, open.version) {
+                Ok(dest) => driver::receive(links, control, ctx, open.transfer, dest, &from).await.map(|_| ()),
+                Err(e) => Err(e),
+            }
         } else {
-            driver::send(links, control, ctx, open.source.clone(), std::slice::from_ref(&peer)).await.map(|_| ())
+            match self.source(&open.source, open.version) {
+                Ok(source) => driver::send(links, control, ctx, source, std::slice::from_ref(&peer)).await.map(|_| ()),
+                Err(e) => Err(e),
+            }
         };
         stop_joins();
         if result.as_ref().is_err_and(TransferError::is_refusal) {
@@ -874,6 +956,9 @@ impl Transfers {
             }
             other => other,
         };
+        if let Some(version) = &open.version {
+            return self.admit_version(peer, open, version).map_err(here);
+        }
         let (bucket, access) = match open.mode {
             Mode::Push => (&open.dest.bucket, SiteAccess::Write),
             Mode::Pull | Mode::ThirdParty => (&open.source.bucket, SiteAccess::Read),
@@ -894,6 +979,26 @@ impl Transfers {
             && to != peer
         {
             driver::refuse_unless_shared(&self.store, bucket, to, access).map_err(here)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `peer` may run `open`, which moves `version`: a site receives a version
+    /// only if the namespace's home lets it hold it, and sends it only to such a site
+    /// (the peer that pulls, or the third site of a copy), and only a complete copy.
+    fn admit_version(&self, peer: &str, open: &Open, version: &[u8; 32]) -> Result<(), TransferError> {
+        let book = self.book()?;
+        match open.mode {
+            Mode::Push => book.may_hold(version, self.site())?,
+            Mode::Pull | Mode::ThirdParty => {
+                book.files(version)?;
+                let to = match (&open.mode, &open.third_party) {
+                    (Mode::ThirdParty, Some(to)) => to.as_str(),
+                    _ => peer,
+                };
+                book.may_hold(version, to)?;
+            }
+            Mode::Repair => return Err(Violation("a repair carries no version".into()).into()),
         }
         Ok(())
     }
@@ -934,6 +1039,7 @@ impl Transfers {
             kind: Kind::Push { to, delegated_by: Some(peer.clone()) },
             source: open.source.clone(),
             dest: open.dest.clone(),
+            version: open.version,
             priority: open.priority,
             rate_limit: open.rate_limit,
         };
@@ -1172,9 +1278,27 @@ mod saved_spec_tests {
             kind: Kind::Copy { from: "paris".into(), to: "julich".into() },
             source: Selection { bucket: "data".into(), prefix: "run-1/".into() },
             dest: Selection { bucket: "backup".into(), prefix: String::new() },
+            version: None,
             priority: 7,
             rate_limit: Some(50_000_000),
         }
+    }
+
+    #[test]
+    fn a_version_is_saved_as_hex_and_read_back() {
+        let spec = TransferSpec {
+            kind: Kind::Pull { from: "paris".into() },
+            source: Selection::default(),
+            dest: Selection::default(),
+            version: Some([0xab; 32]),
+            priority: 0,
+            rate_limit: None,
+        };
+        let bytes = saved(&spec);
+        assert!(String::from_utf8_lossy(&bytes).contains(&"ab".repeat(32)));
+        assert_eq!(read_saved(&bytes).unwrap(), spec);
+        let bad = String::from_utf8_lossy(&bytes).replace(&"ab".repeat(32), "xyz");
+        assert!(read_saved(bad.as_bytes()).is_err(), "a version that is not 64 hex digits");
     }
 
     #[test]

@@ -63,6 +63,7 @@ fn open(mode: Mode, bucket: &str) -> Open {
         rate_limit: None,
         connections: 1,
         delegated_by: None,
+        version: None,
     }
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// ALPN of this protocol; the suffix is its version. A peer that offers another is
 /// refused in the handshake.
-pub const ALPN: &[u8] = b"clusster/3";
+pub const ALPN: &[u8] = b"clusster/4";
 
 /// Largest control message body.
 pub const MAX_CONTROL_LEN: usize = 4 << 20;
@@ -81,8 +81,8 @@ pub enum Mode {
     Repair,
 }
 
-/// A bucket and key prefix on one side.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A bucket and key prefix on one side (empty for a transfer of a dataset version).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selection {
     /// bucket name
     pub bucket: String,
@@ -119,6 +119,10 @@ pub struct Open {
     /// for a push a third site asked the opener for ([`Mode::ThirdParty`]): that site,
     /// which the receiver holds to the same rights as the opener (added in clusster/3)
     pub delegated_by: Option<String>,
+    /// a dataset version (its id) instead of objects: the sender offers the files of the
+    /// version it holds, and the receiver lands them as that version, checked against
+    /// its id; `source` and `dest` are then empty (added in clusster/4)
+    pub version: Option<[u8; 32]>,
 }
 
 /// One chunk of an object: its id and plain length.

@@ -456,6 +456,7 @@ fn attempt(
         rate_limit: None,
         connections: 1,
         delegated_by: Some("c".into()),
+        version: None,
     });
     let mut buf = BytesMut::from(&wire::encode_control(&open)[..]);
     let body = wire::split_frame(&mut buf, MAX_CONTROL_LEN).unwrap().unwrap();

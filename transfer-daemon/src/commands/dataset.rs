@@ -1,11 +1,12 @@
-//! `clusster dataset publish|list|tag|show|checkout` and `clusster catalog placement`: the
+//! `clusster dataset publish|list|tag|show|checkout|share` and `clusster catalog placement`: the
 //! catalog's routes on the running daemon.
 
 use super::{UsageError, print_report};
 use crate::cli::{AdminArgs, CatalogCommand, DatasetCommand};
 use crate::client::AdminClient;
 use catalog::http::{
-    CheckedOut, CheckoutRequest, DatasetEntry, DatasetView, FeedPage, PlacementAnswer, PublishRequest, TagRequest,
+    CheckedOut, CheckoutRequest, DatasetEntry, DatasetView, FeedPage, PlacementAnswer, PublishRequest, ShareRequest,
+    TagRequest,
 };
 use catalog::publish::Published;
 use reqwest::Method;
@@ -85,7 +86,8 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
             let view: DatasetView =
                 client(&admin)?.call_without_body(Method::GET, &format!("/catalog/datasets/{ns}/{name}")).await?;
             print_report(&admin, &view, |v| {
-                let mut lines = vec![format!("{}/{} (home {}, project {})", v.ns, v.name, v.home, v.project)];
+                let shared = v.shared_with.as_ref().map(|s| format!(", shared with {s}")).unwrap_or_default();
+                let mut lines = vec![format!("{}/{} (home {}, project {}{shared})", v.ns, v.name, v.home, v.project)];
                 for version in &v.versions {
                     let tags =
                         if version.tags.is_empty() { String::new() } else { format!(" [{}]", version.tags.join(", ")) };
@@ -106,6 +108,14 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
             let done: CheckedOut = client(&admin)?.call(Method::POST, &path, Some(&request)).await?;
             print_report(&admin, &done, |d| {
                 format!("checked out {ns}/{name}@{} into {bucket}/{prefix}: {} files", d.version, d.files)
+            });
+        }
+        DatasetCommand::Share { ns, sites, admin } => {
+            let path = format!("/catalog/namespaces/{ns}/sites");
+            let shared: serde_json::Value =
+                client(&admin)?.call(Method::PUT, &path, Some(&ShareRequest { sites })).await?;
+            print_report(&admin, &shared, |s| {
+                format!("{ns} may now be held by the sites matching {}", s["sites"].as_str().unwrap_or("?"))
             });
         }
     }

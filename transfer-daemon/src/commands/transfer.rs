@@ -100,6 +100,10 @@ fn describe(s: &TransferStatus) -> String {
         Kind::Copy { from, to } => format!("copy {from} -> {to}"),
         Kind::Incoming { peer, .. } => format!("incoming from {peer}"),
     };
+    let peer = match &s.spec.version {
+        Some(id) => format!("{peer}, version {}", hex::encode(&id[..6])),
+        None => peer,
+    };
     let eta = s.eta_secs.map(|e| format!(", eta {e:.0} s")).unwrap_or_default();
     let error = s.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
     format!(

@@ -1,0 +1,54 @@
+//! The catalog as the transfer engine's book of dataset versions: what it may send and
+//! to whom, and how a version that arrived is recorded (see `transfer_engine::versions`).
+
+use catalog::in_store::InStore;
+use catalog::{Catalog, CatalogError, VersionId, copies};
+use federation::file::Federation;
+use hw_offload::ChunkId;
+use std::collections::HashSet;
+use std::sync::Arc;
+use store::transfer::TransferId;
+use store::versions::SnapshotFile;
+use transfer_engine::versions::{Landing, VersionBook, VersionRefusal};
+
+/// This site's catalog, with the federation file whose site attributes the namespaces'
+/// sharing expressions match on.
+pub struct CatalogBook {
+    /// the catalog
+    pub catalog: Arc<Catalog<InStore>>,
+    /// the federation
+    pub federation: Arc<Federation>,
+}
+
+/// A catalog failure as the engine acts on it: what is not known yet here is tried again.
+fn refusal(e: CatalogError) -> VersionRefusal {
+    match e {
+        CatalogError::Refused(reason) => VersionRefusal::Refused(reason),
+        CatalogError::NotFound(reason) => VersionRefusal::NotYet(reason),
+        other => VersionRefusal::Failed(other.to_string()),
+    }
+}
+
+impl VersionBook for CatalogBook {
+    fn may_hold(&self, version: &[u8; 32], site: &str) -> Result<(), VersionRefusal> {
+        copies::may_hold(&self.catalog, &self.federation, &VersionId(*version), site).map_err(refusal)
+    }
+
+    fn files(&self, version: &[u8; 32]) -> Result<Vec<SnapshotFile>, VersionRefusal> {
+        // A copy missing here will not appear by waiting: refused, not retried.
+        copies::files_to_send(&self.catalog, &VersionId(*version)).map_err(|e| match e {
+            CatalogError::NotFound(reason) => VersionRefusal::Refused(reason),
+            other => refusal(other),
+        })
+    }
+
+    fn known_chunks(&self, version: &[u8; 32]) -> Result<HashSet<ChunkId>, VersionRefusal> {
+        copies::known_chunks(&self.catalog, &VersionId(*version)).map_err(refusal)
+    }
+
+    fn land(&self, transfer: TransferId, version: [u8; 32], files: Vec<SnapshotFile>) -> Landing<'_> {
+        Box::pin(
+            async move { copies::land(&self.catalog, transfer, &VersionId(version), files).await.map_err(refusal) },
+        )
+    }
+}
