@@ -17,6 +17,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+mod keep;
+
+pub use keep::{EvictRequest, PinRequest, PinView, RuleRequest};
+
 /// What the routes need.
 pub struct CatalogState {
     /// this site's catalog
@@ -25,6 +29,10 @@ pub struct CatalogState {
     pub sync: Option<Arc<crate::quic::CatalogSync>>,
     /// who a bearer token is
     pub auth: Arc<dyn Authenticate>,
+    /// the federation file (site attributes for sharing and rules), when federated
+    pub federation: Option<Arc<federation::file::Federation>>,
+    /// this site's rules, acted on, when it runs them
+    pub rules: Option<Arc<crate::rules::RuleEngine>>,
 }
 
 /// Who is asking.
@@ -70,7 +78,8 @@ pub trait Authenticate: Send + Sync {
 }
 
 /// The routes: under `/catalog/`. Each needs a bearer token with its scope: reads
-/// `catalog:read`, publishing and checking out `catalog:write`.
+/// `catalog:read`; publishing, checking out, sharing, evicting and rules `catalog:write`;
+/// pins `stage`.
 pub fn router(state: Arc<CatalogState>) -> Router {
     let reads = Router::new()
         .route("/catalog/datasets", get(list))
@@ -78,14 +87,25 @@ pub fn router(state: Arc<CatalogState>) -> Router {
         .route("/catalog/sync", get(sync_status))
         .route("/catalog/placement", get(placement))
         .route("/catalog/feed", get(feed))
+        .route("/catalog/pins", get(keep::pins))
+        .route("/catalog/rules", get(keep::list_rules))
+        .route("/catalog/rules/{site}/{id}", get(keep::show_rule))
         .route_layer(axum::middleware::from_fn_with_state((state.clone(), "catalog:read"), authorize));
     let writes = Router::new()
         .route("/catalog/datasets/{ns}/{name}/versions", post(publish_version))
         .route("/catalog/datasets/{ns}/{name}/checkout", post(checkout))
         .route("/catalog/datasets/{ns}/{name}/tags/{tag}", axum::routing::put(move_tag))
         .route("/catalog/namespaces/{ns}/sites", axum::routing::put(share))
+        .route("/catalog/datasets/{ns}/{name}/evict", post(keep::evict))
+        .route("/catalog/rules", post(keep::add_rule))
+        .route("/catalog/rules/{id}", axum::routing::delete(keep::delete_rule))
         .route_layer(axum::middleware::from_fn_with_state((state.clone(), "catalog:write"), authorize));
-    reads.merge(writes).with_state(state)
+    // Jobs pin what they stage, with the token they stage with.
+    let stage = Router::new()
+        .route("/catalog/pins", post(keep::pin))
+        .route("/catalog/pins/{id}", axum::routing::delete(keep::unpin))
+        .route_layer(axum::middleware::from_fn_with_state((state.clone(), "stage"), authorize));
+    reads.merge(writes).merge(stage).with_state(state)
 }
 
 /// 401 without a token this site knows, 403 without the scope; else the caller goes along.

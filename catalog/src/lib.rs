@@ -12,18 +12,20 @@
 //!   checked out again as objects;
 //! - [`copies`]: copies of a version at other sites: who may hold one, what is sent, and
 //!   landing one that arrived;
+//! - [`keeping`]: pins, and what keeps a copy from eviction;
+//! - [`rules`]: replication rules, acted on by the site that owns them;
 //! - [`sites_expr`]: the expressions that name sites (`country=fr & tier=hpc`).
-//!
-//! Still to come (the catalog issue): moving versions between sites, rules, pins and placement, and the scheduler API.
 
 pub mod catalog;
 pub mod copies;
 pub mod event;
 pub mod http;
 pub mod in_store;
+pub mod keeping;
 pub mod manifest;
 pub mod publish;
 pub mod quic;
+pub mod rules;
 pub mod sites_expr;
 pub mod storage;
 

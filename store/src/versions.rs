@@ -193,6 +193,28 @@ impl Store {
         Ok(!held)
     }
 
+    /// Lets go of `version` here: its hold on its chunks ends (they become garbage unless
+    /// something else uses them) and `catalog` is applied, in one write. False, and
+    /// nothing written, if it was not held.
+    pub async fn release_version(&self, version: &[u8; 32], catalog: Vec<CatalogWrite>) -> Result<bool, StoreError> {
+        let _one_at_a_time = self.lock_key("", "\0versions").await;
+        let Some(held) = self.meta.get::<ManifestRecord>(cf::VERSION_HOLDS, version)? else { return Ok(false) };
+        let mut batch = self.meta.batch();
+        stage_catalog(&mut batch, catalog)?;
+        let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
+        for c in &held.chunks {
+            *deltas.entry(c.id).or_default() -= 1;
+        }
+        batch.delete(cf::VERSION_HOLDS, version);
+        let mut deltas: Vec<(ChunkId, i64)> = deltas.into_iter().collect();
+        deltas.sort_unstable_by_key(|(id, _)| *id);
+        for (id, delta) in deltas {
+            batch.add_ref(&id, delta);
+        }
+        self.commit(batch).await?;
+        Ok(true)
+    }
+
     /// The chunks `version` holds here, if it is held.
     pub fn version_chunks(&self, version: &[u8; 32]) -> Result<Option<Vec<ChunkRef>>, StoreError> {
         Ok(self.meta.get::<ManifestRecord>(cf::VERSION_HOLDS, version)?.map(|m| m.chunks))

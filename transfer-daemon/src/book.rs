@@ -1,7 +1,9 @@
 //! The catalog as the transfer engine's book of dataset versions: what it may send and
-//! to whom, and how a version that arrived is recorded (see `transfer_engine::versions`).
+//! to whom, and how a version that arrived is recorded (see `transfer_engine::versions`);
+//! and the transfer engine as the catalog's rules use it.
 
 use catalog::in_store::InStore;
+use catalog::rules::{CopyState, Replicator, Started};
 use catalog::{Catalog, CatalogError, VersionId, copies};
 use federation::file::Federation;
 use hw_offload::ChunkId;
@@ -9,7 +11,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use store::transfer::TransferId;
 use store::versions::SnapshotFile;
+use transfer_engine::manager::{Kind, State, TransferSpec, Transfers};
 use transfer_engine::versions::{Landing, VersionBook, VersionRefusal};
+use transfer_proto::wire::Selection;
 
 /// This site's catalog, with the federation file whose site attributes the namespaces'
 /// sharing expressions match on.
@@ -50,5 +54,41 @@ impl VersionBook for CatalogBook {
         Box::pin(
             async move { copies::land(&self.catalog, transfer, &VersionId(version), files).await.map_err(refusal) },
         )
+    }
+}
+
+/// The transfer engine as rules use it: copies of versions between any two sites.
+pub struct TransferReplicator(pub Arc<Transfers>);
+
+impl Replicator for TransferReplicator {
+    fn copy(&self, version: &VersionId, from: &str, to: &str) -> Started<'_> {
+        let here = self.0.site();
+        let kind = if from == here {
+            Kind::Push { to: to.to_owned(), delegated_by: None }
+        } else if to == here {
+            Kind::Pull { from: from.to_owned() }
+        } else {
+            Kind::Copy { from: from.to_owned(), to: to.to_owned() }
+        };
+        let spec = TransferSpec {
+            kind,
+            source: Selection::default(),
+            dest: Selection::default(),
+            version: Some(version.0),
+            priority: 0,
+            rate_limit: None,
+        };
+        Box::pin(async move { self.0.start(spec).await.map(|status| status.id).map_err(|e| e.to_string()) })
+    }
+
+    fn state(&self, id: &str) -> Option<CopyState> {
+        let status = self.0.status(id).ok()?;
+        Some(match status.state {
+            State::Done => CopyState::Done,
+            State::Failed | State::Cancelled => {
+                CopyState::Failed(status.error.unwrap_or_else(|| status.state.as_str().to_owned()))
+            }
+            _ => CopyState::Running,
+        })
     }
 }

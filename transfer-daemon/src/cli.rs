@@ -62,6 +62,12 @@ pub enum Command {
         #[command(subcommand)]
         command: DatasetCommand,
     },
+    /// Replication rules: N copies of a version, or of every version of a dataset, on
+    /// the sites matching an expression; this site acts on its own.
+    Rule {
+        #[command(subcommand)]
+        command: RuleCommand,
+    },
     /// Ask the catalog: where a version's bytes already are, what changed since a cursor.
     Catalog {
         #[command(subcommand)]
@@ -322,6 +328,35 @@ pub enum DatasetCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Drop this site's copy of NS/NAME@TAG. Refused while a job's pin or a rule keeps
+    /// it, or when it is the last complete copy anywhere.
+    Evict {
+        /// NS/NAME@TAG or NS/NAME@VERSION-ID
+        version: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Keep this site's copy of NS/NAME@TAG for a job, for a while (pinning again with
+    /// the same job moves the end). Prints the pin's id.
+    Pin {
+        /// NS/NAME@TAG or NS/NAME@VERSION-ID
+        version: String,
+        /// The job's id.
+        #[arg(long)]
+        job: String,
+        /// How long: seconds, or with a unit (90s, 30m, 12h, 7d).
+        #[arg(long = "for")]
+        duration: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a pin of this site's, by the id `dataset pin` printed.
+    Unpin {
+        /// The pin's id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Let the sites matching an expression hold copies of the versions of NS, a
     /// namespace of this site (replaces what it was shared with). Until then, only its
     /// home holds them. Examples: 'country=fr & tier=hpc', 'site in (paris, julich)', '*'.
@@ -331,6 +366,50 @@ pub enum DatasetCommand {
         /// The expression naming the sites.
         #[arg(long)]
         sites: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Rule verbs.
+#[derive(clap::Subcommand)]
+pub enum RuleCommand {
+    /// Add (or replace) a rule of this site's: COPIES complete copies of --version, or of
+    /// every version of --dataset, on the sites matching --sites.
+    Add {
+        /// The rule's id at this site.
+        id: String,
+        /// One version: NS/NAME@TAG.
+        #[arg(long, conflicts_with = "dataset", required_unless_present = "dataset")]
+        version: Option<String>,
+        /// Every version of a dataset, as they are published: NS/NAME.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Complete copies wanted.
+        #[arg(long)]
+        copies: u32,
+        /// Which sites: 'country=fr & tier=hpc', 'site in (paris, julich)', '*'.
+        #[arg(long)]
+        sites: String,
+        /// How long it holds: seconds, or with a unit (30m, 12h, 7d); forever if absent.
+        #[arg(long = "for")]
+        duration: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Every rule known here, with where it stands (ok, replicating, stuck and why).
+    List(AdminArgs),
+    /// One rule: ID (this site's) or SITE/ID.
+    Show {
+        /// ID or SITE/ID.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete a rule of this site's; the copies it made stay.
+    Delete {
+        /// The rule's id.
+        id: String,
         #[command(flatten)]
         admin: AdminArgs,
     },

@@ -92,7 +92,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     let admin_token = crate::admin::ensure_token(&settings.data_dir)?;
     let tokens = Arc::new(crate::admin::Tokens { admin: admin_token.clone(), store: store.clone() });
-    let catalog = Arc::new(catalog::http::CatalogState { catalog: site_catalog, sync: sync.clone(), auth: tokens });
+    let federation = transfers.as_ref().map(|t| t.endpoint().federation.clone());
+    let rules = transfers.as_ref().map(|t| {
+        let replicator = Arc::new(crate::book::TransferReplicator(t.clone()));
+        catalog::rules::RuleEngine::new(site_catalog.clone(), federation.clone(), sync.clone(), replicator)
+    });
+    let catalog = Arc::new(catalog::http::CatalogState {
+        catalog: site_catalog,
+        sync: sync.clone(),
+        auth: tokens,
+        federation,
+        rules: rules.clone(),
+    });
     let listen_file = settings.data_dir.join(LISTEN_FILE);
     write_atomically(&listen_file, &format!("{listeners}\n"))?;
 
@@ -139,6 +150,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             let peers: Vec<String> =
                 federation.sites().map(|s| s.name.clone()).filter(|name| *name != settings.site_name).collect();
             tokio::spawn(sync.clone().run(peers));
+        }
+        if let Some(rules) = &rules {
+            tokio::spawn(rules.clone().run());
         }
     }
     state.ready.store(true, Ordering::Release);

@@ -40,22 +40,25 @@ impl Federation {
 
     /// As [`Self::new`], with `settings` (TOML lines) added to each site's `[transfer]`.
     fn with_transfer_settings(root: &Path, names: &[&str], settings: &str) -> Self {
+        let sites: Vec<(&str, &[&str])> = names.iter().map(|name| (*name, &[][..])).collect();
+        Self::with_sites(root, &sites, settings)
+    }
+
+    /// Sites with attributes (`KEY=VALUE` each), and `settings` in each `[transfer]`.
+    fn with_sites(root: &Path, sites: &[(&str, &[&str])], settings: &str) -> Self {
         let fed = root.join("federation");
         ok(clusster(&["federation", "init", "--dir", fed.to_str().unwrap(), "--name", "test"]));
-        for name in names {
+        for (name, attributes) in sites {
             let port = free_udp_port();
             let dir = root.join(name);
-            ok(clusster(&[
-                "site",
-                "init",
-                name,
-                "--federation",
-                fed.to_str().unwrap(),
-                "--out",
-                dir.join("tls").to_str().unwrap(),
-                "--quic",
-                &format!("127.0.0.1:{port}"),
-            ]));
+            let (tls, quic) = (dir.join("tls"), format!("127.0.0.1:{port}"));
+            let mut args =
+                vec!["site", "init", name, "--federation", fed.to_str().unwrap(), "--out", tls.to_str().unwrap()];
+            args.extend(["--quic", &quic]);
+            for attribute in *attributes {
+                args.extend(["--attr", attribute]);
+            }
+            ok(clusster(&args));
             let config = format!(
                 "[site]\nname = \"{name}\"\n\n[federation]\nfile = \"{}\"\ntls_dir = \"{}\"\nquic_listen = \"127.0.0.1:{port}\"\n\n\
                  # A killed peer is noticed within seconds, not the default minute.\n\
@@ -786,5 +789,124 @@ async fn a_version_moves_whole_to_the_sites_its_home_allows_and_then_only_what_c
     let shown = dataset(&b, &["show", "a.climate/era5"]);
     assert_eq!(replica_at(&shown, &v2["version"], "b").unwrap()["state"], "complete");
     let check = clusster(&["check", "--json", "--data-dir", b.data_dir.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+}
+
+/// Runs a CLI verb with --json on `daemon`: exit code, JSON output, stderr.
+fn verb(daemon: &Daemon, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--json", "--data-dir", daemon.data_dir.to_str().unwrap()]);
+    let out = clusster(&all);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), json, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Waits until `daemon`'s catalog shows the replicas of `version` complete at exactly `sites`.
+async fn wait_for_complete(daemon: &Daemon, dataset: &str, version: &serde_json::Value, sites: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, shown) = catalog_get(daemon, &format!("/catalog/datasets/{dataset}")).await;
+        let mut complete: Vec<String> = shown["versions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|v| v["version"] == *version))
+            .map(|v| {
+                v["replicas"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r["state"] == "complete")
+                    .map(|r| r["site"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        complete.sort();
+        if complete == sites {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{version} never became complete at {sites:?} only: {shown}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rule_replicates_and_pins_rules_and_last_copies_refuse_eviction() {
+    let dir = tempfile::tempdir().unwrap();
+    let sites: [(&str, &[&str]); 3] =
+        [("a", &["tier=hpc"]), ("b", &["tier=hpc", "country=de"]), ("c", &["tier=cloud"])];
+    let fed = Federation::with_sites(dir.path(), &sites, "");
+    let (a, b, c) = (fed.start("a"), fed.start("b"), fed.start("c"));
+    let sa = s3(&a);
+    sa.create_bucket().bucket("data").send().await.unwrap();
+    put(&sa, "data", "run1/tas.nc", content(60, 3 << 20, 60)).await;
+    let v1 = dataset(&a, &["publish", "data/run1/", "a.climate/era5", "--tag", "v1"]);
+    dataset(&a, &["share", "a.climate", "--sites", "*"]);
+
+    // "2 copies on tier=hpc" for every version: a holds one, the rule makes b's.
+    let (code, rule, err) =
+        verb(&a, &["rule", "add", "two-hpc", "--dataset", "a.climate/era5", "--copies", "2", "--sites", "tier=hpc"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(rule["site"], "a");
+    wait_for_complete(&c, "a.climate/era5", &v1["version"], &["a", "b"]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, rules, _) = verb(&a, &["rule", "list"]);
+        if rules[0]["state"] == "ok" {
+            assert_eq!(rules[0]["copies"][v1["version"].as_str().unwrap()], serde_json::json!(["a", "b"]));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rule never said ok: {rules}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Placement at c: all of it missing there; after c pulls it, nothing.
+    let placement = async |site: &str| {
+        let path = format!("/catalog/placement?dataset=a.climate/era5&version=v1&sites={site}");
+        catalog_get(&c, &path).await.1["sites"][0].clone()
+    };
+    assert_eq!(placement("c").await["bytes_missing"], v1["bytes"]);
+    assert_eq!(transfer(&c, &["pull", "b", "a.climate/era5@v1"])["state"], "done");
+    assert_eq!(placement("c").await["bytes_missing"], 0);
+
+    // a's and b's copies are the rule's two: not evicted. c's counts for nothing: evicted.
+    let (code, _, err) = verb(&a, &["dataset", "evict", "a.climate/era5@v1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("409") && err.contains("rule a/two-hpc keeps 2 copies"), "{err}");
+    let (code, evicted, err) = verb(&c, &["dataset", "evict", "a.climate/era5@v1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(evicted["site"], "c");
+    ok(clusster(&["gc", "--data-dir", c.data_dir.to_str().unwrap()]));
+    assert_eq!(placement("c").await["bytes_missing"], v1["bytes"], "collected, gone from c's count too");
+
+    // Without the rule, a job's pin keeps b's copy until it is removed.
+    let (code, _, err) = verb(&a, &["rule", "delete", "two-hpc"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, pin, err) = verb(&b, &["dataset", "pin", "a.climate/era5@v1", "--job", "4242", "--for", "1h"]);
+    assert_eq!(code, Some(0), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !catalog_get(&b, "/catalog/rules").await.1.as_array().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the rule's removal never reached b");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _, err) = verb(&b, &["dataset", "evict", "a.climate/era5@v1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("pinned at b by job 4242"), "{err}");
+    let (code, _, err) = verb(&b, &["dataset", "unpin", pin["id"].as_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(verb(&b, &["dataset", "evict", "a.climate/era5@v1"]).0, Some(0));
+    // a's is now the last complete copy.
+    wait_for_complete(&a, "a.climate/era5", &v1["version"], &["a"]).await;
+    let (code, _, err) = verb(&a, &["dataset", "evict", "a.climate/era5@v1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("the last complete copy"), "{err}");
+    // Bad input: a clear error, nothing changed.
+    let (code, _, err) =
+        verb(&a, &["rule", "add", "bad", "--dataset", "a.climate/era5", "--copies", "2", "--sites", "tier="]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("sites expression"), "{err}");
+    let (code, _, err) = verb(&b, &["dataset", "pin", "a.climate/era5@v9", "--job", "1", "--for", "1h"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404"), "{err}");
+    assert_eq!(verb(&b, &["dataset", "pin", "a.climate/era5@v1", "--job", "1", "--for", "soon"]).0, Some(2));
+    let check = clusster(&["check", "--json", "--data-dir", a.data_dir.to_str().unwrap()]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 }

@@ -1,14 +1,17 @@
-//! `clusster dataset publish|list|tag|show|checkout|share` and `clusster catalog placement`: the
+//! `clusster dataset publish|list|tag|show|checkout|share|evict|pin|unpin`, `clusster rule` and `clusster catalog placement`: the
 //! catalog's routes on the running daemon.
 
 use super::{UsageError, print_report};
-use crate::cli::{AdminArgs, CatalogCommand, DatasetCommand};
+use crate::cli::{AdminArgs, CatalogCommand, DatasetCommand, RuleCommand};
 use crate::client::AdminClient;
 use catalog::http::{
     CheckedOut, CheckoutRequest, DatasetEntry, DatasetView, FeedPage, PlacementAnswer, PublishRequest, ShareRequest,
     TagRequest,
 };
+use catalog::http::{EvictRequest, PinRequest, PinView, RuleRequest};
+use catalog::keeping::Evicted;
 use catalog::publish::Published;
+use catalog::rules::RuleStatus;
 use reqwest::Method;
 
 fn client(args: &AdminArgs) -> anyhow::Result<AdminClient> {
@@ -110,6 +113,28 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
                 format!("checked out {ns}/{name}@{} into {bucket}/{prefix}: {} files", d.version, d.files)
             });
         }
+        DatasetCommand::Evict { version, admin } => {
+            let (ns, name, reference) = version_ref(&version)?;
+            let path = format!("/catalog/datasets/{ns}/{name}/evict");
+            let evicted: Evicted =
+                client(&admin)?.call(Method::POST, &path, Some(&EvictRequest { version: reference.into() })).await?;
+            print_report(&admin, &evicted, |e| {
+                format!("evicted {ns}/{name}@{reference} ({}) at {}", e.version, e.site)
+            });
+        }
+        DatasetCommand::Pin { version, job, duration, admin } => {
+            version_ref(&version)?;
+            let seconds = parse_duration(&duration)?;
+            let request = PinRequest { version: version.clone(), job, seconds };
+            let pin: PinView = client(&admin)?.call(Method::POST, "/catalog/pins", Some(&request)).await?;
+            print_report(&admin, &pin, |p| {
+                format!("pinned {version} at {} for job {} until {} (pin {})", p.site, p.job, p.until_ms, p.id)
+            });
+        }
+        DatasetCommand::Unpin { id, admin } => {
+            client(&admin)?.call_without_body::<()>(Method::DELETE, &format!("/catalog/pins/{id}")).await?;
+            print_report(&admin, &serde_json::json!({ "unpinned": id }), |_| format!("unpinned {id}"));
+        }
         DatasetCommand::Share { ns, sites, admin } => {
             let path = format!("/catalog/namespaces/{ns}/sites");
             let shared: serde_json::Value =
@@ -120,6 +145,95 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `90`, `90s`, `30m`, `12h`, `7d` → seconds.
+fn parse_duration(text: &str) -> Result<u64, UsageError> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => (&text[..at], c),
+        _ => (text, 's'),
+    };
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => 0,
+    };
+    match digits.parse::<u64>() {
+        Ok(n) if n > 0 && scale > 0 => Ok(n.saturating_mul(scale)),
+        _ => Err(UsageError(format!("{text:?}: give a duration as seconds or with a unit: 90s, 30m, 12h, 7d"))),
+    }
+}
+
+pub(super) async fn rule(command: RuleCommand) -> anyhow::Result<()> {
+    let describe = |r: &RuleStatus| {
+        let what = match &r.rule.target {
+            catalog::RuleTarget::Version(v) => format!("version {v}"),
+            catalog::RuleTarget::Dataset { ns, name } => format!("every version of {ns}/{name}"),
+        };
+        let mut lines = vec![format!(
+            "{}/{}: {} copies of {what} on {:?}: {}{}",
+            r.site,
+            r.id,
+            r.rule.copies,
+            r.rule.sites,
+            serde_json::to_value(r.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            r.reason.as_ref().map(|why| format!(" ({why})")).unwrap_or_default()
+        )];
+        for (version, sites) in &r.copies {
+            lines.push(format!(
+                "  {version}: complete at {}",
+                if sites.is_empty() { "none".into() } else { sites.join(", ") }
+            ));
+        }
+        lines.join("\n")
+    };
+    match command {
+        RuleCommand::Add { id, version, dataset, copies, sites, duration, admin } => {
+            let until_ms = match duration {
+                Some(d) => Some(now_ms() + parse_duration(&d)? * 1000),
+                None => None,
+            };
+            let request = RuleRequest { id, version, dataset, copies, sites, until_ms };
+            let added: RuleStatus = client(&admin)?.call(Method::POST, "/catalog/rules", Some(&request)).await?;
+            print_report(&admin, &added, describe);
+        }
+        RuleCommand::List(admin) => {
+            let all: Vec<RuleStatus> = client(&admin)?.call_without_body(Method::GET, "/catalog/rules").await?;
+            print_report(&admin, &all, |all| {
+                if all.is_empty() {
+                    "no rules".to_owned()
+                } else {
+                    all.iter().map(describe).collect::<Vec<_>>().join("\n")
+                }
+            });
+        }
+        RuleCommand::Show { id, admin } => {
+            let all: Vec<RuleStatus> = client(&admin)?.call_without_body(Method::GET, "/catalog/rules").await?;
+            let found: Vec<&RuleStatus> = all
+                .iter()
+                .filter(|r| match id.split_once('/') {
+                    Some((site, rule)) => r.site == site && r.id == rule,
+                    None => r.id == id,
+                })
+                .collect();
+            match found[..] {
+                [one] => print_report(&admin, one, describe),
+                [] => anyhow::bail!("no rule {id} in the catalog here (`clusster rule list` shows them)"),
+                _ => return Err(UsageError(format!("several sites have a rule {id}: name it as SITE/{id}")).into()),
+            }
+        }
+        RuleCommand::Delete { id, admin } => {
+            client(&admin)?.call_without_body::<()>(Method::DELETE, &format!("/catalog/rules/{id}")).await?;
+            print_report(&admin, &serde_json::json!({ "deleted": id }), |_| format!("deleted rule {id}"));
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 pub(super) async fn catalog(command: CatalogCommand) -> anyhow::Result<()> {

@@ -55,6 +55,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Repair(args) => operator::repair(&args).await,
         Command::Dataset { command } => dataset::run(command).await,
         Command::Catalog { command } => dataset::catalog(command).await,
+        Command::Rule { command } => dataset::rule(command).await,
         Command::Transfer { command } => transfer::run(command).await,
     }
 }
