@@ -139,11 +139,14 @@ pub struct Catalog<S> {
     writer: tokio::sync::Mutex<()>,
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(what: impl FnOnce() -> String, raw: &[u8]) -> Result<T, CatalogError> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
+    what: impl FnOnce() -> String,
+    raw: &[u8],
+) -> Result<T, CatalogError> {
     postcard::from_bytes(raw).map_err(|e| CatalogError::Corrupt { what: what(), reason: e.to_string() })
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("records encode")
 }
 
@@ -165,6 +168,11 @@ const BY_ID: u8 = 0xff;
 /// `[BY_ID][version id]` → `ns ‖ 0 ‖ name`: which dataset published a version.
 fn published_key(version: &VersionId) -> Vec<u8> {
     [&[BY_ID][..], &version.0].concat()
+}
+
+/// `version ‖ site` in [`Table::Replicas`]: the replica of `version` at `site`.
+pub(crate) fn replica_key(version: &VersionId, site: &str) -> Vec<u8> {
+    [&version.0[..], site.as_bytes()].concat()
 }
 
 /// `ns ‖ 0 ‖ "sites"` in [`Table::Namespaces`]: who may hold copies (names hold no NUL,
@@ -376,7 +384,7 @@ impl<S: CatalogStorage> Catalog<S> {
                     chunks_held: *chunks_held,
                     since_ms: event.at_ms,
                 };
-                ops.push(Op::Put(Table::Replicas, [&version.0[..], origin].concat(), encode(&record)));
+                ops.push(Op::Put(Table::Replicas, replica_key(version, &event.origin), encode(&record)));
             }
             EventBody::RuleSet { id, rule } => {
                 ops.push(Op::Put(Table::Rules, key(&[origin, id.as_bytes()]), encode(rule)));

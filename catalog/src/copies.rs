@@ -6,9 +6,11 @@
 //! before it sends one, and a site takes one only if it may hold it. A landed copy is
 //! checked against the version id (the files must hash to it), and its hold on its chunks,
 //! its manifest and the replica event commit in one write, so the replica says exactly
-//! what is held.
+//! what is held. A chunk quarantined or repaired later changes this site's replica record
+//! in the store's own write ([`ReplicaRecorder`]); the event telling the other sites
+//! follows from the outbox ([`publish_outbox`]).
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError, ReplicaRecord, decode, encode, replica_key};
 use crate::event::{EventBody, ReplicaState, home_of};
 use crate::in_store::{InStore, writes};
 use crate::manifest::{FileEntry, Manifest, VersionId};
@@ -18,7 +20,7 @@ use federation::file::Federation;
 use hw_offload::{ChecksumAlgo, ChunkId};
 use std::collections::HashSet;
 use store::transfer::TransferId;
-use store::versions::SnapshotFile;
+use store::versions::{Availability, CatalogWrite, ReplicaWatch, SnapshotFile};
 use store::{ChunkRef, ObjectHead, ObjectMeta};
 
 fn data_error(e: store::StoreError) -> CatalogError {
@@ -184,4 +186,76 @@ pub async fn land(
         })
         .await?;
     Ok(())
+}
+
+/// Records what a quarantine or a repair does to this site's replicas, in the store's
+/// write that does it: the replica record, and an outbox entry for its event.
+pub struct ReplicaRecorder {
+    /// this site
+    pub site: String,
+}
+
+impl ReplicaWatch for ReplicaRecorder {
+    fn record(&self, changed: &[Availability]) -> Vec<CatalogWrite> {
+        let now = crate::now_ms();
+        let mut writes = Vec::with_capacity(changed.len() * 2);
+        for a in changed {
+            let version = VersionId(a.version);
+            let record = ReplicaRecord {
+                state: if a.complete { ReplicaState::Complete } else { ReplicaState::Partial },
+                bytes_held: a.bytes_held,
+                chunks_held: a.chunks_held,
+                since_ms: now,
+            };
+            writes.push(CatalogWrite::Put(Table::Replicas.name(), replica_key(&version, &self.site), encode(&record)));
+            writes.push(CatalogWrite::Put(Table::Outbox.name(), version.0.to_vec(), Vec::new()));
+        }
+        writes
+    }
+}
+
+/// Appends the events of the replica changes in the outbox, each as its record now
+/// stands; returns how many. An event is appended, and its entry cleared, only if the
+/// record has not changed again meanwhile (else the next call publishes the newer one).
+pub async fn publish_outbox(catalog: &Catalog<InStore>) -> Result<usize, CatalogError> {
+    let store = &catalog.storage().0;
+    let site = catalog.site().to_owned();
+    let mut published = 0;
+    for (key, _) in crate::storage::CatalogStorage::scan(catalog.storage(), Table::Outbox, b"", None, 1024)? {
+        let Ok(id) = <[u8; 32]>::try_from(key.as_slice()) else { continue };
+        let version = VersionId(id);
+        let record_key = replica_key(&version, &site);
+        let Some(raw) = crate::storage::CatalogStorage::get(catalog.storage(), Table::Replicas, &record_key)? else {
+            catalog
+                .storage()
+                .0
+                .catalog_write(vec![CatalogWrite::Delete(Table::Outbox.name(), key)])
+                .map_err(data_error)?;
+            continue;
+        };
+        let record: ReplicaRecord = decode(|| format!("replica of {version} here"), &raw)?;
+        let body = EventBody::ReplicaChanged {
+            version,
+            state: record.state,
+            bytes_held: record.bytes_held,
+            chunks_held: record.chunks_held,
+        };
+        let mut unchanged = true;
+        let appended = catalog
+            .append_with(vec![body], crate::now_ms(), async |mut ops| {
+                ops.push(Op::Delete(Table::Outbox, key.clone()));
+                unchanged = store
+                    .catalog_write_if(Table::Replicas.name(), &record_key, Some(&raw), writes(ops))
+                    .await
+                    .map_err(data_error)?;
+                if unchanged { Ok(()) } else { Err(CatalogError::NotFound("changed meanwhile".into())) }
+            })
+            .await;
+        match appended {
+            Ok(_) => published += 1,
+            Err(_) if !unchanged => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(published)
 }

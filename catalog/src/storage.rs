@@ -27,11 +27,14 @@ pub enum Table {
     Pins,
     /// version id → manifest (canonical encoding), where known here
     Manifests,
+    /// version id → nothing: this site's replica of it changed (a chunk quarantined or
+    /// repaired) and its event is still to be appended
+    Outbox,
 }
 
 impl Table {
     /// Every table, in order.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Events,
         Table::Heads,
         Table::Namespaces,
@@ -41,6 +44,7 @@ impl Table {
         Table::Rules,
         Table::Pins,
         Table::Manifests,
+        Table::Outbox,
     ];
 
     /// A stable name (column family or SQL value): the store's names for these tables.

@@ -83,6 +83,12 @@ pub struct Store {
     /// One GC or scrub pass at a time.
     pub(crate) maintenance: tokio::sync::Mutex<()>,
     metrics: Arc<StoreMetrics>,
+    /// Held by every write that changes what a version holds or records its replica
+    /// (holds, releases, quarantines and repairs of chunks versions use). Taken after
+    /// transfer, bucket and key locks, never before.
+    pub(crate) versions_lock: tokio::sync::Mutex<()>,
+    /// records what quarantines and repairs do to the versions held here
+    pub(crate) replica_watch: std::sync::OnceLock<Arc<dyn versions::ReplicaWatch>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -127,11 +133,15 @@ impl Store {
             transfer_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             maintenance: tokio::sync::Mutex::new(()),
             metrics: Arc::default(),
+            versions_lock: tokio::sync::Mutex::new(()),
+            replica_watch: std::sync::OnceLock::new(),
         });
         let indexing = store.clone();
-        tokio::task::spawn_blocking(move || indexing.index_bucket_chunks())
-            .await
-            .map_err(|e| StoreError::Metadata(format!("index task: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            indexing.index_bucket_chunks().and_then(|()| indexing.index_chunk_versions())
+        })
+        .await
+        .map_err(|e| StoreError::Metadata(format!("index task: {e}")))??;
         Ok(store)
     }
 

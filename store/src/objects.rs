@@ -238,13 +238,21 @@ impl Store {
         batch: &mut crate::meta::Batch,
         ingested: &Ingested,
     ) -> Result<(), StoreError> {
+        let mut repaired = Vec::new();
         for (id, loc) in &ingested.new_chunks {
             let key = keys::chunk_key(id);
             batch.put(cf::CHUNKS, &key, loc);
             // A chunk written again after quarantine is repaired by this write.
             if self.meta.contains(cf::QUARANTINE, &key)? {
                 batch.delete(cf::QUARANTINE, &key);
+                repaired.push(*id);
             }
+        }
+        // The versions using a repaired chunk have it again in the same write. (Without
+        // the versions lock, which this synchronous path cannot take: a replica event
+        // published meanwhile is published again by the next round; see the catalog.)
+        if !repaired.is_empty() {
+            self.stage_availability(batch, &[], &repaired)?;
         }
         for (pack, record) in &ingested.packs {
             batch.put(cf::PACKS, &keys::pack_key(*pack), record);
@@ -488,6 +496,8 @@ impl Store {
     pub(crate) async fn quarantine(&self, id: ChunkId, loc: ChunkLoc, reason: String) -> StoreError {
         tracing::error!(chunk = %id, pack = format_args!("{:016x}", loc.pack), offset = loc.offset, %reason, "corrupt chunk quarantined");
         StoreMetrics::add(&self.metrics().chunks_corrupt, 1);
+        // The versions using it lose it in the same write: their replicas turn partial.
+        let _versions = self.lock_versions().await;
         let mut batch = self.meta.batch();
         let key = keys::chunk_key(&id);
         // Only the copy found bad leaves the index: a good copy written since stays.
@@ -497,6 +507,9 @@ impl Store {
         }
         batch.delete(cf::CHUNKS, &key);
         batch.put(cf::QUARANTINE, &key, &QuarantineRecord { loc, reason: reason.clone(), found_ms: crate::now_ms() });
+        if let Err(e) = self.stage_availability(&mut batch, &[id], &[]) {
+            tracing::error!(chunk = %id, error = %e, "could not record what the quarantine does to versions");
+        }
         if let Err(e) = self.commit(batch).await {
             tracing::error!(chunk = %id, error = %e, "could not record quarantine");
         }

@@ -73,6 +73,9 @@ impl Store {
         let mut results = futures::stream::iter(chunks)
             .map(|c| async move { (c, self.read_chunk(&c).await) })
             .buffer_unordered(SCRUB_PARALLEL);
+        // Quarantined once the reads are done: a quarantine awaited here would stop the
+        // reads in flight, one of which may hold the lock it waits for.
+        let mut unreadable = Vec::new();
         while let Some((chunk, result)) = results.next().await {
             report.chunks_checked += 1;
             match result {
@@ -80,14 +83,16 @@ impl Store {
                 Err(StoreError::CorruptChunk { id, reason }) => report.corrupt.push((id.to_hex(), reason)),
                 // GC removed it since the scan: nothing to verify.
                 Err(StoreError::MissingChunk(_)) => report.chunks_checked -= 1,
-                Err(StoreError::Backend(reason)) => {
-                    // The pack itself is unreadable (deleted by hand, lost disk).
-                    if let Some(loc) = self.meta.get::<ChunkLoc>(cf::CHUNKS, &keys::chunk_key(&chunk.id))? {
-                        let err = self.quarantine(chunk.id, loc, format!("pack unreadable: {reason}")).await;
-                        report.corrupt.push((chunk.id.to_hex(), err.to_string()));
-                    }
-                }
+                // The pack itself is unreadable (deleted by hand, lost disk).
+                Err(StoreError::Backend(reason)) => unreadable.push((chunk, reason)),
                 Err(e) => return Err(e),
+            }
+        }
+        drop(results);
+        for (chunk, reason) in unreadable {
+            if let Some(loc) = self.meta.get::<ChunkLoc>(cf::CHUNKS, &keys::chunk_key(&chunk.id))? {
+                let err = self.quarantine(chunk.id, loc, format!("pack unreadable: {reason}")).await;
+                report.corrupt.push((chunk.id.to_hex(), err.to_string()));
             }
         }
         tracing::info!(checked = report.chunks_checked, corrupt = report.corrupt.len(), "scrub done");

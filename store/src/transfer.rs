@@ -593,6 +593,15 @@ impl PendingFlush {
         let indexed = self.store.meta.contains_many(cf::CHUNKS, &keys)?;
         let quarantined = self.store.meta.contains_many(cf::QUARANTINE, &keys)?;
         let marked = self.store.meta.contains_many(cf::TRANSFER_CHUNKS, &markers)?;
+        // Chunks this group brings back from quarantine (a repair) change the versions
+        // that use them, in the same write.
+        let repaired: Vec<ChunkId> = chunks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !indexed[*i] && quarantined[*i])
+            .map(|(_, (id, _))| *id)
+            .collect();
+        let _versions = if repaired.is_empty() { None } else { Some(self.store.lock_versions().await) };
         let mut held = Vec::with_capacity(chunks.len());
         for (i, (id, loc)) in chunks.into_iter().enumerate() {
             // Another writer may have stored it meanwhile: keep its copy, ours is garbage.
@@ -608,6 +617,9 @@ impl PendingFlush {
                 batch.add_ref(&id, 1);
             }
             held.push(id);
+        }
+        if !repaired.is_empty() {
+            self.store.stage_availability(&mut batch, &[], &repaired)?;
         }
         self.store.commit(batch).await?;
         Ok(held)

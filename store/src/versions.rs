@@ -28,7 +28,28 @@ pub enum CatalogWrite {
 }
 
 /// The catalog's tables, by name.
-pub const CATALOG_TABLES: [&str; 9] = cf::CATALOG;
+pub const CATALOG_TABLES: [&str; 10] = cf::CATALOG;
+
+/// What a version held here is, after some of its chunks left the index (quarantined)
+/// or came back (repaired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Availability {
+    /// the version
+    pub version: [u8; 32],
+    /// bytes of its files whose chunks are in the index
+    pub bytes_held: u64,
+    /// distinct chunks of it in the index
+    pub chunks_held: u64,
+    /// every chunk is
+    pub complete: bool,
+}
+
+/// Records what a chunk leaving or rejoining the index does to the versions held here,
+/// in the same write (the catalog: a replica is exact).
+pub trait ReplicaWatch: Send + Sync {
+    /// The catalog writes recording `changed`, staged into the batch that changes them.
+    fn record(&self, changed: &[Availability]) -> Vec<CatalogWrite>;
+}
 
 /// One file of a [`Snapshot`].
 #[derive(Debug, Clone)]
@@ -132,7 +153,7 @@ impl Store {
         snapshot: Snapshot,
         catalog: Vec<CatalogWrite>,
     ) -> Result<bool, StoreError> {
-        let _one_at_a_time = self.lock_key("", "\0versions").await;
+        let _one_at_a_time = self.lock_versions().await;
         let mut batch = self.meta.batch();
         stage_catalog(&mut batch, catalog)?;
         let held = self.meta.contains(cf::VERSION_HOLDS, version)?;
@@ -148,6 +169,7 @@ impl Store {
             for ingested in &snapshot.written {
                 self.stage_new_chunks(&mut batch, ingested)?;
             }
+            stage_version_index(&mut batch, version, &chunks, true);
             batch.put(cf::VERSION_HOLDS, version, &ManifestRecord { chunks });
             for (id, delta) in deltas {
                 batch.add_ref(&id, delta);
@@ -171,7 +193,7 @@ impl Store {
         catalog: Vec<CatalogWrite>,
     ) -> Result<bool, StoreError> {
         let _markers_stay = self.lock_transfer(&transfer).await;
-        let _one_at_a_time = self.lock_key("", "\0versions").await;
+        let _one_at_a_time = self.lock_versions().await;
         let (markers, _pin) = self.check_transfer_refs(&transfer, chunks.iter(), Release::Transfer)?;
         let mut batch = self.meta.batch();
         stage_catalog(&mut batch, catalog)?;
@@ -181,6 +203,7 @@ impl Store {
             for c in &chunks {
                 *deltas.entry(c.id).or_default() += 1;
             }
+            stage_version_index(&mut batch, version, &chunks, true);
             batch.put(cf::VERSION_HOLDS, version, &ManifestRecord { chunks });
         }
         self.stage_release(&mut batch, &transfer, &markers, &mut deltas);
@@ -197,7 +220,7 @@ impl Store {
     /// something else uses them) and `catalog` is applied, in one write. False, and
     /// nothing written, if it was not held.
     pub async fn release_version(&self, version: &[u8; 32], catalog: Vec<CatalogWrite>) -> Result<bool, StoreError> {
-        let _one_at_a_time = self.lock_key("", "\0versions").await;
+        let _one_at_a_time = self.lock_versions().await;
         let Some(held) = self.meta.get::<ManifestRecord>(cf::VERSION_HOLDS, version)? else { return Ok(false) };
         let mut batch = self.meta.batch();
         stage_catalog(&mut batch, catalog)?;
@@ -205,6 +228,7 @@ impl Store {
         for c in &held.chunks {
             *deltas.entry(c.id).or_default() -= 1;
         }
+        stage_version_index(&mut batch, version, &held.chunks, false);
         batch.delete(cf::VERSION_HOLDS, version);
         let mut deltas: Vec<(ChunkId, i64)> = deltas.into_iter().collect();
         deltas.sort_unstable_by_key(|(id, _)| *id);
@@ -256,6 +280,140 @@ impl Store {
             count += 1;
         }
         Ok(count)
+    }
+}
+
+/// Adds (or removes) `version` to the versions each of `chunks` is used by.
+fn stage_version_index(batch: &mut crate::meta::Batch, version: &[u8; 32], chunks: &[ChunkRef], add: bool) {
+    let mut ids: Vec<ChunkId> = chunks.iter().map(|c| c.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        let key = [&keys::chunk_key(&id)[..], &version[..]].concat();
+        if add {
+            batch.put_raw(cf::CHUNK_VERSIONS, &key, b"");
+        } else {
+            batch.delete(cf::CHUNK_VERSIONS, &key);
+        }
+    }
+}
+
+/// The key of [`cf::CHUNK_VERSIONS`] that says the index is built.
+const CHUNK_VERSIONS_BUILT: &[u8] = b"";
+
+impl Store {
+    /// Has `watch` record, with each quarantine or repair, what it does to the versions
+    /// held here (set once, before the store is used).
+    pub fn set_replica_watch(&self, watch: std::sync::Arc<dyn ReplicaWatch>) {
+        if self.replica_watch.set(watch).is_err() {
+            tracing::warn!("the store's replica watch was set twice; the first one stays");
+        }
+    }
+
+    /// Stages, into `batch`, what taking `lost` out of the index and putting `back` into
+    /// it does to the versions held here, as the replica watch records it. The caller
+    /// holds the versions lock ([`Store::lock_versions`]) until the batch is written.
+    pub(crate) fn stage_availability(
+        &self,
+        batch: &mut crate::meta::Batch,
+        lost: &[ChunkId],
+        back: &[ChunkId],
+    ) -> Result<(), StoreError> {
+        let Some(watch) = self.replica_watch.get() else { return Ok(()) };
+        let mut versions: Vec<[u8; 32]> = Vec::new();
+        for id in lost.iter().chain(back) {
+            versions.extend(self.versions_using(id)?);
+        }
+        versions.sort_unstable();
+        versions.dedup();
+        let mut changed = Vec::with_capacity(versions.len());
+        for version in versions {
+            let Some(held) = self.meta.get::<ManifestRecord>(cf::VERSION_HOLDS, &version)? else { continue };
+            let mut distinct: Vec<ChunkId> = held.chunks.iter().map(|c| c.id).collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let keys: Vec<[u8; 32]> = distinct.iter().map(keys::chunk_key).collect();
+            let indexed = self.meta.contains_many(cf::CHUNKS, &keys)?;
+            let present: std::collections::HashSet<ChunkId> = distinct
+                .iter()
+                .zip(indexed)
+                .filter(|(id, indexed)| (*indexed || back.contains(id)) && !lost.contains(id))
+                .map(|(id, _)| *id)
+                .collect();
+            let bytes_held = held.chunks.iter().filter(|c| present.contains(&c.id)).map(|c| c.len as u64).sum();
+            changed.push(Availability {
+                version,
+                bytes_held,
+                chunks_held: present.len() as u64,
+                complete: present.len() == distinct.len(),
+            });
+        }
+        if !changed.is_empty() {
+            stage_catalog(batch, watch.record(&changed))?;
+        }
+        Ok(())
+    }
+
+    /// The versions held here that use chunk `id`.
+    pub fn versions_using(&self, id: &ChunkId) -> Result<Vec<[u8; 32]>, StoreError> {
+        let prefix = keys::chunk_key(id);
+        let mut versions = Vec::new();
+        for entry in self.meta.scan_raw(cf::CHUNK_VERSIONS, &prefix, keys::prefix_successor(&prefix)) {
+            let (key, _) = entry?;
+            if let Ok(version) = <[u8; 32]>::try_from(&key[32..]) {
+                versions.push(version);
+            }
+        }
+        Ok(versions)
+    }
+
+    /// Taken by every write that changes what a version holds or records its replica.
+    pub(crate) async fn lock_versions(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.versions_lock.lock().await
+    }
+
+    /// Applies `writes` (catalog tables) only if `table`'s `key` still holds `expected`
+    /// (`None`: absent), under the versions lock; false, and nothing written, if not.
+    pub async fn catalog_write_if(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        writes: Vec<CatalogWrite>,
+    ) -> Result<bool, StoreError> {
+        let _versions = self.lock_versions().await;
+        if self.meta.get_raw(known_table(table)?, key)?.as_deref() != expected {
+            return Ok(false);
+        }
+        let mut batch = self.meta.batch();
+        stage_catalog(&mut batch, writes)?;
+        self.commit(batch).await?;
+        Ok(true)
+    }
+
+    /// Builds [`cf::CHUNK_VERSIONS`] from the version holds if it is not built (a store
+    /// made before the index existed); the empty key marks it done.
+    pub(crate) fn index_chunk_versions(&self) -> Result<(), StoreError> {
+        if self.meta.contains(cf::CHUNK_VERSIONS, CHUNK_VERSIONS_BUILT)? {
+            return Ok(());
+        }
+        let mut batch = self.meta.batch();
+        let mut versions = 0u64;
+        for item in self.meta.scan::<ManifestRecord>(cf::VERSION_HOLDS, b"", b"") {
+            let (key, held) = item?;
+            let version: [u8; 32] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::CorruptMetadata { kind: "version hold key", reason: hex::encode(&key) })?;
+            stage_version_index(&mut batch, &version, &held.chunks, true);
+            versions += 1;
+        }
+        batch.put_raw(cf::CHUNK_VERSIONS, CHUNK_VERSIONS_BUILT, b"");
+        self.meta.write(batch)?;
+        if versions > 0 {
+            tracing::info!(versions, "indexed the chunks each held version uses");
+        }
+        Ok(())
     }
 }
 

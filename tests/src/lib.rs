@@ -4,6 +4,8 @@
 //! - [`content`]: reproducible object bytes from a seed;
 //! - [`Daemon`]: a `clusster serve` child process on loopback ports, stopped on drop
 //!   (used by the binary's tests in `transfer-daemon/tests/`);
+//! - [`Federation`]: several sites of one federation on loopback (CA, identities,
+//!   configs), started as daemons;
 //! - [`presign_url`], [`sig_v2`]: request signatures made by hand, for the cases the SDK
 //!   refuses to make (presigned URLs past 7 days, SigV2);
 //! - [`raise_fd_limit`]: room for tests that open thousands of sockets.
@@ -112,6 +114,59 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A federation of sites in one directory: its CA and federation file, and for each site
+/// its identity and a config on free loopback ports, made with the real CLI.
+pub struct Federation {
+    bin: String,
+    root: PathBuf,
+}
+
+impl Federation {
+    /// Makes the federation under `root`: `sites` are (name, attributes as `KEY=VALUE`);
+    /// `transfer_settings` (TOML lines) go into each site's `[transfer]`.
+    pub fn new(bin: &str, root: &Path, sites: &[(&str, &[&str])], transfer_settings: &str) -> Self {
+        let run = |args: &[&str]| {
+            let out = Command::new(bin).args(args).env("RUST_LOG", "warn").output().expect("run clusster");
+            assert!(out.status.success(), "clusster {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let fed = root.join("federation");
+        run(&["federation", "init", "--dir", fed.to_str().unwrap(), "--name", "test"]);
+        for (name, attributes) in sites {
+            // A free UDP port on loopback (bound then released).
+            let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let dir = root.join(name);
+            let (tls, quic) = (dir.join("tls"), format!("127.0.0.1:{port}"));
+            let mut args =
+                vec!["site", "init", name, "--federation", fed.to_str().unwrap(), "--out", tls.to_str().unwrap()];
+            args.extend(["--quic", &quic]);
+            for attribute in *attributes {
+                args.extend(["--attr", attribute]);
+            }
+            run(&args);
+            let config = format!(
+                "[site]\nname = \"{name}\"\n\n[federation]\nfile = \"{}\"\ntls_dir = \"{}\"\nquic_listen = \"{quic}\"\n\n\
+                 # A killed peer is noticed within seconds, not the default minute.\n\
+                 [transfer]\nidle_timeout_ms = 3000\nkeep_alive_interval_ms = 500\n{transfer_settings}\n",
+                fed.join("federation.toml").display(),
+                tls.display(),
+            );
+            std::fs::write(dir.join("clusster.toml"), config).unwrap();
+        }
+        Self { bin: bin.to_owned(), root: root.to_path_buf() }
+    }
+
+    /// The data dir of site `name`.
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Starts site `name` (again, after a stop: its data dir is kept).
+    pub fn start(&self, name: &str) -> Daemon {
+        let dir = self.dir(name);
+        Daemon::start(&self.bin, &dir, &["--config", dir.join("clusster.toml").to_str().unwrap()])
     }
 }
 

@@ -76,6 +76,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.site_name.clone(),
         signing_key,
     ));
+    // Before anything is read: a chunk found corrupt changes this site's replicas at once.
+    store.set_replica_watch(Arc::new(catalog::copies::ReplicaRecorder { site: settings.site_name.clone() }));
     if let Some(t) = &transfers {
         let federation = t.endpoint().federation.clone();
         t.set_versions(Arc::new(crate::book::CatalogBook { catalog: site_catalog.clone(), federation }));
@@ -135,6 +137,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let maintenance = tokio::spawn(maintenance_loop(store.clone(), settings.clone(), shutdown_rx.clone()));
+    tokio::spawn(replica_events_loop(state.catalog.catalog.clone()));
 
     if let Some(t) = &transfers {
         t.resume_saved().await.context("resuming saved transfers")?;
@@ -188,6 +191,17 @@ fn shutdown_signals() -> anyhow::Result<impl std::future::Future<Output = anyhow
         }
         Ok(())
     })
+}
+
+/// Appends the events of this site's replicas that quarantines and repairs changed.
+async fn replica_events_loop(catalog: Arc<catalog::Catalog<catalog::in_store::InStore>>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if let Err(e) = catalog::copies::publish_outbox(&catalog).await {
+            tracing::warn!(error = %e, "could not publish replica changes");
+        }
+    }
 }
 
 /// Periodic GC and scrub, stopped by shutdown.

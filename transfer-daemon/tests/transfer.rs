@@ -910,3 +910,60 @@ async fn a_rule_replicates_and_pins_rules_and_last_copies_refuse_eviction() {
     let check = clusster(&["check", "--json", "--data-dir", a.data_dir.to_str().unwrap()]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 }
+
+/// The replica of `version` at `site` as `daemon`'s catalog shows it.
+async fn replica(daemon: &Daemon, dataset: &str, version: &serde_json::Value, site: &str) -> serde_json::Value {
+    let (_, shown) = catalog_get(daemon, &format!("/catalog/datasets/{dataset}")).await;
+    let replicas = shown["versions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|v| v["version"] == *version))
+        .map(|v| v["replicas"].clone())
+        .unwrap_or_default();
+    replicas.as_array().and_then(|all| all.iter().find(|r| r["site"] == site).cloned()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_chunk_makes_a_replica_partial_and_a_repair_makes_it_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::new(dir.path(), &["a", "b"]);
+    let (a, b) = (fed.start("a"), fed.start("b"));
+    let sa = s3(&a);
+    sa.create_bucket().bucket("data").send().await.unwrap();
+    put(&sa, "data", "run1/tas.nc", content(70, 3 << 20, 70)).await;
+    let v1 = dataset(&a, &["publish", "data/run1/", "a.climate/era5", "--tag", "v1"]);
+    dataset(&a, &["share", "a.climate", "--sites", "site = b"]);
+    wait_for_versions(&b, "a.climate/era5", 1).await;
+    while catalog_get(&b, "/catalog/datasets/a.climate/era5").await.1["shared_with"].is_null() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(transfer(&b, &["pull", "a", "a.climate/era5@v1"])["state"], "done");
+    let bytes = v1["bytes"].as_u64().unwrap();
+
+    // A scrub at b finds damage: b's replica turns partial with what is still held, at
+    // once at b (the quarantine's own write), then at a.
+    corrupt_every_pack(&b);
+    let scrub = clusster(&["scrub", "--json", "--data-dir", b.data_dir.to_str().unwrap()]);
+    assert_eq!(scrub.status.code(), Some(3), "scrub finds the damage");
+    let damaged = replica(&b, "a.climate/era5", &v1["version"], "b").await;
+    assert_eq!(damaged["state"], "partial", "{damaged}");
+    let held = damaged["bytes_held"].as_u64().unwrap();
+    assert!(held < bytes, "{damaged}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replica(&a, "a.climate/era5", &v1["version"], "b").await["state"] != "partial" {
+        assert!(Instant::now() < deadline, "a never heard b's copy is partial");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A repair from a (which lets b hold the namespace) makes it complete again.
+    let repair = clusster(&["repair", "--json", "--data-dir", b.data_dir.to_str().unwrap()]);
+    assert!(repair.status.success(), "{}", String::from_utf8_lossy(&repair.stdout));
+    let repaired = replica(&b, "a.climate/era5", &v1["version"], "b").await;
+    assert_eq!((repaired["state"].as_str(), repaired["bytes_held"].as_u64()), (Some("complete"), Some(bytes)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replica(&a, "a.climate/era5", &v1["version"], "b").await["state"] != "complete" {
+        assert!(Instant::now() < deadline, "a never heard b's copy is complete again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let check = clusster(&["check", "--json", "--data-dir", b.data_dir.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+}

@@ -1238,6 +1238,7 @@ pub async fn serve_repair(
     mut control: ControlStream,
     ctx: Context,
     peer: &str,
+    book: Option<&Arc<dyn VersionBook>>,
 ) -> Result<u64, TransferError> {
     let result = async {
         let ids = match control.recv().await? {
@@ -1249,7 +1250,13 @@ pub async fn serve_repair(
             }
         };
         let store = ctx.store.clone();
-        let readable = store.chunks_readable_by(peer, &ids)?;
+        let mut readable = store.chunks_readable_by(peer, &ids)?;
+        // A chunk of a version the peer may hold a copy of is the peer's to repair too.
+        if let Some(book) = book {
+            for (id, readable) in ids.iter().zip(readable.iter_mut()).filter(|(_, r)| !**r) {
+                *readable = store.versions_using(id)?.iter().any(|v| book.may_hold(v, peer).is_ok());
+            }
+        }
         let ids: Vec<ChunkId> = ids.into_iter().zip(readable).filter(|(_, r)| *r).map(|(id, _)| id).collect();
         let mut pin = store.transfer_pin();
         let held: Vec<ChunkId> =

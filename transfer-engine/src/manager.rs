@@ -863,7 +863,7 @@ impl Transfers {
             Mode::Repair => {
                 if control.send(&Control::Accepted).await.is_ok() {
                     let ctx = self.repair_context();
-                    match driver::serve_repair(&conn, control, ctx, &peer).await {
+                    match driver::serve_repair(&conn, control, ctx, &peer, self.versions.get()).await {
                         Ok(n) => tracing::info!(%peer, chunks = n, "sent chunks for a peer's repair"),
                         Err(e) => tracing::warn!(%peer, error = %e, "repair for a peer failed"),
                     }

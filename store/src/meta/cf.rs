@@ -49,9 +49,13 @@ pub const API_TOKENS: &str = "api_tokens";
 /// published dataset version holds, one reference per occurrence, as an object does
 pub const VERSION_HOLDS: &str = "version_holds";
 
+/// chunk id ‖ version id → nothing: the versions held here that use a chunk, so that a
+/// chunk quarantined or repaired changes their replicas in the same write
+pub const CHUNK_VERSIONS: &str = "chunk_versions";
+
 /// The catalog's tables (`catalog::storage::Table`), kept here so that a version's hold on
 /// its chunks and the catalog records that describe it commit in one write.
-pub const CATALOG: [&str; 9] = [
+pub const CATALOG: [&str; 10] = [
     "catalog_events",
     "catalog_heads",
     "catalog_namespaces",
@@ -61,10 +65,11 @@ pub const CATALOG: [&str; 9] = [
     "catalog_rules",
     "catalog_pins",
     "catalog_manifests",
+    "catalog_outbox",
 ];
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 26] = [
+pub const ALL: [&str; 28] = [
     BUCKETS,
     OBJECTS,
     MANIFESTS,
@@ -91,4 +96,6 @@ pub const ALL: [&str; 26] = [
     CATALOG[6],
     CATALOG[7],
     CATALOG[8],
+    CATALOG[9],
+    CHUNK_VERSIONS,
 ];
