@@ -25,7 +25,7 @@ pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_EVENT_LEN: usize = 16 << 10;
 
 /// The state of one version at one site.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ReplicaState {
     /// every chunk of every file is held and readable
     Complete,
@@ -50,7 +50,7 @@ impl ReplicaState {
 }
 
 /// What a replication rule keeps copies of.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum RuleTarget {
     /// one version
     Version(VersionId),
@@ -65,7 +65,7 @@ pub enum RuleTarget {
 
 /// "N copies of a version (or of every version of a dataset) on sites matching an
 /// expression, until a time".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rule {
     /// what is copied
     pub target: RuleTarget,
@@ -78,7 +78,7 @@ pub struct Rule {
 }
 
 /// What happened, as the site that did it tells it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum EventBody {
     /// A namespace now exists, owned by `project` at its home site (the origin).
     NamespaceCreated {
@@ -162,7 +162,7 @@ pub enum EventBody {
 }
 
 /// One entry of a site's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// the site whose log this is
     pub origin: String,

@@ -2,6 +2,10 @@
 //! bearer token with its scope ([`Authenticate`] says whose it is): a project's API token
 //! reaches its own project's buckets only; the operator's admin token reaches all. Errors
 //! are RFC 9457 problem documents that name the offending field.
+//!
+//! [`openapi`] describes the routes in an OpenAPI 3.1 document, generated from the
+//! handlers' attributes and the types below; `GET /catalog/openapi.json` serves it, with
+//! no token (a client is generated from it before it has one).
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::event::ReplicaState;
@@ -15,7 +19,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 mod keep;
 
@@ -79,7 +85,7 @@ pub trait Authenticate: Send + Sync {
 
 /// The routes: under `/catalog/`. Each needs a bearer token with its scope: reads
 /// `catalog:read`; publishing, checking out, sharing, evicting and rules `catalog:write`;
-/// pins `stage`.
+/// pins `stage`. Their OpenAPI document, `GET /catalog/openapi.json`, needs none.
 pub fn router(state: Arc<CatalogState>) -> Router {
     let reads = Router::new()
         .route("/catalog/datasets", get(list))
@@ -105,7 +111,8 @@ pub fn router(state: Arc<CatalogState>) -> Router {
         .route("/catalog/pins", post(keep::pin))
         .route("/catalog/pins/{id}", axum::routing::delete(keep::unpin))
         .route_layer(axum::middleware::from_fn_with_state((state.clone(), "stage"), authorize));
-    reads.merge(writes).merge(stage).with_state(state)
+    let open = Router::new().route("/catalog/openapi.json", get(openapi_json));
+    reads.merge(writes).merge(stage).merge(open).with_state(state)
 }
 
 /// 401 without a token this site knows, 403 without the scope; else the caller goes along.
@@ -143,7 +150,10 @@ async fn authorize(
     next.run(request).await
 }
 
-/// A problem document.
+/// The content type of every error of these routes.
+const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error of these routes: answered as a [`ProblemDocument`].
 struct Problem {
     status: StatusCode,
     title: &'static str,
@@ -151,18 +161,34 @@ struct Problem {
     field: Option<&'static str>,
 }
 
+/// An RFC 9457 problem document: how every route says what went wrong.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProblemDocument {
+    /// always `about:blank`: the status and title say what kind of problem it is
+    #[serde(rename = "type")]
+    pub r#type: String,
+    /// the kind of problem, in a few words (`not found`, `invalid request body`…)
+    pub title: String,
+    /// the HTTP status
+    pub status: u16,
+    /// what is wrong, and often how to ask instead
+    pub detail: String,
+    /// the body field or query parameter at fault, when one is
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let mut body = serde_json::json!({
-            "type": "about:blank",
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        if let Some(field) = self.field {
-            body["field"] = field.into();
-        }
-        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+        let body = ProblemDocument {
+            r#type: "about:blank".into(),
+            title: self.title.into(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            field: self.field.map(str::to_owned),
+        };
+        let body = serde_json::to_string(&body).expect("a problem document serializes");
+        (self.status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response()
     }
 }
 
@@ -195,7 +221,7 @@ fn bad_body(e: axum::extract::rejection::JsonRejection, expected: &str) -> Probl
 }
 
 /// `POST /catalog/datasets/{ns}/{name}/versions`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
     /// the bucket to publish from
@@ -218,6 +244,33 @@ fn bucket_owner(state: &CatalogState, bucket: &str) -> Result<String, Problem> {
     })
 }
 
+/// Publishes a bucket prefix as a version of a dataset.
+///
+/// The version holds its chunks from then on: later writes to the prefix change nothing
+/// in it. The namespace is created, owned by the bucket's owner, on its first publication.
+#[utoipa::path(
+    post,
+    path = "/catalog/datasets/{ns}/{name}/versions",
+    tag = "datasets",
+    params(
+        ("ns" = String, Path, description = "namespace: SITE.LABEL, at home at SITE"),
+        ("name" = String, Path, description = "dataset name"),
+    ),
+    request_body = PublishRequest,
+    security(("bearer" = ["catalog:write"])),
+    responses(
+        (status = 201, description = "a new version", body = Published),
+        (status = 200, body = Published,
+            description = "the same content as a version published before: the tag, if any, moved to it"),
+        (status = 400, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "a malformed body, or a publication refused: a name, an empty prefix, a namespace \
+                of another site"),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "the token lacks catalog:write, or acts for another project than the bucket's"),
+        (status = 404, description = "no such bucket", body = ProblemDocument, content_type = PROBLEM_JSON),
+    )
+)]
 async fn publish_version(
     State(state): State<Arc<CatalogState>>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -241,7 +294,7 @@ async fn publish_version(
 }
 
 /// A version as `GET /catalog/datasets/{ns}/{name}` reports it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct VersionView {
     /// its id
     pub version: VersionId,
@@ -258,7 +311,7 @@ pub struct VersionView {
 }
 
 /// One site's replica of a version.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReplicaView {
     /// the site
     pub site: String,
@@ -276,7 +329,7 @@ pub struct ReplicaView {
 }
 
 /// A dataset as `GET /catalog/datasets/{ns}/{name}` reports it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DatasetView {
     /// namespace
     pub ns: String,
@@ -292,6 +345,24 @@ pub struct DatasetView {
     pub versions: Vec<VersionView>,
 }
 
+/// A dataset: its versions, their tags, and where their replicas are.
+#[utoipa::path(
+    get,
+    path = "/catalog/datasets/{ns}/{name}",
+    tag = "datasets",
+    params(
+        ("ns" = String, Path, description = "namespace: SITE.LABEL, at home at SITE"),
+        ("name" = String, Path, description = "dataset name"),
+    ),
+    security(("bearer" = ["catalog:read"])),
+    responses(
+        (status = 200, description = "the dataset", body = DatasetView),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = NO_READ, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 404, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "no such namespace or dataset in the catalog here"),
+    )
+)]
 async fn show(
     State(state): State<Arc<CatalogState>>,
     Path((ns, name)): Path<(String, String)>,
@@ -338,7 +409,8 @@ async fn show(
 }
 
 /// `GET /catalog/datasets?ns=PREFIX`: datasets whose namespace starts with the prefix.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// namespace prefix ("" for all)
@@ -347,7 +419,7 @@ pub struct ListQuery {
 }
 
 /// One dataset of a listing.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DatasetEntry {
     /// namespace
     pub ns: String,
@@ -357,6 +429,21 @@ pub struct DatasetEntry {
     pub versions: u64,
 }
 
+/// Lists the datasets whose namespace starts with a prefix.
+#[utoipa::path(
+    get,
+    path = "/catalog/datasets",
+    tag = "datasets",
+    params(ListQuery),
+    security(("bearer" = ["catalog:read"])),
+    responses(
+        (status = 200, description = "the datasets, by namespace and name", body = Vec<DatasetEntry>),
+        (status = 400, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "a query parameter this route does not take"),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = NO_READ, body = ProblemDocument, content_type = PROBLEM_JSON),
+    )
+)]
 async fn list(
     State(state): State<Arc<CatalogState>>,
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -368,19 +455,54 @@ async fn list(
 }
 
 /// `PUT /catalog/datasets/{ns}/{name}/tags/{tag}` body.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagRequest {
     /// a tag, or a version id in hex
     pub version: String,
 }
 
+/// What `PUT /catalog/datasets/{ns}/{name}/tags/{tag}` did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TagMoved {
+    /// namespace
+    pub ns: String,
+    /// dataset name
+    pub name: String,
+    /// the tag
+    pub tag: String,
+    /// the version it now names
+    pub version: VersionId,
+}
+
+/// Moves a tag to a version (another tag's, or one named by its id).
+#[utoipa::path(
+    put,
+    path = "/catalog/datasets/{ns}/{name}/tags/{tag}",
+    tag = "datasets",
+    params(
+        ("ns" = String, Path, description = "namespace: SITE.LABEL, at home at SITE"),
+        ("name" = String, Path, description = "dataset name"),
+        ("tag" = String, Path, description = "the tag to move"),
+    ),
+    request_body = TagRequest,
+    security(("bearer" = ["catalog:write"])),
+    responses(
+        (status = 200, description = "the tag moved", body = TagMoved),
+        (status = 400, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "a malformed body, a tag name refused, or a namespace of another site"),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "the token lacks catalog:write, or acts for another project than the namespace's"),
+        (status = 404, description = "no such tag or version", body = ProblemDocument, content_type = PROBLEM_JSON),
+    )
+)]
 async fn move_tag(
     State(state): State<Arc<CatalogState>>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path((ns, name, tag)): Path<(String, String, String)>,
     body: Result<Json<TagRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<TagMoved>, Problem> {
     let Json(request) = body.map_err(|e| bad_body(e, r#"{"version": "v1"}"#))?;
     if let Some(namespace) = state.catalog.namespace(&ns)? {
         caller.acts_for(&namespace.project, &format!("namespace {ns}"))?;
@@ -395,23 +517,52 @@ async fn move_tag(
         p.field = field;
         p
     })?;
-    Ok(Json(serde_json::json!({ "ns": ns, "name": name, "tag": tag, "version": version })))
+    Ok(Json(TagMoved { ns, name, tag, version }))
 }
 
 /// `PUT /catalog/namespaces/{ns}/sites` body: the sites that may hold copies.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareRequest {
     /// an expression over site names and attributes (`country=fr & tier=hpc`, `*`)
     pub sites: String,
 }
 
+/// What `PUT /catalog/namespaces/{ns}/sites` did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Shared {
+    /// namespace
+    pub ns: String,
+    /// the expression the sites that may hold copies now match, as parsed
+    pub sites: String,
+}
+
+/// Names the sites that may hold copies of a namespace's versions (its home always may).
+#[utoipa::path(
+    put,
+    path = "/catalog/namespaces/{ns}/sites",
+    tag = "datasets",
+    params(
+        ("ns" = String, Path, description = "namespace: SITE.LABEL, at home at SITE"),
+    ),
+    request_body = ShareRequest,
+    security(("bearer" = ["catalog:write"])),
+    responses(
+        (status = 200, description = "the namespace is shared with the sites matching the expression", body = Shared),
+        (status = 400, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "a malformed body or expression, or a namespace of another site"),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "the token lacks catalog:write, or acts for another project than the namespace's"),
+        (status = 404, description = "no such namespace", body = ProblemDocument, content_type = PROBLEM_JSON),
+    )
+)]
 async fn share(
     State(state): State<Arc<CatalogState>>,
     axum::Extension(caller): axum::Extension<Caller>,
     Path(ns): Path<String>,
     body: Result<Json<ShareRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<Shared>, Problem> {
     let Json(request) = body.map_err(|e| bad_body(e, r#"{"sites": "country=fr & tier=hpc"}"#))?;
     if let Some(namespace) = state.catalog.namespace(&ns)? {
         caller.acts_for(&namespace.project, &format!("namespace {ns}"))?;
@@ -423,11 +574,11 @@ async fn share(
         p.field = field;
         p
     })?;
-    Ok(Json(serde_json::json!({ "ns": ns, "sites": sites })))
+    Ok(Json(Shared { ns, sites }))
 }
 
 /// `POST /catalog/datasets/{ns}/{name}/checkout`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
     /// a tag, or a version id in hex
@@ -440,7 +591,7 @@ pub struct CheckoutRequest {
 }
 
 /// What a checkout did.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CheckedOut {
     /// the version
     pub version: VersionId,
@@ -448,6 +599,29 @@ pub struct CheckedOut {
     pub files: u64,
 }
 
+/// Makes a version's files objects of a bucket again, without copying their data.
+#[utoipa::path(
+    post,
+    path = "/catalog/datasets/{ns}/{name}/checkout",
+    tag = "datasets",
+    params(
+        ("ns" = String, Path, description = "namespace: SITE.LABEL, at home at SITE"),
+        ("name" = String, Path, description = "dataset name"),
+    ),
+    request_body = CheckoutRequest,
+    security(("bearer" = ["catalog:write"])),
+    responses(
+        (status = 200, description = "the objects were made", body = CheckedOut),
+        (status = 400, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "a malformed body, or a bucket or prefix refused"),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "the token lacks catalog:write, or acts for another project than the namespace's or the \
+                bucket's"),
+        (status = 404, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "no such namespace, bucket, tag or version, or no complete replica at this site"),
+    )
+)]
 async fn checkout(
     State(state): State<Arc<CatalogState>>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -486,7 +660,8 @@ async fn checkout(
 }
 
 /// `GET /catalog/placement?dataset=NS/NAME&version=TAG-OR-ID&sites=a,b,c`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementQuery {
     /// NS/NAME
@@ -498,7 +673,7 @@ pub struct PlacementQuery {
 }
 
 /// The answer to a placement query.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlacementAnswer {
     /// the version asked about
     pub version: VersionId,
@@ -506,6 +681,23 @@ pub struct PlacementAnswer {
     pub sites: Vec<crate::quic::SitePlacement>,
 }
 
+/// Where a version would be staged at least cost: for each candidate site, what it holds
+/// already, what it lacks, and where the rest would come from.
+#[utoipa::path(
+    get,
+    path = "/catalog/placement",
+    tag = "federation",
+    params(PlacementQuery),
+    security(("bearer" = ["catalog:read"])),
+    responses(
+        (status = 200, description = "one entry per candidate, in the order asked", body = PlacementAnswer),
+        (status = 400, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "a malformed query: `field` names the parameter"),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = NO_READ, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 404, description = "no such tag or version", body = ProblemDocument, content_type = PROBLEM_JSON),
+    )
+)]
 async fn placement(
     State(state): State<Arc<CatalogState>>,
     query: Result<axum::extract::Query<PlacementQuery>, axum::extract::rejection::QueryRejection>,
@@ -535,7 +727,8 @@ async fn placement(
 }
 
 /// `GET /catalog/feed?cursor=C&limit=N`: the catalog's events since a cursor.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
     /// where the last page ended (`site:seq,site:seq`; empty for the start)
@@ -547,7 +740,7 @@ pub struct FeedQuery {
 }
 
 /// A page of the change feed.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FeedPage {
     /// events, each site's in the order it wrote them
     pub events: Vec<crate::event::Event>,
@@ -565,6 +758,21 @@ fn parse_cursor(text: &str) -> Result<crate::catalog::Heads, String> {
     Ok(heads)
 }
 
+/// The catalog's events after a cursor: every site's log, each in the order it was written.
+#[utoipa::path(
+    get,
+    path = "/catalog/feed",
+    tag = "federation",
+    params(FeedQuery),
+    security(("bearer" = ["catalog:read"])),
+    responses(
+        (status = 200, description = "a page of events, and the cursor to ask for the next", body = FeedPage),
+        (status = 400, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "a malformed query or cursor"),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = NO_READ, body = ProblemDocument, content_type = PROBLEM_JSON),
+    )
+)]
 async fn feed(
     State(state): State<Arc<CatalogState>>,
     query: Result<axum::extract::Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
@@ -585,10 +793,130 @@ async fn feed(
     Ok(Json(FeedPage { events, cursor }))
 }
 
-/// `GET /catalog/sync`: this site's heads and digest, and its last pull from each peer.
-async fn sync_status(State(state): State<Arc<CatalogState>>) -> Result<Json<serde_json::Value>, Problem> {
+/// What `GET /catalog/sync` reports.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SyncStatus {
+    /// this site
+    pub site: String,
+    /// what this site holds of each site's log: the last seq
+    pub heads: BTreeMap<String, u64>,
+    /// a digest of every log held, hex: equal at two sites exactly when they hold the same events
+    pub digest: String,
+    /// this site's last pull from each peer
+    pub peers: BTreeMap<String, crate::quic::PeerSync>,
+}
+
+/// This site's heads and digest, and its last pull from each peer.
+#[utoipa::path(
+    get,
+    path = "/catalog/sync",
+    tag = "federation",
+    security(("bearer" = ["catalog:read"])),
+    responses(
+        (status = 200, description = "this site's side of the sync", body = SyncStatus),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = NO_READ, body = ProblemDocument, content_type = PROBLEM_JSON),
+    )
+)]
+async fn sync_status(State(state): State<Arc<CatalogState>>) -> Result<Json<SyncStatus>, Problem> {
     let heads = state.catalog.heads()?;
     let digest = hex::encode(state.catalog.digest()?);
     let peers = state.sync.as_ref().map(|s| s.peers()).unwrap_or_default();
-    Ok(Json(serde_json::json!({ "site": state.catalog.site(), "heads": heads, "digest": digest, "peers": peers })))
+    Ok(Json(SyncStatus { site: state.catalog.site().to_owned(), heads, digest, peers }))
 }
+
+// ---------------------------------------------------------------- the API document
+
+/// The 401 of every route but the document's.
+const NO_TOKEN: &str = "no bearer token, or one this site does not know";
+/// The 403 of the reading routes.
+const NO_READ: &str = "the token lacks catalog:read";
+
+/// The OpenAPI 3.1 document of [`router`]'s routes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "clusster catalog API",
+        version = env!("CARGO_PKG_VERSION"),
+        description = "The federated catalog of a clusster site: datasets, their versions and where their copies are; \
+                       pins and replication rules. Errors are RFC 9457 problem documents (application/problem+json)."
+    ),
+    paths(
+        list,
+        show,
+        sync_status,
+        placement,
+        feed,
+        keep::pins,
+        keep::list_rules,
+        keep::show_rule,
+        publish_version,
+        checkout,
+        move_tag,
+        share,
+        keep::evict,
+        keep::add_rule,
+        keep::delete_rule,
+        keep::pin,
+        keep::unpin,
+        openapi_json,
+    ),
+    components(schemas(ProblemDocument)),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "datasets", description = "Datasets and their versions: publish, list, tag, check out, share"),
+        (name = "federation", description = "The federation's catalog as this site knows it: sync, placement, feed"),
+        (name = "keeping", description = "What keeps copies: pins, eviction and replication rules"),
+        (name = "api", description = "This document"),
+    )
+)]
+pub struct CatalogApi;
+
+/// The API's OpenAPI 3.1 document, as `GET /catalog/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    CatalogApi::openapi()
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(
+    get,
+    path = "/catalog/openapi.json",
+    tag = "api",
+    responses((status = 200, description = "the document", body = Object))
+)]
+async fn openapi_json() -> Response {
+    static DOCUMENT: LazyLock<String> = LazyLock::new(|| openapi().to_json().expect("the OpenAPI document serializes"));
+    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
+}
+
+/// The `bearer` scheme the operations' `security` names.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let bearer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "A project's API token from `clusster token create`, with the scopes it was given \
+                 (catalog:read, catalog:write, stage), or the site's admin token (every scope, every project). \
+                 Each operation's security lists the scope it needs.",
+            ))
+            .build();
+        openapi.components.get_or_insert_default().add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    }
+}
+
+/// Hex in JSON, as [`VersionId`] serializes there.
+impl utoipa::PartialSchema for VersionId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9a-f]{64}$"))
+            .description(Some("a version's id: the BLAKE3 of its manifest, 64 lowercase hex digits"))
+            .into()
+    }
+}
+
+impl ToSchema for VersionId {}

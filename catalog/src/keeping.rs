@@ -132,7 +132,7 @@ pub fn kept_by(
 }
 
 /// What [`evict`] did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Evicted {
     /// the version
     pub version: VersionId,

@@ -9,7 +9,7 @@ use crate::storage::{Op, Table};
 use std::collections::HashSet;
 
 /// What [`publish`] did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Published {
     /// the version id
     pub version: VersionId,

@@ -135,7 +135,7 @@ impl SyncCounters {
 }
 
 /// What this site knows of its pulls from one peer.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PeerSync {
     /// when a pull from it last completed, ms since the epoch (this site's clock)
     pub last_ok_ms: Option<u64>,
@@ -462,6 +462,14 @@ impl CatalogSync {
         Ok(out)
     }
 
+    /// Keeps `presence` as what `site` answered about `version` at `at_ms` (this site's
+    /// clock), as [`Self::placement`] keeps a peer's answer: reused until
+    /// [`PRESENCE_CACHE`] has passed since `at_ms`. Lets a benchmark or a test run
+    /// placement with every remote answer cached, without peers.
+    pub fn cache_presence(&self, version: VersionId, site: &str, at_ms: u64, presence: Presence) {
+        self.presence_cache.lock().insert((version, site.to_owned()), (at_ms, presence));
+    }
+
     async fn remote_presence(
         &self,
         site: &str,
@@ -481,7 +489,7 @@ impl CatalogSync {
         match answer {
             Ok(Answer::Presence { presence }) => {
                 let at = now_ms();
-                self.presence_cache.lock().insert((*version, site.to_owned()), (at, presence));
+                self.cache_presence(*version, site, at, presence);
                 Ok((at, presence))
             }
             Ok(_) => Err(format!("{site} answered with something else")),
@@ -555,7 +563,7 @@ fn presence_of(catalog: &Catalog<InStore>, manifest: &Manifest) -> Result<Presen
 }
 
 /// One candidate site of a placement query.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SitePlacement {
     /// the site
     pub site: String,

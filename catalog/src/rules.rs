@@ -74,7 +74,7 @@ fn versions_of(catalog: &Catalog<InStore>, rule: &Rule) -> Result<Vec<VersionId>
 }
 
 /// Where a rule stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleState {
     /// every version it covers has its copies
@@ -88,7 +88,7 @@ pub enum RuleState {
 }
 
 /// A rule with where it stands, as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RuleStatus {
     /// the site that owns it and acts on it
     pub site: String,

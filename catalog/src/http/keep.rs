@@ -1,7 +1,7 @@
 //! Routes for what keeps copies: pins (`stage`), eviction and rules (`catalog:write` to
 //! change, `catalog:read` to look).
 
-use super::{Caller, CatalogState, Problem, bad_body};
+use super::{Caller, CatalogState, NO_READ, NO_TOKEN, PROBLEM_JSON, Problem, ProblemDocument, bad_body};
 use crate::catalog::CatalogError;
 use crate::event::{Rule, RuleTarget};
 use crate::keeping::{self, Evicted};
@@ -54,7 +54,7 @@ fn acts_for_namespace(state: &CatalogState, caller: &Caller, ns: &str) -> Result
 // ---------------------------------------------------------------- pins
 
 /// `POST /catalog/pins`: a job keeps a version at this site for a while.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PinRequest {
     /// the version, `NS/NAME@TAG` or `NS/NAME@VERSION-ID`
@@ -66,7 +66,7 @@ pub struct PinRequest {
 }
 
 /// A pin, as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PinView {
     /// its id at its site
     pub id: String,
@@ -80,6 +80,23 @@ pub struct PinView {
     pub until_ms: u64,
 }
 
+/// Keeps a version at this site for a job, for a while.
+#[utoipa::path(
+    post,
+    path = "/catalog/pins",
+    tag = "keeping",
+    request_body = PinRequest,
+    security(("bearer" = ["stage"])),
+    responses(
+        (status = 201, description = "the pin", body = PinView),
+        (status = 400, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "a malformed body, a job name or duration refused"),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "the token lacks stage, or acts for another project than the namespace's"),
+        (status = 404, description = "no such tag or version", body = ProblemDocument, content_type = PROBLEM_JSON),
+    )
+)]
 pub(super) async fn pin(
     State(state): State<Arc<CatalogState>>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -102,6 +119,21 @@ pub(super) async fn pin(
     Ok((StatusCode::CREATED, Json(PinView { id, site, version, job: request.job, until_ms })))
 }
 
+/// Removes a pin of this site's.
+#[utoipa::path(
+    delete,
+    path = "/catalog/pins/{id}",
+    tag = "keeping",
+    params(("id" = String, Path, description = "the pin's id at this site")),
+    security(("bearer" = ["stage"])),
+    responses(
+        (status = 204, description = "the pin is gone"),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = "the token lacks stage", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 404, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "no such pin at this site"),
+    )
+)]
 pub(super) async fn unpin(
     State(state): State<Arc<CatalogState>>,
     Path(id): Path<String>,
@@ -110,6 +142,18 @@ pub(super) async fn unpin(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Lists the pins in the catalog, every site's.
+#[utoipa::path(
+    get,
+    path = "/catalog/pins",
+    tag = "keeping",
+    security(("bearer" = ["catalog:read"])),
+    responses(
+        (status = 200, description = "the pins", body = Vec<PinView>),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = NO_READ, body = ProblemDocument, content_type = PROBLEM_JSON),
+    )
+)]
 pub(super) async fn pins(State(state): State<Arc<CatalogState>>) -> Result<Json<Vec<PinView>>, Problem> {
     let pins = state.catalog.pins()?;
     Ok(Json(
@@ -128,13 +172,37 @@ pub(super) async fn pins(State(state): State<Arc<CatalogState>>) -> Result<Json<
 // ---------------------------------------------------------------- eviction
 
 /// `POST /catalog/datasets/{ns}/{name}/evict`: drop this site's copy of a version.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvictRequest {
     /// a tag, or a version id in hex
     pub version: String,
 }
 
+/// Drops this site's copy of a version, unless a pin, a rule or being its last complete
+/// copy keeps it.
+#[utoipa::path(
+    post,
+    path = "/catalog/datasets/{ns}/{name}/evict",
+    tag = "keeping",
+    params(
+        ("ns" = String, Path, description = "namespace: SITE.LABEL, at home at SITE"),
+        ("name" = String, Path, description = "dataset name"),
+    ),
+    request_body = EvictRequest,
+    security(("bearer" = ["catalog:write"])),
+    responses(
+        (status = 200, description = "the copy is gone", body = Evicted),
+        (status = 400, description = "a malformed body", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "the token lacks catalog:write, or acts for another project than the namespace's"),
+        (status = 404, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "no such tag or version, or no copy of it at this site"),
+        (status = 409, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "a pin, a rule or being the last complete copy keeps it: the detail says which"),
+    )
+)]
 pub(super) async fn evict(
     State(state): State<Arc<CatalogState>>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -161,7 +229,7 @@ pub(super) async fn evict(
 
 /// `POST /catalog/rules`: add or replace one of this site's rules. Name either a
 /// `version` or a `dataset` (every version of it, as they are published).
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleRequest {
     /// the rule's id at this site
@@ -181,6 +249,24 @@ pub struct RuleRequest {
     pub until_ms: Option<u64>,
 }
 
+/// Adds or replaces one of this site's replication rules: N complete copies of a version,
+/// or of every version of a dataset, on the sites an expression matches.
+#[utoipa::path(
+    post,
+    path = "/catalog/rules",
+    tag = "keeping",
+    request_body = RuleRequest,
+    security(("bearer" = ["catalog:write"])),
+    responses(
+        (status = 201, description = "the rule, and where it stands", body = RuleStatus),
+        (status = 400, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "a malformed body or rule: `field` names what is wrong"),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "the token lacks catalog:write, or acts for another project than the namespace's"),
+        (status = 404, description = "no such tag or version", body = ProblemDocument, content_type = PROBLEM_JSON),
+    )
+)]
 pub(super) async fn add_rule(
     State(state): State<Arc<CatalogState>>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -233,10 +319,40 @@ fn rule_statuses(state: &CatalogState) -> Result<Vec<RuleStatus>, CatalogError> 
     }
 }
 
+/// Lists the replication rules in the catalog, every site's, with where each stands.
+#[utoipa::path(
+    get,
+    path = "/catalog/rules",
+    tag = "keeping",
+    security(("bearer" = ["catalog:read"])),
+    responses(
+        (status = 200, description = "the rules", body = Vec<RuleStatus>),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = NO_READ, body = ProblemDocument, content_type = PROBLEM_JSON),
+    )
+)]
 pub(super) async fn list_rules(State(state): State<Arc<CatalogState>>) -> Result<Json<Vec<RuleStatus>>, Problem> {
     Ok(Json(rule_statuses(&state)?))
 }
 
+/// One rule, and where it stands.
+#[utoipa::path(
+    get,
+    path = "/catalog/rules/{site}/{id}",
+    tag = "keeping",
+    params(
+        ("site" = String, Path, description = "the site that owns the rule"),
+        ("id" = String, Path, description = "the rule's id there"),
+    ),
+    security(("bearer" = ["catalog:read"])),
+    responses(
+        (status = 200, description = "the rule", body = RuleStatus),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, description = NO_READ, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 404, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "no such rule in the catalog here"),
+    )
+)]
 pub(super) async fn show_rule(
     State(state): State<Arc<CatalogState>>,
     Path((site, id)): Path<(String, String)>,
@@ -248,6 +364,22 @@ pub(super) async fn show_rule(
         .ok_or_else(|| CatalogError::NotFound(format!("no rule {id} of site {site} in the catalog here")).into())
 }
 
+/// Removes one of this site's rules.
+#[utoipa::path(
+    delete,
+    path = "/catalog/rules/{id}",
+    tag = "keeping",
+    params(("id" = String, Path, description = "the rule's id at this site")),
+    security(("bearer" = ["catalog:write"])),
+    responses(
+        (status = 204, description = "the rule is gone"),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "the token lacks catalog:write, or acts for another project than the namespace's"),
+        (status = 404, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "no such rule at this site"),
+    )
+)]
 pub(super) async fn delete_rule(
     State(state): State<Arc<CatalogState>>,
     axum::Extension(caller): axum::Extension<Caller>,
