@@ -15,7 +15,7 @@ use crate::manifest::VersionId;
 use crate::storage::{CatalogStorage, Op, StorageError, Table};
 use federation::signing::SigningKey;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Separates the parts of a key (names never hold a NUL).
 const SEP: u8 = 0;
@@ -253,12 +253,13 @@ impl<S: CatalogStorage> Catalog<S> {
         let mut head = self.head(&self.site)?;
         let mut ops = Vec::new();
         let mut signed_events = Vec::with_capacity(bodies.len());
+        let mut created = HashSet::new();
         for body in bodies {
             let seq = head.map_or(0, |h| h.seq) + 1;
             let event = Event { origin: self.site.clone(), seq, at_ms: now_ms, body };
             event.check_authority().map_err(CatalogError::Refused)?;
             let signed = SignedEvent::sign(&event, &self.key);
-            let (next, event_ops) = self.ops(head, &signed, &event)?;
+            let (next, event_ops) = self.ops(head, &signed, &event, &mut created)?;
             head = Some(next);
             ops.extend(event_ops);
             signed_events.push(signed);
@@ -290,7 +291,9 @@ impl<S: CatalogStorage> Catalog<S> {
 
     /// Accepts events from a peer (its own or relayed). Each is verified against its
     /// origin's key and must be the next of its log held here; the first one refused
-    /// stops the rest of its origin's log in this batch, and the others go on.
+    /// stops the rest of its origin's log in this batch, and the others go on. What is
+    /// applied is written in one synced write: a site catching up pays one sync per
+    /// answer, not one per event.
     pub async fn accept(
         &self,
         events: &[SignedEvent],
@@ -299,6 +302,11 @@ impl<S: CatalogStorage> Catalog<S> {
         let _writer = self.writer.lock().await;
         let mut report = Accepted::default();
         let mut stopped: Vec<String> = Vec::new();
+        // What this batch has applied so far, not yet in the storage.
+        let mut heads: HashMap<String, Head> = HashMap::new();
+        let mut applied: HashMap<(String, u64), &[u8]> = HashMap::new();
+        let mut created = HashSet::new();
+        let mut ops = Vec::new();
         for signed in events {
             let event = match signed.verify(keys) {
                 Ok(event) => event,
@@ -313,14 +321,22 @@ impl<S: CatalogStorage> Catalog<S> {
             if stopped.contains(&event.origin) {
                 continue;
             }
-            let head = self.head(&event.origin)?;
+            let head = match heads.get(&event.origin) {
+                Some(head) => Some(*head),
+                None => self.head(&event.origin)?,
+            };
             let held = head.map_or(0, |h| h.seq);
             if event.seq <= held {
-                match self.storage.get(Table::Events, &event_key(&event.origin, event.seq))? {
-                    Some(raw) if decode::<SignedEvent>(|| "event".into(), &raw)?.bytes == signed.bytes => {
-                        report.duplicates += 1;
-                    }
-                    _ => {
+                let same = match applied.get(&(event.origin.clone(), event.seq)) {
+                    Some(bytes) => *bytes == signed.bytes.as_slice(),
+                    None => match self.storage.get(Table::Events, &event_key(&event.origin, event.seq))? {
+                        Some(raw) => decode::<SignedEvent>(|| "event".into(), &raw)?.bytes == signed.bytes,
+                        None => false,
+                    },
+                };
+                match same {
+                    true => report.duplicates += 1,
+                    false => {
                         stopped.push(event.origin.clone());
                         report.refused.push(Refusal::Conflicting { origin: event.origin, seq: event.seq });
                     }
@@ -332,16 +348,28 @@ impl<S: CatalogStorage> Catalog<S> {
                 report.refused.push(Refusal::Gap { origin: event.origin, seq: event.seq, held });
                 continue;
             }
-            let (_, ops) = self.ops(head, signed, &event)?;
-            self.storage.write(ops)?;
+            let (next, event_ops) = self.ops(head, signed, &event, &mut created)?;
+            ops.extend(event_ops);
+            applied.insert((event.origin.clone(), event.seq), signed.bytes.as_slice());
+            heads.insert(event.origin, next);
             report.applied += 1;
+        }
+        if !ops.is_empty() {
+            self.storage.write(ops)?;
         }
         Ok(report)
     }
 
     /// What recording `event` (verified, the next of its log after `head`) writes: the
     /// event, the new head, and the records it changes. Returns the new head too.
-    fn ops(&self, head: Option<Head>, signed: &SignedEvent, event: &Event) -> Result<(Head, Vec<Op>), CatalogError> {
+    /// `created`: the namespaces created earlier in the same write.
+    fn ops(
+        &self,
+        head: Option<Head>,
+        signed: &SignedEvent,
+        event: &Event,
+        created: &mut HashSet<String>,
+    ) -> Result<(Head, Vec<Op>), CatalogError> {
         let previous = head.map_or([0; 32], |h| h.chain);
         let mut chain = blake3::Hasher::new();
         chain.update(&previous);
@@ -356,7 +384,8 @@ impl<S: CatalogStorage> Catalog<S> {
             // The first creation stands: a later one (the home's log is ordered, so every
             // site sees the same first) changes nothing, so a namespace cannot change hands.
             EventBody::NamespaceCreated { ns, project } => {
-                if self.storage.get(Table::Namespaces, ns.as_bytes())?.is_none() {
+                if !created.contains(ns) && self.storage.get(Table::Namespaces, ns.as_bytes())?.is_none() {
+                    created.insert(ns.clone());
                     let record = NamespaceRecord {
                         home: event.origin.clone(),
                         project: project.clone(),
@@ -550,6 +579,36 @@ mod tests {
         catalog.append(create("physics"), 2).await.unwrap();
         let record = catalog.namespace("paris.x").unwrap().unwrap();
         assert_eq!((record.project.as_str(), record.created_ms), ("climate", 1));
+    }
+
+    /// The federation's keys, for accepting events from `paris` only.
+    struct ParisKey(federation::signing::PublicKey);
+
+    impl SiteKeys for ParisKey {
+        fn signing_key(&self, site: &str) -> Option<federation::signing::PublicKey> {
+            (site == "paris").then_some(self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn one_answer_is_applied_in_one_write_as_if_event_by_event() {
+        let key = SigningKey::generate().unwrap();
+        let public = key.public_key();
+        let paris = Catalog::new(MemoryStorage::default(), "paris", key);
+        let create = |project: &str| EventBody::NamespaceCreated { ns: "paris.x".into(), project: project.into() };
+        let mut events = paris
+            .append_with(vec![create("climate"), create("physics")], 1, async |ops| {
+                paris.storage().write(ops).map_err(CatalogError::from)
+            })
+            .await
+            .unwrap();
+        // Each event twice in the answer: the second is a duplicate, even within it.
+        events = events.into_iter().flat_map(|e| [e.clone(), e]).collect();
+        let julich = Catalog::new(MemoryStorage::default(), "julich", SigningKey::generate().unwrap());
+        let accepted = julich.accept(&events, &ParisKey(public)).await.unwrap();
+        assert_eq!((accepted.applied, accepted.duplicates, accepted.refused.len()), (2, 2, 0));
+        assert_eq!(julich.namespace("paris.x").unwrap().unwrap().project, "climate", "the first creation stands");
+        assert_eq!(julich.digest().unwrap(), paris.digest().unwrap());
     }
 
     #[tokio::test]
