@@ -23,15 +23,8 @@ fn ok(out: std::process::Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A free UDP port on loopback (bound then released).
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A federation of `names` in `root`: the CA, each site's identity and config.
-struct Federation {
-    root: PathBuf,
-}
+/// A federation of sites in a test's directory (see [`tests::Federation`]).
+struct Federation(tests::Federation);
 
 impl Federation {
     fn new(root: &Path, names: &[&str]) -> Self {
@@ -46,34 +39,11 @@ impl Federation {
 
     /// Sites with attributes (`KEY=VALUE` each), and `settings` in each `[transfer]`.
     fn with_sites(root: &Path, sites: &[(&str, &[&str])], settings: &str) -> Self {
-        let fed = root.join("federation");
-        ok(clusster(&["federation", "init", "--dir", fed.to_str().unwrap(), "--name", "test"]));
-        for (name, attributes) in sites {
-            let port = free_udp_port();
-            let dir = root.join(name);
-            let (tls, quic) = (dir.join("tls"), format!("127.0.0.1:{port}"));
-            let mut args =
-                vec!["site", "init", name, "--federation", fed.to_str().unwrap(), "--out", tls.to_str().unwrap()];
-            args.extend(["--quic", &quic]);
-            for attribute in *attributes {
-                args.extend(["--attr", attribute]);
-            }
-            ok(clusster(&args));
-            let config = format!(
-                "[site]\nname = \"{name}\"\n\n[federation]\nfile = \"{}\"\ntls_dir = \"{}\"\nquic_listen = \"127.0.0.1:{port}\"\n\n\
-                 # A killed peer is noticed within seconds, not the default minute.\n\
-                 [transfer]\nidle_timeout_ms = 3000\nkeep_alive_interval_ms = 500\n{settings}\n",
-                fed.join("federation.toml").display(),
-                dir.join("tls").display(),
-            );
-            std::fs::write(dir.join("clusster.toml"), config).unwrap();
-        }
-        Self { root: root.to_path_buf() }
+        Self(tests::Federation::new(BIN, root, sites, settings))
     }
 
     fn start(&self, name: &str) -> Daemon {
-        let dir = self.root.join(name);
-        Daemon::start(BIN, &dir, &["--config", dir.join("clusster.toml").to_str().unwrap()])
+        self.0.start(name)
     }
 }
 
