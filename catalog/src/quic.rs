@@ -453,8 +453,9 @@ impl CatalogSync {
                 site: site.clone(),
                 bytes_present: presence.map(|p| p.bytes_present),
                 bytes_missing: presence.map(|p| p.bytes_missing),
-                best_source: best.as_ref().and_then(|b| b.0.clone()),
-                estimated_secs: best.map(|b| b.1),
+                best_source: best.as_ref().and_then(|b| b.source.clone()),
+                estimated_secs: best.as_ref().map(|b| b.secs),
+                measured_bytes_per_sec: best.as_ref().and_then(|b| b.measured),
                 as_of_ms,
                 error,
             });
@@ -500,23 +501,35 @@ impl CatalogSync {
         }
     }
 
-    /// The site with a complete replica the rest comes fastest from, by the link table,
-    /// and the estimated seconds (none needed when nothing is missing).
-    fn best_source(&self, sources: &[String], to: &str, missing: u64) -> (Option<String>, f64) {
+    /// The site with a complete replica the rest comes fastest from, and the estimated
+    /// seconds (none needed when nothing is missing): at the rate transfers measured from
+    /// it to `to` where this site has measured one, else from the federation's link table.
+    fn best_source(&self, sources: &[String], to: &str, missing: u64) -> BestSource {
         if missing == 0 {
-            return (None, 0.0);
+            return BestSource { source: None, secs: 0.0, measured: None };
         }
         let estimate = |from: &str| {
             let link = self.federation.link(from, to);
-            missing as f64 * 8.0 / (link.bandwidth_mbps.max(1) as f64 * 1e6) + link.rtt_ms / 1000.0
+            let measured = self.catalog.storage().0.link_rate(from, to).ok().flatten().map(|r| r.bytes_per_sec);
+            let bytes_per_sec = measured.unwrap_or(link.bandwidth_mbps.max(1) as f64 * 1e6 / 8.0);
+            let secs = missing as f64 / bytes_per_sec.max(1.0) + link.rtt_ms / 1000.0;
+            BestSource { source: Some(from.to_owned()), secs, measured }
         };
         sources
             .iter()
             .filter(|s| *s != to)
-            .map(|s| (s.clone(), estimate(s)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map_or((None, f64::INFINITY), |(s, t)| (Some(s), t))
+            .map(|s| estimate(s))
+            .min_by(|a, b| a.secs.total_cmp(&b.secs))
+            .unwrap_or(BestSource { source: None, secs: f64::INFINITY, measured: None })
     }
+}
+
+/// Where the missing bytes of a placement would come from.
+struct BestSource {
+    source: Option<String>,
+    secs: f64,
+    /// the measured rate the estimate used, if it used one
+    measured: Option<f64>,
 }
 
 /// [`CatalogSync::placement`] for a site that is not federated: itself is the only
@@ -539,6 +552,7 @@ pub fn placement_here(
                 bytes_missing: mine.then_some(here.bytes_missing),
                 best_source: None,
                 estimated_secs: (mine && here.bytes_missing == 0).then_some(0.0),
+                measured_bytes_per_sec: None,
                 as_of_ms: now_ms(),
                 error: (!mine).then(|| "this site is not federated: it can count only itself".to_owned()),
             }
@@ -573,8 +587,12 @@ pub struct SitePlacement {
     pub bytes_missing: Option<u64>,
     /// the site with a complete replica the rest would come from fastest
     pub best_source: Option<String>,
-    /// seconds to stage the rest there, from the federation's link table
+    /// seconds to stage the rest there: at the rate measured from the best source where
+    /// transfers measured one, else from the federation's link table
     pub estimated_secs: Option<f64>,
+    /// the measured rate (wire bytes per second, averaged over recent transfers) the
+    /// estimate used; none when it came from the link table
+    pub measured_bytes_per_sec: Option<f64>,
     /// when the counts were taken (ms since the epoch, this site's clock)
     pub as_of_ms: u64,
     /// why the site could not be asked

@@ -546,6 +546,7 @@ fn the_schemas_say_what_serde_writes() {
         bytes_missing: Some(90),
         best_source: Some(text("paris")),
         estimated_secs: Some(1.5),
+        measured_bytes_per_sec: Some(60e6),
         as_of_ms: 7,
         error: None,
     };
@@ -555,6 +556,7 @@ fn the_schemas_say_what_serde_writes() {
         bytes_missing: None,
         best_source: None,
         estimated_secs: None,
+        measured_bytes_per_sec: None,
         as_of_ms: 7,
         error: Some(text("unreachable")),
     };

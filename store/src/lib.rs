@@ -14,6 +14,9 @@
 //! - [`gc`]: garbage collection of unreferenced chunks and packs;
 //! - [`scrub`]: verification of every stored chunk, quarantine of bad ones;
 //! - [`transfer`]: what the transfer protocol needs: export, held chunks, received chunks, atomic commit;
+//! - [`versions`]: the catalog's tables, dataset versions holding their chunks, replicas
+//!   through quarantine and repair;
+//! - [`links`]: transfer rates measured between sites;
 //! - [`metrics`]: counters for `/metrics`;
 //! - [`error`]: the store's error type, [`StoreError`].
 //!
@@ -35,6 +38,7 @@ pub mod error;
 pub mod frame;
 pub mod gc;
 pub mod ingest;
+pub mod links;
 mod meta;
 pub mod metrics;
 pub mod multipart;

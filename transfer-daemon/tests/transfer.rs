@@ -752,6 +752,12 @@ async fn a_version_moves_whole_to_the_sites_its_home_allows_and_then_only_what_c
     put(&sa, "data", "run1/stations.csv", b"paris,12.5\njulich,9.0\n".to_vec()).await;
     let v2 = dataset(&a, &["publish", "data/run1/", "a.climate/era5", "--tag", "v2"]);
     wait_for_versions(&b, "a.climate/era5", 2).await;
+    // Placement at b: what v2 lacks there comes from a, at the rate b's pull of v1
+    // measured (kept in b's store), not only by the link table.
+    let (_, placed) = catalog_get(&b, "/catalog/placement?dataset=a.climate/era5&version=v2&sites=b").await;
+    let placed = &placed["sites"][0];
+    assert_eq!((placed["bytes_missing"].as_u64(), placed["best_source"].as_str()), (Some(22), Some("a")), "{placed}");
+    assert!(placed["measured_bytes_per_sec"].as_f64().is_some_and(|rate| rate > 0.0), "{placed}");
     let done = pull("a.climate/era5@v2");
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
     let status: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();

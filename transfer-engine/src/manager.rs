@@ -40,6 +40,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Transfers one peer may run here at once (pushes, pulls, repairs and third-party copies
 /// it opened); one more is answered busy, and the peer retries it later.
 pub const MAX_INCOMING_PER_PEER: usize = 16;
+/// A transfer that moved less than this is too short to measure its link by: its time
+/// is mostly round trips.
+const MEASURED_FROM_BYTES: u64 = 4 << 20;
 /// How often a delegating site hears of a third-party transfer's progress.
 const RELAY_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -556,9 +559,11 @@ impl Transfers {
                 status.state = State::Running;
                 status.attempts += 1;
             }
+            let started = Instant::now();
             let result = self.attempt(&entry).await;
             match result {
                 Ok(()) => {
+                    self.record_rate(&entry, started.elapsed()).await;
                     self.finish(&entry, State::Done, None).await;
                     break;
                 }
@@ -594,6 +599,24 @@ impl Transfers {
             }
         }
         drop(permit);
+    }
+
+    /// Keeps the rate a transfer that moved enough to tell ran at between its two sites,
+    /// for placement's estimates.
+    async fn record_rate(&self, entry: &Entry, took: Duration) {
+        let (from, to) = match &entry.spec.kind {
+            Kind::Push { to, .. } => (self.site(), to.as_str()),
+            Kind::Pull { from } => (from.as_str(), self.site()),
+            Kind::Copy { from, to } => (from.as_str(), to.as_str()),
+            Kind::Incoming { .. } => return,
+        };
+        let wire = entry.progress.lock().wire_bytes;
+        if wire < MEASURED_FROM_BYTES {
+            return;
+        }
+        if let Err(e) = self.store.record_link_rate(from, to, wire, took.as_secs_f64()).await {
+            tracing::warn!(%from, %to, error = %e, "could not keep the measured rate");
+        }
     }
 
     async fn finish(&self, entry: &Entry, state: State, error: Option<String>) {

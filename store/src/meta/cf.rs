@@ -53,6 +53,10 @@ pub const VERSION_HOLDS: &str = "version_holds";
 /// chunk quarantined or repaired changes their replicas in the same write
 pub const CHUNK_VERSIONS: &str = "chunk_versions";
 
+/// from site ‖ 0 ‖ to site → [`LinkRate`](crate::links::LinkRate), encoded by it: the
+/// transfer rates measured between sites
+pub const LINK_RATES: &str = "link_rates";
+
 /// The catalog's tables (`catalog::storage::Table`), kept here so that a version's hold on
 /// its chunks and the catalog records that describe it commit in one write.
 pub const CATALOG: [&str; 10] = [
@@ -69,7 +73,7 @@ pub const CATALOG: [&str; 10] = [
 ];
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 28] = [
+pub const ALL: [&str; 29] = [
     BUCKETS,
     OBJECTS,
     MANIFESTS,
@@ -98,4 +102,5 @@ pub const ALL: [&str; 28] = [
     CATALOG[8],
     CATALOG[9],
     CHUNK_VERSIONS,
+    LINK_RATES,
 ];

@@ -264,12 +264,16 @@ pub(super) async fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
                         (Some(e), _) => format!("  {}: {e}", s.site),
                         (None, Some(0)) => format!("  {}: all {} bytes there", s.site, s.bytes_present.unwrap_or(0)),
                         (None, missing) => format!(
-                            "  {}: {} bytes there, {} missing, from {} in about {:.1} s",
+                            "  {}: {} bytes there, {} missing, from {} in about {:.1} s ({})",
                             s.site,
                             s.bytes_present.unwrap_or(0),
                             missing.unwrap_or(0),
                             s.best_source.as_deref().unwrap_or("nowhere"),
-                            s.estimated_secs.unwrap_or(f64::INFINITY)
+                            s.estimated_secs.unwrap_or(f64::INFINITY),
+                            match s.measured_bytes_per_sec {
+                                Some(rate) => format!("at the {:.1} MB/s measured", rate / 1e6),
+                                None => "by the link table".to_owned(),
+                            }
                         ),
                     });
                 }
