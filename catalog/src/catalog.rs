@@ -165,9 +165,13 @@ fn key(parts: &[&[u8]]) -> Vec<u8> {
 /// Marks the by-id entries of [`Table::Versions`]: no namespace name starts with it.
 const BY_ID: u8 = 0xff;
 
-/// `[BY_ID][version id]` → `ns ‖ 0 ‖ name`: which dataset published a version.
-fn published_key(version: &VersionId) -> Vec<u8> {
-    [&[BY_ID][..], &version.0].concat()
+/// `[BY_ID][version id][ns ‖ 0 ‖ name]` → nothing: a dataset that published a version.
+/// The same files may be published by several namespaces (each home publishes what its
+/// buckets hold); each publication is kept, so that whoever must allow a copy is known
+/// whatever order the events came in. (Builds before this one kept one entry,
+/// `[BY_ID][version id]` → `ns ‖ 0 ‖ name`; it is still read.)
+fn published_key(version: &VersionId, ns: &str, name: &str) -> Vec<u8> {
+    [&[BY_ID][..], &version.0, &key(&[ns.as_bytes(), name.as_bytes()])].concat()
 }
 
 /// `version ‖ site` in [`Table::Replicas`]: the replica of `version` at `site`.
@@ -397,7 +401,7 @@ impl<S: CatalogStorage> Catalog<S> {
             EventBody::VersionPublished { ns, name, version, files, bytes } => {
                 let record = VersionRecord { files: *files, bytes: *bytes, published_ms: event.at_ms };
                 ops.push(Op::Put(Table::Versions, key(&[ns.as_bytes(), name.as_bytes(), &version.0]), encode(&record)));
-                ops.push(Op::Put(Table::Versions, published_key(version), key(&[ns.as_bytes(), name.as_bytes()])));
+                ops.push(Op::Put(Table::Versions, published_key(version, ns, name), Vec::new()));
             }
             EventBody::TagMoved { ns, name, tag, version } => {
                 let k = key(&[ns.as_bytes(), name.as_bytes(), tag.as_bytes()]);
@@ -490,14 +494,30 @@ impl<S: CatalogStorage> Catalog<S> {
         Ok(out)
     }
 
-    /// The dataset (namespace, name) that published `version`, if one did.
+    /// The dataset (namespace, name) that published `version`, if one did: the first in
+    /// name order when several did (every site picks the same).
     pub fn published_as(&self, version: &VersionId) -> Result<Option<(String, String)>, CatalogError> {
-        Ok(self.storage.get(Table::Versions, &published_key(version))?.map(|raw| {
+        Ok(self.publications(version)?.into_iter().next())
+    }
+
+    /// Every dataset (namespace, name) that published `version`, in name order.
+    pub fn publications(&self, version: &VersionId) -> Result<Vec<(String, String)>, CatalogError> {
+        let prefix = [&[BY_ID][..], &version.0].concat();
+        let split = |raw: &[u8]| {
             let mut parts = raw.splitn(2, |b| *b == SEP);
             let ns = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
             let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
             (ns, name)
-        }))
+        };
+        let mut out: Vec<(String, String)> = self
+            .storage
+            .scan(Table::Versions, &prefix, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| if k.len() == prefix.len() { split(&v) } else { split(&k[prefix.len()..]) })
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     /// Every tag of `ns/name`, by name.
@@ -609,6 +629,35 @@ mod tests {
         assert_eq!((accepted.applied, accepted.duplicates, accepted.refused.len()), (2, 2, 0));
         assert_eq!(julich.namespace("paris.x").unwrap().unwrap().project, "climate", "the first creation stands");
         assert_eq!(julich.digest().unwrap(), paris.digest().unwrap());
+    }
+
+    #[tokio::test]
+    async fn every_publication_of_the_same_files_is_kept_whatever_the_order() {
+        let version = VersionId([9; 32]);
+        let published =
+            |ns: &str| EventBody::VersionPublished { ns: ns.into(), name: "d".into(), version, files: 1, bytes: 1 };
+        let paris = Catalog::new(MemoryStorage::default(), "paris", SigningKey::generate().unwrap());
+        paris.append(published("paris.x"), 1).await.unwrap();
+        let evil = Catalog::new(MemoryStorage::default(), "evil", SigningKey::generate().unwrap());
+        evil.append(published("evil.x"), 1).await.unwrap();
+        // A third site applies both, evil's first: both namespaces are known to have
+        // published it, so the home of each has a say in who may hold a copy
+        // (copies::may_hold asks every one), not the last to arrive.
+        let storage = MemoryStorage::default();
+        let mut ops = Vec::new();
+        for (catalog, ns) in [(&evil, "evil.x"), (&paris, "paris.x")] {
+            let signed = catalog.events_after(&Heads::new(), 10).unwrap().remove(0);
+            let event = Event { origin: catalog.site().into(), seq: 1, at_ms: 1, body: published(ns) };
+            let bystander = Catalog::new(MemoryStorage::default(), "x", SigningKey::generate().unwrap());
+            ops.extend(bystander.ops(None, &signed, &event, &mut HashSet::new()).unwrap().1);
+        }
+        storage.write(ops).unwrap();
+        let bystander = Catalog::new(storage, "bystander", SigningKey::generate().unwrap());
+        assert_eq!(
+            bystander.publications(&version).unwrap(),
+            [("evil.x".to_owned(), "d".to_owned()), ("paris.x".to_owned(), "d".to_owned())]
+        );
+        assert_eq!(bystander.published_as(&version).unwrap(), Some(("evil.x".to_owned(), "d".to_owned())));
     }
 
     #[tokio::test]

@@ -38,15 +38,31 @@ fn namespace_of(catalog: &Catalog<InStore>, version: &VersionId) -> Result<Strin
     }
 }
 
-/// Refuses unless the home of `version`'s namespace lets `site` hold a copy: the home
-/// itself, or a site matching what the home shared the namespace with.
+/// Refuses unless the home of every namespace that published `version` lets `site` hold
+/// a copy: the home itself, or a site matching what the home shared the namespace with.
+/// (Every one: another site publishing the same files in a namespace of its own gains no
+/// right to the first one's copies.)
 pub fn may_hold(
     catalog: &Catalog<InStore>,
     federation: &Federation,
     version: &VersionId,
     site: &str,
 ) -> Result<(), CatalogError> {
-    let ns = namespace_of(catalog, version)?;
+    namespace_of(catalog, version)?;
+    for (ns, _) in catalog.publications(version)? {
+        namespace_may_hold(catalog, federation, &ns, site)?;
+    }
+    Ok(())
+}
+
+/// Refuses unless the home of `ns` lets `site` hold copies of its versions.
+fn namespace_may_hold(
+    catalog: &Catalog<InStore>,
+    federation: &Federation,
+    ns: &str,
+    site: &str,
+) -> Result<(), CatalogError> {
+    let ns = ns.to_owned();
     if home_of(&ns) == Some(site) {
         return Ok(());
     }
@@ -113,8 +129,10 @@ pub fn file_entry(file: &SnapshotFile) -> FileEntry {
 pub fn files_to_send(catalog: &Catalog<InStore>, version: &VersionId) -> Result<Vec<SnapshotFile>, CatalogError> {
     let manifest = crate::publish::manifest(catalog, version)?;
     let held = catalog.storage().0.version_chunks(&version.0).map_err(data_error)?;
+    let complete =
+        catalog.replicas(version)?.iter().any(|(site, r)| site == catalog.site() && r.state == ReplicaState::Complete);
     match (manifest, held) {
-        (Some(manifest), Some(_)) => {
+        (Some(manifest), Some(_)) if complete => {
             if manifest
                 .files
                 .iter()

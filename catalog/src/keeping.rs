@@ -114,6 +114,13 @@ pub fn kept_by(
         if !covers(&rule.record, version, dataset.as_ref(), now_ms) {
             continue;
         }
+        // Only a site that may hold the version has a say in where its copies stay: any
+        // site may record a rule, but not keep another's data from being evicted.
+        if let Some(f) = federation
+            && crate::copies::may_hold(catalog, f, version, &rule.site).is_err()
+        {
+            continue;
+        }
         let Ok(sites) = SitesExpr::parse(&rule.record.sites) else { continue };
         let counted: Vec<&String> =
             complete.iter().filter(|s| sites.matches(s, &attributes_of(federation, s))).collect();

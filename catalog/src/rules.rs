@@ -25,6 +25,8 @@ pub const ROUND: Duration = Duration::from_secs(2);
 /// Failed copies of one version to one site in a row before the rule says it is stuck
 /// (it keeps trying, less and less often).
 const STUCK_AFTER: u32 = 3;
+/// How long a copy done may take to show complete here before it is made again.
+const DONE_GRACE: Duration = Duration::from_secs(60);
 /// Longest wait between tries of a failing copy.
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
 
@@ -134,6 +136,8 @@ pub trait Replicator: Send + Sync {
 #[derive(Debug, Clone, Default)]
 struct Attempts {
     transfer: Option<String>,
+    /// when its transfer was seen done (the replica's event is on its way here)
+    done_since: Option<Instant>,
     failures: u32,
     last_error: Option<String>,
     next_try: Option<Instant>,
@@ -262,8 +266,18 @@ impl RuleEngine {
                 continue;
             };
             match self.replicator.state(&transfer) {
-                // Landed; its replica event is on its way here.
-                Some(CopyState::Running) | Some(CopyState::Done) => running += 1,
+                Some(CopyState::Running) => running += 1,
+                // Landed; its replica event is on its way here. One that never comes (the
+                // copy was evicted, or landed partial) lets the copy be made again.
+                Some(CopyState::Done) => {
+                    let since = *a.done_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < DONE_GRACE {
+                        running += 1;
+                    } else {
+                        a.transfer = None;
+                        a.done_since = None;
+                    }
+                }
                 Some(CopyState::Failed(error)) => {
                     a.failures += 1;
                     a.last_error = Some(error);
@@ -338,7 +352,10 @@ impl RuleEngine {
             match self.replicator.copy(version, &source, &target).await {
                 Ok(transfer) => {
                     tracing::info!(rule = id, %version, from = %source, to = %target, %transfer, "rule copies a version");
-                    self.attempts.lock().entry(key).or_default().transfer = Some(transfer);
+                    let mut attempts = self.attempts.lock();
+                    let a = attempts.entry(key).or_default();
+                    a.transfer = Some(transfer);
+                    a.done_since = None;
                     started += 1;
                 }
                 Err(e) => {

@@ -1012,7 +1012,16 @@ impl Transfers {
     fn admit_version(&self, peer: &str, open: &Open, version: &[u8; 32]) -> Result<(), TransferError> {
         let book = self.book()?;
         match open.mode {
-            Mode::Push => book.may_hold(version, self.site())?,
+            // The pusher must be a site that may hold it too (else any site could learn,
+            // from what is asked of it, which chunks of the dataset are here), and so must
+            // a site that asked it to push.
+            Mode::Push => {
+                book.may_hold(version, self.site())?;
+                book.may_hold(version, peer)?;
+                if let Some(asker) = open.delegated_by.as_deref().filter(|a| *a != peer && *a != self.site()) {
+                    book.may_hold(version, asker)?;
+                }
+            }
             Mode::Pull | Mode::ThirdParty => {
                 book.files(version)?;
                 let to = match (&open.mode, &open.third_party) {

@@ -136,8 +136,16 @@ pub(super) async fn pin(
 )]
 pub(super) async fn unpin(
     State(state): State<Arc<CatalogState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
+    // A project lifts only the pins on its own namespaces' versions.
+    let pin = state.catalog.pins()?.into_iter().find(|p| p.site == state.catalog.site() && p.id == id);
+    if let Some(pin) = pin
+        && let Some((ns, _)) = state.catalog.published_as(&pin.record.version)?
+    {
+        acts_for_namespace(&state, &caller, &ns)?;
+    }
     keeping::unpin(&state.catalog, &id, now_ms()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
