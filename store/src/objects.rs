@@ -497,7 +497,10 @@ impl Store {
         tracing::error!(chunk = %id, pack = format_args!("{:016x}", loc.pack), offset = loc.offset, %reason, "corrupt chunk quarantined");
         StoreMetrics::add(&self.metrics().chunks_corrupt, 1);
         // The versions using it lose it in the same write: their replicas turn partial.
-        let _versions = self.lock_versions().await;
+        // (Locked only then: a reader that stops polling while it quarantines holds it.)
+        let used_by_versions =
+            self.replica_watch.get().is_some() && !self.versions_using(&id).unwrap_or_default().is_empty();
+        let _versions = if used_by_versions { Some(self.lock_versions().await) } else { None };
         let mut batch = self.meta.batch();
         let key = keys::chunk_key(&id);
         // Only the copy found bad leaves the index: a good copy written since stays.
