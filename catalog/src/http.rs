@@ -416,6 +416,12 @@ pub struct ListQuery {
     /// namespace prefix ("" for all)
     #[serde(default)]
     pub ns: String,
+    /// dataset name prefix ("" for all)
+    #[serde(default)]
+    pub name: String,
+    /// only datasets with a tag of this name
+    #[serde(default)]
+    pub tag: Option<String>,
 }
 
 /// One dataset of a listing.
@@ -429,7 +435,7 @@ pub struct DatasetEntry {
     pub versions: u64,
 }
 
-/// Lists the datasets whose namespace starts with a prefix.
+/// Searches the datasets: namespace prefix, name prefix, and a tag they have.
 #[utoipa::path(
     get,
     path = "/catalog/datasets",
@@ -450,8 +456,19 @@ async fn list(
 ) -> Result<Json<Vec<DatasetEntry>>, Problem> {
     let axum::extract::Query(query) =
         query.map_err(|e| invalid_query("query", format!("{e}; ask /catalog/datasets?ns=PREFIX")))?;
-    let entries = state.catalog.datasets(&query.ns)?;
-    Ok(Json(entries.into_iter().map(|(ns, name, versions)| DatasetEntry { ns, name, versions }).collect()))
+    let mut found = Vec::new();
+    for (ns, name, versions) in state.catalog.datasets(&query.ns)? {
+        if !name.starts_with(&query.name) {
+            continue;
+        }
+        if let Some(tag) = &query.tag
+            && state.catalog.tag(&ns, &name, tag)?.is_none()
+        {
+            continue;
+        }
+        found.push(DatasetEntry { ns, name, versions });
+    }
+    Ok(Json(found))
 }
 
 /// `PUT /catalog/datasets/{ns}/{name}/tags/{tag}` body.

@@ -299,6 +299,12 @@ pub enum DatasetCommand {
         /// A namespace prefix.
         #[arg(default_value = "")]
         ns: String,
+        /// Only datasets whose name starts with this.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Only datasets with this tag.
+        #[arg(long)]
+        tag: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
     },

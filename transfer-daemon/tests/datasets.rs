@@ -91,6 +91,11 @@ async fn a_published_version_outlives_s3_writes_and_checks_out_again() {
     assert_eq!(listed, serde_json::json!([{ "ns": "local.climate", "name": "era5", "versions": 2 }]));
     let (_, listed, _) = dataset(&daemon, &["list", "paris."]);
     assert_eq!(listed, serde_json::json!([]));
+    // Searched by name prefix and by a tag it has.
+    let (_, listed, _) = dataset(&daemon, &["list", "local.", "--name", "era", "--tag", "latest"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(dataset(&daemon, &["list", "--name", "cmip"]).1, serde_json::json!([]));
+    assert_eq!(dataset(&daemon, &["list", "--tag", "v7"]).1, serde_json::json!([]));
     let (code, _, err) = dataset(&daemon, &["tag", "local.climate/era5@v9", "latest"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("no such tag or version"), "{err}");

@@ -66,8 +66,12 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
                 format!("{what} {ns}/{name}@{} ({} files, {} bytes{tagged})", p.version, p.files, p.bytes)
             });
         }
-        DatasetCommand::List { ns, admin } => {
-            let path = with_query("/catalog/datasets", &[("ns", &ns)]);
+        DatasetCommand::List { ns, name, tag, admin } => {
+            let mut query = vec![("ns", ns.as_str()), ("name", name.as_str())];
+            if let Some(tag) = &tag {
+                query.push(("tag", tag));
+            }
+            let path = with_query("/catalog/datasets", &query);
             let entries: Vec<DatasetEntry> = client(&admin)?.call_without_body(Method::GET, &path).await?;
             print_report(&admin, &entries, |entries| {
                 let rows: Vec<String> =
