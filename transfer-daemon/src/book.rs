@@ -51,9 +51,12 @@ impl VersionBook for CatalogBook {
     }
 
     fn land(&self, transfer: TransferId, version: [u8; 32], files: Vec<SnapshotFile>) -> Landing<'_> {
-        Box::pin(
-            async move { copies::land(&self.catalog, transfer, &VersionId(version), files).await.map_err(refusal) },
-        )
+        Box::pin(async move {
+            // The home may have withdrawn its share while the data came.
+            let site = self.catalog.site().to_owned();
+            copies::may_hold(&self.catalog, &self.federation, &VersionId(version), &site).map_err(refusal)?;
+            copies::land(&self.catalog, transfer, &VersionId(version), files).await.map_err(refusal)
+        })
     }
 }
 
