@@ -245,9 +245,7 @@ impl Store {
         let mut batch = self.meta.batch();
         let mut deltas = HashMap::new();
         self.stage_release(&mut batch, &transfer, &self.transfer_markers(&transfer)?, &mut deltas);
-        for (id, delta) in deltas {
-            batch.add_ref(&id, delta);
-        }
+        batch.add_refs(deltas);
         self.commit(batch).await
     }
 
@@ -457,11 +455,7 @@ impl Store {
             self.stage_release(&mut batch, &transfer, &markers, &mut deltas);
         }
         // Where an object's reference replaces the transfer's, the sum is 0: nothing written.
-        let mut deltas: Vec<(ChunkId, i64)> = deltas.into_iter().filter(|(_, delta)| *delta != 0).collect();
-        deltas.sort_unstable_by_key(|(id, _)| *id);
-        for (id, delta) in deltas {
-            batch.add_ref(&id, delta);
-        }
+        batch.add_refs(deltas);
         self.commit(batch).await?;
         drop(key_guards);
         drop(bucket_guards);

@@ -171,9 +171,7 @@ impl Store {
             }
             stage_version_index(&mut batch, version, &chunks, true);
             batch.put(cf::VERSION_HOLDS, version, &ManifestRecord { chunks });
-            for (id, delta) in deltas {
-                batch.add_ref(&id, delta);
-            }
+            batch.add_refs(deltas);
         }
         self.commit(batch).await?;
         // The snapshot's pins and claims end only now that the hold is durable.
@@ -207,11 +205,7 @@ impl Store {
             batch.put(cf::VERSION_HOLDS, version, &ManifestRecord { chunks });
         }
         self.stage_release(&mut batch, &transfer, &markers, &mut deltas);
-        let mut deltas: Vec<(ChunkId, i64)> = deltas.into_iter().filter(|(_, delta)| *delta != 0).collect();
-        deltas.sort_unstable_by_key(|(id, _)| *id);
-        for (id, delta) in deltas {
-            batch.add_ref(&id, delta);
-        }
+        batch.add_refs(deltas);
         self.commit(batch).await?;
         Ok(!held)
     }
@@ -230,11 +224,7 @@ impl Store {
         }
         stage_version_index(&mut batch, version, &held.chunks, false);
         batch.delete(cf::VERSION_HOLDS, version);
-        let mut deltas: Vec<(ChunkId, i64)> = deltas.into_iter().collect();
-        deltas.sort_unstable_by_key(|(id, _)| *id);
-        for (id, delta) in deltas {
-            batch.add_ref(&id, delta);
-        }
+        batch.add_refs(deltas);
         self.commit(batch).await?;
         Ok(true)
     }

@@ -297,6 +297,16 @@ impl Batch {
         }
     }
 
+    /// Adds every reference change of `deltas` in chunk id order (RocksDB takes keys in
+    /// order far faster than scattered ones); a change of 0 writes nothing.
+    pub fn add_refs(&mut self, deltas: HashMap<ChunkId, i64>) {
+        let mut deltas: Vec<(ChunkId, i64)> = deltas.into_iter().collect();
+        deltas.sort_unstable_by_key(|(id, _)| *id);
+        for (id, delta) in deltas {
+            self.add_ref(&id, delta);
+        }
+    }
+
     /// Adds `delta` to the number of objects of `bucket` that use a chunk
     /// ([`cf::BUCKET_CHUNKS`]), once per object that uses it.
     pub fn add_bucket_ref(&mut self, bucket: &str, id: &ChunkId, delta: i64) {
