@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Separates the parts of a key (names never hold a NUL).
-const SEP: u8 = 0;
+pub(crate) const SEP: u8 = 0;
 
 /// Most events one pull answer carries.
 pub const MAX_EVENTS_PER_ANSWER: usize = 4096;
@@ -33,6 +33,16 @@ pub struct Head {
     pub seq: u64,
     /// BLAKE3(previous chain ‖ BLAKE3(event bytes)) over the log up to `seq`
     pub chain: [u8; 32],
+}
+
+impl Head {
+    /// The head once `signed`, at `seq`, follows a log whose chain was `previous`.
+    pub(crate) fn after(previous: [u8; 32], seq: u64, signed: &SignedEvent) -> Self {
+        let mut chain = blake3::Hasher::new();
+        chain.update(&previous);
+        chain.update(blake3::hash(&signed.bytes).as_bytes());
+        Head { seq, chain: *chain.finalize().as_bytes() }
+    }
 }
 
 /// A namespace.
@@ -128,15 +138,24 @@ pub struct Accepted {
     pub refused: Vec<Refusal>,
 }
 
+/// What a pull is answered with ([`Catalog::pull_answer`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullAnswer {
+    /// events past the asker's heads, each log in order and with no gap
+    pub events: Vec<SignedEvent>,
+    /// origin → checkpoint: logs whose next event the asker must take from a snapshot
+    pub snapshots: BTreeMap<String, u64>,
+}
+
 /// A site's catalog over a storage.
 pub struct Catalog<S> {
     storage: S,
     site: String,
-    key: SigningKey,
+    pub(crate) key: SigningKey,
     /// Held by whatever writes logs (a local append, accepting a peer's events) from
     /// reading a head to committing past it: this site's own log stays gap-free even when
     /// a commit fails, and nothing is applied twice.
-    writer: tokio::sync::Mutex<()>,
+    pub(crate) writer: tokio::sync::Mutex<()>,
 }
 
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
@@ -151,7 +170,7 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// `parts` joined by [`SEP`].
-fn key(parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn key(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
@@ -185,7 +204,7 @@ fn shared_key(ns: &str) -> Vec<u8> {
     key(&[ns.as_bytes(), b"sites"])
 }
 
-fn event_key(origin: &str, seq: u64) -> Vec<u8> {
+pub(crate) fn event_key(origin: &str, seq: u64) -> Vec<u8> {
     key(&[origin.as_bytes(), &seq.to_be_bytes()])
 }
 
@@ -207,7 +226,7 @@ impl<S: CatalogStorage> Catalog<S> {
 
     // ---------------------------------------------------------------- logs
 
-    fn head(&self, origin: &str) -> Result<Option<Head>, CatalogError> {
+    pub(crate) fn head(&self, origin: &str) -> Result<Option<Head>, CatalogError> {
         match self.storage.get(Table::Heads, origin.as_bytes())? {
             Some(raw) => decode(|| format!("head of {origin}"), &raw).map(Some),
             None => Ok(None),
@@ -272,7 +291,40 @@ impl<S: CatalogStorage> Catalog<S> {
         Ok(signed_events)
     }
 
-    /// The events past `heads` (what a peer holds), each log in order, at most `limit`.
+    /// The events past `heads` (what a peer holds), each log in order and with no gap, at
+    /// most `limit`; and the logs whose next event this site no longer holds, with the
+    /// checkpoint whose snapshot the peer should load instead ([`crate::compaction`]).
+    pub fn pull_answer(&self, heads: &Heads, limit: usize) -> Result<PullAnswer, CatalogError> {
+        let limit = limit.min(MAX_EVENTS_PER_ANSWER);
+        let mut answer = PullAnswer::default();
+        for (origin, held_here) in self.heads()? {
+            let held_there = heads.get(&origin).copied().unwrap_or(0);
+            if held_there >= held_here || answer.events.len() >= limit {
+                continue;
+            }
+            let prefix = key(&[origin.as_bytes(), b""]);
+            let after = event_key(&origin, held_there);
+            let mut next = held_there + 1;
+            for (k, raw) in self.storage.scan(Table::Events, &prefix, Some(&after), limit - answer.events.len())? {
+                if k != event_key(&origin, next) {
+                    break; // dropped here by a checkpoint: the peer loads its snapshot
+                }
+                answer.events.push(decode(|| format!("event of {origin}"), &raw)?);
+                next += 1;
+            }
+            if next == held_there + 1
+                && let Some(checkpoint) = self.checkpoint_record(&origin)?.compacted
+                && held_there < checkpoint
+            {
+                answer.snapshots.insert(origin, checkpoint);
+            }
+        }
+        Ok(answer)
+    }
+
+    /// The events past `heads`, each log in order, at most `limit`: the change feed. Below
+    /// a checkpoint, only the events that still stand are held, so a reader far behind
+    /// skips what later events undid, as it would reading the records.
     pub fn events_after(&self, heads: &Heads, limit: usize) -> Result<Vec<SignedEvent>, CatalogError> {
         let limit = limit.min(MAX_EVENTS_PER_ANSWER);
         let mut out = Vec::new();
@@ -335,7 +387,9 @@ impl<S: CatalogStorage> Catalog<S> {
                     Some(bytes) => *bytes == signed.bytes.as_slice(),
                     None => match self.storage.get(Table::Events, &event_key(&event.origin, event.seq))? {
                         Some(raw) => decode::<SignedEvent>(|| "event".into(), &raw)?.bytes == signed.bytes,
-                        None => false,
+                        // Dropped here by a checkpoint: a dead event, or one this site
+                        // holds in its place; either way nothing to apply.
+                        None => self.checkpoint_record(&event.origin)?.compacted.is_some_and(|c| event.seq < c),
                     },
                 };
                 match same {
@@ -367,7 +421,7 @@ impl<S: CatalogStorage> Catalog<S> {
     /// What recording `event` (verified, the next of its log after `head`) writes: the
     /// event, the new head, and the records it changes. Returns the new head too.
     /// `created`: the namespaces created earlier in the same write.
-    fn ops(
+    pub(crate) fn ops(
         &self,
         head: Option<Head>,
         signed: &SignedEvent,
@@ -375,14 +429,32 @@ impl<S: CatalogStorage> Catalog<S> {
         created: &mut HashSet<String>,
     ) -> Result<(Head, Vec<Op>), CatalogError> {
         let previous = head.map_or([0; 32], |h| h.chain);
-        let mut chain = blake3::Hasher::new();
-        chain.update(&previous);
-        chain.update(blake3::hash(&signed.bytes).as_bytes());
-        let head = Head { seq: event.seq, chain: *chain.finalize().as_bytes() };
+        let head = Head::after(previous, event.seq, signed);
         let mut ops = vec![
             Op::Put(Table::Events, event_key(&event.origin, event.seq), encode(signed)),
             Op::Put(Table::Heads, event.origin.as_bytes().to_vec(), encode(&head)),
         ];
+        if let EventBody::Checkpoint { chain: claimed, .. } = &event.body {
+            // Compacted at later (`Catalog::compact`), if what it claims matches the log
+            // held here.
+            let mut record = self.checkpoint_record(&event.origin)?;
+            match *claimed == previous {
+                true => record.pending = Some(event.seq),
+                false => record.mismatched = Some(event.seq),
+            }
+            ops.push(Op::Put(Table::Checkpoints, event.origin.as_bytes().to_vec(), encode(&record)));
+        }
+        self.record_ops(event, created, &mut ops)?;
+        Ok((head, ops))
+    }
+
+    /// What `event` writes to the records (not the log): `created` as for [`Self::ops`].
+    pub(crate) fn record_ops(
+        &self,
+        event: &Event,
+        created: &mut HashSet<String>,
+        ops: &mut Vec<Op>,
+    ) -> Result<(), CatalogError> {
         let origin = event.origin.as_bytes();
         match &event.body {
             // The first creation stands: a later one (the home's log is ordered, so every
@@ -431,8 +503,9 @@ impl<S: CatalogStorage> Catalog<S> {
             EventBody::NamespaceShared { ns, sites } => {
                 ops.push(Op::Put(Table::Namespaces, shared_key(ns), sites.as_bytes().to_vec()));
             }
+            EventBody::Checkpoint { .. } => {}
         }
-        Ok((head, ops))
+        Ok(())
     }
 
     // ---------------------------------------------------------------- queries
@@ -581,7 +654,8 @@ fn refusal_origin(refusal: &Refusal) -> Option<String> {
         Refusal::BadSignature { origin, .. }
         | Refusal::Unauthorized { origin, .. }
         | Refusal::Gap { origin, .. }
-        | Refusal::Conflicting { origin, .. } => Some(origin.clone()),
+        | Refusal::Conflicting { origin, .. }
+        | Refusal::Snapshot { origin, .. } => Some(origin.clone()),
         Refusal::UnknownOrigin(_) | Refusal::Malformed(_) => None,
     }
 }

@@ -159,6 +159,17 @@ pub enum EventBody {
         /// the expression
         sites: String,
     },
+    /// The origin's log up to here, compacted: of the events before this one, those whose
+    /// records still stand (`crate::compaction`) are `live` and hash to `live_root`. Every
+    /// site may drop the others, and a site that lacks some of them loads these instead.
+    Checkpoint {
+        /// the log's hash chain through the event before this one
+        chain: [u8; 32],
+        /// how many events are live
+        live: u64,
+        /// the hash of the live events (`crate::compaction::LiveRoot`)
+        live_root: [u8; 32],
+    },
 }
 
 /// One entry of a site's log.
@@ -228,7 +239,7 @@ impl Event {
                 check_name("dataset", name)?;
                 check_name("tag", tag)
             }
-            EventBody::ReplicaChanged { .. } => Ok(()),
+            EventBody::ReplicaChanged { .. } | EventBody::Checkpoint { .. } => Ok(()),
             EventBody::NamespaceShared { ns, sites } => {
                 own_namespace(ns)?;
                 crate::sites_expr::SitesExpr::parse(sites).map(|_| ()).map_err(|e| e.to_string())
@@ -314,6 +325,17 @@ pub enum Refusal {
         /// place in its log
         seq: u64,
     },
+    /// a snapshot of a log that is not the one its origin's checkpoint describes: events
+    /// left out, added or altered on the way
+    #[error("snapshot of {origin}'s log at #{seq}: {reason}")]
+    Snapshot {
+        /// origin
+        origin: String,
+        /// the checkpoint's place in its log
+        seq: u64,
+        /// what does not match
+        reason: String,
+    },
 }
 
 impl Refusal {
@@ -326,6 +348,7 @@ impl Refusal {
             Self::Unauthorized { .. } => "unauthorized",
             Self::Gap { .. } => "gap",
             Self::Conflicting { .. } => "conflicting",
+            Self::Snapshot { .. } => "snapshot",
         }
     }
 }

@@ -821,6 +821,9 @@ pub struct SyncStatus {
     pub digest: String,
     /// this site's last pull from each peer
     pub peers: BTreeMap<String, crate::quic::PeerSync>,
+    /// for each log held whole only from a checkpoint on, that checkpoint's seq: below it,
+    /// only the events that still stand are held, and a peer lacking them gets a snapshot
+    pub compacted_at: BTreeMap<String, u64>,
 }
 
 /// This site's heads and digest, and its last pull from each peer.
@@ -839,7 +842,13 @@ async fn sync_status(State(state): State<Arc<CatalogState>>) -> Result<Json<Sync
     let heads = state.catalog.heads()?;
     let digest = hex::encode(state.catalog.digest()?);
     let peers = state.sync.as_ref().map(|s| s.peers()).unwrap_or_default();
-    Ok(Json(SyncStatus { site: state.catalog.site().to_owned(), heads, digest, peers }))
+    let mut compacted_at = BTreeMap::new();
+    for origin in heads.keys() {
+        if let Some(seq) = state.catalog.checkpoint_record(origin)?.compacted {
+            compacted_at.insert(origin.clone(), seq);
+        }
+    }
+    Ok(Json(SyncStatus { site: state.catalog.site().to_owned(), heads, digest, peers, compacted_at }))
 }
 
 // ---------------------------------------------------------------- the API document

@@ -4,6 +4,8 @@
 //! - [`event`]: what a site appends to its own log, signed, and who may write what;
 //! - [`catalog`]: one site's catalog over a storage, and the sync logic without I/O
 //!   (heads, what to answer a pull with, what to accept from one);
+//! - [`compaction`]: checkpoints, dropping dead events, and snapshots for sites that lack
+//!   what was dropped;
 //! - [`storage`]: the storage trait, its conformance suite, and the in-memory storage;
 //! - [`in_store`]: the storage in the store's RocksDB database, and why there;
 //! - [`http`]: the routes the daemon mounts;
@@ -17,6 +19,7 @@
 //! - [`sites_expr`]: the expressions that name sites (`country=fr & tier=hpc`).
 
 pub mod catalog;
+pub mod compaction;
 pub mod copies;
 pub mod event;
 pub mod http;
@@ -29,12 +32,12 @@ pub mod rules;
 pub mod sites_expr;
 pub mod storage;
 
-pub use catalog::{Accepted, Catalog, CatalogError, Heads};
+pub use catalog::{Accepted, Catalog, CatalogError, Heads, PullAnswer};
 pub use event::{Event, EventBody, Refusal, ReplicaState, Rule, RuleTarget, SignedEvent, SiteKeys};
 pub use manifest::{FileEntry, Manifest, VersionId};
 pub use storage::{CatalogStorage, MemoryStorage, Op, Table};
 
 /// Now, ms since the Unix epoch (this site's clock).
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -15,8 +15,8 @@
 //! both sides at the same heads but with different digests, the logs diverged (a site
 //! signed two histories); that is logged and counted.
 
-use crate::catalog::{Catalog, CatalogError, Heads};
-use crate::event::{ReplicaState, SignedEvent};
+use crate::catalog::{Catalog, CatalogError, Heads, PullAnswer};
+use crate::event::{Refusal, ReplicaState, SignedEvent};
 use crate::in_store::InStore;
 use crate::manifest::{Manifest, VersionId};
 use crate::now_ms;
@@ -30,7 +30,7 @@ use std::time::Duration;
 use store::versions::Presence;
 
 /// The catalog sync protocol's ALPN.
-pub const ALPN: &[u8] = b"clusster-catalog/1";
+pub const ALPN: &[u8] = b"clusster-catalog/2";
 
 /// How often a site pulls from each peer.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -51,6 +51,18 @@ pub enum Request {
     Pull {
         /// what the asker holds
         heads: Heads,
+        /// most events wanted
+        limit: u32,
+    },
+    /// a page of the snapshot of `origin`'s log at `checkpoint`: its live events past
+    /// `after` ([`crate::compaction`])
+    Snapshot {
+        /// whose log
+        origin: String,
+        /// the checkpoint's seq, as the pull answer named it
+        checkpoint: u64,
+        /// the last seq the asker staged (0 at first)
+        after: u64,
         /// most events wanted
         limit: u32,
     },
@@ -79,6 +91,13 @@ pub enum Answer {
         heads: Heads,
         /// its digest
         digest: [u8; 32],
+        /// origin → checkpoint: logs whose next event the asker must take from a snapshot
+        snapshots: BTreeMap<String, u64>,
+    },
+    /// a page of a snapshot, or `None` when the site no longer serves that one
+    Snapshot {
+        /// the page
+        page: Option<crate::compaction::SnapshotPage>,
     },
     /// a manifest's canonical bytes, if held
     Manifest {
@@ -103,6 +122,7 @@ pub struct SyncCounters {
     applied: AtomicU64,
     duplicates: AtomicU64,
     diverged: AtomicU64,
+    snapshots: AtomicU64,
     refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -125,8 +145,13 @@ impl SyncCounters {
                 "Pulls that ended at the same heads as the peer with another digest",
                 self.diverged.load(Relaxed),
             ),
+            (
+                "catalog_snapshots_installed_total".to_owned(),
+                "Snapshots of other sites' logs installed here, in place of events dropped at the peer",
+                self.snapshots.load(Relaxed),
+            ),
         ];
-        for kind in ["malformed", "unknown_origin", "bad_signature", "unauthorized", "gap", "conflicting"] {
+        for kind in ["malformed", "unknown_origin", "bad_signature", "unauthorized", "gap", "conflicting", "snapshot"] {
             let value = self.refused.lock().get(kind).copied().unwrap_or(0);
             out.push((format!("catalog_events_refused_total{{kind=\"{kind}\"}}"), "Catalog events refused", value));
         }
@@ -141,6 +166,15 @@ pub struct PeerSync {
     pub last_ok_ms: Option<u64>,
     /// why the last pull failed, if it did
     pub last_error: Option<String>,
+}
+
+/// Keeps the first events of `events` that fit, with room to spare, in one answer.
+fn within_frame(events: &mut Vec<SignedEvent>) {
+    let mut bytes = 0;
+    events.retain(|e| {
+        bytes += e.bytes.len() + e.signature.len() + 16;
+        bytes < MAX_FRAME / 2
+    });
 }
 
 /// Opens a connection to a peer that negotiated [`ALPN`] (the daemon's endpoint does).
@@ -256,14 +290,19 @@ impl CatalogSync {
         let result = tokio::task::spawn_blocking(move || -> Result<Answer, CatalogError> {
             Ok(match request {
                 Request::Pull { heads, limit } => {
-                    let mut events = catalog.events_after(&heads, limit.min(PULL_LIMIT) as usize)?;
-                    // Bounded in bytes too, whatever the events' sizes.
-                    let mut bytes = 0;
-                    events.retain(|e| {
-                        bytes += e.bytes.len() + e.signature.len() + 16;
-                        bytes < MAX_FRAME / 2
-                    });
-                    Answer::Events { events, heads: catalog.heads()?, digest: catalog.digest()? }
+                    let PullAnswer { mut events, snapshots } =
+                        catalog.pull_answer(&heads, limit.min(PULL_LIMIT) as usize)?;
+                    within_frame(&mut events);
+                    Answer::Events { events, heads: catalog.heads()?, digest: catalog.digest()?, snapshots }
+                }
+                Request::Snapshot { origin, checkpoint, after, limit } => {
+                    let mut page = catalog.snapshot_page(&origin, checkpoint, after, limit.min(PULL_LIMIT) as usize)?;
+                    if let Some(page) = &mut page {
+                        let whole = page.events.len();
+                        within_frame(&mut page.events);
+                        page.done &= page.events.len() == whole;
+                    }
+                    Answer::Snapshot { page }
                 }
                 Request::Manifest { version } => {
                     Answer::Manifest { bytes: crate::publish::manifest_bytes(&catalog, &version)? }
@@ -310,12 +349,20 @@ impl CatalogSync {
         }
     }
 
+    fn count_refusals(&self, peer: &str, refusals: &[Refusal]) {
+        let mut refused = self.counters.refused.lock();
+        for refusal in refusals {
+            tracing::warn!(%peer, %refusal, "catalog event refused");
+            *refused.entry(refusal.kind()).or_default() += 1;
+        }
+    }
+
     /// Pulls from `peer` over `conn` until this site holds what the peer held.
     pub async fn pull(&self, conn: &quinn::Connection, peer: &str) -> Result<u64, String> {
         let mut applied = 0;
         loop {
             let heads = self.catalog.heads().map_err(|e| e.to_string())?;
-            let Answer::Events { events, heads: theirs, digest } =
+            let Answer::Events { events, heads: theirs, digest, snapshots } =
                 Self::ask(conn, &Request::Pull { heads: heads.clone(), limit: PULL_LIMIT }).await?
             else {
                 return Err("answered a pull with something else".into());
@@ -325,14 +372,18 @@ impl CatalogSync {
             applied += accepted.applied;
             self.counters.applied.fetch_add(accepted.applied, Relaxed);
             self.counters.duplicates.fetch_add(accepted.duplicates, Relaxed);
-            if !accepted.refused.is_empty() {
-                let mut refused = self.counters.refused.lock();
-                for refusal in &accepted.refused {
-                    tracing::warn!(%peer, %refusal, "catalog event refused");
-                    *refused.entry(refusal.kind()).or_default() += 1;
+            self.count_refusals(peer, &accepted.refused);
+            let mut installed = false;
+            for (origin, checkpoint) in snapshots {
+                if origin == self.catalog.site() || heads.get(&origin).is_some_and(|held| *held >= checkpoint) {
+                    continue;
+                }
+                if let Some(events) = self.load_snapshot(conn, peer, &origin, checkpoint).await? {
+                    applied += events;
+                    installed = true;
                 }
             }
-            if full && accepted.applied > 0 {
+            if (full && accepted.applied > 0) || installed {
                 continue;
             }
             let ours = self.catalog.heads().map_err(|e| e.to_string())?;
@@ -341,6 +392,55 @@ impl CatalogSync {
                 tracing::error!(%peer, "the catalog logs here and at the peer hold as many events but not the same ones");
             }
             return Ok(applied);
+        }
+    }
+
+    /// Loads the snapshot of `origin`'s log at `checkpoint` from `peer`, page by page, and
+    /// installs it if it is the one the checkpoint describes. Returns the events it held,
+    /// `None` if the peer no longer serves it.
+    async fn load_snapshot(
+        &self,
+        conn: &quinn::Connection,
+        peer: &str,
+        origin: &str,
+        checkpoint: u64,
+    ) -> Result<Option<u64>, String> {
+        let catalog = &self.catalog;
+        catalog.clear_staged(origin).map_err(|e| e.to_string())?;
+        let mut after = 0;
+        let checkpoint_event = loop {
+            let request = Request::Snapshot { origin: origin.to_owned(), checkpoint, after, limit: PULL_LIMIT };
+            let Answer::Snapshot { page } = Self::ask(conn, &request).await? else {
+                return Err("answered a snapshot request with something else".into());
+            };
+            let Some(page) = page else {
+                // Compacted again since it answered the pull: the next pull names the new one.
+                return Ok(None);
+            };
+            match catalog.stage_snapshot(origin, checkpoint, after, &page, &*self.federation) {
+                Ok(Ok(last)) => after = last,
+                Ok(Err(refusal)) => {
+                    self.count_refusals(peer, std::slice::from_ref(&refusal));
+                    catalog.clear_staged(origin).map_err(|e| e.to_string())?;
+                    return Err(refusal.to_string());
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+            if page.done {
+                break page.checkpoint;
+            }
+        };
+        match catalog.install_snapshot(origin, &checkpoint_event, checkpoint, &*self.federation).await {
+            Ok(Ok(events)) => {
+                self.counters.snapshots.fetch_add(1, Relaxed);
+                tracing::info!(%peer, %origin, checkpoint, events, "installed a snapshot of a catalog log");
+                Ok(Some(events))
+            }
+            Ok(Err(refusal)) => {
+                self.count_refusals(peer, std::slice::from_ref(&refusal));
+                Err(refusal.to_string())
+            }
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -30,11 +30,18 @@ pub enum Table {
     /// version id → nothing: this site's replica of it changed (a chunk quarantined or
     /// repaired) and its event is still to be appended
     Outbox,
+    /// origin → [`crate::compaction::CheckpointRecord`]: the checkpoints of its log held here
+    Checkpoints,
+    /// origin ‖ 0 ‖ seq (u64 BE) → [`crate::SignedEvent`]: a snapshot of that log being
+    /// loaded, installed once complete and checked
+    Staged,
+    /// ns ‖ 0 ‖ dataset → its metadata (postcard map of key → value)
+    Described,
 }
 
 impl Table {
     /// Every table, in order.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 13] = [
         Table::Events,
         Table::Heads,
         Table::Namespaces,
@@ -45,6 +52,9 @@ impl Table {
         Table::Pins,
         Table::Manifests,
         Table::Outbox,
+        Table::Checkpoints,
+        Table::Staged,
+        Table::Described,
     ];
 
     /// A stable name (column family or SQL value): the store's names for these tables.

@@ -570,6 +570,7 @@ fn the_schemas_say_what_serde_writes() {
             (text("julich"), PeerSync { last_ok_ms: Some(3), last_error: None }),
             (text("cern"), PeerSync { last_ok_ms: None, last_error: Some(text("timed out")) }),
         ]),
+        compacted_at: BTreeMap::from([(text("julich"), 7)]),
     };
     check_component(&doc, "SyncStatus", &sync);
 

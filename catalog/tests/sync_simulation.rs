@@ -1,6 +1,7 @@
 //! The sync logic without I/O, in a seeded simulation: 5 to 20 sites publish, tag, change
 //! replicas, rules and pins, and pull each other's logs over a network that drops,
-//! duplicates and reorders messages, splits into partitions, and restarts sites; an
+//! duplicates and reorders messages, splits into partitions, and restarts sites; sites
+//! checkpoint their logs and drop dead events, so that others catch up from snapshots; an
 //! attacker injects forged, altered and foreign events. Once the network heals, every site
 //! holds the same catalog, and no forged event was ever applied anywhere.
 
@@ -10,7 +11,7 @@ use federation::signing::{PublicKey, SigningKey};
 use futures::executor::block_on;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// The mark every forged event carries, so that its effect would show if it were applied.
@@ -19,8 +20,8 @@ const FORGED_BYTES: u64 = 666_666;
 enum Message {
     /// `from` asks `to` for what lies past its heads
     Pull { from: usize, to: usize, heads: Heads, limit: usize },
-    /// events for `to`
-    Events { to: usize, from: usize, events: Vec<SignedEvent> },
+    /// events for `to`, and the logs whose next events it must take from a snapshot
+    Events { to: usize, from: usize, events: Vec<SignedEvent>, snapshots: BTreeMap<String, u64> },
 }
 
 struct Site {
@@ -57,6 +58,7 @@ struct World {
     now_ms: u64,
     refusals: Vec<Refusal>,
     forged_sent: u64,
+    snapshots_installed: u64,
 }
 
 impl World {
@@ -91,6 +93,7 @@ impl World {
             now_ms: 1_000,
             refusals: Vec::new(),
             forged_sent: 0,
+            snapshots_installed: 0,
         }
     }
 
@@ -213,15 +216,49 @@ impl World {
                 if self.cut(from, to) {
                     return;
                 }
-                let events = self.sites[to].catalog.events_after(&heads, limit).unwrap();
-                self.net.push_back(Message::Events { to: from, from: to, events });
+                let answer = self.sites[to].catalog.pull_answer(&heads, limit).unwrap();
+                self.net.push_back(Message::Events {
+                    to: from,
+                    from: to,
+                    events: answer.events,
+                    snapshots: answer.snapshots,
+                });
             }
-            Message::Events { to, from, events } => {
+            Message::Events { to, from, events, snapshots } => {
                 if self.cut(from, to) {
                     return;
                 }
                 let accepted = block_on(self.sites[to].catalog.accept(&events, &self.keys)).unwrap();
                 self.refusals.extend(accepted.refused);
+                for (origin, checkpoint) in snapshots {
+                    self.load_snapshot(to, from, &origin, checkpoint);
+                }
+            }
+        }
+    }
+
+    /// `to` loads the snapshot of `origin`'s log at `checkpoint` from `from`, in pages
+    /// of random sizes, if it still lacks it and `from` still serves it.
+    fn load_snapshot(&mut self, to: usize, from: usize, origin: &str, checkpoint: u64) {
+        if origin == self.sites[to].name
+            || self.sites[to].catalog.heads().unwrap().get(origin).is_some_and(|held| *held >= checkpoint)
+        {
+            return;
+        }
+        let catalog = &self.sites[to].catalog;
+        catalog.clear_staged(origin).unwrap();
+        let mut after = 0;
+        loop {
+            let limit = self.rng.gen_range(1..20);
+            let Some(page) = self.sites[from].catalog.snapshot_page(origin, checkpoint, after, limit).unwrap() else {
+                return; // compacted again since: a later pull names the new one
+            };
+            let catalog = &self.sites[to].catalog;
+            after = catalog.stage_snapshot(origin, checkpoint, after, &page, &self.keys).unwrap().unwrap();
+            if page.done {
+                block_on(catalog.install_snapshot(origin, &page.checkpoint, checkpoint, &self.keys)).unwrap().unwrap();
+                self.snapshots_installed += 1;
+                return;
             }
         }
     }
@@ -250,9 +287,12 @@ impl World {
                         Message::Pull { from, to, heads, limit } => {
                             Message::Pull { from: *from, to: *to, heads: heads.clone(), limit: *limit }
                         }
-                        Message::Events { to, from, events } => {
-                            Message::Events { to: *to, from: *from, events: events.clone() }
-                        }
+                        Message::Events { to, from, events, snapshots } => Message::Events {
+                            to: *to,
+                            from: *from,
+                            events: events.clone(),
+                            snapshots: snapshots.clone(),
+                        },
                     };
                     self.net.push_back(copy); // duplicated
                 }
@@ -277,7 +317,15 @@ impl World {
                 events.extend(real);
                 let at = self.rng.gen_range(0..events.len());
                 events.rotate_left(at);
-                self.net.push_back(Message::Events { to, from: victim, events });
+                self.net.push_back(Message::Events { to, from: victim, events, snapshots: BTreeMap::new() });
+            }
+            97..=98 => {
+                // A site checkpoints its own log; another drops what checkpoints made dead.
+                let (i, j) = (self.rng.gen_range(0..n), self.rng.gen_range(0..n));
+                let every = self.rng.gen_range(3..30);
+                block_on(self.sites[i].catalog.checkpoint_if_due(every, self.now_ms)).unwrap();
+                let mismatched = block_on(self.sites[j].catalog.compact()).unwrap();
+                assert!(mismatched.is_empty(), "an honest checkpoint did not match: {mismatched:?}");
             }
             _ => {}
         }
@@ -295,11 +343,12 @@ impl World {
                     if from != to {
                         loop {
                             let heads = self.sites[from].catalog.heads().unwrap();
-                            let events = self.sites[to].catalog.events_after(&heads, 64).unwrap();
-                            if events.is_empty() {
+                            let answer = self.sites[to].catalog.pull_answer(&heads, 64).unwrap();
+                            if answer.events.is_empty() && answer.snapshots.is_empty() {
                                 break;
                             }
-                            self.deliver(Message::Events { to: from, from: to, events }, false);
+                            let (events, snapshots) = (answer.events, answer.snapshots);
+                            self.deliver(Message::Events { to: from, from: to, events, snapshots }, false);
                         }
                     }
                 }
@@ -345,6 +394,7 @@ fn replicas_everywhere(site: &Site, versions: &[VersionId]) -> String {
 
 #[test]
 fn sites_converge_and_never_apply_a_forged_event() {
+    let mut snapshots_installed = 0;
     for seed in 0..12u64 {
         let n = 5 + (seed as usize * 7) % 16; // 5 to 20 sites
         let mut world = World::new(seed, n);
@@ -373,9 +423,11 @@ fn sites_converge_and_never_apply_a_forged_event() {
             assert!(pins.iter().all(|p| p.version != VersionId([6; 32])));
         }
         assert!(world.forged_sent > 0, "seed {seed}: the attacker sent something");
+        snapshots_installed += world.snapshots_installed;
         let kinds: Vec<&str> = world.refusals.iter().map(Refusal::kind).collect();
         assert!(kinds.contains(&"bad_signature") || kinds.contains(&"unknown_origin"), "seed {seed}: {kinds:?}");
         let total: u64 = world.sites.iter().map(|s| s.catalog.heads().unwrap().values().sum::<u64>()).sum();
         assert!(total > 0, "seed {seed}: something happened");
     }
+    assert!(snapshots_installed > 0, "some site caught up from a snapshot");
 }

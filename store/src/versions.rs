@@ -28,7 +28,7 @@ pub enum CatalogWrite {
 }
 
 /// The catalog's tables, by name.
-pub const CATALOG_TABLES: [&str; 10] = cf::CATALOG;
+pub const CATALOG_TABLES: [&str; 13] = cf::CATALOG;
 
 /// What a version held here is, after some of its chunks left the index (quarantined)
 /// or came back (repaired).

@@ -34,6 +34,23 @@ pub struct RawConfig {
     pub federation: RawFederation,
     /// QUIC transport tuning for transfers between sites.
     pub transfer: TransportSettings,
+    /// The federated catalog.
+    pub catalog: RawCatalog,
+}
+
+/// `[catalog]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCatalog {
+    /// Events of this site's catalog log between two checkpoints, after each of which every
+    /// site drops the events later ones undid, and a site that lacks them loads a snapshot.
+    pub checkpoint_every: u64,
+}
+
+impl Default for RawCatalog {
+    fn default() -> Self {
+        Self { checkpoint_every: catalog::compaction::CHECKPOINT_EVERY }
+    }
 }
 
 /// `[site]`
@@ -290,6 +307,8 @@ pub struct Settings {
     pub federation: Option<Membership>,
     /// QUIC transport tuning
     pub transfer: TransportSettings,
+    /// events of this site's catalog log between two checkpoints
+    pub catalog_checkpoint_every: u64,
 }
 
 impl RawConfig {
@@ -431,7 +450,14 @@ segmentation_offload = {gso}
 # (the others queue, highest --priority first).
 streams_per_transfer = {streams}
 max_active_transfers = {active}
+
+[catalog]
+# Events of this site's catalog log between two checkpoints. After each, every site drops
+# the events that later ones undid (a replica's old states, moved tags), and a site that
+# lacks them catches up from a snapshot plus the log's tail.
+checkpoint_every = {checkpoint_every}
 "#,
+            checkpoint_every = d.catalog.checkpoint_every,
             name = d.site.name,
             data_dir = data_dir.display(),
             min = d.store.chunk_min_bytes,
@@ -538,6 +564,9 @@ max_active_transfers = {active}
             Some(Membership { file: resolve(self.federation.file), tls_dir, quic_listen })
         };
         self.transfer.validate().map_err(anyhow::Error::msg)?;
+        if self.catalog.checkpoint_every == 0 {
+            anyhow::bail!("[catalog] checkpoint_every must be 1 or more events");
+        }
         let s = self.store;
         let mut store = StoreConfig::new(&data_dir);
         store.chunk_store_url = (!s.chunk_store_url.is_empty()).then_some(s.chunk_store_url);
@@ -567,6 +596,7 @@ max_active_transfers = {active}
             s3_limits,
             federation,
             transfer: self.transfer,
+            catalog_checkpoint_every: self.catalog.checkpoint_every,
         })
     }
 }

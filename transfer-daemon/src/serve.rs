@@ -138,6 +138,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     ));
     let maintenance = tokio::spawn(maintenance_loop(store.clone(), settings.clone(), shutdown_rx.clone()));
     tokio::spawn(replica_events_loop(state.catalog.catalog.clone()));
+    tokio::spawn(compaction_loop(state.catalog.catalog.clone(), settings.catalog_checkpoint_every));
 
     if let Some(t) = &transfers {
         t.resume_saved().await.context("resuming saved transfers")?;
@@ -200,6 +201,28 @@ async fn replica_events_loop(catalog: Arc<catalog::Catalog<catalog::in_store::In
         tick.tick().await;
         if let Err(e) = catalog::copies::publish_outbox(&catalog).await {
             tracing::warn!(error = %e, "could not publish replica changes");
+        }
+    }
+}
+
+/// Checkpoints this site's catalog log when due, and drops the events that checkpoints
+/// (its own and other sites') made dead.
+async fn compaction_loop(catalog: Arc<catalog::Catalog<catalog::in_store::InStore>>, every: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        match catalog.checkpoint_if_due(every, catalog::now_ms()).await {
+            Ok(Some(seq)) => tracing::info!(seq, "checkpointed the catalog log"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not checkpoint the catalog log"),
+        }
+        match catalog.compact().await {
+            Ok(mismatched) => {
+                for refusal in mismatched {
+                    tracing::error!(%refusal, "a catalog checkpoint does not match the log held here; kept whole");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not compact the catalog logs"),
         }
     }
 }

@@ -283,12 +283,13 @@ impl FakeB {
                 events: catalog.events_after(&heads, limit as usize)?,
                 heads: catalog.heads()?,
                 digest: catalog.digest()?,
+                snapshots: Default::default(),
             })
         })();
         match (answer, once) {
-            (Ok(Answer::Events { events, heads, digest }), Some((_, served))) => {
+            (Ok(Answer::Events { events, heads, digest, snapshots }), Some((_, served))) => {
                 let _ = served.send(events.clone());
-                Answer::Events { events, heads, digest }
+                Answer::Events { events, heads, digest, snapshots }
             }
             (Ok(answer), _) => answer,
             (Err(e), _) => Answer::Failed { reason: e.to_string() },

@@ -598,6 +598,14 @@ async fn wait_for_versions(daemon: &Daemon, dataset: &str, versions: usize) -> s
 async fn the_catalog_reaches_every_site_and_a_site_back_from_a_stop_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let fed = Federation::new(dir.path(), &["a", "b", "c"]);
+    // Every site checkpoints its log after each change, so that c, back from a stop, finds
+    // the events it lacks dropped and loads a snapshot instead.
+    for site in ["a", "b", "c"] {
+        let config = fed.0.dir(site).join("clusster.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text += "\n[catalog]\ncheckpoint_every = 1\n";
+        std::fs::write(&config, text).unwrap();
+    }
     let (a, b, c) = (fed.start("a"), fed.start("b"), fed.start("c"));
     let sa = s3(&a);
     sa.create_bucket().bucket("data").send().await.unwrap();
@@ -621,17 +629,27 @@ async fn the_catalog_reaches_every_site_and_a_site_back_from_a_stop_catches_up()
     }
     assert!(counter(&b, "clusster_catalog_events_applied_total").await >= 4);
 
-    // c stops; a publishes a second version; c comes back and catches up by itself.
+    // c stops; a publishes a second version and moves a tag twice, which makes the first
+    // move dead; a and b drop it at their next checkpoint. c comes back and catches up by
+    // itself, from a snapshot and the log's tail.
     let c_dir = c.data_dir.clone();
     c.stop();
     put(&sa, "data", "run1/tas.nc", content(41, 2 << 20, 41)).await;
     let v2 = publish("v2");
     assert_ne!(v2["version"], v1["version"]);
-    wait_for_versions(&b, "a.climate/era5", 2).await;
+    dataset(&a, &["tag", "a.climate/era5@v1", "latest"]);
+    dataset(&a, &["tag", "a.climate/era5@v2", "latest"]);
+    let a_head = catalog_get(&a, "/catalog/sync").await.1["heads"]["a"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for site in [&a, &b] {
+        // Compacted at a checkpoint past the last tag move.
+        while catalog_get(site, "/catalog/sync").await.1["compacted_at"]["a"].as_u64().is_none_or(|seq| seq <= a_head) {
+            assert!(Instant::now() < deadline, "no checkpoint of a's log past #{a_head}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let c = Daemon::start(BIN, &c_dir, &["--config", c_dir.join("clusster.toml").to_str().unwrap()]);
-    let shown = wait_for_versions(&c, "a.climate/era5", 2).await;
-    let tags: Vec<&str> = shown["versions"].as_array().unwrap().iter().filter_map(|v| v["tags"][0].as_str()).collect();
-    assert_eq!(tags, ["v1", "v2"], "{shown}");
+    wait_for_versions(&c, "a.climate/era5", 2).await;
     // Every site ends with the same logs.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -645,10 +663,18 @@ async fn the_catalog_reaches_every_site_and_a_site_back_from_a_stop_catches_up()
         assert!(Instant::now() < deadline, "the sites' catalogs differ: {digests:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for kind in ["bad_signature", "unknown_origin", "conflicting", "unauthorized"] {
+    let shown = dataset(&c, &["show", "a.climate/era5"]);
+    let tags_of = |version: &serde_json::Value| -> Vec<String> {
+        let listed = shown["versions"].as_array().unwrap().iter().find(|v| v["version"] == version["version"]);
+        let tags = listed.unwrap_or_else(|| panic!("{shown}"))["tags"].as_array().unwrap();
+        tags.iter().map(|t| t.as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!((tags_of(&v1), tags_of(&v2)), (vec!["v1".to_owned()], vec!["latest".to_owned(), "v2".to_owned()]));
+    for kind in ["bad_signature", "unknown_origin", "conflicting", "unauthorized", "snapshot"] {
         let name = format!("clusster_catalog_events_refused_total{{kind=\"{kind}\"}}");
         assert_eq!(counter(&c, &name).await, 0, "nothing forged among honest sites");
     }
+    assert!(counter(&c, "clusster_catalog_snapshots_installed_total").await >= 1, "c loaded a snapshot");
 
     // Placement, asked at c: a holds all of v2, c nothing of it; the rest comes from a.
     let placement = |sites: &'static str| {

@@ -59,7 +59,7 @@ pub const LINK_RATES: &str = "link_rates";
 
 /// The catalog's tables (`catalog::storage::Table`), kept here so that a version's hold on
 /// its chunks and the catalog records that describe it commit in one write.
-pub const CATALOG: [&str; 10] = [
+pub const CATALOG: [&str; 13] = [
     "catalog_events",
     "catalog_heads",
     "catalog_namespaces",
@@ -70,10 +70,13 @@ pub const CATALOG: [&str; 10] = [
     "catalog_pins",
     "catalog_manifests",
     "catalog_outbox",
+    "catalog_checkpoints",
+    "catalog_staged",
+    "catalog_described",
 ];
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 29] = [
+pub const ALL: [&str; 32] = [
     BUCKETS,
     OBJECTS,
     MANIFESTS,
@@ -103,4 +106,7 @@ pub const ALL: [&str; 29] = [
     CATALOG[9],
     CHUNK_VERSIONS,
     LINK_RATES,
+    CATALOG[10],
+    CATALOG[11],
+    CATALOG[12],
 ];
