@@ -503,6 +503,13 @@ impl<S: CatalogStorage> Catalog<S> {
             EventBody::NamespaceShared { ns, sites } => {
                 ops.push(Op::Put(Table::Namespaces, shared_key(ns), sites.as_bytes().to_vec()));
             }
+            EventBody::DatasetDescribed { ns, name, metadata } => {
+                let k = key(&[ns.as_bytes(), name.as_bytes()]);
+                ops.push(match metadata.is_empty() {
+                    true => Op::Delete(Table::Described, k),
+                    false => Op::Put(Table::Described, k, encode(metadata)),
+                });
+            }
             EventBody::Checkpoint { .. } => {}
         }
         Ok(())
@@ -591,6 +598,14 @@ impl<S: CatalogStorage> Catalog<S> {
         out.sort();
         out.dedup();
         Ok(out)
+    }
+
+    /// The metadata of `ns/name` (empty when it has none).
+    pub fn metadata(&self, ns: &str, name: &str) -> Result<BTreeMap<String, String>, CatalogError> {
+        match self.storage.get(Table::Described, &key(&[ns.as_bytes(), name.as_bytes()]))? {
+            Some(raw) => decode(|| format!("metadata of {ns}/{name}"), &raw),
+            None => Ok(BTreeMap::new()),
+        }
     }
 
     /// Every tag of `ns/name`, by name.

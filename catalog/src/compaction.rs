@@ -20,7 +20,7 @@
 //! and installs them, in one write, only if together they hash to what the origin
 //! signed ([`Catalog::install_snapshot`]). A relay can therefore withhold a snapshot but
 //! not change it: leaving an event out, adding a dead one or altering one is refused.
-//! Installing resets the origin's removable records (tags, rules, pins) to what the live
+//! Installing resets the origin's removable records (tags, metadata, rules, pins) to what the live
 //! events say, since the events that removed some may be among those dropped.
 
 use crate::catalog::{Catalog, CatalogError, Head, decode, encode, event_key, key};
@@ -73,6 +73,10 @@ fn writes(body: &EventBody) -> Writes {
             if version.is_some() { Writes::Last(slot) } else { Writes::Clears(slot) }
         }
         EventBody::ReplicaChanged { version, .. } => Writes::Last(k(b"r", &[&version.0])),
+        EventBody::DatasetDescribed { ns, name, metadata } => {
+            let slot = k(b"m", &[ns.as_bytes(), name.as_bytes()]);
+            if metadata.is_empty() { Writes::Clears(slot) } else { Writes::Last(slot) }
+        }
         EventBody::RuleSet { id, .. } => Writes::Last(k(b"u", &[id.as_bytes()])),
         EventBody::RuleRemoved { id } => Writes::Clears(k(b"u", &[id.as_bytes()])),
         EventBody::PinSet { id, .. } => Writes::Last(k(b"p", &[id.as_bytes()])),
@@ -469,8 +473,8 @@ impl<S: CatalogStorage> Catalog<S> {
         Ok(Ok(root.count))
     }
 
-    /// The records of `origin` that an event may remove: the tags of its namespaces, its
-    /// rules and its pins.
+    /// The records of `origin` that an event may remove: the tags and metadata of its
+    /// namespaces' datasets, its rules and its pins.
     fn removable_records(&self, origin: &str) -> Result<Vec<(Table, Vec<u8>)>, CatalogError> {
         let mut out = Vec::new();
         for (ns, raw) in self.storage().scan(Table::Namespaces, b"", None, usize::MAX)? {
@@ -480,12 +484,11 @@ impl<S: CatalogStorage> Catalog<S> {
             let record: crate::catalog::NamespaceRecord = decode(|| "namespace".into(), &raw)?;
             if record.home == origin {
                 let prefix = key(&[&ns, b""]);
-                out.extend(
-                    self.storage()
-                        .scan(Table::Tags, &prefix, None, usize::MAX)?
-                        .into_iter()
-                        .map(|(k, _)| (Table::Tags, k)),
-                );
+                for table in [Table::Tags, Table::Described] {
+                    out.extend(
+                        self.storage().scan(table, &prefix, None, usize::MAX)?.into_iter().map(|(k, _)| (table, k)),
+                    );
+                }
             }
         }
         for table in [Table::Rules, Table::Pins] {

@@ -159,6 +159,15 @@ pub enum EventBody {
         /// the expression
         sites: String,
     },
+    /// The dataset's metadata is now `metadata`, replacing what it was (empty: none).
+    DatasetDescribed {
+        /// namespace
+        ns: String,
+        /// dataset
+        name: String,
+        /// key → value, searched by `GET /catalog/datasets?meta=KEY=VALUE`
+        metadata: std::collections::BTreeMap<String, String>,
+    },
     /// The origin's log up to here, compacted: of the events before this one, those whose
     /// records still stand (`crate::compaction`) are `live` and hash to `live_root`. Every
     /// site may drop the others, and a site that lacks some of them loads these instead.
@@ -203,6 +212,29 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// Most metadata entries of one dataset.
+pub const MAX_METADATA_ENTRIES: usize = 32;
+
+/// Longest metadata value, bytes.
+pub const MAX_METADATA_VALUE: usize = 256;
+
+/// Checks a dataset's metadata: at most [`MAX_METADATA_ENTRIES`] entries, keys that are
+/// names, values of at most [`MAX_METADATA_VALUE`] bytes without control characters.
+pub fn check_metadata(metadata: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(format!("metadata: {} entries, at most {MAX_METADATA_ENTRIES}", metadata.len()));
+    }
+    for (key, value) in metadata {
+        check_name("metadata key", key)?;
+        if value.len() > MAX_METADATA_VALUE || value.chars().any(char::is_control) {
+            return Err(format!(
+                "metadata {key}: a value of at most {MAX_METADATA_VALUE} bytes without control characters"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a namespace name: a name whose home site comes first (`site.label`).
 pub fn check_namespace(ns: &str) -> Result<(), String> {
     check_name("namespace", ns)?;
@@ -240,6 +272,11 @@ impl Event {
                 check_name("tag", tag)
             }
             EventBody::ReplicaChanged { .. } | EventBody::Checkpoint { .. } => Ok(()),
+            EventBody::DatasetDescribed { ns, name, metadata } => {
+                own_namespace(ns)?;
+                check_name("dataset", name)?;
+                check_metadata(metadata)
+            }
             EventBody::NamespaceShared { ns, sites } => {
                 own_namespace(ns)?;
                 crate::sites_expr::SitesExpr::parse(sites).map(|_| ()).map_err(|e| e.to_string())

@@ -102,6 +102,7 @@ pub fn router(state: Arc<CatalogState>) -> Router {
         .route("/catalog/datasets/{ns}/{name}/checkout", post(checkout))
         .route("/catalog/datasets/{ns}/{name}/tags/{tag}", axum::routing::put(move_tag))
         .route("/catalog/namespaces/{ns}/sites", axum::routing::put(share))
+        .route("/catalog/datasets/{ns}/{name}/metadata", axum::routing::put(describe))
         .route("/catalog/datasets/{ns}/{name}/evict", post(keep::evict))
         .route("/catalog/rules", post(keep::add_rule))
         .route("/catalog/rules/{id}", axum::routing::delete(keep::delete_rule))
@@ -341,6 +342,8 @@ pub struct DatasetView {
     pub project: String,
     /// the sites besides its home that may hold copies (an expression), if it is shared
     pub shared_with: Option<String>,
+    /// what its home says of it: key → value
+    pub metadata: BTreeMap<String, String>,
     /// its versions, oldest first
     pub versions: Vec<VersionView>,
 }
@@ -405,7 +408,16 @@ async fn show(
     }
     versions.sort_by_key(|v| (v.published_ms, v.version));
     let shared_with = catalog.shared_with(&ns)?;
-    Ok(Json(DatasetView { ns, name, home: namespace.home, project: namespace.project, shared_with, versions }))
+    let metadata = catalog.metadata(&ns, &name)?;
+    Ok(Json(DatasetView {
+        ns,
+        name,
+        home: namespace.home,
+        project: namespace.project,
+        shared_with,
+        metadata,
+        versions,
+    }))
 }
 
 /// `GET /catalog/datasets?ns=PREFIX`: datasets whose namespace starts with the prefix.
@@ -422,6 +434,9 @@ pub struct ListQuery {
     /// only datasets with a tag of this name
     #[serde(default)]
     pub tag: Option<String>,
+    /// only datasets whose metadata has `KEY=VALUE`, or has `KEY` at all
+    #[serde(default)]
+    pub meta: Option<String>,
 }
 
 /// One dataset of a listing.
@@ -435,7 +450,8 @@ pub struct DatasetEntry {
     pub versions: u64,
 }
 
-/// Searches the datasets: namespace prefix, name prefix, and a tag they have.
+/// Searches the datasets: namespace prefix, name prefix, a tag they have, and their
+/// metadata.
 #[utoipa::path(
     get,
     path = "/catalog/datasets",
@@ -456,6 +472,15 @@ async fn list(
 ) -> Result<Json<Vec<DatasetEntry>>, Problem> {
     let axum::extract::Query(query) =
         query.map_err(|e| invalid_query("query", format!("{e}; ask /catalog/datasets?ns=PREFIX")))?;
+    // KEY=VALUE, or KEY alone for any value.
+    let meta = query.meta.as_deref().map(|meta| match meta.split_once('=') {
+        Some((key, value)) => (key, Some(value)),
+        None => (meta, None),
+    });
+    if let Some((key, _)) = meta {
+        crate::event::check_name("metadata key", key)
+            .map_err(|e| invalid_query("meta", format!("{e}; ask meta=KEY=VALUE or meta=KEY")))?;
+    }
     let mut found = Vec::new();
     for (ns, name, versions) in state.catalog.datasets(&query.ns)? {
         if !name.starts_with(&query.name) {
@@ -465,6 +490,12 @@ async fn list(
             && state.catalog.tag(&ns, &name, tag)?.is_none()
         {
             continue;
+        }
+        if let Some((key, value)) = meta {
+            let metadata = state.catalog.metadata(&ns, &name)?;
+            if metadata.get(key).is_none_or(|held| value.is_some_and(|v| v != held)) {
+                continue;
+            }
         }
         found.push(DatasetEntry { ns, name, versions });
     }
@@ -592,6 +623,56 @@ async fn share(
         p
     })?;
     Ok(Json(Shared { ns, sites }))
+}
+
+/// `PUT /catalog/datasets/{ns}/{name}/metadata` body.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DescribeRequest {
+    /// key → value, replacing what the dataset had (empty: none). At most 32 entries; keys
+    /// are names (letters, digits, `-_.`), values at most 256 bytes.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Replaces what a dataset's home says of it (searched with `GET /catalog/datasets?meta=`).
+#[utoipa::path(
+    put,
+    path = "/catalog/datasets/{ns}/{name}/metadata",
+    tag = "datasets",
+    params(
+        ("ns" = String, Path, description = "namespace: SITE.LABEL, at home at SITE"),
+        ("name" = String, Path, description = "dataset name"),
+    ),
+    request_body = DescribeRequest,
+    security(("bearer" = ["catalog:write"])),
+    responses(
+        (status = 200, description = "the dataset's metadata is now the one sent", body = DescribeRequest),
+        (status = 400, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "a malformed body or metadata, or a namespace of another site"),
+        (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 403, body = ProblemDocument, content_type = PROBLEM_JSON,
+            description = "the token lacks catalog:write, or acts for another project than the namespace's"),
+        (status = 404, description = "no such dataset", body = ProblemDocument, content_type = PROBLEM_JSON),
+    )
+)]
+async fn describe(
+    State(state): State<Arc<CatalogState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Result<Json<DescribeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<DescribeRequest>, Problem> {
+    let Json(request) = body.map_err(|e| bad_body(e, r#"{"metadata": {"experiment": "cmip6"}}"#))?;
+    if let Some(namespace) = state.catalog.namespace(&ns)? {
+        caller.acts_for(&namespace.project, &format!("namespace {ns}"))?;
+    }
+    let metadata = request.metadata.clone();
+    publish::describe(&state.catalog, &ns, &name, request.metadata, now_ms()).await.map_err(|e| {
+        let field = matches!(&e, CatalogError::Refused(reason) if reason.starts_with("metadata")).then_some("metadata");
+        let mut p = Problem::from(e);
+        p.field = field;
+        p
+    })?;
+    Ok(Json(DescribeRequest { metadata }))
 }
 
 /// `POST /catalog/datasets/{ns}/{name}/checkout`.
@@ -880,6 +961,7 @@ const NO_READ: &str = "the token lacks catalog:read";
         checkout,
         move_tag,
         share,
+        describe,
         keep::evict,
         keep::add_rule,
         keep::delete_rule,

@@ -175,6 +175,29 @@ pub async fn tag(
     Ok(version)
 }
 
+/// Replaces the metadata of `ns/name` (empty removes it); only the namespace's home does,
+/// and only for a dataset with a version.
+pub async fn describe(
+    catalog: &Catalog<InStore>,
+    ns: &str,
+    name: &str,
+    metadata: std::collections::BTreeMap<String, String>,
+    now_ms: u64,
+) -> Result<(), CatalogError> {
+    crate::event::check_metadata(&metadata).map_err(CatalogError::Refused)?;
+    if home_of(ns) != Some(catalog.site()) {
+        return Err(CatalogError::Refused(format!(
+            "namespace {ns} is at home at site {}: only its home describes its datasets",
+            home_of(ns).unwrap_or("?")
+        )));
+    }
+    if catalog.versions(ns, name)?.is_empty() {
+        return Err(CatalogError::NotFound(format!("no dataset {ns}/{name}: publish a version of it first")));
+    }
+    catalog.append(EventBody::DatasetDescribed { ns: ns.into(), name: name.into(), metadata }, now_ms).await?;
+    Ok(())
+}
+
 /// The version `reference` names in `ns/name`: a tag, or a version id in hex.
 pub fn resolve(catalog: &Catalog<InStore>, ns: &str, name: &str, reference: &str) -> Result<VersionId, CatalogError> {
     if let Some(version) = catalog.tag(ns, name, reference)? {

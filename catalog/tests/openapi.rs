@@ -38,6 +38,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/catalog/datasets/{ns}/{name}/checkout"),
     ("PUT", "/catalog/datasets/{ns}/{name}/tags/{tag}"),
     ("PUT", "/catalog/namespaces/{ns}/sites"),
+    ("PUT", "/catalog/datasets/{ns}/{name}/metadata"),
     ("POST", "/catalog/datasets/{ns}/{name}/evict"),
     ("POST", "/catalog/rules"),
     ("DELETE", "/catalog/rules/{id}"),

@@ -104,7 +104,7 @@ impl World {
     /// A site does something of its own.
     fn local_change(&mut self, i: usize) {
         self.now_ms += 1;
-        let kind = self.rng.gen_range(0..8);
+        let kind = self.rng.gen_range(0..9);
         let site_name = self.sites[i].name.clone();
         let body = match kind {
             0 => {
@@ -160,6 +160,14 @@ impl World {
             7 if !self.sites[i].pins.is_empty() => {
                 let at = self.rng.gen_range(0..self.sites[i].pins.len());
                 EventBody::PinRemoved { id: self.sites[i].pins.swap_remove(at) }
+            }
+            8 if !self.sites[i].namespaces.is_empty() => {
+                let ns = self.sites[i].namespaces[self.rng.gen_range(0..self.sites[i].namespaces.len())].clone();
+                let mut metadata = std::collections::BTreeMap::new();
+                for _ in 0..self.rng.gen_range(0..3) {
+                    metadata.insert(self.name("k"), self.name("value "));
+                }
+                EventBody::DatasetDescribed { ns, name: self.name("d"), metadata }
             }
             _ => return,
         };
@@ -382,6 +390,7 @@ fn everything(site: &Site) -> String {
             for t in 0..6 {
                 out += &format!("{ns}/{name}@v{t} {:?}\n", c.tag(ns, &name, &format!("v{t}")).unwrap());
             }
+            out += &format!("{ns}/{name} {:?}\n", c.metadata(ns, &name).unwrap());
         }
     }
     out += &format!("{:?}\n{:?}\n", c.rules().unwrap(), c.pins().unwrap());

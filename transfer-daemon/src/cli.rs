@@ -305,6 +305,23 @@ pub enum DatasetCommand {
         /// Only datasets with this tag.
         #[arg(long)]
         tag: Option<String>,
+        /// Only datasets whose metadata has KEY=VALUE (or KEY, with any value).
+        #[arg(long)]
+        meta: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Say what NS/NAME is, as KEY=VALUE pairs that replace its metadata (at the
+    /// namespace's home); `dataset list --meta KEY=VALUE` finds it by them.
+    Describe {
+        /// NS/NAME
+        dataset: String,
+        /// KEY=VALUE, as many as wanted (none, with --clear, removes them all).
+        #[arg(required_unless_present = "clear")]
+        pairs: Vec<String>,
+        /// Remove every entry.
+        #[arg(long, conflicts_with = "pairs")]
+        clear: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },

@@ -102,6 +102,32 @@ async fn a_published_version_outlives_s3_writes_and_checks_out_again() {
     let (code, _, err) = dataset(&daemon, &["tag", "local.climate/era5@v1", "bad tag"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("tag \"bad tag\""), "{err}");
+    // Described, then found by its metadata; a redescription replaces it.
+    let (code, described, err) =
+        dataset(&daemon, &["describe", "local.climate/era5", "experiment=cmip6", "grid=0.25 deg"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(described["metadata"]["grid"], "0.25 deg", "{described}");
+    let found = |meta: &str| dataset(&daemon, &["list", "--meta", meta]).1;
+    assert_eq!(found("experiment=cmip6")[0]["name"], "era5");
+    assert_eq!(found("grid")[0]["name"], "era5", "a key alone matches any value");
+    assert_eq!(found("experiment=cmip5"), serde_json::json!([]));
+    let (code, _, err) = dataset(&daemon, &["list", "--meta", "bad key=1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("metadata key"), "{err}");
+    for bad in [&["local.climate/era5", "no-equals-sign"][..], &["local.climate/nothing", "a=1"], &["paris.x/d", "a=1"]]
+    {
+        let (code, _, err) = dataset(&daemon, &[&["describe"][..], bad].concat());
+        assert_ne!(code, Some(0), "{bad:?}");
+        assert!(!err.is_empty(), "{bad:?}");
+    }
+    let (code, _, err) = dataset(&daemon, &["describe", "local.climate/era5", "bad\nvalue=1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("metadata key"), "{err}");
+    assert_eq!(found("experiment=cmip6")[0]["name"], "era5", "a refused description changes nothing");
+    let (_, shown, _) = dataset(&daemon, &["show", "local.climate/era5"]);
+    assert_eq!(shown["metadata"], serde_json::json!({ "experiment": "cmip6", "grid": "0.25 deg" }), "{shown}");
+    dataset(&daemon, &["describe", "local.climate/era5", "--clear"]);
+    assert_eq!(found("experiment"), serde_json::json!([]));
     let (_, shown, _) = dataset(&daemon, &["show", "local.climate/era5"]);
     assert_eq!(shown["versions"].as_array().unwrap().len(), 2);
     let first = shown["versions"].as_array().unwrap().iter().find(|v| v["version"] == version.as_str()).unwrap();
@@ -240,6 +266,19 @@ async fn api_tokens_reach_their_project_and_scopes_only() {
     let (status, shown) =
         call(Some(reader.clone()), reqwest::Method::GET, "/catalog/datasets/local.climate/era5", None).await;
     assert_eq!(status, 200, "{shown}");
+    // Metadata: written by the namespace's project only, with a problem naming the field.
+    let describe = "/catalog/datasets/local.climate/era5/metadata";
+    let metadata = serde_json::json!({ "metadata": { "experiment": "cmip6" } });
+    let (status, _) = call(Some(reader.clone()), reqwest::Method::PUT, describe, Some(metadata.clone())).await;
+    assert_eq!(status, 403);
+    let (status, described) = call(Some(writer.clone()), reqwest::Method::PUT, describe, Some(metadata)).await;
+    assert_eq!(status, 200, "{described}");
+    let too_long = serde_json::json!({ "metadata": { "experiment": "x".repeat(300) } });
+    let (status, problem) = call(Some(writer.clone()), reqwest::Method::PUT, describe, Some(too_long)).await;
+    assert_eq!((status, problem["field"].as_str()), (400, Some("metadata")), "{problem}");
+    let (status, problem) =
+        call(Some(reader.clone()), reqwest::Method::GET, "/catalog/datasets?meta=experiment=cmip6", None).await;
+    assert_eq!((status, problem[0]["name"].as_str()), (200, Some("era5")), "{problem}");
     // Another project may not check climate's files out into a bucket of its own.
     let (physics_id, physics_secret) = daemon.create_key(BIN, "physics");
     let physics_s3 = common::s3_client(&daemon, &physics_id, &physics_secret);

@@ -1,12 +1,12 @@
-//! `clusster dataset publish|list|tag|show|checkout|share|evict|pin|unpin`, `clusster rule` and `clusster catalog placement`: the
+//! `clusster dataset publish|list|describe|tag|show|checkout|share|evict|pin|unpin`, `clusster rule` and `clusster catalog placement`: the
 //! catalog's routes on the running daemon.
 
 use super::{UsageError, print_report};
 use crate::cli::{AdminArgs, CatalogCommand, DatasetCommand, RuleCommand};
 use crate::client::AdminClient;
 use catalog::http::{
-    CheckedOut, CheckoutRequest, DatasetEntry, DatasetView, FeedPage, PlacementAnswer, PublishRequest, ShareRequest,
-    TagRequest,
+    CheckedOut, CheckoutRequest, DatasetEntry, DatasetView, DescribeRequest, FeedPage, PlacementAnswer, PublishRequest,
+    ShareRequest, TagRequest,
 };
 use catalog::http::{EvictRequest, PinRequest, PinView, RuleRequest};
 use catalog::keeping::Evicted;
@@ -66,10 +66,13 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
                 format!("{what} {ns}/{name}@{} ({} files, {} bytes{tagged})", p.version, p.files, p.bytes)
             });
         }
-        DatasetCommand::List { ns, name, tag, admin } => {
+        DatasetCommand::List { ns, name, tag, meta, admin } => {
             let mut query = vec![("ns", ns.as_str()), ("name", name.as_str())];
             if let Some(tag) = &tag {
                 query.push(("tag", tag));
+            }
+            if let Some(meta) = &meta {
+                query.push(("meta", meta));
             }
             let path = with_query("/catalog/datasets", &query);
             let entries: Vec<DatasetEntry> = client(&admin)?.call_without_body(Method::GET, &path).await?;
@@ -77,6 +80,25 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
                 let rows: Vec<String> =
                     entries.iter().map(|e| format!("{}/{}  {} version(s)", e.ns, e.name, e.versions)).collect();
                 if rows.is_empty() { "no datasets".to_owned() } else { rows.join("\n") }
+            });
+        }
+        DatasetCommand::Describe { dataset: name, pairs, clear: _, admin } => {
+            let (ns, name) = dataset(&name)?;
+            let mut metadata = std::collections::BTreeMap::new();
+            for pair in &pairs {
+                let (key, value) =
+                    pair.split_once('=').ok_or_else(|| UsageError(format!("{pair:?}: give metadata as KEY=VALUE")))?;
+                metadata.insert(key.to_owned(), value.to_owned());
+            }
+            let path = format!("/catalog/datasets/{ns}/{name}/metadata");
+            let described: DescribeRequest =
+                client(&admin)?.call(Method::PUT, &path, Some(&DescribeRequest { metadata })).await?;
+            print_report(&admin, &described, |d| match d.metadata.is_empty() {
+                true => format!("{ns}/{name} has no metadata now"),
+                false => {
+                    let pairs: Vec<String> = d.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("{ns}/{name}: {}", pairs.join(", "))
+                }
             });
         }
         DatasetCommand::Tag { version, tag, admin } => {
@@ -95,6 +117,7 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
             print_report(&admin, &view, |v| {
                 let shared = v.shared_with.as_ref().map(|s| format!(", shared with {s}")).unwrap_or_default();
                 let mut lines = vec![format!("{}/{} (home {}, project {}{shared})", v.ns, v.name, v.home, v.project)];
+                lines.extend(v.metadata.iter().map(|(k, value)| format!("  {k} = {value}")));
                 for version in &v.versions {
                     let tags =
                         if version.tags.is_empty() { String::new() } else { format!(" [{}]", version.tags.join(", ")) };
