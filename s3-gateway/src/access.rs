@@ -78,7 +78,7 @@ impl ProjectAccess {
 /// The value of query parameter `name`, names and values percent-decoded: the signature
 /// check decodes them, so `X-Amz-Expire%73` must count as `X-Amz-Expires` here too. A
 /// name without `=` has the empty value.
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
     let decode = |text: &str| percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned();
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -157,7 +157,7 @@ pub(crate) struct BucketSeen(pub(crate) BucketRecord);
 
 /// The write condition that the bucket be the one the access check saw.
 pub(crate) fn same_bucket<T>(req: &S3Request<T>) -> store::Precondition {
-    store::Precondition { bucket: req.extensions.get::<BucketSeen>().map(|seen| seen.0.clone()), absent: false }
+    store::Precondition { bucket: req.extensions.get::<BucketSeen>().map(|seen| seen.0.clone()), ..Default::default() }
 }
 
 /// The project of the key that signed `req`.

@@ -1,10 +1,15 @@
-//! Bucket operations: ListBuckets, CreateBucket, DeleteBucket, HeadBucket, GetBucketLocation.
+//! Bucket operations: ListBuckets (paginated), CreateBucket, DeleteBucket, HeadBucket, GetBucketLocation.
 
 use crate::error::from_store;
 use crate::{Gateway, access};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as TOKEN;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 use store::StoreError;
+
+/// The largest ListBuckets page, as S3's.
+const MAX_BUCKETS_PAGE: usize = 10_000;
 
 pub(crate) fn timestamp(ms: i64) -> Timestamp {
     Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
@@ -16,9 +21,36 @@ impl Gateway {
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
         let project = access::project(&self.store, &req)?;
+        let input = req.input;
+        let max = match input.max_buckets {
+            None => MAX_BUCKETS_PAGE,
+            Some(n) if (1..=MAX_BUCKETS_PAGE as i32).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(s3_error!(InvalidArgument, "max-buckets {n} is not between 1 and {MAX_BUCKETS_PAGE}"));
+            }
+        };
+        // The continuation token is the last name returned, opaque to clients.
+        let after = match input.continuation_token.as_deref() {
+            None | Some("") => String::new(),
+            Some(token) => TOKEN
+                .decode(token)
+                .ok()
+                .and_then(|raw| String::from_utf8(raw).ok())
+                .ok_or_else(|| s3_error!(InvalidArgument, "the continuation token is invalid"))?,
+        };
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let in_region = input.bucket_region.as_ref().is_none_or(|r| *r == self.config.region);
         let mut buckets = Vec::new();
+        let mut truncated = false;
         for (name, record) in self.store.list_buckets().map_err(from_store)? {
+            if !in_region || !name.starts_with(&prefix) || name <= after {
+                continue;
+            }
             if self.store.bucket_allows(&name, &project).map_err(from_store)? {
+                if buckets.len() == max {
+                    truncated = true;
+                    break;
+                }
                 buckets.push(Bucket {
                     name: Some(name),
                     creation_date: Some(timestamp(record.created_ms)),
@@ -26,10 +58,13 @@ impl Gateway {
                 });
             }
         }
+        let continuation_token =
+            buckets.last().and_then(|b| b.name.as_deref()).filter(|_| truncated).map(|n| TOKEN.encode(n));
         Ok(S3Response::new(ListBucketsOutput {
+            continuation_token,
             buckets: Some(buckets),
             owner: Some(Owner { id: Some(project.clone()), display_name: Some(project) }),
-            ..Default::default()
+            prefix: input.prefix,
         }))
     }
 

@@ -36,6 +36,7 @@ pub(crate) fn from_store(e: StoreError) -> S3Error {
         StoreError::BucketNotEmpty(_) => (C::BucketNotEmpty, e.to_string()),
         StoreError::BucketExists(_) => (C::BucketAlreadyExists, e.to_string()),
         StoreError::ObjectExists { .. } => (C::PreconditionFailed, e.to_string()),
+        StoreError::EtagMismatch { .. } => (C::PreconditionFailed, e.to_string()),
         StoreError::InvalidPart { .. } => (C::InvalidPart, e.to_string()),
         StoreError::InvalidPartOrder => (C::InvalidPartOrder, e.to_string()),
         StoreError::PartTooSmall { .. } => (C::EntityTooSmall, e.to_string()),

@@ -9,6 +9,7 @@
 //! - `checksum`: Content-MD5 and `x-amz-checksum-*` in headers and trailers;
 //! - `buckets`, `objects`, `list`, `multipart`: the operations, by group;
 //! - `ops`: the `s3s::S3` trait, delegating to the groups;
+//! - `front`: around s3s: request ids, presigned URL expiries out of range;
 //! - [`server`]: the HTTP(S) accept loop with graceful shutdown.
 
 pub mod access;
@@ -16,6 +17,7 @@ mod buckets;
 mod checksum;
 pub mod config;
 mod error;
+mod front;
 mod list;
 mod multipart;
 mod objects;

@@ -34,6 +34,11 @@ impl Encoder {
     }
 }
 
+/// A query parameter sent empty (`delimiter=`) is one not sent, as in S3.
+fn given(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
 impl Gateway {
     fn max_keys(&self, requested: Option<i32>) -> S3Result<usize> {
         match requested {
@@ -79,7 +84,8 @@ impl Gateway {
         let max = self.max_keys(input.max_keys)?;
         let prefix = input.prefix.unwrap_or_default();
         let marker = input.marker.unwrap_or_default();
-        let page = self.page(&input.bucket, &prefix, input.delimiter.as_deref(), &marker, max)?;
+        let delimiter = given(input.delimiter);
+        let page = self.page(&input.bucket, &prefix, delimiter.as_deref(), &marker, max)?;
         let owner = self.store.bucket(&input.bucket).map_err(from_store)?.owner;
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
@@ -91,7 +97,7 @@ impl Gateway {
             next_marker: enc.opt(page.next_marker.clone().filter(|_| page.truncated)),
             contents: Some(Self::contents(&page, &enc, Some(&owner))),
             common_prefixes: Some(Self::prefixes(&page, &enc)),
-            delimiter: enc.opt(input.delimiter),
+            delimiter: enc.opt(delimiter),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -114,7 +120,8 @@ impl Gateway {
                 .ok_or_else(|| s3_error!(InvalidArgument, "the continuation token is invalid"))?,
             None => input.start_after.clone().unwrap_or_default(),
         };
-        let page = self.page(&input.bucket, &prefix, input.delimiter.as_deref(), &after, max)?;
+        let delimiter = given(input.delimiter);
+        let page = self.page(&input.bucket, &prefix, delimiter.as_deref(), &after, max)?;
         let owner = if input.fetch_owner == Some(true) {
             Some(self.store.bucket(&input.bucket).map_err(from_store)?.owner)
         } else {
@@ -132,7 +139,7 @@ impl Gateway {
             next_continuation_token: page.next_marker.filter(|_| page.truncated).map(|m| TOKEN.encode(m)),
             contents: Some(contents),
             common_prefixes: Some(common_prefixes),
-            delimiter: enc.opt(input.delimiter),
+            delimiter: enc.opt(delimiter),
             encoding_type: input.encoding_type,
             start_after: enc.opt(input.start_after),
             ..Default::default()

@@ -5,9 +5,10 @@ use crate::Gateway;
 use crate::buckets::timestamp;
 use crate::checksum;
 use crate::error::from_store;
-use crate::objects::{Declared, check_copy_conditions, copy_source, object_meta, range_body};
+use crate::objects::{Declared, check_copy_conditions, copy_source, object_meta, range_body, write_conditions};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
+use store::StoreError;
 use store::multipart::PartInfo;
 
 impl Gateway {
@@ -99,14 +100,7 @@ impl Gateway {
             &input.copy_source_if_modified_since,
             &input.copy_source_if_unmodified_since,
         )?;
-        let range = match &input.copy_source_range {
-            Some(text) => {
-                let r = Range::parse(text)
-                    .map_err(|_| s3_error!(InvalidArgument, "invalid x-amz-copy-source-range {text}"))?;
-                Some(r.check(open.info.head.size)?)
-            }
-            None => None,
-        };
+        let range = input.copy_source_range.as_deref().map(|text| copy_range(text, open.info.head.size)).transpose()?;
         self.store.upload_checksum(&input.bucket, &input.key, &input.upload_id).map_err(from_store)?;
         let (range, stream) = open.read(range).map_err(from_store)?;
         // The bytes go through ingest, so every whole chunk dedups against the source.
@@ -137,7 +131,9 @@ impl Gateway {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let mut pre = crate::access::same_bucket(&req);
         let input = req.input;
+        write_conditions(&mut pre, &input.if_match, &input.if_none_match);
         let parts = input
             .multipart_upload
             .and_then(|m| m.parts)
@@ -149,18 +145,16 @@ impl Gateway {
             let etag = p.e_tag.as_ref().ok_or_else(|| s3_error!(MalformedXML, "part {n} has no ETag"))?;
             listed.push((self.part_number(n)?, etag.value().to_owned()));
         }
-        // A composite checksum (checksum of the parts' checksums) when the upload declared
-        // an algorithm and every listed part has it.
-        let (stored, _) =
-            self.store.list_parts(&input.bucket, &input.key, &input.upload_id, 0, usize::MAX).map_err(from_store)?;
-        let algorithm = self.store.upload_checksum(&input.bucket, &input.key, &input.upload_id).map_err(from_store)?;
-        let checksums = algorithm
-            .and_then(|algo| composite_checksum(algo, &listed, &stored))
-            .map(|(algo, value)| vec![(algo, value)])
-            .unwrap_or_default();
+        let checksums = match self.upload_composite_checksum(&input.bucket, &input.key, &input.upload_id, &listed) {
+            Ok(checksums) => checksums,
+            // Completed already (its parts are gone): the store answers a retry from what
+            // the completion made.
+            Err(StoreError::NoSuchUpload(_)) => Vec::new(),
+            Err(e) => return Err(from_store(e)),
+        };
         let info = self
             .store
-            .complete_upload(&input.bucket, &input.key, &input.upload_id, &listed, checksums)
+            .complete_upload_if(&input.bucket, &input.key, &input.upload_id, &listed, checksums, &pre)
             .await
             .map_err(from_store)?;
         let (fields, checksum_type) = checksum::to_fields(&info.head.checksums, info.head.part_sizes.len());
@@ -178,6 +172,20 @@ impl Gateway {
             checksum_type,
             ..Default::default()
         }))
+    }
+
+    /// A composite checksum (checksum of the parts' checksums) when the upload declared
+    /// an algorithm and every listed part has it.
+    fn upload_composite_checksum(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        listed: &[(u32, String)],
+    ) -> Result<Vec<(hw_offload::ChecksumAlgo, Vec<u8>)>, StoreError> {
+        let (stored, _) = self.store.list_parts(bucket, key, upload_id, 0, usize::MAX)?;
+        let algorithm = self.store.upload_checksum(bucket, key, upload_id)?;
+        Ok(algorithm.and_then(|algo| composite_checksum(algo, listed, &stored)).into_iter().collect())
     }
 
     pub(crate) async fn abort_multipart_upload(
@@ -267,6 +275,26 @@ impl Gateway {
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
+    }
+}
+
+/// `x-amz-copy-source-range`: `bytes=first-last`, both inside the source. Anything else
+/// is InvalidRange (416), before any byte is copied.
+fn copy_range(text: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let offset = |digits: &str| {
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse::<u64>().ok())?
+    };
+    let bounds = text
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(first, last)| Some((offset(first)?, offset(last)?)));
+    match bounds {
+        Some((first, last)) if first <= last && last < size => Ok(first..last + 1),
+        Some(_) => Err(s3_error!(
+            InvalidRange,
+            "x-amz-copy-source-range {text} is not within the source object's {size} bytes"
+        )),
+        None => Err(s3_error!(InvalidRange, "x-amz-copy-source-range {text} is not of the form bytes=first-last")),
     }
 }
 

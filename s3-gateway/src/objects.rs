@@ -1,6 +1,6 @@
-//! Object operations: PutObject, GetObject, HeadObject, DeleteObject, DeleteObjects,
-//! CopyObject; and what they share with multipart (body ingest and verification,
-//! metadata, conditional requests).
+//! Object operations: PutObject, GetObject, HeadObject, GetObjectAttributes,
+//! DeleteObject, DeleteObjects, CopyObject; and what they share with multipart (body
+//! ingest and verification, metadata, conditional requests).
 
 use crate::Gateway;
 use crate::buckets::timestamp;
@@ -123,14 +123,10 @@ impl Gateway {
         let mut pre = crate::access::same_bucket(&req);
         let input = req.input;
         self.store.bucket(&input.bucket).map_err(from_store)?;
-        if let Some(cond) = &input.if_none_match {
-            // Conditional create: fail early if the key exists, and again at the commit,
-            // under the key lock, so that of two racing creates exactly one wins.
-            pre.absent = matches!(cond, ETagCondition::Any);
-            if pre.absent && self.store.head_object(&input.bucket, &input.key).is_ok() {
-                return Err(s3_error!(PreconditionFailed, "the key exists and If-None-Match: * was sent"));
-            }
-        }
+        write_conditions(&mut pre, &input.if_match, &input.if_none_match);
+        // Conditional writes fail early, before the body is read, and again at the commit,
+        // under the key lock, so that of two racing writes exactly one wins.
+        self.store.check_precondition(&input.bucket, &input.key, &pre).map_err(from_store)?;
         let declared = Declared::new(
             input.content_length,
             input.content_md5.as_ref(),
@@ -258,6 +254,69 @@ impl Gateway {
         }))
     }
 
+    pub(crate) async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        let input = req.input;
+        let wanted = Attributes::parse(&input.object_attributes)?;
+        let info = self.store.head_object(&input.bucket, &input.key).map_err(from_store)?;
+        let parts = info.head.part_sizes.len();
+        let checksum = (wanted.checksum && !info.head.checksums.is_empty()).then(|| {
+            // The parts count is ObjectParts' business: no "-N" suffix here.
+            let (fields, _) = checksum::to_fields(&info.head.checksums, 0);
+            let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] = fields;
+            let kind = if parts > 0 { ChecksumType::COMPOSITE } else { ChecksumType::FULL_OBJECT };
+            Checksum {
+                checksum_crc32,
+                checksum_crc32c,
+                checksum_crc64nvme,
+                checksum_sha1,
+                checksum_sha256,
+                checksum_type: Some(ChecksumType::from_static(kind)),
+            }
+        });
+        let object_parts = if wanted.object_parts && parts > 0 {
+            let max = input.max_parts.map_or(1000, |m| m.clamp(0, 1000) as usize);
+            let after = input.part_number_marker.unwrap_or(0).clamp(0, parts as i32) as usize;
+            let part_checksums = self.store.part_checksums(&input.bucket, &info).map_err(from_store)?;
+            let listed: Vec<ObjectPart> = (after..parts.min(after + max))
+                .map(|i| {
+                    let (fields, _) = checksum::to_fields(part_checksums.get(i).map_or(&[][..], Vec::as_slice), 0);
+                    let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] = fields;
+                    ObjectPart {
+                        part_number: Some(i as i32 + 1),
+                        size: Some(info.head.part_sizes[i] as i64),
+                        checksum_crc32,
+                        checksum_crc32c,
+                        checksum_crc64nvme,
+                        checksum_sha1,
+                        checksum_sha256,
+                    }
+                })
+                .collect();
+            Some(GetObjectAttributesParts {
+                is_truncated: Some(after + listed.len() < parts),
+                max_parts: Some(max as i32),
+                next_part_number_marker: listed.last().and_then(|p| p.part_number),
+                part_number_marker: input.part_number_marker,
+                parts: Some(listed),
+                total_parts_count: Some(parts as i32),
+            })
+        } else {
+            None
+        };
+        Ok(S3Response::new(GetObjectAttributesOutput {
+            checksum,
+            e_tag: wanted.etag.then(|| ETag::Strong(info.head.etag.clone())),
+            last_modified: Some(timestamp(info.head.mtime_ms)),
+            object_parts,
+            object_size: wanted.object_size.then_some(info.head.size as i64),
+            storage_class: wanted.storage_class.then(|| StorageClass::from_static(StorageClass::STANDARD)),
+            ..Default::default()
+        }))
+    }
+
     pub(crate) async fn delete_object(
         &self,
         req: S3Request<DeleteObjectInput>,
@@ -339,6 +398,35 @@ impl Gateway {
     }
 }
 
+/// The attributes a GetObjectAttributes asks for.
+#[derive(Default)]
+struct Attributes {
+    etag: bool,
+    checksum: bool,
+    object_parts: bool,
+    storage_class: bool,
+    object_size: bool,
+}
+
+impl Attributes {
+    /// `x-amz-object-attributes`: names, comma-separated in one header or in several.
+    fn parse(list: &[ObjectAttributes]) -> S3Result<Self> {
+        let mut wanted = Self::default();
+        for name in list.iter().flat_map(|a| a.as_str().split(',')).map(str::trim).filter(|n| !n.is_empty()) {
+            let flag = match name.to_ascii_lowercase().as_str() {
+                "etag" => &mut wanted.etag,
+                "checksum" => &mut wanted.checksum,
+                "objectparts" => &mut wanted.object_parts,
+                "storageclass" => &mut wanted.storage_class,
+                "objectsize" => &mut wanted.object_size,
+                _ => return Err(s3_error!(InvalidArgument, "invalid object attribute {name}")),
+            };
+            *flag = true;
+        }
+        Ok(wanted)
+    }
+}
+
 /// What GET and HEAD answer besides the body.
 struct Head {
     content_type: Option<String>,
@@ -400,6 +488,19 @@ fn requested_range(
         )),
         (None, None) => Ok(None),
     }
+}
+
+/// `If-Match` and `If-None-Match: *` of a write, as conditions its commit checks.
+pub(crate) fn write_conditions(
+    pre: &mut store::Precondition,
+    if_match: &Option<ETagCondition>,
+    if_none_match: &Option<ETagCondition>,
+) {
+    pre.absent = matches!(if_none_match, Some(ETagCondition::Any));
+    pre.if_match = if_match.as_ref().map(|cond| match cond {
+        ETagCondition::Any => store::EtagMatch::Any,
+        ETagCondition::ETag(e) => store::EtagMatch::Etag(e.value().to_owned()),
+    });
 }
 
 fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {

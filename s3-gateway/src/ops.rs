@@ -50,6 +50,14 @@ impl S3 for Gateway {
         Gateway::head_object(self, req).await
     }
 
+    #[tracing::instrument(level = "debug", name = "GetObjectAttributes", skip_all)]
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        Gateway::get_object_attributes(self, req).await
+    }
+
     #[tracing::instrument(level = "debug", name = "DeleteObject", skip_all)]
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         Gateway::delete_object(self, req).await

@@ -132,6 +132,7 @@ pub async fn serve(
     let http1 = Arc::new(builder.clone().http1_only());
     let http2 = Arc::new(builder.http2_only());
     let graceful = GracefulShutdown::new();
+    let service = crate::front::Front::new(service);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let open = Arc::new(OpenConnections::default());
     loop {

@@ -20,6 +20,15 @@ pub enum StoreError {
         /// the key
         key: String,
     },
+    /// `If-Match` was asked and the key holds an object with another ETag (checked at
+    /// commit, under the key lock).
+    #[error("{bucket}/{key} has another ETag than the write asked for")]
+    EtagMismatch {
+        /// the bucket
+        bucket: String,
+        /// the key
+        key: String,
+    },
     /// The bucket still holds objects or uploads.
     #[error("bucket {0:?} is not empty")]
     BucketNotEmpty(String),

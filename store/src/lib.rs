@@ -58,7 +58,7 @@ pub use meta::values::{
     SiteShareRecord, TransferRecord,
 };
 pub use metrics::StoreMetrics;
-pub use objects::{ListPage, ObjectInfo, ObjectStream, OpenObject, Precondition, PutOptions, check_digests};
+pub use objects::{EtagMatch, ListPage, ObjectInfo, ObjectStream, OpenObject, Precondition, PutOptions, check_digests};
 
 use claims::Claims;
 use hw_offload::Offload;

@@ -5,9 +5,9 @@
 use crate::Store;
 use crate::error::StoreError;
 use crate::ingest::{Ingested, IngestedBody};
-use crate::meta::values::{ObjectHead, ObjectMeta, ObjectRecord, PartRecord, UploadRecord};
+use crate::meta::values::{CompletionRecord, ObjectHead, ObjectMeta, ObjectRecord, PartRecord, UploadRecord};
 use crate::meta::{cf, keys};
-use crate::objects::{ObjectInfo, PutOptions};
+use crate::objects::{ObjectInfo, Precondition, PutOptions};
 use bytes::Bytes;
 use futures::Stream;
 use hw_offload::{ChecksumAlgo, ChunkId};
@@ -18,6 +18,12 @@ use std::collections::HashMap;
 pub const MIN_PART_BYTES: u64 = 5 << 20;
 /// S3's part numbers run from 1 to 10,000.
 pub const MAX_PART_NUMBER: u32 = 10_000;
+/// How long a completed upload answers a retry of its completion (a client that lost the
+/// first answer retries within seconds; a day covers a retry queue's backoff).
+pub const COMPLETION_RETRY_MS: i64 = 24 * 3600 * 1000;
+
+/// S3 checksums, by algorithm, as big-endian bytes.
+pub type Checksums = Vec<(ChecksumAlgo, Vec<u8>)>;
 
 /// An upload in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +65,17 @@ fn parse_upload_id(upload_id: &str) -> Result<[u8; keys::UPLOAD_ID_LEN], StoreEr
 
 fn unquote(etag: &str) -> &str {
     etag.trim().trim_matches('"')
+}
+
+/// What identifies the parts a completion listed.
+fn parts_digest(listed: &[(u32, String)]) -> [u8; 16] {
+    let mut md5 = md5::Md5::new();
+    for (n, etag) in listed {
+        md5.update(n.to_be_bytes());
+        md5.update(unquote(etag).as_bytes());
+        md5.update([0]);
+    }
+    md5.finalize().into()
 }
 
 impl Store {
@@ -190,8 +207,27 @@ impl Store {
         listed: &[(u32, String)],
         checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
     ) -> Result<ObjectInfo, StoreError> {
+        self.complete_upload_if(bucket, key, upload_id, listed, checksums, &Precondition::default()).await
+    }
+
+    /// [`Store::complete_upload`] if `pre` holds at the commit. A retry of a completion
+    /// that succeeded (same upload id, same parts listed) answers the object it made, for
+    /// [`COMPLETION_RETRY_MS`] and as long as that object is still the one at the key;
+    /// otherwise the upload is gone (NoSuchUpload).
+    pub async fn complete_upload_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        listed: &[(u32, String)],
+        checksums: Vec<(ChecksumAlgo, Vec<u8>)>,
+        pre: &Precondition,
+    ) -> Result<ObjectInfo, StoreError> {
         let _guard = self.lock_upload(upload_id).await;
-        let (id, upload) = self.upload(bucket, key, upload_id)?;
+        let (id, upload) = match self.upload(bucket, key, upload_id) {
+            Err(StoreError::NoSuchUpload(_)) => return self.completed_upload(bucket, key, upload_id, listed),
+            found => found?,
+        };
         if listed.is_empty() {
             return Err(StoreError::InvalidPart { part: 0 });
         }
@@ -201,6 +237,7 @@ impl Store {
         }
         let mut chunks = Vec::new();
         let mut part_sizes = Vec::with_capacity(listed.len());
+        let mut part_checksums = Vec::with_capacity(listed.len());
         let mut md5s = md5::Md5::new();
         let mut size = 0u64;
         let mut batch = self.meta.batch();
@@ -211,6 +248,8 @@ impl Store {
                 return Err(StoreError::PartTooSmall { part: *n, size: part.size, min: MIN_PART_BYTES });
             }
             md5s.update(part.md5);
+            let of_the_object = part.checksums.iter().filter(|(a, _)| checksums.iter().any(|(b, _)| a == b));
+            part_checksums.push(of_the_object.cloned().collect());
             size += part.size;
             part_sizes.push(part.size);
             chunks.extend_from_slice(&part.chunks);
@@ -234,8 +273,52 @@ impl Store {
             meta: upload.meta,
             part_sizes,
         };
+        let completion = CompletionRecord {
+            upload_id: id,
+            parts_digest: parts_digest(listed),
+            etag: head.etag.clone(),
+            mtime_ms: head.mtime_ms,
+            part_checksums,
+        };
+        batch.put(cf::COMPLETIONS, &keys::object_key(bucket, key), &completion);
         let record = ObjectRecord { head, body };
-        self.replace_object(bucket, key, record, batch, deltas, &crate::objects::Precondition::default()).await
+        self.replace_object(bucket, key, record, batch, deltas, pre).await
+    }
+
+    /// The answer to a retried completion of an upload that is gone (see
+    /// [`Store::complete_upload_if`]).
+    fn completed_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        listed: &[(u32, String)],
+    ) -> Result<ObjectInfo, StoreError> {
+        let gone = || StoreError::NoSuchUpload(upload_id.to_owned());
+        let id = parse_upload_id(upload_id)?;
+        let Some(done) = self.meta.get::<CompletionRecord>(cf::COMPLETIONS, &keys::object_key(bucket, key))? else {
+            return Err(gone());
+        };
+        let object = match self.head_object(bucket, key) {
+            Err(StoreError::NoSuchKey { .. }) => return Err(gone()),
+            found => found?,
+        };
+        let recent = crate::now_ms().saturating_sub(done.mtime_ms) <= COMPLETION_RETRY_MS;
+        let same_object = object.head.etag == done.etag && object.head.mtime_ms == done.mtime_ms;
+        if done.upload_id != id || done.parts_digest != parts_digest(listed) || !recent || !same_object {
+            return Err(gone());
+        }
+        Ok(object)
+    }
+
+    /// The checksums of each part of a multipart object, of its own checksum algorithm, in
+    /// part order; empty when unknown (a single PUT, an object a transfer brought).
+    pub fn part_checksums(&self, bucket: &str, info: &ObjectInfo) -> Result<Vec<Checksums>, StoreError> {
+        let okey = keys::object_key(bucket, &info.key);
+        Ok(match self.meta.get::<CompletionRecord>(cf::COMPLETIONS, &okey)? {
+            Some(done) if done.etag == info.head.etag && done.mtime_ms == info.head.mtime_ms => done.part_checksums,
+            _ => Vec::new(),
+        })
     }
 
     /// Aborts an upload, releasing its parts.

@@ -45,6 +45,17 @@ pub struct Precondition {
     pub bucket: Option<BucketRecord>,
     /// `If-None-Match: *`: the key must not exist.
     pub absent: bool,
+    /// `If-Match`: the key must hold an object, with this ETag if one is given.
+    pub if_match: Option<EtagMatch>,
+}
+
+/// What `If-Match` asks of the object a write replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EtagMatch {
+    /// `*`: any object.
+    Any,
+    /// An object with this ETag (unquoted).
+    Etag(String),
 }
 
 impl Precondition {
@@ -59,8 +70,19 @@ impl Precondition {
     /// Checks `bucket` and `key` against `self`, for a write.
     fn check(&self, store: &Store, bucket: &str, key: &str, current: &BucketRecord) -> Result<(), StoreError> {
         self.check_bucket(bucket, current)?;
-        if self.absent && store.meta.contains(cf::OBJECTS, &keys::object_key(bucket, key))? {
+        let okey = keys::object_key(bucket, key);
+        if self.absent && store.meta.contains(cf::OBJECTS, &okey)? {
             return Err(StoreError::ObjectExists { bucket: bucket.to_owned(), key: key.to_owned() });
+        }
+        if let Some(expected) = &self.if_match {
+            let Some(object) = store.meta.get::<ObjectRecord>(cf::OBJECTS, &okey)? else {
+                return Err(StoreError::NoSuchKey { bucket: bucket.to_owned(), key: key.to_owned() });
+            };
+            if let EtagMatch::Etag(etag) = expected
+                && object.head.etag != *etag
+            {
+                return Err(StoreError::EtagMismatch { bucket: bucket.to_owned(), key: key.to_owned() });
+            }
         }
         Ok(())
     }
@@ -145,6 +167,7 @@ impl Store {
         // With no object left, its counts are all 0: drop them now, not at compaction.
         if let Some(end) = keys::prefix_successor(&prefix) {
             batch.delete_range(cf::BUCKET_CHUNKS, &prefix, &end);
+            batch.delete_range(cf::COMPLETIONS, &prefix, &end);
         }
         self.commit(batch).await
     }
@@ -230,6 +253,12 @@ impl Store {
         // Claims are released only now that the commit is durable.
         drop(ingested);
         Ok(info)
+    }
+
+    /// Checks `pre` now, without locks: a request fails early, before it reads a body,
+    /// on a condition the commit would refuse.
+    pub fn check_precondition(&self, bucket: &str, key: &str, pre: &Precondition) -> Result<(), StoreError> {
+        pre.check(self, bucket, key, &self.bucket(bucket)?)
     }
 
     /// Adds an ingest's new chunks and packs to a batch.
@@ -339,6 +368,7 @@ impl Store {
         let mut deltas = HashMap::new();
         self.release_body(&mut batch, bucket, &old.body, &mut deltas)?;
         batch.delete(cf::OBJECTS, &okey);
+        batch.delete(cf::COMPLETIONS, &okey);
         for (id, delta) in deltas {
             batch.add_ref(&id, delta);
         }

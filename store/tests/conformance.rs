@@ -489,7 +489,7 @@ async fn a_write_to_a_bucket_replaced_meanwhile_lands_nowhere(f: Fixture) {
     s.create_bucket("b", "physics").await.unwrap();
     put(s, "b", "kept", b"physics data").await;
     let seen = s.bucket("b").unwrap();
-    let same_bucket = Precondition { bucket: Some(seen), absent: false };
+    let same_bucket = Precondition { bucket: Some(seen), absent: false, ..Default::default() };
     let upload = ingested(s, &random(300_000, 7)).await;
     // While the body was read, physics deleted the bucket and biology took the name.
     s.delete_object("b", "kept").await.unwrap();
@@ -510,7 +510,7 @@ async fn a_write_to_a_bucket_replaced_meanwhile_lands_nowhere(f: Fixture) {
 async fn a_create_only_write_fails_at_commit_if_the_key_appeared(f: Fixture) {
     let s = &f.store;
     s.create_bucket("b", "p").await.unwrap();
-    let create_only = Precondition { bucket: Some(s.bucket("b").unwrap()), absent: true };
+    let create_only = Precondition { bucket: Some(s.bucket("b").unwrap()), absent: true, ..Default::default() };
     // Two creates of one key whose bodies were read at the same time.
     let first = ingested(s, &random(200_000, 1)).await;
     let second = ingested(s, &random(200_000, 2)).await;

@@ -57,6 +57,12 @@ pub const CHUNK_VERSIONS: &str = "chunk_versions";
 /// transfer rates measured between sites
 pub const LINK_RATES: &str = "link_rates";
 
+/// [`object_key`](super::keys::object_key) → [`CompletionRecord`](super::values::CompletionRecord):
+/// what the last multipart completion at a key made, so that a retried completion gets the
+/// same answer and GetObjectAttributes the parts' checksums. At most one per key, and it
+/// speaks for the object only while the object is still the one it made.
+pub const COMPLETIONS: &str = "completions";
+
 /// The catalog's tables (`catalog::storage::Table`), kept here so that a version's hold on
 /// its chunks and the catalog records that describe it commit in one write.
 pub const CATALOG: [&str; 13] = [
@@ -76,7 +82,7 @@ pub const CATALOG: [&str; 13] = [
 ];
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 32] = [
+pub const ALL: [&str; 33] = [
     BUCKETS,
     OBJECTS,
     MANIFESTS,
@@ -109,4 +115,5 @@ pub const ALL: [&str; 32] = [
     CATALOG[10],
     CATALOG[11],
     CATALOG[12],
+    COMPLETIONS,
 ];

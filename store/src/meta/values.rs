@@ -235,6 +235,26 @@ impl Record for UploadRecord {
     const VERSION: u8 = 1;
 }
 
+/// What a multipart completion made at a key (see [`cf::COMPLETIONS`](super::cf::COMPLETIONS)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionRecord {
+    /// the completed upload
+    pub upload_id: [u8; 16],
+    /// MD5 of the listed parts (numbers and ETags): a retry must list the same
+    pub parts_digest: [u8; 16],
+    /// the object it made, known by its ETag and modification time
+    pub etag: String,
+    /// see `etag`
+    pub mtime_ms: i64,
+    /// each listed part's checksums of the object's checksum algorithm, in part order
+    pub part_checksums: Vec<Vec<(ChecksumAlgo, Vec<u8>)>>,
+}
+
+impl Record for CompletionRecord {
+    const KIND: &'static str = "completion";
+    const VERSION: u8 = 1;
+}
+
 /// One uploaded part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartRecord {
