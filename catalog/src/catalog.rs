@@ -547,6 +547,16 @@ impl<S: CatalogStorage> Catalog<S> {
             .collect()
     }
 
+    /// The record of `version`, as its first publication has it.
+    pub fn version_record(&self, version: &VersionId) -> Result<Option<VersionRecord>, CatalogError> {
+        for (ns, name) in self.publications(version)? {
+            if let Some((_, record)) = self.versions(&ns, &name)?.into_iter().find(|(v, _)| v == version) {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
     /// The version a tag of `ns/name` names.
     pub fn tag(&self, ns: &str, name: &str, tag: &str) -> Result<Option<VersionId>, CatalogError> {
         let raw = self.storage.get(Table::Tags, &key(&[ns.as_bytes(), name.as_bytes(), tag.as_bytes()]))?;

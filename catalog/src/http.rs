@@ -24,6 +24,7 @@ use std::sync::{Arc, LazyLock};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 mod keep;
+mod stage;
 
 pub use keep::{EvictRequest, PinRequest, PinView, RuleRequest};
 
@@ -39,6 +40,8 @@ pub struct CatalogState {
     pub federation: Option<Arc<federation::file::Federation>>,
     /// this site's rules, acted on, when it runs them
     pub rules: Option<Arc<crate::rules::RuleEngine>>,
+    /// job staging at this site
+    pub stager: Arc<crate::stage::Stager>,
 }
 
 /// Who is asking.
@@ -111,6 +114,13 @@ pub fn router(state: Arc<CatalogState>) -> Router {
     let stage = Router::new()
         .route("/catalog/pins", post(keep::pin))
         .route("/catalog/pins/{id}", axum::routing::delete(keep::unpin))
+        .route("/catalog/stage/in", post(stage::stage_in))
+        .route("/catalog/stage/versions/{version}/files/{*path}", get(stage::read_file))
+        .route("/catalog/stage/out", post(stage::open_session))
+        .route("/catalog/stage/out/{session}/missing", post(stage::missing))
+        .route("/catalog/stage/out/{session}/chunks", post(stage::receive_chunks))
+        .route("/catalog/stage/out/{session}/publish", post(stage::publish))
+        .route("/catalog/stage/out/{session}", axum::routing::delete(stage::abort))
         .route_layer(axum::middleware::from_fn_with_state((state.clone(), "stage"), authorize));
     let open = Router::new().route("/catalog/openapi.json", get(openapi_json));
     reads.merge(writes).merge(stage).merge(open).with_state(state)
@@ -967,6 +977,13 @@ const NO_READ: &str = "the token lacks catalog:read";
         keep::delete_rule,
         keep::pin,
         keep::unpin,
+        stage::stage_in,
+        stage::read_file,
+        stage::open_session,
+        stage::missing,
+        stage::receive_chunks,
+        stage::publish,
+        stage::abort,
         openapi_json,
     ),
     components(schemas(ProblemDocument)),
@@ -975,6 +992,7 @@ const NO_READ: &str = "the token lacks catalog:read";
         (name = "datasets", description = "Datasets and their versions: publish, list, tag, check out, share"),
         (name = "federation", description = "The federation's catalog as this site knows it: sync, placement, feed"),
         (name = "keeping", description = "What keeps copies: pins, eviction and replication rules"),
+        (name = "staging", description = "Job stage-in and stage-out from compute nodes"),
         (name = "api", description = "This document"),
     )
 )]

@@ -16,6 +16,7 @@
 //!   landing one that arrived;
 //! - [`keeping`]: pins, and what keeps a copy from eviction;
 //! - [`rules`]: replication rules, acted on by the site that owns them;
+//! - [`stage`]: what job stage-in and stage-out exchange with the daemon;
 //! - [`sites_expr`]: the expressions that name sites (`country=fr & tier=hpc`).
 
 pub mod catalog;
@@ -30,6 +31,7 @@ pub mod publish;
 pub mod quic;
 pub mod rules;
 pub mod sites_expr;
+pub mod stage;
 pub mod storage;
 
 pub use catalog::{Accepted, Catalog, CatalogError, Heads, PullAnswer};

@@ -75,7 +75,42 @@ pub async fn publish(
     }
     let manifest = Manifest::new(snapshot.files.iter().map(crate::copies::file_entry).collect())
         .map_err(|e| CatalogError::Refused(e.to_string()))?;
-    let encoded = manifest.encode();
+    let (published, bodies) = publication(catalog, ns, name, tag, &owner, existing.is_none(), &manifest)?;
+    let (version, encoded) = (published.version, manifest.encode());
+    let owner_checked = existing.as_ref().map(|r| r.project.clone());
+    catalog
+        .append_with(bodies, now_ms, async |mut ops| {
+            // Under the catalog's writer lock: another publication may have created the
+            // namespace since it was looked at (the snapshot takes a while).
+            match catalog.namespace(ns)? {
+                Some(now) if Some(&now.project) != owner_checked.as_ref() => {
+                    return Err(CatalogError::Refused(format!(
+                        "namespace {ns} was just created for project {:?}; publish again",
+                        now.project
+                    )));
+                }
+                _ => {}
+            }
+            ops.push(Op::Put(Table::Manifests, version.0.to_vec(), encoded));
+            store.hold_version(&version.0, snapshot, writes(ops)).await.map_err(store_error)?;
+            Ok(())
+        })
+        .await?;
+    Ok(published)
+}
+
+/// What publishing `manifest` as a version of `ns/name` says, and the events that say it:
+/// the namespace's creation for `project` (when `create`), the version (when new), the tag,
+/// and this site's complete replica (unless recorded already).
+pub(crate) fn publication(
+    catalog: &Catalog<InStore>,
+    ns: &str,
+    name: &str,
+    tag: Option<&str>,
+    project: &str,
+    create: bool,
+    manifest: &Manifest,
+) -> Result<(Published, Vec<EventBody>), CatalogError> {
     let version = manifest.id();
     let distinct: HashSet<_> = manifest.files.iter().flat_map(|f| f.chunks.iter().map(|c| c.0)).collect();
     let published = Published {
@@ -86,8 +121,8 @@ pub async fn publish(
         new: !catalog.versions(ns, name)?.iter().any(|(v, _)| *v == version),
     };
     let mut bodies = Vec::new();
-    if existing.is_none() {
-        bodies.push(EventBody::NamespaceCreated { ns: ns.into(), project: owner });
+    if create {
+        bodies.push(EventBody::NamespaceCreated { ns: ns.into(), project: project.into() });
     }
     if published.new {
         bodies.push(EventBody::VersionPublished {
@@ -112,26 +147,7 @@ pub async fn publish(
             chunks_held: published.chunks,
         });
     }
-    let owner_checked = existing.as_ref().map(|r| r.project.clone());
-    catalog
-        .append_with(bodies, now_ms, async |mut ops| {
-            // Under the catalog's writer lock: another publication may have created the
-            // namespace since it was looked at (the snapshot takes a while).
-            match catalog.namespace(ns)? {
-                Some(now) if Some(&now.project) != owner_checked.as_ref() => {
-                    return Err(CatalogError::Refused(format!(
-                        "namespace {ns} was just created for project {:?}; publish again",
-                        now.project
-                    )));
-                }
-                _ => {}
-            }
-            ops.push(Op::Put(Table::Manifests, version.0.to_vec(), encoded));
-            store.hold_version(&version.0, snapshot, writes(ops)).await.map_err(store_error)?;
-            Ok(())
-        })
-        .await?;
-    Ok(published)
+    Ok((published, bodies))
 }
 
 /// Lets the sites matching `sites` (a [`crate::sites_expr`] expression) hold copies of

@@ -156,6 +156,11 @@ pub struct RuleEngine {
 }
 
 impl RuleEngine {
+    /// What starts its copies (job staging fetches through it too).
+    pub fn replicator(&self) -> Arc<dyn Replicator> {
+        self.replicator.clone()
+    }
+
     /// An engine for `catalog`'s own rules.
     pub fn new(
         catalog: Arc<Catalog<InStore>>,

@@ -44,6 +44,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/catalog/rules/{id}"),
     ("POST", "/catalog/pins"),
     ("DELETE", "/catalog/pins/{id}"),
+    ("POST", "/catalog/stage/in"),
+    ("GET", "/catalog/stage/versions/{version}/files/{path}"),
+    ("POST", "/catalog/stage/out"),
+    ("POST", "/catalog/stage/out/{session}/missing"),
+    ("POST", "/catalog/stage/out/{session}/chunks"),
+    ("POST", "/catalog/stage/out/{session}/publish"),
+    ("DELETE", "/catalog/stage/out/{session}"),
     ("GET", "/catalog/openapi.json"),
 ];
 
@@ -67,8 +74,14 @@ impl Authenticate for OneToken {
 async fn site(dir: &Path) -> (Arc<Store>, Arc<Catalog<InStore>>, Router) {
     let store = Store::open(StoreConfig::new(dir), hw_offload::Offload::cpu(1)).await.unwrap();
     let catalog = Arc::new(Catalog::new(InStore(store.clone()), "paris", SigningKey::generate().unwrap()));
-    let state =
-        CatalogState { catalog: catalog.clone(), sync: None, auth: Arc::new(OneToken), federation: None, rules: None };
+    let state = CatalogState {
+        catalog: catalog.clone(),
+        sync: None,
+        auth: Arc::new(OneToken),
+        federation: None,
+        rules: None,
+        stager: Arc::new(catalog::stage::Stager::new(catalog.clone(), None, None)),
+    };
     (store, catalog, catalog::http::router(Arc::new(state)))
 }
 
@@ -128,7 +141,9 @@ fn routes_in_sources() -> BTreeSet<(String, String)> {
             let (_, path, handlers) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
             let found: Vec<_> = method.captures_iter(handlers).map(|c| c[1].to_uppercase()).collect();
             assert!(!found.is_empty(), "{}: no method in .route({:?}, {handlers})", file.display(), path);
-            routes.extend(found.into_iter().map(|m| (m, path.to_owned())));
+            // A catch-all (`{*path}`, the rest of the path) is a parameter like any in the document.
+            let path = path.replace("{*", "{");
+            routes.extend(found.into_iter().map(|m| (m, path.clone())));
         }
     }
     routes

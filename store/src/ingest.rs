@@ -344,6 +344,27 @@ impl Store {
 }
 
 impl Store {
+    /// Stores into `sink` a chunk a client cut and hashed itself (a job's stage-out): its
+    /// id is a claim, so it is hashed again here, and compressed as an ingest would.
+    /// Refused, nothing appended, if the bytes do not hash to `claimed`.
+    pub async fn receive_plain_chunk(
+        &self,
+        sink: &mut crate::transfer::ChunkSink,
+        claimed: ChunkId,
+        plain: Bytes,
+    ) -> Result<(), StoreError> {
+        let done = self.confirm(self.chunk_job(plain).await?).await;
+        if done.id != claimed {
+            return Err(StoreError::DigestMismatch {
+                algo: "BLAKE3",
+                expected: claimed.to_string(),
+                actual: done.id.to_string(),
+            });
+        }
+        let frame = frame::encode(&done.id, done.codec, done.plain_len, &done.payload);
+        sink.append(done.id, frame, done.plain_len).await
+    }
+
     /// Confirms on the host a chunk id an offload engine computed (see the module doc).
     /// A wrong one condemns the engine, and the chunk is kept raw under the id the host
     /// computed: the engine's payload is its word too.

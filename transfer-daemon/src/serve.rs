@@ -99,7 +99,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let replicator = Arc::new(crate::book::TransferReplicator(t.clone()));
         catalog::rules::RuleEngine::new(site_catalog.clone(), federation.clone(), sync.clone(), replicator)
     });
+    let stager = Arc::new(catalog::stage::Stager::new(
+        site_catalog.clone(),
+        sync.clone(),
+        rules.as_ref().map(|r| r.replicator()),
+    ));
     let catalog = Arc::new(catalog::http::CatalogState {
+        stager,
         catalog: site_catalog,
         sync: sync.clone(),
         auth: tokens,

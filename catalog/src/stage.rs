@@ -1,0 +1,840 @@
+//! Job stage-in and stage-out: what a compute node's `clusster stage-in` and
+//! `clusster stage-out` exchange with the site daemon (the routes are in `http::stage`,
+//! under `/catalog/stage/`, with a `stage`-scoped token).
+//!
+//! Stage-in: `POST /catalog/stage/in` resolves the version, pins it for the job, and makes
+//! the site's replica complete (fetching what is missing from the best replica the
+//! placement names) before it answers with the files; each file is then read from
+//! `GET /catalog/stage/versions/{version}/files/{path}` (ranges allowed, to resume). The
+//! client checks every chunk's BLAKE3 against the manifest: the daemon's word is not
+//! taken for the bytes.
+//!
+//! Stage-out: `POST /catalog/stage/out` opens a session for a dataset and says how the
+//! site cuts chunks; the client cuts and hashes its files itself, asks
+//! `…/{session}/missing` which chunks the site lacks, sends only those to
+//! `…/{session}/chunks` (each checked against its id on arrival), and
+//! `…/{session}/publish` makes the files a version, in one write with the chunks' hold.
+//! A chunk counts as present only if the token's project may read it here already (an
+//! object of its buckets, or a version of the dataset's namespace): the answer never
+//! tells a project what another one stores.
+
+use crate::manifest::{FileEntry, VersionId};
+use hw_offload::ChunkId;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Most chunk ids one `missing` request may ask about.
+pub const MAX_ASKED: usize = 65_536;
+
+/// Largest body of one `chunks` request.
+pub const MAX_CHUNKS_BODY: usize = 64 << 20;
+
+/// A stage-out session with no request for this long is dropped, and what it sent with it.
+pub const SESSION_IDLE_SECS: u64 = 600;
+
+/// `POST /catalog/stage/in`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageInRequest {
+    /// `NS/NAME@TAG` or `NS/NAME@VERSION-ID`
+    pub version: String,
+    /// the job the version is pinned for
+    pub job: String,
+    /// how long the pin holds, seconds
+    pub pin_secs: u64,
+    /// how long to wait for the replica here to become complete before answering
+    /// `fetching` (the client asks again)
+    #[serde(default)]
+    pub wait_secs: u64,
+}
+
+/// Where the site's replica stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StageInState {
+    /// complete here: the files can be read
+    Ready,
+    /// being fetched from another site: ask again
+    Fetching,
+}
+
+/// What `POST /catalog/stage/in` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StageInAnswer {
+    /// the version
+    pub version: VersionId,
+    /// where the replica here stands
+    pub state: StageInState,
+    /// the pin's id (unpinned by stage-out, or when it lapses)
+    pub pin: String,
+    /// bytes of the version this site still lacks
+    pub bytes_missing: u64,
+    /// the site the missing bytes come from, while fetching
+    pub source: Option<String>,
+    /// the files, when ready
+    pub files: Vec<StagedFile>,
+}
+
+/// A file of a version, as staging moves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StagedFile {
+    /// path relative to the dataset's root, `/`-separated
+    pub path: String,
+    /// bytes
+    pub size: u64,
+    /// modification time, ms since the epoch
+    pub mtime_ms: u64,
+    /// the S3 ETag (MD5 of the bytes for a file staged out), without quotes
+    pub etag: String,
+    /// chunks in order: BLAKE3 id (hex) and length
+    pub chunks: Vec<StagedChunk>,
+}
+
+/// One chunk of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StagedChunk {
+    /// BLAKE3 of its bytes, hex
+    #[schema(value_type = String)]
+    #[serde(with = "hex_id")]
+    pub id: ChunkId,
+    /// its length
+    pub len: u32,
+}
+
+impl From<&FileEntry> for StagedFile {
+    fn from(f: &FileEntry) -> Self {
+        StagedFile {
+            path: f.path.clone(),
+            size: f.size,
+            mtime_ms: f.mtime_ms,
+            etag: f.etag.clone(),
+            chunks: f.chunks.iter().map(|(id, len)| StagedChunk { id: *id, len: *len }).collect(),
+        }
+    }
+}
+
+impl From<StagedFile> for FileEntry {
+    fn from(f: StagedFile) -> Self {
+        FileEntry {
+            path: f.path,
+            size: f.size,
+            mtime_ms: f.mtime_ms,
+            etag: f.etag,
+            checksums: Vec::new(),
+            chunks: f.chunks.into_iter().map(|c| (c.id, c.len)).collect(),
+        }
+    }
+}
+
+/// `POST /catalog/stage/out`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageOutRequest {
+    /// `NS/NAME`: the dataset the files become a version of
+    pub dataset: String,
+}
+
+/// A stage-out session, and how this site cuts chunks (the client cuts the same way, so
+/// that what the site holds already is found).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StageOutSession {
+    /// its id, for the session's other routes
+    pub session: String,
+    /// FastCDC's smallest chunk, bytes
+    pub chunk_min: u32,
+    /// FastCDC's average chunk, bytes
+    pub chunk_avg: u32,
+    /// FastCDC's largest chunk, bytes
+    pub chunk_max: u32,
+}
+
+/// `POST /catalog/stage/out/{session}/missing`, and its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkList {
+    /// chunk ids (BLAKE3, hex), at most [`MAX_ASKED`]
+    #[schema(value_type = Vec<String>)]
+    #[serde(with = "hex_ids")]
+    pub chunks: Vec<ChunkId>,
+}
+
+/// What `POST /catalog/stage/out/{session}/chunks` stored. Its body is a sequence of
+/// records, each a 32-byte chunk id, a u32 big-endian length, then that many bytes; at
+/// most [`MAX_CHUNKS_BODY`] bytes in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChunksStored {
+    /// chunks received
+    pub chunks: u64,
+    /// their bytes
+    pub bytes: u64,
+}
+
+/// `POST /catalog/stage/out/{session}/publish`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageOutPublish {
+    /// the files, in any order
+    pub files: Vec<StagedFile>,
+    /// a tag to move to the version
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// a rule for the version: `N copies on SITES-EXPRESSION`, as in `2 copies on tier=hpc`
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// the job whose pins (its inputs') end now
+    #[serde(default)]
+    pub job: Option<String>,
+}
+
+/// What a stage-out published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StageOutPublished {
+    /// the version
+    pub version: VersionId,
+    /// files
+    pub files: u64,
+    /// bytes of the files
+    pub bytes: u64,
+    /// false when the same files were published before
+    pub new: bool,
+    /// the rule's id, when one was asked for
+    pub rule: Option<String>,
+    /// pins of the job's removed
+    pub unpinned: u64,
+}
+
+/// A chunk id as 64 hex digits in JSON.
+mod hex_id {
+    use hw_offload::ChunkId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &ChunkId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(id.0))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ChunkId, D::Error> {
+        parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    pub fn parse(text: &str) -> Result<ChunkId, String> {
+        let bytes = hex::decode(text).map_err(|_| format!("chunk id {text:?}: 64 hex digits"))?;
+        bytes.try_into().map(ChunkId).map_err(|_| format!("chunk id {text:?}: 64 hex digits"))
+    }
+}
+
+/// Chunk ids as hex strings in JSON.
+mod hex_ids {
+    use hw_offload::ChunkId;
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ids: &[ChunkId], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(ids.len()))?;
+        for id in ids {
+            seq.serialize_element(&hex::encode(id.0))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ChunkId>, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        texts.iter().map(|t| super::hex_id::parse(t).map_err(serde::de::Error::custom)).collect()
+    }
+}
+
+/// Parses `N copies on EXPRESSION` (or `N copy on …`).
+pub fn parse_rule(text: &str) -> Result<(u32, String), String> {
+    let bad = || format!("rule {text:?}: write it as \"N copies on SITES\", as in \"2 copies on tier=hpc\"");
+    let (count, rest) = text.trim().split_once(char::is_whitespace).ok_or_else(bad)?;
+    let copies: u32 = count.parse().map_err(|_| bad())?;
+    let rest = rest.trim_start();
+    let rest = rest.strip_prefix("copies").or_else(|| rest.strip_prefix("copy")).ok_or_else(bad)?;
+    let sites = rest.trim_start().strip_prefix("on").ok_or_else(bad)?.trim();
+    if copies == 0 || sites.is_empty() {
+        return Err(bad());
+    }
+    crate::sites_expr::SitesExpr::parse(sites).map_err(|e| format!("rule {text:?}: {e}"))?;
+    Ok((copies, sites.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_read_as_written() {
+        assert_eq!(parse_rule("2 copies on tier=hpc"), Ok((2, "tier=hpc".into())));
+        assert_eq!(parse_rule(" 1 copy on site in (a, b) "), Ok((1, "site in (a, b)".into())));
+        for bad in ["", "two copies on *", "0 copies on *", "2 copies", "2 copies on", "2 on *", "2 copies on ("] {
+            assert!(parse_rule(bad).is_err(), "{bad:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the daemon's side
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::event::{EventBody, ReplicaState, Rule, RuleTarget, check_name, check_namespace, home_of};
+use crate::in_store::{InStore, writes};
+use crate::manifest::Manifest;
+use crate::quic::CatalogSync;
+use crate::rules::{CopyState, Replicator};
+use crate::storage::{Op, Table};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store::ChunkRef;
+use store::StoreError;
+use store::transfer::TransferPin;
+
+/// Why staging failed, as the routes answer it.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// the catalog refused or failed
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// the data could not be brought here from another site
+    #[error("{0}")]
+    TransferFailed(String),
+    /// this site's disk is full
+    #[error("{0}")]
+    NoSpace(String),
+    /// the request does not fit the session's state
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<StoreError> for StageError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DiskFull(_) => StageError::NoSpace(e.to_string()),
+            StoreError::DigestMismatch { .. } => StageError::Catalog(CatalogError::Refused(e.to_string())),
+            e => StageError::Catalog(CatalogError::Data(e.to_string())),
+        }
+    }
+}
+
+/// A copy of a version this site started for a stage-in.
+#[derive(Debug, Clone)]
+struct Fetch {
+    transfer: String,
+    source: String,
+}
+
+/// One stage-out: the chunks it brought are held by a transfer of the store until the
+/// publish lands them as a version (or the session ends and they are let go).
+struct Session {
+    project: String,
+    ns: String,
+    name: String,
+    transfer: store::transfer::TransferId,
+    /// keeps the chunks found present from GC until the publish
+    pin: TransferPin,
+    /// chunks the files may name: sent in this session, or found present and readable
+    /// by the project
+    allowed: HashSet<hw_offload::ChunkId>,
+    /// the chunks the project may read here through the dataset's namespace's versions
+    readable: Option<HashSet<hw_offload::ChunkId>>,
+    last_used: Instant,
+}
+
+/// Staging for jobs at this site: stage-in's fetches and stage-out's sessions.
+pub struct Stager {
+    catalog: Arc<Catalog<InStore>>,
+    sync: Option<Arc<CatalogSync>>,
+    replicator: Option<Arc<dyn Replicator>>,
+    fetching: parking_lot::Mutex<HashMap<VersionId, Fetch>>,
+    sessions: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+}
+
+impl Stager {
+    /// Staging over `catalog`, fetching from other sites through `replicator` (none: a
+    /// site on its own, whose replicas are its own).
+    pub fn new(
+        catalog: Arc<Catalog<InStore>>,
+        sync: Option<Arc<CatalogSync>>,
+        replicator: Option<Arc<dyn Replicator>>,
+    ) -> Self {
+        Self {
+            catalog,
+            sync,
+            replicator,
+            fetching: parking_lot::Mutex::default(),
+            sessions: parking_lot::Mutex::default(),
+        }
+    }
+
+    fn store(&self) -> &Arc<store::Store> {
+        &self.catalog.storage().0
+    }
+
+    // ------------------------------------------------------------ stage-in
+
+    /// Pins `version` for `job` and makes this site's replica complete, waiting up to
+    /// `wait`; answers with the files once it is.
+    pub async fn stage_in(
+        &self,
+        version: VersionId,
+        job: &str,
+        pin_until_ms: u64,
+        wait: Duration,
+    ) -> Result<StageInAnswer, StageError> {
+        let now = crate::now_ms();
+        let pin = crate::keeping::pin_id(job, &version);
+        // Pinned again only when the pin would lapse sooner than asked (a client asking
+        // again while a fetch runs does not write an event each time).
+        let pinned = crate::keeping::pins_on(&self.catalog, &version, self.catalog.site(), now)?
+            .iter()
+            .any(|p| p.id == pin && p.record.until_ms + 60_000 >= pin_until_ms);
+        if !pinned {
+            crate::keeping::pin(&self.catalog, &version, job, pin_until_ms, now).await?;
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let (state, bytes_missing) = self.replica_here(&version)?;
+            if state == Some(ReplicaState::Complete) && self.store().version_chunks(&version.0)?.is_some() {
+                self.fetching.lock().remove(&version);
+                let manifest = crate::publish::manifest(&self.catalog, &version)?.ok_or_else(|| {
+                    CatalogError::Data(format!("the replica of {version} here is complete but its manifest is not"))
+                })?;
+                let files = manifest.files.iter().map(StagedFile::from).collect();
+                return Ok(StageInAnswer {
+                    version,
+                    state: StageInState::Ready,
+                    pin,
+                    bytes_missing: 0,
+                    source: None,
+                    files,
+                });
+            }
+            let fetch = self.fetch(&version).await?;
+            if Instant::now() >= deadline {
+                return Ok(StageInAnswer {
+                    version,
+                    state: StageInState::Fetching,
+                    pin,
+                    bytes_missing,
+                    source: Some(fetch.source),
+                    files: Vec::new(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// This site's replica of `version`: its state, and the bytes it lacks.
+    fn replica_here(&self, version: &VersionId) -> Result<(Option<ReplicaState>, u64), CatalogError> {
+        let total = self.catalog.version_record(version)?.map_or(0, |r| r.bytes);
+        let here = self.catalog.replicas(version)?.into_iter().find(|(site, _)| site == self.catalog.site());
+        Ok(match here {
+            Some((_, r)) => (Some(r.state), total.saturating_sub(r.bytes_held)),
+            None => (None, total),
+        })
+    }
+
+    /// The copy bringing `version` here: the one running, or one started now from the
+    /// best complete replica the placement names. A copy that failed is an error, once.
+    async fn fetch(&self, version: &VersionId) -> Result<Fetch, StageError> {
+        let running = self.fetching.lock().get(version).cloned();
+        let replicator = self.replicator.as_ref().ok_or_else(|| {
+            StageError::TransferFailed(format!(
+                "version {version} is not complete here, and this site is not federated: nothing to fetch it from"
+            ))
+        })?;
+        if let Some(fetch) = running {
+            match replicator.state(&fetch.transfer) {
+                Some(CopyState::Failed(reason)) => {
+                    self.fetching.lock().remove(version);
+                    return Err(StageError::TransferFailed(format!(
+                        "fetching {version} from {} failed: {reason}",
+                        fetch.source
+                    )));
+                }
+                // Done: the replica's record follows its landing in the same write.
+                Some(_) => return Ok(fetch),
+                None => {
+                    self.fetching.lock().remove(version);
+                }
+            }
+        }
+        let sync = self.sync.as_ref().ok_or_else(|| StageError::TransferFailed("this site does not sync".into()))?;
+        let here = self.catalog.site().to_owned();
+        let placement = sync.placement(version, std::slice::from_ref(&here)).await?;
+        let source = placement.into_iter().find_map(|p| p.best_source).ok_or_else(|| {
+            StageError::TransferFailed(format!("no site holds a complete replica of {version} to fetch it from"))
+        })?;
+        let transfer = replicator.copy(version, &source, &here).await.map_err(|e| {
+            StageError::TransferFailed(format!("could not start fetching {version} from {source}: {e}"))
+        })?;
+        tracing::info!(%version, %source, %transfer, "stage-in: fetching what is missing here");
+        let fetch = Fetch { transfer, source };
+        self.fetching.lock().insert(*version, fetch.clone());
+        Ok(fetch)
+    }
+
+    /// The bytes of `path` in `version` from `offset` on, read from this site's chunks
+    /// (each verified by the store as it is read). The caller checks the token may read
+    /// the version.
+    pub fn read_file(
+        &self,
+        version: &VersionId,
+        path: &str,
+        offset: u64,
+    ) -> Result<(u64, impl Stream<Item = Result<Bytes, StoreError>> + use<>), StageError> {
+        let manifest = crate::publish::manifest(&self.catalog, version)?
+            .ok_or_else(|| CatalogError::NotFound(format!("version {version} has no replica here")))?;
+        let file = manifest
+            .files
+            .binary_search_by(|f| f.path.as_bytes().cmp(path.as_bytes()))
+            .map(|i| manifest.files[i].clone())
+            .map_err(|_| CatalogError::NotFound(format!("no file {path:?} in version {version}")))?;
+        if offset > file.size {
+            return Err(StageError::Conflict(format!(
+                "offset {offset} is past the end of {path} ({} bytes)",
+                file.size
+            )));
+        }
+        // The chunks from the one holding `offset`, and where in it to start.
+        let mut start = 0u64;
+        let mut skip = 0usize;
+        let mut chunks = Vec::new();
+        for (id, len) in &file.chunks {
+            let end = start + *len as u64;
+            if end > offset {
+                if chunks.is_empty() {
+                    skip = (offset - start) as usize;
+                }
+                chunks.push(*id);
+            }
+            start = end;
+        }
+        let store = self.store().clone();
+        let stream = futures::stream::iter(chunks)
+            .map(move |id| {
+                let store = store.clone();
+                async move { store.read_chunk_by_id(&id).await?.ok_or(StoreError::MissingChunk(id)) }
+            })
+            .buffered(4)
+            .enumerate()
+            .map(move |(i, bytes)| bytes.map(|b| if i == 0 { b.slice(skip..) } else { b }));
+        Ok((file.size - offset, stream))
+    }
+
+    // ------------------------------------------------------------ stage-out
+
+    /// Opens a stage-out session of `project` for `ns/name`.
+    pub async fn open(&self, project: &str, ns: &str, name: &str) -> Result<StageOutSession, StageError> {
+        check_namespace(ns).map_err(CatalogError::Refused)?;
+        check_name("dataset", name).map_err(CatalogError::Refused)?;
+        if home_of(ns) != Some(self.catalog.site()) {
+            return Err(CatalogError::Refused(format!(
+                "namespace {ns} is at home at site {}: stage out there (a namespace of this site is named {}.something)",
+                home_of(ns).unwrap_or("?"),
+                self.catalog.site()
+            ))
+            .into());
+        }
+        if let Some(record) = self.catalog.namespace(ns)?
+            && record.project != project
+        {
+            return Err(CatalogError::Refused(format!(
+                "namespace {ns} is project {:?}'s; this token acts for project {project:?}",
+                record.project
+            ))
+            .into());
+        }
+        self.drop_idle().await;
+        let id: [u8; 16] = rand::random();
+        let session = Session {
+            project: project.to_owned(),
+            ns: ns.to_owned(),
+            name: name.to_owned(),
+            transfer: rand::random(),
+            pin: self.store().transfer_pin(),
+            allowed: HashSet::new(),
+            readable: None,
+            last_used: Instant::now(),
+        };
+        let id = hex::encode(id);
+        self.sessions.lock().insert(id.clone(), Arc::new(tokio::sync::Mutex::new(session)));
+        let chunker = &self.store().config().chunker;
+        Ok(StageOutSession {
+            session: id,
+            chunk_min: chunker.min_bytes,
+            chunk_avg: chunker.avg_bytes,
+            chunk_max: chunker.max_bytes,
+        })
+    }
+
+    /// Lets go of sessions nobody used for [`SESSION_IDLE_SECS`], and what they brought.
+    async fn drop_idle(&self) {
+        let idle: Vec<Arc<tokio::sync::Mutex<Session>>> = {
+            let mut sessions = self.sessions.lock();
+            let cutoff = Duration::from_secs(SESSION_IDLE_SECS);
+            let stale: Vec<String> = sessions
+                .iter()
+                .filter(|(_, s)| s.try_lock().is_ok_and(|s| s.last_used.elapsed() > cutoff))
+                .map(|(id, _)| id.clone())
+                .collect();
+            stale.iter().filter_map(|id| sessions.remove(id)).collect()
+        };
+        for session in idle {
+            let transfer = session.lock().await.transfer;
+            if let Err(e) = self.store().release_transfer(transfer).await {
+                tracing::warn!(error = %e, "could not let go of an idle stage-out session's chunks");
+            }
+        }
+    }
+
+    /// The session `id` of `project`.
+    fn session(&self, id: &str, project: Option<&str>) -> Result<Arc<tokio::sync::Mutex<Session>>, StageError> {
+        let session = self.sessions.lock().get(id).cloned();
+        let session = session.ok_or_else(|| {
+            CatalogError::NotFound(format!("no stage-out session {id:?} here (it ended, or was idle too long)"))
+        })?;
+        if let Some(project) = project
+            && session.try_lock().is_ok_and(|s| s.project != project)
+        {
+            return Err(CatalogError::NotFound(format!("no stage-out session {id:?} of project {project:?}")).into());
+        }
+        Ok(session)
+    }
+
+    /// Which of `ids` this site lacks, for the session's project: a chunk counts as
+    /// present only if the project may read it here already.
+    pub async fn missing(
+        &self,
+        id: &str,
+        project: Option<&str>,
+        ids: Vec<hw_offload::ChunkId>,
+    ) -> Result<Vec<hw_offload::ChunkId>, StageError> {
+        if ids.len() > MAX_ASKED {
+            return Err(CatalogError::Refused(format!("{} chunk ids, at most {MAX_ASKED} at once", ids.len())).into());
+        }
+        let session = self.session(id, project)?;
+        let mut s = session.lock().await;
+        s.last_used = Instant::now();
+        if s.project != project.unwrap_or(&s.project) {
+            return Err(CatalogError::NotFound(format!("no stage-out session {id:?} of this project")).into());
+        }
+        let store = self.store().clone();
+        let indexed = store.hold_chunks(&mut s.pin, &ids)?;
+        if s.readable.is_none() {
+            s.readable = Some(self.readable_through_versions(&s.ns)?);
+        }
+        let mut readable = vec![false; ids.len()];
+        for (bucket, record) in store.list_buckets()? {
+            if record.owner != s.project {
+                continue;
+            }
+            for (r, used) in readable.iter_mut().zip(store.chunks_used_in(&bucket, &ids)?) {
+                *r |= used;
+            }
+        }
+        let mut missing = Vec::new();
+        for (i, id) in ids.into_iter().enumerate() {
+            let present = indexed[i]
+                && (readable[i] || s.readable.as_ref().is_some_and(|r| r.contains(&id)) || s.allowed.contains(&id));
+            if present {
+                s.allowed.insert(id);
+            } else {
+                missing.push(id);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// The chunks of the versions of namespace `ns` held here.
+    fn readable_through_versions(&self, ns: &str) -> Result<HashSet<hw_offload::ChunkId>, StageError> {
+        let mut out = HashSet::new();
+        for (dataset_ns, name, _) in self.catalog.datasets(ns)? {
+            if dataset_ns != ns {
+                continue;
+            }
+            for (version, _) in self.catalog.versions(ns, &name)? {
+                if let Some(chunks) = self.store().version_chunks(&version.0)? {
+                    out.extend(chunks.into_iter().map(|c| c.id));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Receives chunks for the session: records of a 32-byte id, a u32 big-endian length
+    /// and the bytes; each is hashed here and refused if it does not match its id.
+    pub async fn receive<E: std::fmt::Display>(
+        &self,
+        id: &str,
+        project: Option<&str>,
+        body: impl Stream<Item = Result<Bytes, E>>,
+    ) -> Result<ChunksStored, StageError> {
+        let session = self.session(id, project)?;
+        let mut s = session.lock().await;
+        s.last_used = Instant::now();
+        let mut sink = self.store().chunk_sink(s.transfer);
+        let mut stored = ChunksStored { chunks: 0, bytes: 0 };
+        let mut buffer = BytesMut::new();
+        let mut total = 0usize;
+        let max_chunk = self.store().config().chunker.max_bytes as usize;
+        futures::pin_mut!(body);
+        let mut received = Vec::new();
+        loop {
+            // A whole record in the buffer: store it.
+            if buffer.len() >= 36 {
+                let len = u32::from_be_bytes(buffer[32..36].try_into().expect("4 bytes")) as usize;
+                if len == 0 || len > max_chunk {
+                    return Err(CatalogError::Refused(format!(
+                        "a chunk of {len} bytes: chunks are 1 to {max_chunk} bytes here"
+                    ))
+                    .into());
+                }
+                if buffer.len() >= 36 + len {
+                    let chunk_id = hw_offload::ChunkId(buffer[..32].try_into().expect("32 bytes"));
+                    buffer.advance(36);
+                    let bytes = buffer.split_to(len).freeze();
+                    self.store().receive_plain_chunk(&mut sink, chunk_id, bytes).await?;
+                    received.push(chunk_id);
+                    stored.chunks += 1;
+                    stored.bytes += len as u64;
+                    continue;
+                }
+            }
+            match body.next().await {
+                Some(Ok(bytes)) => {
+                    total += bytes.len();
+                    if total > MAX_CHUNKS_BODY {
+                        return Err(CatalogError::Refused(format!(
+                            "a body of more than {MAX_CHUNKS_BODY} bytes: send the chunks in several requests"
+                        ))
+                        .into());
+                    }
+                    buffer.extend_from_slice(&bytes);
+                }
+                Some(Err(e)) => return Err(CatalogError::Refused(format!("reading the body: {e}")).into()),
+                None if buffer.is_empty() => break,
+                None => {
+                    return Err(CatalogError::Refused(format!(
+                        "the body ends {} bytes into a record: send whole records (id, u32 length, bytes)",
+                        buffer.len()
+                    ))
+                    .into());
+                }
+            }
+        }
+        sink.flush().await?;
+        s.allowed.extend(received);
+        Ok(stored)
+    }
+
+    /// Publishes the session's files as a version of its dataset, in one write with the
+    /// chunks' hold; applies the rule asked for and ends the job's pins. Ends the session.
+    pub async fn publish(
+        &self,
+        id: &str,
+        project: Option<&str>,
+        request: StageOutPublish,
+    ) -> Result<StageOutPublished, StageError> {
+        let session = self.session(id, project)?;
+        let mut s = session.lock().await;
+        s.last_used = Instant::now();
+        if let Some(tag) = &request.tag {
+            check_name("tag", tag).map_err(CatalogError::Refused)?;
+        }
+        let rule = request.rule.as_deref().map(parse_rule).transpose().map_err(CatalogError::Refused)?;
+        if let Some(job) = &request.job {
+            check_name("job", job).map_err(CatalogError::Refused)?;
+        }
+        if request.files.is_empty() {
+            return Err(CatalogError::Refused("no files: nothing to publish".into()).into());
+        }
+        let manifest = Manifest::new(request.files.into_iter().map(FileEntry::from).collect())
+            .map_err(|e| CatalogError::Refused(e.to_string()))?;
+        let mut chunks: Vec<ChunkRef> = Vec::new();
+        for file in &manifest.files {
+            for (chunk, len) in &file.chunks {
+                if !s.allowed.contains(chunk) {
+                    return Err(StageError::Conflict(format!(
+                        "{}: chunk {chunk} was neither sent in this session nor found here for this project",
+                        file.path
+                    )));
+                }
+                chunks.push(ChunkRef { id: *chunk, len: *len });
+            }
+        }
+        let (ns, name) = (s.ns.clone(), s.name.clone());
+        let existing = self.catalog.namespace(&ns)?;
+        let (published, bodies) = crate::publish::publication(
+            &self.catalog,
+            &ns,
+            &name,
+            request.tag.as_deref(),
+            &s.project,
+            existing.is_none(),
+            &manifest,
+        )?;
+        let (version, encoded) = (published.version, manifest.encode());
+        let store = self.store();
+        let transfer = s.transfer;
+        let project = s.project.clone();
+        self.catalog
+            .append_with(bodies, crate::now_ms(), async |mut ops| {
+                // Under the catalog's writer lock: the namespace may have been created
+                // since it was looked at.
+                if let Some(now) = self.catalog.namespace(&ns)?
+                    && now.project != project
+                {
+                    return Err(CatalogError::Refused(format!(
+                        "namespace {ns} was just created for project {:?}",
+                        now.project
+                    )));
+                }
+                ops.push(Op::Put(Table::Manifests, version.0.to_vec(), encoded));
+                store
+                    .commit_transfer_version(transfer, &version.0, chunks, writes(ops))
+                    .await
+                    .map_err(|e| CatalogError::Data(e.to_string()))?;
+                Ok(())
+            })
+            .await?;
+        drop(s);
+        self.sessions.lock().remove(id);
+        let now = crate::now_ms();
+        let rule = match rule {
+            Some((copies, sites)) => {
+                let rule_id = format!("stage-{}", &version.to_hex()[..12]);
+                let rule = Rule { target: RuleTarget::Version(version), copies, sites, until_ms: None };
+                crate::rules::add(&self.catalog, &rule_id, rule, now).await?;
+                Some(rule_id)
+            }
+            None => None,
+        };
+        let mut unpinned = 0;
+        if let Some(job) = &request.job {
+            for pin in self.catalog.pins()? {
+                if pin.site == self.catalog.site() && pin.record.job == *job {
+                    self.catalog.append(EventBody::PinRemoved { id: pin.id }, now).await?;
+                    unpinned += 1;
+                }
+            }
+        }
+        Ok(StageOutPublished {
+            version,
+            files: published.files,
+            bytes: published.bytes,
+            new: published.new,
+            rule,
+            unpinned,
+        })
+    }
+
+    /// Ends a session without publishing; what it brought is let go.
+    pub async fn abort(&self, id: &str, project: Option<&str>) -> Result<(), StageError> {
+        let session = self.session(id, project)?;
+        self.sessions.lock().remove(id);
+        let transfer = session.lock().await.transfer;
+        self.store().release_transfer(transfer).await?;
+        Ok(())
+    }
+}
