@@ -93,6 +93,8 @@ pub struct Store {
     pub(crate) versions_lock: tokio::sync::Mutex<()>,
     /// records what quarantines and repairs do to the versions held here
     pub(crate) replica_watch: std::sync::OnceLock<Arc<dyn versions::ReplicaWatch>>,
+    /// this store, for work that must finish whether or not its caller is still polled
+    me: std::sync::Weak<Store>,
 }
 
 impl std::fmt::Debug for Store {
@@ -125,7 +127,8 @@ impl Store {
         let meta = tokio::task::spawn_blocking(move || MetaDb::open(&meta_dir))
             .await
             .map_err(|e| StoreError::Metadata(format!("open task: {e}")))??;
-        let store = Arc::new(Self {
+        let store = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             meta,
             chunks: backend,
             offload,

@@ -165,7 +165,8 @@ impl Store {
             }
         }
         let mut batch = self.meta.batch();
-        self.stage_new_chunks(&mut batch, &ingested)?;
+        let repaired = self.stage_new_chunks(&mut batch, &ingested)?;
+        let _versions = self.stage_repairs(&mut batch, &repaired).await?;
         batch.put(cf::PARTS, &pkey, &record);
         for (chunk, delta) in deltas {
             batch.add_ref(&chunk, delta);

@@ -238,7 +238,7 @@ impl Store {
                 stage_body(&mut batch, bucket, chunks.clone())
             }
         };
-        self.stage_new_chunks(&mut batch, &ingested)?;
+        let repaired = self.stage_new_chunks(&mut batch, &ingested)?;
         let head = ObjectHead {
             size: ingested.size,
             etag,
@@ -248,7 +248,7 @@ impl Store {
             part_sizes,
         };
         let record = ObjectRecord { head, body };
-        let info = self.replace_object(bucket, key, record, batch, deltas, pre).await?;
+        let info = self.replace_object_repairing(bucket, key, record, batch, deltas, pre, &repaired).await?;
         ingested.record(self.metrics());
         // Claims are released only now that the commit is durable.
         drop(ingested);
@@ -261,12 +261,14 @@ impl Store {
         pre.check(self, bucket, key, &self.bucket(bucket)?)
     }
 
-    /// Adds an ingest's new chunks and packs to a batch.
+    /// Adds an ingest's new chunks and packs to a batch. Returns the chunks it brings back
+    /// from quarantine (repairs): what they do to the versions held here goes into the same
+    /// batch, under the versions lock ([`Store::stage_repairs`]).
     pub(crate) fn stage_new_chunks(
         &self,
         batch: &mut crate::meta::Batch,
         ingested: &Ingested,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<ChunkId>, StoreError> {
         let mut repaired = Vec::new();
         for (id, loc) in &ingested.new_chunks {
             let key = keys::chunk_key(id);
@@ -277,16 +279,35 @@ impl Store {
                 repaired.push(*id);
             }
         }
-        // The versions using a repaired chunk have it again in the same write. (Without
-        // the versions lock, which this synchronous path cannot take: a replica event
-        // published meanwhile is published again by the next round; see the catalog.)
-        if !repaired.is_empty() {
-            self.stage_availability(batch, &[], &repaired)?;
-        }
         for (pack, record) in &ingested.packs {
             batch.put(cf::PACKS, &keys::pack_key(*pack), record);
         }
-        Ok(())
+        Ok(repaired)
+    }
+
+    /// Stages what `repaired` chunks do to the versions held here (their replicas become
+    /// complete again) into `batch`, under the versions lock, returned to be held until the
+    /// batch is written: an eviction of such a version meanwhile would otherwise be undone
+    /// by a replica record written from what it read before. Nothing, and no lock, when no
+    /// held version uses them.
+    pub(crate) async fn stage_repairs(
+        &self,
+        batch: &mut crate::meta::Batch,
+        repaired: &[ChunkId],
+    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, StoreError> {
+        if self.replica_watch.get().is_none() || repaired.is_empty() {
+            return Ok(None);
+        }
+        let mut used = false;
+        for id in repaired {
+            used |= !self.versions_using(id)?.is_empty();
+        }
+        if !used {
+            return Ok(None);
+        }
+        let guard = self.lock_versions().await;
+        self.stage_availability(batch, &[], repaired)?;
+        Ok(Some(guard))
     }
 
     /// Writes `record` at `bucket/key` with `batch` and `deltas`, releasing what the
@@ -296,13 +317,30 @@ impl Store {
         bucket: &str,
         key: &str,
         record: ObjectRecord,
+        batch: crate::meta::Batch,
+        deltas: HashMap<ChunkId, i64>,
+        pre: &Precondition,
+    ) -> Result<ObjectInfo, StoreError> {
+        self.replace_object_repairing(bucket, key, record, batch, deltas, pre, &[]).await
+    }
+
+    /// [`Store::replace_object`] for a write whose new chunks include `repaired` ones
+    /// (see [`Store::stage_repairs`]; the versions lock comes after the key's).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn replace_object_repairing(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: ObjectRecord,
         mut batch: crate::meta::Batch,
         mut deltas: HashMap<ChunkId, i64>,
         pre: &Precondition,
+        repaired: &[ChunkId],
     ) -> Result<ObjectInfo, StoreError> {
         let _bucket_stays = self.bucket_lock(bucket).read().await;
         let _guard = self.lock_key(bucket, key).await;
         pre.check(self, bucket, key, &self.bucket(bucket)?)?;
+        let _versions = self.stage_repairs(&mut batch, repaired).await?;
         let okey = keys::object_key(bucket, key);
         if let Some(old) = self.meta.get::<ObjectRecord>(cf::OBJECTS, &okey)? {
             self.release_body(&mut batch, bucket, &old.body, &mut deltas)?;
@@ -522,12 +560,23 @@ impl Store {
     }
 
     /// Takes a corrupt chunk out of the index so nothing reads or dedups against it;
-    /// the next write of the same bytes stores a good copy.
+    /// the next write of the same bytes stores a good copy. Done in a task of its own: the
+    /// reader that found it (a client's GET) may stop being polled, and must not then hold
+    /// the versions lock the record takes.
     pub(crate) async fn quarantine(&self, id: ChunkId, loc: ChunkLoc, reason: String) -> StoreError {
+        match self.me.upgrade() {
+            Some(store) => tokio::spawn(async move { store.record_quarantine(id, loc, reason).await })
+                .await
+                .unwrap_or_else(|e| StoreError::CorruptChunk { id, reason: format!("quarantine task: {e}") }),
+            None => self.record_quarantine(id, loc, reason).await,
+        }
+    }
+
+    async fn record_quarantine(&self, id: ChunkId, loc: ChunkLoc, reason: String) -> StoreError {
         tracing::error!(chunk = %id, pack = format_args!("{:016x}", loc.pack), offset = loc.offset, %reason, "corrupt chunk quarantined");
         StoreMetrics::add(&self.metrics().chunks_corrupt, 1);
         // The versions using it lose it in the same write: their replicas turn partial.
-        // (Locked only then: a reader that stops polling while it quarantines holds it.)
+        // (Locked only then: every other quarantine goes on without waiting for it.)
         let used_by_versions =
             self.replica_watch.get().is_some() && !self.versions_using(&id).unwrap_or_default().is_empty();
         let _versions = if used_by_versions { Some(self.lock_versions().await) } else { None };

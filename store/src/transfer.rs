@@ -683,6 +683,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_quarantine_lands_and_lets_go_even_when_the_reader_that_found_it_is_not_polled() {
+        let (_dir, store) = store_with_bucket().await;
+        let transfer = rand::random::<TransferId>();
+        let doomed = receive(&store, transfer, b"found corrupt by a reader that then went away").await;
+        let key = keys::chunk_key(&doomed.id);
+        let loc = store.meta.get::<ChunkLoc>(cf::CHUNKS, &key).unwrap().unwrap();
+        // A version holds it, so its quarantine takes the versions lock.
+        struct Quiet;
+        impl crate::versions::ReplicaWatch for Quiet {
+            fn record(&self, _: &[crate::versions::Availability]) -> Vec<crate::versions::CatalogWrite> {
+                Vec::new()
+            }
+        }
+        store.set_replica_watch(Arc::new(Quiet));
+        store.commit_transfer_version(transfer, &[7; 32], vec![doomed], Vec::new()).await.unwrap();
+        // Polled once, then neither polled nor dropped: a client that stopped reading.
+        let mut reading = Box::pin(store.quarantine(doomed.id, loc, "test".into()));
+        assert!(futures::poll!(reading.as_mut()).is_pending());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !store.meta.contains(cf::QUARANTINE, &key).unwrap() {
+            assert!(std::time::Instant::now() < deadline, "the quarantine never landed");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!store.meta.contains(cf::CHUNKS, &key).unwrap());
+        // And it does not hold the versions lock.
+        let lock = tokio::time::timeout(std::time::Duration::from_secs(10), store.lock_versions()).await;
+        assert!(lock.is_ok(), "the versions lock is held by a reader nobody polls");
+        drop(lock);
+        drop(reading);
+    }
+
+    #[tokio::test]
     async fn a_transfer_naming_a_held_chunk_with_another_length_is_refused_at_commit() {
         let (_dir, store) = store_with_bucket().await;
         // Large enough to be chunked rather than kept inline.

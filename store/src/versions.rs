@@ -167,7 +167,9 @@ impl Store {
                 }
             }
             for ingested in &snapshot.written {
-                self.stage_new_chunks(&mut batch, ingested)?;
+                // Under the versions lock already.
+                let repaired = self.stage_new_chunks(&mut batch, ingested)?;
+                self.stage_availability(&mut batch, &[], &repaired)?;
             }
             stage_version_index(&mut batch, version, &chunks, true);
             batch.put(cf::VERSION_HOLDS, version, &ManifestRecord { chunks });
