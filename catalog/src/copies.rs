@@ -148,6 +148,22 @@ pub fn files_to_send(catalog: &Catalog<InStore>, version: &VersionId) -> Result<
     }
 }
 
+/// The most files and bytes `version`'s publications say it has (files, bytes). Any home
+/// publishing the same id names the same manifest, so they agree unless one lies; the
+/// largest claim bounds what a receiver holds, and the manifest's id checks the rest.
+pub fn published_size(catalog: &Catalog<InStore>, version: &VersionId) -> Result<(u64, u64), CatalogError> {
+    let mut most: Option<(u64, u64)> = None;
+    for (ns, name) in catalog.publications(version)? {
+        if let Some((_, record)) = catalog.versions(&ns, &name)?.into_iter().find(|(v, _)| v == version) {
+            let (files, bytes) = most.unwrap_or_default();
+            most = Some((files.max(record.files), bytes.max(record.bytes)));
+        }
+    }
+    most.ok_or_else(|| {
+        CatalogError::NotFound(format!("version {version} was not published, as far as this site knows"))
+    })
+}
+
 /// The chunks of the other versions of `version`'s dataset held here: a site that sends
 /// `version` may be told they are here (it may hold those versions too), so that a new
 /// version moves only what changed.

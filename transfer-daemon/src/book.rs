@@ -38,6 +38,10 @@ impl VersionBook for CatalogBook {
         copies::may_hold(&self.catalog, &self.federation, &VersionId(*version), site).map_err(refusal)
     }
 
+    fn size(&self, version: &[u8; 32]) -> Result<(u64, u64), VersionRefusal> {
+        copies::published_size(&self.catalog, &VersionId(*version)).map_err(refusal)
+    }
+
     fn files(&self, version: &[u8; 32]) -> Result<Vec<SnapshotFile>, VersionRefusal> {
         // A copy missing here will not appear by waiting: refused, not retried.
         copies::files_to_send(&self.catalog, &VersionId(*version)).map_err(|e| match e {

@@ -875,6 +875,11 @@ async fn receive_inner(
         Dest::Objects(selection) => (store.site_may(&selection.bucket, &from.name, SiteAccess::Read)?, HashSet::new()),
         Dest::Version { id, book } => (false, book.known_chunks(id)?),
     };
+    // A sender may offer no more of a version than its publications say it has.
+    let most = match dest {
+        Dest::Objects(_) => None,
+        Dest::Version { id, book } => Some(book.size(id)?),
+    };
     // A version's files, as they complete.
     let mut files: Vec<SnapshotFile> = Vec::new();
     let mut session = Receiver::new();
@@ -917,6 +922,16 @@ async fn receive_inner(
                     Control::Offer { seq, objects } => {
                         let before = session.progress().objects;
                         let lookup = session.on_offer(seq, objects)?;
+                        if let Some((files, bytes)) = most {
+                            let offered = session.progress();
+                            if offered.objects > files || offered.bytes_total > bytes {
+                                return Err(Violation(format!(
+                                    "the sender offers {} files of {} bytes; the version has {files} of {bytes}",
+                                    offered.objects, offered.bytes_total
+                                ))
+                                .into());
+                            }
+                        }
                         // New objects are checked now, not after all their data came.
                         let new = (session.progress().objects - before) as usize;
                         if let Dest::Objects(selection) = dest {

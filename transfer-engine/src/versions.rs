@@ -37,6 +37,10 @@ pub trait VersionBook: Send + Sync {
     /// Refuses unless the home of `version`'s namespace lets `site` hold a copy of it.
     fn may_hold(&self, version: &[u8; 32], site: &str) -> Result<(), VersionRefusal>;
 
+    /// The most files and bytes `version`'s publications say it has (files, bytes): what
+    /// a sender may offer of it, so that a receiver holds no more than that of its list.
+    fn size(&self, version: &[u8; 32]) -> Result<(u64, u64), VersionRefusal>;
+
     /// The files of `version`, complete here, to send.
     fn files(&self, version: &[u8; 32]) -> Result<Vec<SnapshotFile>, VersionRefusal>;
 
