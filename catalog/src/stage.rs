@@ -340,6 +340,8 @@ struct Session {
     last_used: Instant,
 }
 
+type SessionGuard = tokio::sync::OwnedMutexGuard<Session>;
+
 /// Staging for jobs at this site: stage-in's fetches and stage-out's sessions.
 pub struct Stager {
     catalog: Arc<Catalog<InStore>>,
@@ -588,18 +590,19 @@ impl Stager {
         }
     }
 
-    /// The session `id` of `project`.
-    fn session(&self, id: &str, project: Option<&str>) -> Result<Arc<tokio::sync::Mutex<Session>>, StageError> {
+    /// The session `id`, locked, if `project` (`None`: the operator) owns it.
+    async fn session(&self, id: &str, project: Option<&str>) -> Result<SessionGuard, StageError> {
         let session = self.sessions.lock().get(id).cloned();
         let session = session.ok_or_else(|| {
             CatalogError::NotFound(format!("no stage-out session {id:?} here (it ended, or was idle too long)"))
         })?;
-        if let Some(project) = project
-            && session.try_lock().is_ok_and(|s| s.project != project)
-        {
-            return Err(CatalogError::NotFound(format!("no stage-out session {id:?} of project {project:?}")).into());
+        let mut guard = session.lock_owned().await;
+        if project.is_some_and(|project| guard.project != project) {
+            // Said as for a session that does not exist: its id tells nothing to others.
+            return Err(CatalogError::NotFound(format!("no stage-out session {id:?} of this project")).into());
         }
-        Ok(session)
+        guard.last_used = Instant::now();
+        Ok(guard)
     }
 
     /// Which of `ids` this site lacks, for the session's project: a chunk counts as
@@ -613,12 +616,7 @@ impl Stager {
         if ids.len() > MAX_ASKED {
             return Err(CatalogError::Refused(format!("{} chunk ids, at most {MAX_ASKED} at once", ids.len())).into());
         }
-        let session = self.session(id, project)?;
-        let mut s = session.lock().await;
-        s.last_used = Instant::now();
-        if s.project != project.unwrap_or(&s.project) {
-            return Err(CatalogError::NotFound(format!("no stage-out session {id:?} of this project")).into());
-        }
+        let mut s = self.session(id, project).await?;
         let store = self.store().clone();
         let indexed = store.hold_chunks(&mut s.pin, &ids)?;
         if s.readable.is_none() {
@@ -670,9 +668,7 @@ impl Stager {
         project: Option<&str>,
         body: impl Stream<Item = Result<Bytes, E>>,
     ) -> Result<ChunksStored, StageError> {
-        let session = self.session(id, project)?;
-        let mut s = session.lock().await;
-        s.last_used = Instant::now();
+        let mut s = self.session(id, project).await?;
         let mut sink = self.store().chunk_sink(s.transfer);
         let mut stored = ChunksStored { chunks: 0, bytes: 0 };
         let mut buffer = BytesMut::new();
@@ -736,9 +732,7 @@ impl Stager {
         project: Option<&str>,
         request: StageOutPublish,
     ) -> Result<StageOutPublished, StageError> {
-        let session = self.session(id, project)?;
-        let mut s = session.lock().await;
-        s.last_used = Instant::now();
+        let s = self.session(id, project).await?;
         if let Some(tag) = &request.tag {
             check_name("tag", tag).map_err(CatalogError::Refused)?;
         }
@@ -831,9 +825,8 @@ impl Stager {
 
     /// Ends a session without publishing; what it brought is let go.
     pub async fn abort(&self, id: &str, project: Option<&str>) -> Result<(), StageError> {
-        let session = self.session(id, project)?;
+        let transfer = self.session(id, project).await?.transfer;
         self.sessions.lock().remove(id);
-        let transfer = session.lock().await.transfer;
         self.store().release_transfer(transfer).await?;
         Ok(())
     }

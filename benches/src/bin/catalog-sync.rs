@@ -177,13 +177,22 @@ async fn main() -> anyhow::Result<()> {
     let site = Site::of(&last_name, &back)?;
     let caught_up = applied_at(std::slice::from_ref(&site), &home.name, target, restarted).await?[0];
     eprintln!("{last_name} back: ready in {ready_secs:.1} s, caught up on {} events in {caught_up:.1} s", args.missed);
+    // Whether it caught up from snapshots (the others compacted s1's log at its
+    // checkpoints) or from the whole log.
+    let metrics = site.http.get(format!("{}/metrics", site.url)).send().await?.text().await?;
+    let snapshots: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("clusster_catalog_snapshots_installed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    eprintln!("{last_name} installed {snapshots} snapshot(s) on its way");
     let summary = serde_json::json!({
         "sites": args.sites,
         "publications": args.publications,
         "publish_to_visible_s": { "p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99), "max": latencies[latencies.len() - 1] },
         "missed_events": args.missed,
         "events_made_per_s": args.missed as f64 / making_secs,
-        "catch_up": { "ready_s": ready_secs, "caught_up_s": caught_up },
+        "catch_up": { "ready_s": ready_secs, "caught_up_s": caught_up, "snapshots_installed": snapshots },
     });
     println!("{summary}");
     Ok(())
