@@ -321,7 +321,13 @@ impl From<StoreError> for StageError {
 struct Fetch {
     transfer: String,
     source: String,
+    /// copies of this version that failed before this one
+    failed: u32,
 }
+
+/// Copies of one version a stage-in starts again after a failure (a chunk found corrupt
+/// here while the copy ran makes its landing fail: the next copy brings it).
+const FETCH_ATTEMPTS: u32 = 4;
 
 /// One stage-out: the chunks it brought are held by a transfer of the store until the
 /// publish lands them as a version (or the session ends and they are let go).
@@ -445,19 +451,26 @@ impl Stager {
                 "version {version} is not complete here, and this site is not federated: nothing to fetch it from"
             ))
         })?;
+        let mut failed = 0;
         if let Some(fetch) = running {
             match replicator.state(&fetch.transfer) {
                 Some(CopyState::Failed(reason)) => {
                     self.fetching.lock().remove(version);
-                    return Err(StageError::TransferFailed(format!(
-                        "fetching {version} from {} failed: {reason}",
-                        fetch.source
-                    )));
+                    failed = fetch.failed + 1;
+                    tracing::warn!(%version, source = %fetch.source, %reason, failed, "stage-in: a fetch failed");
+                    if failed >= FETCH_ATTEMPTS {
+                        return Err(StageError::TransferFailed(format!(
+                            "fetching {version} from {} failed {failed} times, the last: {reason}",
+                            fetch.source
+                        )));
+                    }
                 }
-                // Done: the replica's record follows its landing in the same write.
-                Some(_) => return Ok(fetch),
-                None => {
+                // Running, or done (the replica's record follows its landing in the same
+                // write) but the replica is not complete: a chunk went missing since.
+                Some(CopyState::Running) => return Ok(fetch),
+                Some(CopyState::Done) | None => {
                     self.fetching.lock().remove(version);
+                    failed = fetch.failed;
                 }
             }
         }
@@ -471,7 +484,7 @@ impl Stager {
             StageError::TransferFailed(format!("could not start fetching {version} from {source}: {e}"))
         })?;
         tracing::info!(%version, %source, %transfer, "stage-in: fetching what is missing here");
-        let fetch = Fetch { transfer, source };
+        let fetch = Fetch { transfer, source, failed };
         self.fetching.lock().insert(*version, fetch.clone());
         Ok(fetch)
     }

@@ -123,6 +123,97 @@ pub enum Command {
         #[command(subcommand)]
         command: OffloadCommand,
     },
+    /// Copy a dataset version into a local directory for a job (on a compute node).
+    ///
+    /// Asks the site daemon to pin NS/NAME@TAG (or @VERSION-ID; the version published last
+    /// without either) for the job and to make its copy complete, fetching what it lacks
+    /// from another site (asked again every 30 s until --timeout); then writes each file
+    /// under DEST/<path>, checking every chunk's BLAKE3 against the manifest as the bytes
+    /// arrive. Each file is written as DEST/<dir>/.<name>.clusster-part, synced, given the
+    /// version's mtime and renamed: running it again resumes, a file already there with the
+    /// manifest's size and mtime is kept, a part file is kept up to its first bad chunk.
+    ///
+    /// Endpoint: --endpoint, else $CLUSSTER_ENDPOINT, else `endpoint` in the client config
+    /// file. Token (a `stage`-scoped one, from `clusster token create --scope stage`):
+    /// $CLUSSTER_TOKEN, else `token` (or `token_file`) in the client config file. The
+    /// client config file is $CLUSSTER_CLIENT_CONFIG, else ~/.config/clusster/client.toml,
+    /// TOML: endpoint = "http://host:port", token = "…" or token_file = "path".
+    /// Job: --job, else $SLURM_JOB_ID, else $FLUX_JOB_ID.
+    #[command(after_help = STAGE_EXIT_CODES)]
+    StageIn(StageInArgs),
+    /// Publish a local directory as a new version of a dataset (at the end of a job).
+    ///
+    /// Walks SRC (sorted; a symlink is followed and stored as what it points to, and is
+    /// refused if it points outside SRC; names must be UTF-8 without a newline; directories
+    /// are not stored, so an empty directory is lost), cuts every file into chunks the way
+    /// the site does, asks the site which chunks it lacks and sends only those, then
+    /// publishes the files (with their mtimes) as a version of NS/NAME, moving --tag to it,
+    /// adding --rule for it and ending the job's pins. Prints the version id on stdout (a
+    /// summary on stderr; with --json, the site's answer with the chunks and bytes sent).
+    ///
+    /// Endpoint, token and job are found as for stage-in (the job is optional here: without
+    /// one, no pin ends).
+    #[command(after_help = STAGE_EXIT_CODES)]
+    StageOut(StageOutArgs),
+}
+
+/// The exit codes of `stage-in` and `stage-out`, under their help.
+const STAGE_EXIT_CODES: &str = "Exit codes: 0 success; 1 other failure (the message says why, e.g. a token \
+without the stage scope); 2 bad usage (arguments, DEST not writable, refused names or symlinks); 4 dataset, \
+tag or version not found; 5 no space (here, or at the site); 6 transfer failed (the site could not fetch the \
+data, or the connection failed); 7 verification failed (a chunk's BLAKE3 does not match); 8 timed out.";
+
+/// Where the site daemon is (see the verb's help for the token).
+#[derive(clap::Args)]
+pub struct EndpointArgs {
+    /// The site daemon's admin URL, as http://host:port (else $CLUSSTER_ENDPOINT, else the
+    /// client config file's `endpoint`).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// The job's id (else $SLURM_JOB_ID, else $FLUX_JOB_ID).
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Files read (stage-in), or files hashed and chunk bodies sent (stage-out, at most 8
+    /// bodies), at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+    /// Print the result as JSON, and no progress.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `clusster stage-in`.
+#[derive(clap::Args)]
+pub struct StageInArgs {
+    /// NS/NAME@TAG, NS/NAME@VERSION-ID, or NS/NAME (the version published last).
+    pub version: String,
+    /// The directory to write the files into (created if missing).
+    pub dest: PathBuf,
+    /// How long to wait for the site to have the whole version (90s, 30m, 12h, 7d).
+    #[arg(long, default_value = "1h")]
+    pub timeout: String,
+    /// How long the site keeps the version for the job (90s, 30m, 12h, 7d).
+    #[arg(long, default_value = "24h")]
+    pub pin_for: String,
+    #[command(flatten)]
+    pub common: EndpointArgs,
+}
+
+/// `clusster stage-out`.
+#[derive(clap::Args)]
+pub struct StageOutArgs {
+    /// The directory whose files become the version.
+    pub src: PathBuf,
+    /// NS/NAME: the dataset (its namespace is this site's, e.g. paris.results).
+    pub dataset: String,
+    /// Move this tag to the version.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// A replication rule for the version: "N copies on SITES", e.g. "2 copies on tier=hpc".
+    #[arg(long)]
+    pub rule: Option<String>,
+    #[command(flatten)]
+    pub common: EndpointArgs,
 }
 
 #[derive(Subcommand)]

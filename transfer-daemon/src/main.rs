@@ -12,7 +12,11 @@
 //! - [`permissions`]: the modes `serve` requires of its data dir, admin token and keys.
 //!
 //! Exit codes: 0 success; 1 the operation failed (the message says why); 2 invalid
-//! usage or configuration; 3 a scrub or check found damage (the report lists it).
+//! usage or configuration; 3 a scrub or check found damage (the report lists it); and for
+//! `stage-in` and `stage-out`: 4 not found (dataset, tag or version);
+//! 5 no space (locally, or at the site); 6 transfer failed (the site could not fetch the
+//! data, or the connection failed); 7 verification failed (a chunk's BLAKE3 does not
+//! match); 8 timed out.
 
 mod admin;
 mod api;
@@ -27,7 +31,7 @@ mod permissions;
 mod serve;
 
 use clap::Parser;
-use commands::{DamageFound, UsageError};
+use commands::{DamageFound, NoSpace, NotFound, TimedOut, TransferFailed, UsageError, VerificationFailed};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -51,6 +55,16 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             } else if e.is::<DamageFound>() {
                 ExitCode::from(3)
+            } else if e.is::<NotFound>() {
+                ExitCode::from(4)
+            } else if e.is::<NoSpace>() {
+                ExitCode::from(5)
+            } else if e.is::<TransferFailed>() {
+                ExitCode::from(6)
+            } else if e.is::<VerificationFailed>() {
+                ExitCode::from(7)
+            } else if e.is::<TimedOut>() {
+                ExitCode::from(8)
             } else {
                 ExitCode::FAILURE
             }

@@ -175,7 +175,7 @@ pub(super) async fn run(command: DatasetCommand) -> anyhow::Result<()> {
 }
 
 /// `90`, `90s`, `30m`, `12h`, `7d` → seconds.
-fn parse_duration(text: &str) -> Result<u64, UsageError> {
+pub(super) fn parse_duration(text: &str) -> Result<u64, UsageError> {
     let (digits, unit) = match text.char_indices().last() {
         Some((at, c)) if c.is_ascii_alphabetic() => (&text[..at], c),
         _ => (text, 's'),

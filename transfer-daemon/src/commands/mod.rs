@@ -6,12 +6,16 @@
 //!   tokens, bucket grants, gc, scrub, check, repair);
 //! - [`dataset`]: `dataset publish|show|checkout` and `catalog placement`, through the
 //!   catalog's routes;
-//! - [`transfer`]: `transfer push|pull|copy|status|cancel`.
+//! - [`transfer`]: `transfer push|pull|copy|status|cancel`;
+//! - [`stage`]: `stage-in` and `stage-out`, a job's data to and from the site daemon.
 
 mod dataset;
 mod local;
 mod operator;
+mod stage;
 mod transfer;
+
+pub use stage::{NoSpace, NotFound, TimedOut, TransferFailed, VerificationFailed};
 
 use crate::cli::{AdminArgs, Command, ConfigArgs};
 use crate::config::{CONFIG_FILE, DEFAULT_DATA_DIR, Overrides, RawConfig, Settings};
@@ -57,6 +61,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Catalog { command } => dataset::catalog(command).await,
         Command::Rule { command } => dataset::rule(command).await,
         Command::Transfer { command } => transfer::run(command).await,
+        Command::StageIn(args) => stage::stage_in(args).await,
+        Command::StageOut(args) => stage::stage_out(args).await,
     }
 }
 

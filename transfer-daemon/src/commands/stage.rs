@@ -1,0 +1,1271 @@
+//! `clusster stage-in` and `clusster stage-out`: a job's data to and from the site daemon,
+//! through the staging routes described in [`catalog::stage`], with a `stage`-scoped token.
+//!
+//! - stage-in asks `POST /catalog/stage/in` until the site holds the whole version (it
+//!   pins it for the job), then reads each file from `…/versions/{v}/files/{path}`, at
+//!   most `--parallel` at once, into `DEST/<dir>/.<name>.clusster-part`: every chunk is
+//!   checked against the manifest's BLAKE3 as its bytes arrive (a bad one is cut off and
+//!   asked again, three times at most); the part is synced, given the manifest's mtime
+//!   and renamed. A file already there with the manifest's size and mtime is taken as done
+//!   (it was checked before its rename); a part file is kept up to its first chunk that
+//!   does not match and the rest asked with a `Range`. The manifest's paths are checked
+//!   first: nothing is written outside DEST whatever the daemon says.
+//! - stage-out walks SRC, cuts every file with FastCDC at the session's sizes exactly as
+//!   the store's ingest does (2 MiB segments, the cut points of a segment not at the end
+//!   of the file left for the next), hashes chunks (BLAKE3) and files (MD5, the ETag) on
+//!   threads, asks which chunks the site lacks, sends those (re-read from the files) in
+//!   bodies of at most 16 MiB, then publishes. A session it opened is deleted if it fails.
+//!
+//! Exit codes (mapped in `main.rs`):
+//!
+//! | code | meaning                                                                      |
+//! |------|------------------------------------------------------------------------------|
+//! | 0    | success                                                                      |
+//! | 1    | any other failure: the message says why (e.g. a token without `stage`: 401/403) |
+//! | 2    | usage: bad arguments, no job id, DEST not writable, refused names or symlinks |
+//! | 3    | (damage found: `scrub`/`check`, not these verbs)                             |
+//! | 4    | [`NotFound`]: dataset, tag or version unknown (a 404 problem)                 |
+//! | 5    | [`NoSpace`]: ENOSPC/EDQUOT here, or 507 from the site                         |
+//! | 6    | [`TransferFailed`]: the site could not fetch the data (502), or the connection failed |
+//! | 7    | [`VerificationFailed`]: a chunk's BLAKE3 does not match, after 3 retries      |
+//! | 8    | [`TimedOut`]: the site did not hold the version within `--timeout`           |
+
+use super::UsageError;
+use super::dataset::parse_duration;
+use crate::cli::{EndpointArgs, StageInArgs, StageOutArgs};
+use anyhow::{Context, anyhow};
+use catalog::stage::{
+    ChunkList, ChunksStored, MAX_ASKED, MAX_CHUNKS_BODY, StageInAnswer, StageInRequest, StageInState, StageOutPublish,
+    StageOutPublished, StageOutRequest, StageOutSession, StagedChunk, StagedFile,
+};
+use hw_offload::kernels::cdc::cut_points;
+use hw_offload::{ChunkId, ChunkerConfig};
+use md5::Digest;
+use reqwest::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+/// The dataset, tag or version is not known (a 404 problem): exit 4.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
+/// No space left, here (ENOSPC, EDQUOT) or at the site (507): exit 5.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoSpace(pub String);
+
+/// The site could not fetch the data, or the connection to it failed: exit 6.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TransferFailed(pub String);
+
+/// A chunk's bytes do not hash to the manifest's BLAKE3, after retries: exit 7.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct VerificationFailed(pub String);
+
+/// The site did not hold the version within `--timeout`: exit 8.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TimedOut(pub String);
+
+/// How often a file's request is tried again after a bad chunk, or a broken answer.
+const RETRIES: u32 = 3;
+
+/// Bytes the store's ingest cuts at once (`store::ingest`'s `SEGMENT_BYTES`): the same
+/// segments give the same cut points (any segments of at least `max_bytes` would).
+const SEGMENT_BYTES: usize = 2 << 20;
+
+/// Largest `chunks` body sent: a quarter of what the site takes, so that `--parallel`
+/// bodies in memory stay small.
+const BODY_BYTES: usize = MAX_CHUNKS_BODY / 4;
+
+/// Suffix of the file a stage-in writes before its rename.
+const PART_SUFFIX: &str = ".clusster-part";
+
+// ------------------------------------------------------------------ errors from here
+
+/// A local I/O error: no space is [`NoSpace`], the rest a plain failure.
+fn local_error(e: std::io::Error, what: impl std::fmt::Display) -> anyhow::Error {
+    match e.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => NoSpace(format!("{what}: {e}")).into(),
+        _ => anyhow!("{what}: {e}"),
+    }
+}
+
+fn mtime_ms(meta: &fs::Metadata) -> Option<u64> {
+    let since = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_millis()).ok()
+}
+
+/// Bytes as people read them.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+// ------------------------------------------------------------------ the site daemon
+
+/// The client config file: `$CLUSSTER_CLIENT_CONFIG`, else `~/.config/clusster/client.toml`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientConfig {
+    endpoint: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+impl ClientConfig {
+    /// The file if there is one (a missing default file is no error; a missing file
+    /// named by `$CLUSSTER_CLIENT_CONFIG` is), and the directory its paths are taken from.
+    fn load() -> anyhow::Result<(Self, PathBuf)> {
+        let (path, named) = match std::env::var_os("CLUSSTER_CLIENT_CONFIG") {
+            Some(path) => (PathBuf::from(path), true),
+            None => match std::env::var_os("HOME") {
+                Some(home) => (Path::new(&home).join(".config/clusster/client.toml"), false),
+                None => return Ok((Self::default(), PathBuf::from("."))),
+            },
+        };
+        let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let config = toml::from_str(&text)
+                    .map_err(|e| UsageError(format!("client config {}: {}", path.display(), e.message())))?;
+                Ok((config, base))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound && !named => Ok((Self::default(), base)),
+            Err(e) => Err(UsageError(format!("cannot read the client config {}: {e}", path.display())).into()),
+        }
+    }
+}
+
+/// The site daemon's staging routes, with the job's token.
+struct Api {
+    base: reqwest::Url,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// Endpoint: `--endpoint`, `$CLUSSTER_ENDPOINT`, the config file. Token:
+    /// `$CLUSSTER_TOKEN`, the config file's `token`, its `token_file`.
+    fn connect(args: &EndpointArgs) -> anyhow::Result<Self> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let mut endpoint = args.endpoint.clone().or_else(|| env("CLUSSTER_ENDPOINT"));
+        let mut token = env("CLUSSTER_TOKEN");
+        if endpoint.is_none() || token.is_none() {
+            let (config, base) = ClientConfig::load()?;
+            endpoint = endpoint.or(config.endpoint);
+            if token.is_none() {
+                token = match (config.token, config.token_file) {
+                    (Some(token), _) => Some(token),
+                    (None, Some(file)) => {
+                        let file = base.join(file);
+                        let text = fs::read_to_string(&file)
+                            .map_err(|e| UsageError(format!("cannot read the token file {}: {e}", file.display())))?;
+                        Some(text)
+                    }
+                    (None, None) => None,
+                };
+            }
+        }
+        let endpoint = endpoint.ok_or_else(|| {
+            UsageError(
+                "no endpoint: pass --endpoint http://HOST:PORT, set CLUSSTER_ENDPOINT, or write endpoint = \"…\" \
+                 in ~/.config/clusster/client.toml"
+                    .into(),
+            )
+        })?;
+        let token = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).ok_or_else(|| {
+            UsageError(
+                "no token: set CLUSSTER_TOKEN, or token = \"…\" (or token_file) in ~/.config/clusster/client.toml, \
+                 to a token from `clusster token create --scope stage`"
+                    .into(),
+            )
+        })?;
+        let text = if endpoint.contains("://") { endpoint.clone() } else { format!("http://{endpoint}") };
+        let base = reqwest::Url::parse(&text)
+            .ok()
+            .filter(|u| u.scheme() == "http" && !u.cannot_be_a_base())
+            .ok_or_else(|| UsageError(format!("endpoint {endpoint:?}: give it as http://HOST:PORT")))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("cannot make an HTTP client")?;
+        Ok(Self { base, token, http })
+    }
+
+    /// The URL of the route made of `segments`, each percent-encoded.
+    fn url<'a>(&self, segments: impl IntoIterator<Item = &'a str>) -> reqwest::Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut().expect("an http URL has a path").pop_if_empty().extend(segments);
+        url
+    }
+
+    /// Sends `request` with the token; a problem document becomes the error of its kind.
+    async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<reqwest::Response> {
+        let response = request.bearer_auth(&self.token).send().await.map_err(|e| {
+            TransferFailed(format!(
+                "{what}: cannot reach the site daemon at {}: {:#}",
+                self.base,
+                anyhow::Error::from(e)
+            ))
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(problem(response, what).await)
+    }
+
+    /// Calls a JSON route.
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: &impl Serialize,
+        what: &str,
+        timeout: Option<Duration>,
+    ) -> anyhow::Result<T> {
+        let mut request = self.http.request(method, self.url(segments.iter().copied())).json(body);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let response = self.send(request, what).await?;
+        let text = response.text().await.map_err(|e| TransferFailed(format!("{what}: reading the answer: {e}")))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!("{what}: the site daemon answered in a form this client does not know: is it of another version?")
+        })
+    }
+}
+
+/// The error a non-2xx answer stands for, with its problem document's detail.
+async fn problem(response: reqwest::Response, what: &str) -> anyhow::Error {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let detail = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["detail"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| text.trim().chars().take(300).collect());
+    let message = format!("{what}: {status}: {detail}");
+    match status.as_u16() {
+        401 | 403 => anyhow!("{message} (a job stages with a token from `clusster token create --scope stage`)"),
+        404 => NotFound(message).into(),
+        507 => NoSpace(message).into(),
+        502..=504 => TransferFailed(message).into(),
+        _ => anyhow!(message),
+    }
+}
+
+/// `--job`, else `$SLURM_JOB_ID`, else `$FLUX_JOB_ID`.
+fn job_id(flag: Option<&str>) -> Option<String> {
+    let env = |name: &str| std::env::var(name).ok();
+    flag.map(str::to_owned).or_else(|| env("SLURM_JOB_ID")).or_else(|| env("FLUX_JOB_ID")).filter(|j| !j.is_empty())
+}
+
+/// `NS/NAME`, checked for its form.
+fn check_dataset(text: &str) -> Result<(), UsageError> {
+    match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok(()),
+        _ => Err(UsageError(format!("{text:?}: name a dataset as NAMESPACE/NAME, as in paris.climate/era5"))),
+    }
+}
+
+// ------------------------------------------------------------------ progress
+
+/// Progress on stderr: a bar on a terminal, a plain line at most once a second
+/// otherwise, nothing with `--json`.
+#[derive(Clone)]
+struct Progress(Arc<Shown>);
+
+enum Shown {
+    Quiet,
+    Bar(indicatif::ProgressBar),
+    Lines(Mutex<Lines>),
+}
+
+struct Lines {
+    label: String,
+    total: u64,
+    done: u64,
+    started: Instant,
+    printed: Option<Instant>,
+}
+
+impl Lines {
+    /// True if a line may be printed now (the last one was a second ago or more).
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if self.printed.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
+            return false;
+        }
+        self.printed = Some(now);
+        true
+    }
+}
+
+impl Progress {
+    fn new(json: bool, label: &str, total: Option<u64>) -> Self {
+        if json {
+            return Self(Arc::new(Shown::Quiet));
+        }
+        if std::io::stderr().is_terminal() {
+            let bar = match total {
+                Some(total) => {
+                    let style = indicatif::ProgressStyle::with_template(
+                        "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                    )
+                    .expect("a valid template")
+                    .progress_chars("=> ");
+                    indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr())
+                        .with_style(style)
+                }
+                None => {
+                    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+                        .with_style(
+                            indicatif::ProgressStyle::with_template("{prefix} {spinner} {msg}")
+                                .expect("a valid template"),
+                        );
+                    bar.enable_steady_tick(Duration::from_millis(200));
+                    bar
+                }
+            };
+            return Self(Arc::new(Shown::Bar(bar.with_prefix(label.to_owned()))));
+        }
+        Self(Arc::new(Shown::Lines(Mutex::new(Lines {
+            label: label.to_owned(),
+            total: total.unwrap_or(0),
+            done: 0,
+            started: Instant::now(),
+            printed: None,
+        }))))
+    }
+
+    fn inc(&self, bytes: u64) {
+        match &*self.0 {
+            Shown::Quiet => {}
+            Shown::Bar(bar) => bar.inc(bytes),
+            Shown::Lines(lines) => {
+                let mut l = lines.lock().unwrap_or_else(|e| e.into_inner());
+                l.done += bytes;
+                // Nothing for what ends within a second; then a line a second at most.
+                if l.done < l.total && l.started.elapsed() >= Duration::from_secs(1) && l.due() {
+                    let secs = l.started.elapsed().as_secs_f64().max(1e-3);
+                    let rate = l.done as f64 / secs;
+                    let eta =
+                        if rate > 0.0 { format!("{:.0} s", (l.total - l.done) as f64 / rate) } else { "?".into() };
+                    eprintln!(
+                        "{}: {} of {} ({}%), {}/s, ETA {eta}",
+                        l.label,
+                        human(l.done),
+                        human(l.total),
+                        l.done * 100 / l.total.max(1),
+                        human(rate as u64)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Says what is going on (the site fetching, …).
+    fn note(&self, text: &str) {
+        match &*self.0 {
+            Shown::Quiet => {}
+            Shown::Bar(bar) => bar.set_message(text.to_owned()),
+            Shown::Lines(lines) => {
+                let mut l = lines.lock().unwrap_or_else(|e| e.into_inner());
+                if l.due() {
+                    eprintln!("{}: {text}", l.label);
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Shown::Bar(bar) = &*self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+// ------------------------------------------------------------------ stage-in
+
+/// What a stage-in did, for `--json`.
+#[derive(Debug, Default, Serialize)]
+struct StagedIn {
+    version: String,
+    pin: String,
+    dest: String,
+    files: u64,
+    bytes: u64,
+    /// bytes written by this run (checked chunks)
+    bytes_written: u64,
+    /// bytes of part files kept from an earlier run
+    bytes_resumed: u64,
+    /// files written by this run
+    files_written: u64,
+    /// files already there (the manifest's size and mtime), left as they were
+    files_skipped: u64,
+    /// requests asked again after a bad chunk or a broken answer
+    retries: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    bytes_written: AtomicU64,
+    bytes_resumed: AtomicU64,
+    files_written: AtomicU64,
+    files_skipped: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// What reading one file needs.
+struct Reader {
+    api: Api,
+    version: String,
+    /// what to ask `POST /catalog/stage/in` again when a read fails: the site may have
+    /// found a chunk corrupt meanwhile, and then fetches it again before it answers ready
+    again: Again,
+    dest: PathBuf,
+    progress: Progress,
+    counters: Counters,
+}
+
+pub(super) async fn stage_in(args: StageInArgs) -> anyhow::Result<()> {
+    let StageInArgs { version, dest, timeout, pin_for, common } = args;
+    let (dataset, reference) = version.rsplit_once('@').unwrap_or((&version, "-"));
+    check_dataset(dataset)?;
+    if reference.is_empty() {
+        return Err(UsageError(format!("{version:?}: give NS/NAME@TAG, NS/NAME@VERSION-ID or NS/NAME")).into());
+    }
+    let timeout = Duration::from_secs(parse_duration(&timeout)?);
+    let pin_secs = parse_duration(&pin_for)?;
+    let job = job_id(common.job.as_deref()).ok_or_else(|| {
+        UsageError("no job: pass --job ID (Slurm and Flux set SLURM_JOB_ID or FLUX_JOB_ID in a job)".into())
+    })?;
+    let api = Api::connect(&common)?;
+    prepare_dest(&dest)?;
+
+    let answer = wait_ready(&api, &version, &job, pin_secs, timeout, common.json).await?;
+    let mut seen = HashSet::new();
+    for file in &answer.files {
+        check_manifest_path(&file.path)?;
+        if !seen.insert(file.path.as_str()) {
+            anyhow::bail!("the site's manifest names {:?} twice: refused", file.path);
+        }
+        if file.chunks.iter().map(|c| c.len as u64).sum::<u64>() != file.size {
+            anyhow::bail!(
+                "the site's manifest is inconsistent: the chunks of {:?} do not add up to its size",
+                file.path
+            );
+        }
+    }
+    let total: u64 = answer.files.iter().map(|f| f.size).sum();
+    let progress = Progress::new(common.json, "stage-in", Some(total));
+    let again = Again { version: format!("{dataset}@{}", answer.version.to_hex()), job, pin_secs, timeout };
+    let reader = Arc::new(Reader {
+        api,
+        again,
+        version: answer.version.to_hex(),
+        dest: dest.clone(),
+        progress: progress.clone(),
+        counters: Counters::default(),
+    });
+    let files = Arc::new(answer.files);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..(common.parallel as usize).min(files.len()).max(1) {
+        let (reader, files, next) = (reader.clone(), files.clone(), next.clone());
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(file) = files.get(i) else { return Ok(()) };
+                read_file(&reader, file).await?;
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        let outcome: anyhow::Result<()> = done.context("a stage-in worker failed")?;
+        if let Err(e) = outcome {
+            progress.finish();
+            return Err(e);
+        }
+    }
+    progress.finish();
+
+    let c = &reader.counters;
+    let report = StagedIn {
+        version: reader.version.clone(),
+        pin: answer.pin,
+        dest: dest.display().to_string(),
+        files: files.len() as u64,
+        bytes: total,
+        bytes_written: c.bytes_written.load(Ordering::Relaxed),
+        bytes_resumed: c.bytes_resumed.load(Ordering::Relaxed),
+        files_written: c.files_written.load(Ordering::Relaxed),
+        files_skipped: c.files_skipped.load(Ordering::Relaxed),
+        retries: c.retries.load(Ordering::Relaxed),
+    };
+    if common.json {
+        println!("{}", super::json_text(&report));
+    } else {
+        println!(
+            "staged {version} ({}) into {}: {} files, {} ({} written, {} resumed, {} files already there)",
+            report.version,
+            report.dest,
+            report.files,
+            human(report.bytes),
+            human(report.bytes_written),
+            human(report.bytes_resumed),
+            report.files_skipped
+        );
+    }
+    Ok(())
+}
+
+/// Makes DEST and checks a file can be written there (exit 2 if not, before asking the site).
+fn prepare_dest(dest: &Path) -> anyhow::Result<()> {
+    let unusable = |e: std::io::Error| -> anyhow::Error {
+        match e.kind() {
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
+                NoSpace(format!("DEST {}: {e}", dest.display())).into()
+            }
+            _ => UsageError(format!("cannot write into DEST {}: {e}", dest.display())).into(),
+        }
+    };
+    if dest.exists() && !dest.is_dir() {
+        return Err(UsageError(format!("DEST {} is not a directory", dest.display())).into());
+    }
+    fs::create_dir_all(dest).map_err(unusable)?;
+    let probe = dest.join(format!(".clusster-probe-{}", std::process::id()));
+    File::create(&probe).map_err(unusable)?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}
+
+/// A path of the manifest is relative, `/`-separated, without empty, `.` or `..`
+/// segments: the daemon cannot make the client write outside DEST.
+fn check_manifest_path(path: &str) -> anyhow::Result<()> {
+    let safe = !path.is_empty()
+        && !path.contains('\0')
+        && path.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+        && !path.ends_with(PART_SUFFIX);
+    if safe {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "the site's manifest names {path:?}, which is not a relative path within DEST (or ends in {PART_SUFFIX}): \
+             refused, nothing written"
+        ))
+    }
+}
+
+/// Asks the site until it holds the whole version, or `timeout` passes.
+async fn wait_ready(
+    api: &Api,
+    version: &str,
+    job: &str,
+    pin_secs: u64,
+    timeout: Duration,
+    json: bool,
+) -> anyhow::Result<StageInAnswer> {
+    let deadline = Instant::now() + timeout;
+    let mut progress: Option<Progress> = None;
+    loop {
+        let asked = Instant::now();
+        let wait_secs = deadline.saturating_duration_since(asked).as_secs().min(30);
+        let request = StageInRequest { version: version.to_owned(), job: job.to_owned(), pin_secs, wait_secs };
+        let answer: StageInAnswer = api
+            .json(
+                Method::POST,
+                &["catalog", "stage", "in"],
+                &request,
+                &format!("stage-in {version}"),
+                Some(Duration::from_secs(wait_secs + 60)),
+            )
+            .await?;
+        if answer.state == StageInState::Ready {
+            if let Some(p) = progress {
+                p.finish();
+            }
+            return Ok(answer);
+        }
+        let source = answer.source.as_deref().unwrap_or("another site");
+        if Instant::now() >= deadline {
+            if let Some(p) = progress {
+                p.finish();
+            }
+            return Err(TimedOut(format!(
+                "{version}: the site still lacks {} of it after {} s (fetching from {source}); run again to wait more",
+                human(answer.bytes_missing),
+                timeout.as_secs()
+            ))
+            .into());
+        }
+        progress
+            .get_or_insert_with(|| Progress::new(json, "stage-in", None))
+            .note(&format!("the site is fetching {} from {source}", human(answer.bytes_missing)));
+        // A quick answer (the wait was short): not a busy loop.
+        let since = asked.elapsed();
+        if since < Duration::from_secs(1) {
+            tokio::time::sleep(Duration::from_secs(1) - since).await;
+        }
+    }
+}
+
+/// A stage-in's request, to ask again by version id.
+struct Again {
+    version: String,
+    job: String,
+    pin_secs: u64,
+    timeout: Duration,
+}
+
+/// Why one request for a file's bytes stopped before its end.
+enum Stopped {
+    /// a chunk did not match: asked again
+    BadChunk(String),
+    /// the answer broke off: asked again
+    Broken(String),
+    /// no point asking again
+    Fatal(anyhow::Error),
+}
+
+/// Brings one file into DEST: kept if already there, resumed from its part file.
+async fn read_file(reader: &Reader, file: &StagedFile) -> anyhow::Result<()> {
+    let target = reader.dest.join(&file.path);
+    if let Ok(meta) = fs::symlink_metadata(&target)
+        && meta.is_file()
+        && meta.len() == file.size
+        && mtime_ms(&meta) == Some(file.mtime_ms)
+    {
+        reader.counters.files_skipped.fetch_add(1, Ordering::Relaxed);
+        reader.progress.inc(file.size);
+        return Ok(());
+    }
+    let parent = target.parent().expect("a file under DEST has a parent").to_path_buf();
+    let name = file.path.rsplit('/').next().expect("a checked path has a name");
+    fs::create_dir_all(&parent).map_err(|e| local_error(e, format!("creating {}", parent.display())))?;
+    let part = parent.join(format!(".{name}{PART_SUFFIX}"));
+
+    let (handle, chunks) = (part.clone(), file.chunks.clone());
+    let (mut out, mut good, mut index) = tokio::task::spawn_blocking(move || open_part(&handle, &chunks))
+        .await
+        .context("checking a part file")?
+        .map_err(|e| local_error(e, format!("opening {}", part.display())))?;
+    reader.counters.bytes_resumed.fetch_add(good, Ordering::Relaxed);
+    reader.progress.inc(good);
+
+    let (mut bad, mut broken) = (0, 0);
+    while index < file.chunks.len() {
+        let stopped = match fetch_from(reader, file, &mut out, &mut good, &mut index).await {
+            Ok(()) => continue,
+            Err(stopped) => stopped,
+        };
+        // Back to the last good chunk, and ask again from there.
+        out.set_len(good)
+            .and_then(|()| out.seek(SeekFrom::Start(good)).map(drop))
+            .map_err(|e| local_error(e, format!("truncating {}", part.display())))?;
+        match stopped {
+            Stopped::Fatal(e) => return Err(e),
+            Stopped::BadChunk(why) => {
+                bad += 1;
+                if bad > RETRIES {
+                    return Err(VerificationFailed(format!("{why} (asked {bad} times)")).into());
+                }
+            }
+            Stopped::Broken(why) => {
+                broken += 1;
+                if broken > RETRIES {
+                    return Err(TransferFailed(format!("{why} (asked {broken} times)")).into());
+                }
+            }
+        }
+        reader.counters.retries.fetch_add(1, Ordering::Relaxed);
+        // Before asking again: the site holds the whole version once more (a chunk it
+        // found corrupt while reading it out is quarantined, and fetched again now).
+        let a = &reader.again;
+        wait_ready(&reader.api, &a.version, &a.job, a.pin_secs, a.timeout, true).await?;
+    }
+
+    let mtime = UNIX_EPOCH + Duration::from_millis(file.mtime_ms);
+    let (from, to) = (part.clone(), target.clone());
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        out.set_modified(mtime)?;
+        out.sync_all()?;
+        drop(out);
+        fs::rename(&from, &to)?;
+        // The rename itself made durable, where the directory can be synced.
+        if let Ok(dir) = File::open(to.parent().unwrap_or(Path::new("."))) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    })
+    .await
+    .context("finishing a file")?
+    .map_err(|e| local_error(e, format!("finishing {}", target.display())))?;
+    reader.counters.files_written.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Opens (or creates) a part file and keeps it up to its first chunk that does not
+/// match the manifest; answers it positioned there, with the bytes and chunks kept.
+fn open_part(part: &Path, chunks: &[StagedChunk]) -> std::io::Result<(File, u64, usize)> {
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(part)?;
+    let len = file.metadata()?.len();
+    let (mut good, mut index) = (0u64, 0usize);
+    let mut buffer = Vec::new();
+    for chunk in chunks {
+        if good + chunk.len as u64 > len {
+            break;
+        }
+        buffer.resize(chunk.len as usize, 0);
+        file.read_exact(&mut buffer)?;
+        if ChunkId::of(&buffer) != chunk.id {
+            break;
+        }
+        good += chunk.len as u64;
+        index += 1;
+    }
+    file.set_len(good)?;
+    file.seek(SeekFrom::Start(good))?;
+    Ok((file, good, index))
+}
+
+/// One request for the bytes of `file` from `good` on, written to `out` and checked
+/// chunk by chunk; `good` and `index` follow the chunks checked.
+async fn fetch_from(
+    reader: &Reader,
+    file: &StagedFile,
+    out: &mut File,
+    good: &mut u64,
+    index: &mut usize,
+) -> Result<(), Stopped> {
+    let segments = ["catalog", "stage", "versions", reader.version.as_str(), "files"].into_iter();
+    let url = reader.api.url(segments.chain(file.path.split('/')));
+    let mut request = reader.api.http.get(url);
+    if *good > 0 {
+        request = request.header(reqwest::header::RANGE, format!("bytes={good}-"));
+    }
+    let what = format!("reading {}", file.path);
+    let mut response = match reader.api.send(request, &what).await {
+        Ok(response) => response,
+        Err(e) if e.is::<TransferFailed>() => return Err(Stopped::Broken(e.to_string())),
+        Err(e) => return Err(Stopped::Fatal(e)),
+    };
+    // A daemon that ignored the range sends the whole file: the start is skipped.
+    let mut skip = if response.status() == reqwest::StatusCode::PARTIAL_CONTENT { 0 } else { *good as usize };
+    let mut hasher = blake3::Hasher::new();
+    let mut filled = 0u32;
+    loop {
+        let piece = match response.chunk().await {
+            Ok(Some(piece)) => piece,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(Stopped::Broken(format!("{what}: the answer broke off: {:#}", anyhow::Error::from(e))));
+            }
+        };
+        let mut piece = &piece[..];
+        let skipped = skip.min(piece.len());
+        piece = &piece[skipped..];
+        skip -= skipped;
+        while !piece.is_empty() {
+            let Some(chunk) = file.chunks.get(*index) else {
+                return Err(Stopped::BadChunk(format!(
+                    "{what}: the site sent more than the manifest's {} bytes",
+                    file.size
+                )));
+            };
+            let take = piece.len().min((chunk.len - filled) as usize);
+            out.write_all(&piece[..take]).map_err(|e| {
+                Stopped::Fatal(local_error(e, format!("writing {}", reader.dest.join(&file.path).display())))
+            })?;
+            hasher.update(&piece[..take]);
+            filled += take as u32;
+            piece = &piece[take..];
+            if filled == chunk.len {
+                if hasher.finalize().as_bytes() != &chunk.id.0 {
+                    return Err(Stopped::BadChunk(format!(
+                        "{}: chunk {} (bytes {}..{}) does not hash to the manifest's BLAKE3 {}",
+                        file.path,
+                        *index,
+                        *good,
+                        *good + chunk.len as u64,
+                        chunk.id
+                    )));
+                }
+                *good += chunk.len as u64;
+                *index += 1;
+                filled = 0;
+                hasher.reset();
+                reader.counters.bytes_written.fetch_add(chunk.len as u64, Ordering::Relaxed);
+                reader.progress.inc(chunk.len as u64);
+            }
+        }
+    }
+    if *index < file.chunks.len() {
+        return Err(Stopped::Broken(format!("{what}: the answer ended at byte {} of {}", *good, file.size)));
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ stage-out
+
+/// A file of SRC to stage out.
+struct LocalFile {
+    /// its path in the version, `/`-separated
+    rel: String,
+    /// where to read it (a symlink's target)
+    path: PathBuf,
+    size: u64,
+    mtime_ms: u64,
+}
+
+/// A file cut and hashed.
+struct Scanned {
+    chunks: Vec<StagedChunk>,
+    etag: String,
+}
+
+/// What a stage-out did, for `--json`: the site's answer and what was sent.
+#[derive(Serialize)]
+struct StagedOut {
+    dataset: String,
+    #[serde(flatten)]
+    published: StageOutPublished,
+    /// chunks the site lacked, sent
+    chunks_sent: u64,
+    /// their bytes
+    bytes_sent: u64,
+    /// chunks of the files (distinct)
+    chunks: u64,
+}
+
+pub(super) async fn stage_out(args: StageOutArgs) -> anyhow::Result<()> {
+    let StageOutArgs { src, dataset, tag, rule, common } = args;
+    check_dataset(&dataset)?;
+    if let Some(rule) = &rule {
+        catalog::stage::parse_rule(rule).map_err(UsageError)?;
+    }
+    let job = job_id(common.job.as_deref());
+    let api = Api::connect(&common)?;
+    let root = src.clone();
+    let files = tokio::task::spawn_blocking(move || walk(&root)).await.context("walking SRC")??;
+    if files.is_empty() {
+        return Err(UsageError(format!(
+            "SRC {}: no files to stage out (directories alone are not stored)",
+            src.display()
+        ))
+        .into());
+    }
+
+    let session: StageOutSession = api
+        .json(
+            Method::POST,
+            &["catalog", "stage", "out"],
+            &StageOutRequest { dataset: dataset.clone() },
+            &format!("stage-out to {dataset}"),
+            None,
+        )
+        .await?;
+    let staged = send_and_publish(&api, &session, files, tag, rule, job, &common).await;
+    if staged.is_err() {
+        // Best effort: the site drops an idle session's chunks anyway.
+        let url = api.url(["catalog", "stage", "out", session.session.as_str()]);
+        let _ = api.http.delete(url).bearer_auth(&api.token).timeout(Duration::from_secs(10)).send().await;
+    }
+    let (published, chunks, chunks_sent, bytes_sent) = staged?;
+    let report = StagedOut { dataset: dataset.clone(), published, chunks_sent, bytes_sent, chunks };
+    if common.json {
+        println!("{}", super::json_text(&report));
+    } else {
+        let p = &report.published;
+        let mut summary = format!(
+            "staged out {} as {dataset}@{}: {} files, {} ({} sent)",
+            src.display(),
+            p.version,
+            p.files,
+            human(p.bytes),
+            human(bytes_sent)
+        );
+        if !p.new {
+            summary.push_str(", the same files as a version already published");
+        }
+        if let Some(rule) = &p.rule {
+            summary.push_str(&format!(", rule {rule}"));
+        }
+        if p.unpinned > 0 {
+            summary.push_str(&format!(", {} pins of the job ended", p.unpinned));
+        }
+        eprintln!("{summary}");
+        println!("{}", p.version);
+    }
+    Ok(())
+}
+
+/// Cuts and hashes the files, sends what the site lacks, publishes; answers with the
+/// site's answer, the distinct chunks, and the chunks and bytes sent.
+async fn send_and_publish(
+    api: &Api,
+    session: &StageOutSession,
+    files: Vec<LocalFile>,
+    tag: Option<String>,
+    rule: Option<String>,
+    job: Option<String>,
+    common: &EndpointArgs,
+) -> anyhow::Result<(StageOutPublished, u64, u64, u64)> {
+    let config =
+        ChunkerConfig { min_bytes: session.chunk_min, avg_bytes: session.chunk_avg, max_bytes: session.chunk_max };
+    config.validate().map_err(|e| anyhow!("the site cuts chunks in a way this client cannot: {e}"))?;
+    let parallel = common.parallel as usize;
+
+    // Cut and hash, on threads.
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let progress = Progress::new(common.json, "stage-out: hashing", Some(total));
+    let files = Arc::new(files);
+    let (shared, shown) = (files.clone(), progress.clone());
+    let scanned = tokio::task::spawn_blocking(move || scan_all(&shared, &config, parallel, &shown))
+        .await
+        .context("hashing the files")
+        .and_then(|r| r);
+    progress.finish();
+    let scanned = scanned?;
+
+    // Each distinct chunk once, where it is first found.
+    let mut location: HashMap<ChunkId, (usize, u64, u32)> = HashMap::new();
+    let mut order = Vec::new();
+    for (i, s) in scanned.iter().enumerate() {
+        let mut offset = 0u64;
+        for c in &s.chunks {
+            location.entry(c.id).or_insert_with(|| {
+                order.push(c.id);
+                (i, offset, c.len)
+            });
+            offset += c.len as u64;
+        }
+    }
+    let sid = session.session.as_str();
+    let mut missing: Vec<(ChunkId, usize, u64, u32)> = Vec::new();
+    for batch in order.chunks(MAX_ASKED) {
+        let answer: ChunkList = api
+            .json(
+                Method::POST,
+                &["catalog", "stage", "out", sid, "missing"],
+                &ChunkList { chunks: batch.to_vec() },
+                "asking which chunks the site lacks",
+                None,
+            )
+            .await?;
+        // Only chunks asked about are sent, whatever the answer names.
+        missing.extend(answer.chunks.into_iter().filter_map(|id| location.remove(&id).map(|(f, o, l)| (id, f, o, l))));
+    }
+    missing.sort_by_key(|&(_, f, o, _)| (f, o));
+
+    // Bodies of whole records, read back from the files.
+    let mut bodies: Vec<Vec<(ChunkId, usize, u64, u32)>> = Vec::new();
+    let mut size = 0usize;
+    for record in missing.iter().copied() {
+        let len = 36 + record.3 as usize;
+        if bodies.is_empty() || size + len > BODY_BYTES {
+            bodies.push(Vec::new());
+            size = 0;
+        }
+        bodies.last_mut().expect("a body").push(record);
+        size += len;
+    }
+    let to_send: u64 = missing.iter().map(|r| r.3 as u64).sum();
+    let progress = Progress::new(common.json, "stage-out: sending", Some(to_send));
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(parallel.min(8)));
+    let api_url = api.url(["catalog", "stage", "out", sid, "chunks"]);
+    let mut sends = tokio::task::JoinSet::new();
+    for body in bodies {
+        let permit = semaphore.clone().acquire_owned().await.expect("the semaphore stays open");
+        let (files, shown, url) = (files.clone(), progress.clone(), api_url.clone());
+        let request = api.http.post(url).header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        let token = api.token.clone();
+        sends.spawn(async move {
+            let _permit = permit;
+            let (count, bytes) = (body.len() as u64, body.iter().map(|r| r.3 as u64).sum::<u64>());
+            let data = tokio::task::spawn_blocking(move || read_records(&files, &body))
+                .await
+                .context("reading chunks back")??;
+            let response = request.bearer_auth(token).body(data).send().await.map_err(|e| {
+                TransferFailed(format!("sending chunks: cannot reach the site daemon: {:#}", anyhow::Error::from(e)))
+            })?;
+            if !response.status().is_success() {
+                return Err(problem(response, "sending chunks").await);
+            }
+            let stored: ChunksStored = response.json().await.context("sending chunks: the site's answer")?;
+            if stored.chunks != count || stored.bytes != bytes {
+                anyhow::bail!("sending chunks: the site stored {} of {count} chunks", stored.chunks);
+            }
+            shown.inc(bytes);
+            Ok(())
+        });
+        // A failure stops the rest at once.
+        while let Some(done) = sends.try_join_next() {
+            if let Err(e) = done.context("a sender failed").and_then(|r| r) {
+                progress.finish();
+                return Err(e);
+            }
+        }
+    }
+    while let Some(done) = sends.join_next().await {
+        if let Err(e) = done.context("a sender failed").and_then(|r| r) {
+            progress.finish();
+            return Err(e);
+        }
+    }
+    progress.finish();
+
+    let staged: Vec<StagedFile> = files
+        .iter()
+        .zip(scanned)
+        .map(|(f, s)| StagedFile {
+            path: f.rel.clone(),
+            size: f.size,
+            mtime_ms: f.mtime_ms,
+            etag: s.etag,
+            chunks: s.chunks,
+        })
+        .collect();
+    let request = StageOutPublish { files: staged, tag, rule, job };
+    let published: StageOutPublished =
+        api.json(Method::POST, &["catalog", "stage", "out", sid, "publish"], &request, "publishing", None).await?;
+    Ok((published, order.len() as u64, missing.len() as u64, to_send))
+}
+
+/// The files under `src`, sorted by path: symlinks followed (refused if they lead out of
+/// SRC, or into a loop), names refused that are not UTF-8 or hold a newline.
+fn walk(src: &Path) -> anyhow::Result<Vec<LocalFile>> {
+    let root = src.canonicalize().map_err(|e| UsageError(format!("SRC {}: {e}", src.display())))?;
+    if !root.is_dir() {
+        return Err(UsageError(format!("SRC {} is not a directory", src.display())).into());
+    }
+    let mut files = Vec::new();
+    let mut ancestors = vec![root.clone()];
+    walk_dir(&root, src, "", &mut ancestors, &mut files)?;
+    files.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+    Ok(files)
+}
+
+fn walk_dir(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    ancestors: &mut Vec<PathBuf>,
+    files: &mut Vec<LocalFile>,
+) -> anyhow::Result<()> {
+    let listing = fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+    let mut entries = listing.collect::<Result<Vec<_>, _>>().with_context(|| format!("listing {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            return Err(UsageError(format!("{path:?}: its name is not valid UTF-8; rename it to stage it out")).into());
+        };
+        if name.contains('\n') {
+            return Err(UsageError(format!("{path:?}: its name holds a newline; rename it to stage it out")).into());
+        }
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let kind = entry.file_type().with_context(|| format!("reading {}", path.display()))?;
+        let (meta, real) = if kind.is_symlink() {
+            let target = fs::canonicalize(&path).map_err(|e| {
+                UsageError(format!("{path:?} is a symlink whose target cannot be reached ({e}): refused"))
+            })?;
+            if !target.starts_with(root) {
+                return Err(UsageError(format!(
+                    "{path:?} is a symlink to {target:?}, outside SRC: refused (copy what it points to into SRC)"
+                ))
+                .into());
+            }
+            (fs::metadata(&target).with_context(|| format!("reading {}", target.display()))?, target)
+        } else {
+            (entry.metadata().with_context(|| format!("reading {}", path.display()))?, path.clone())
+        };
+        if meta.is_dir() {
+            let canonical = real.canonicalize().with_context(|| format!("reading {}", path.display()))?;
+            if ancestors.contains(&canonical) {
+                return Err(
+                    UsageError(format!("{path:?} is a symlink to a directory holding it: refused (a loop)")).into()
+                );
+            }
+            ancestors.push(canonical);
+            walk_dir(root, &path, &rel, ancestors, files)?;
+            ancestors.pop();
+        } else if meta.is_file() {
+            files.push(LocalFile { rel, path: real, size: meta.len(), mtime_ms: mtime_ms(&meta).unwrap_or(0) });
+        } else {
+            return Err(
+                UsageError(format!("{path:?} is not a regular file (a fifo, socket or device): refused")).into()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Cuts and hashes every file, `parallel` at once; the first failure stops the rest.
+fn scan_all(
+    files: &[LocalFile],
+    config: &ChunkerConfig,
+    parallel: usize,
+    progress: &Progress,
+) -> anyhow::Result<Vec<Scanned>> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..parallel.min(files.len()).max(1))
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<Vec<(usize, Scanned)>> {
+                    let mut mine = Vec::new();
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(file) = files.get(i) else { break };
+                        match scan_file(file, config, progress) {
+                            Ok(scanned) => mine.push((i, scanned)),
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    Ok(mine)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("a hashing thread panicked")).collect::<Vec<_>>()
+    });
+    let mut all: Vec<Option<Scanned>> = (0..files.len()).map(|_| None).collect();
+    for result in results {
+        for (i, scanned) in result? {
+            all[i] = Some(scanned);
+        }
+    }
+    Ok(all.into_iter().map(|s| s.expect("every file scanned")).collect())
+}
+
+/// Cuts one file as the store's ingest would (segments of [`SEGMENT_BYTES`], what a
+/// segment's cut points leave carried to the next), BLAKE3 per chunk, MD5 of it all.
+fn scan_file(file: &LocalFile, config: &ChunkerConfig, progress: &Progress) -> anyhow::Result<Scanned> {
+    let mut input = File::open(&file.path).with_context(|| format!("opening {}", file.path.display()))?;
+    let mut md5 = md5::Md5::new();
+    let mut carry: Vec<u8> = Vec::with_capacity(SEGMENT_BYTES + (1 << 20));
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut chunks = Vec::new();
+    let (mut size, mut eof) = (0u64, false);
+    while !eof {
+        while !eof && carry.len() < SEGMENT_BYTES {
+            let n = match input.read(&mut buffer) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(anyhow!("reading {}: {e}", file.path.display())),
+            };
+            if n == 0 {
+                eof = true;
+            } else {
+                md5.update(&buffer[..n]);
+                carry.extend_from_slice(&buffer[..n]);
+                size += n as u64;
+                progress.inc(n as u64);
+            }
+        }
+        let mut offset = 0usize;
+        for len in cut_points(&carry, config, eof) {
+            let end = offset + len as usize;
+            chunks.push(StagedChunk { id: ChunkId::of(&carry[offset..end]), len });
+            offset = end;
+        }
+        carry.drain(..offset);
+    }
+    debug_assert!(carry.is_empty(), "the cut points at the end cover everything");
+    let now = input.metadata().with_context(|| format!("reading {}", file.path.display()))?;
+    if size != file.size || now.len() != file.size || mtime_ms(&now).unwrap_or(0) != file.mtime_ms {
+        anyhow::bail!("{} changed while it was read: stage out again once it is written", file.path.display());
+    }
+    Ok(Scanned { chunks, etag: hex::encode(md5.finalize()) })
+}
+
+/// A `chunks` body: each record's id, length (u32 big-endian) and bytes, read back from
+/// the files and checked again (a file changed since it was hashed is refused).
+fn read_records(files: &[LocalFile], records: &[(ChunkId, usize, u64, u32)]) -> anyhow::Result<Vec<u8>> {
+    let size = records.iter().map(|r| 36 + r.3 as usize).sum();
+    let mut body = Vec::with_capacity(size);
+    let mut open: Option<(usize, File)> = None;
+    for &(id, f, offset, len) in records {
+        let file = &files[f];
+        if open.as_ref().is_none_or(|(at, _)| *at != f) {
+            let handle = File::open(&file.path).with_context(|| format!("opening {}", file.path.display()))?;
+            open = Some((f, handle));
+        }
+        let (_, handle) = open.as_ref().expect("opened above");
+        body.extend_from_slice(&id.0);
+        body.extend_from_slice(&len.to_be_bytes());
+        let start = body.len();
+        body.resize(start + len as usize, 0);
+        handle.read_exact_at(&mut body[start..], offset).with_context(|| format!("reading {}", file.path.display()))?;
+        if ChunkId::of(&body[start..]) != id {
+            anyhow::bail!(
+                "{} changed while it was staged out: stage out again once it is written",
+                file.path.display()
+            );
+        }
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngCore, SeedableRng};
+
+    #[test]
+    fn manifest_paths_stay_inside_dest() {
+        for good in ["a", "a/b/c.txt", "données/été.csv", ".hidden", "a/..b", "x y/z"] {
+            assert!(check_manifest_path(good).is_ok(), "{good:?}");
+        }
+        for bad in
+            ["", "/etc/passwd", "../x", "a/../../b", "a//b", "a/", "./a", "a/.", "..", "a\0b", ".x.clusster-part"]
+        {
+            assert!(check_manifest_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A file cut in segments as the store's ingest cuts it gives the cut points of the
+    /// whole file at once, with each chunk's BLAKE3 and the file's MD5.
+    #[test]
+    fn files_are_cut_as_a_whole() {
+        let config = ChunkerConfig { min_bytes: 2048, avg_bytes: 8192, max_bytes: 32768 };
+        let mut data = vec![0u8; 5 * SEGMENT_BYTES + 12_345];
+        rand::rngs::StdRng::seed_from_u64(9).fill_bytes(&mut data);
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1, 2047, 40_000, SEGMENT_BYTES, data.len()] {
+            let path = dir.path().join(format!("f{len}"));
+            fs::write(&path, &data[..len]).unwrap();
+            let meta = fs::metadata(&path).unwrap();
+            let file = LocalFile { rel: "f".into(), path, size: len as u64, mtime_ms: mtime_ms(&meta).unwrap() };
+            let scanned = scan_file(&file, &config, &Progress::new(true, "test", None)).unwrap();
+            let whole = cut_points(&data[..len], &config, true);
+            assert_eq!(scanned.chunks.iter().map(|c| c.len).collect::<Vec<_>>(), whole, "{len}");
+            let mut offset = 0;
+            for c in &scanned.chunks {
+                assert_eq!(c.id, ChunkId::of(&data[offset..offset + c.len as usize]));
+                offset += c.len as usize;
+            }
+            assert_eq!(scanned.etag, hex::encode(md5::Md5::digest(&data[..len])), "{len}");
+        }
+    }
+}

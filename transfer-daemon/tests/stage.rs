@@ -1,0 +1,344 @@
+//! `clusster stage-out` and `clusster stage-in` against the real daemon (one site, a
+//! project token with the `stage` scope): a tree goes out and comes back byte for byte
+//! with its mtimes, a changed tree sends only what changed, stage-in resumes, and bad
+//! input gets its exit code and a message. A small hand-made HTTP server stands in for a
+//! hostile or failing daemon where the real one cannot be made to misbehave.
+
+mod common;
+
+use aws_sdk_s3::primitives::ByteStream;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, UNIX_EPOCH};
+use tests::{Daemon, content};
+
+const BIN: &str = env!("CARGO_BIN_EXE_clusster");
+
+/// Where and as whom the CLI stages.
+#[derive(Clone)]
+struct Env {
+    endpoint: String,
+    token: String,
+    home: PathBuf,
+}
+
+/// Runs `clusster ARGS` as a job would (endpoint and token from the environment, no
+/// scheduler's job id, a HOME without a client config); its exit code, JSON and stderr.
+fn run(env: &Env, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let out = command(env).args(args).output().expect("run clusster");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), json, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn command(env: &Env) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env("RUST_LOG", "warn")
+        .env("CLUSSTER_ENDPOINT", &env.endpoint)
+        .env("CLUSSTER_TOKEN", &env.token)
+        .env("HOME", &env.home)
+        .env_remove("CLUSSTER_CLIENT_CONFIG")
+        .env_remove("SLURM_JOB_ID")
+        .env_remove("FLUX_JOB_ID");
+    command
+}
+
+/// A token of `project` with `scopes`.
+fn token(daemon: &Daemon, project: &str, scopes: &[&str]) -> String {
+    let mut args = vec!["token", "create", "--project", project, "--json", "--data-dir"];
+    args.push(daemon.data_dir.to_str().unwrap());
+    for scope in scopes {
+        args.extend(["--scope", scope]);
+    }
+    let out = Command::new(BIN).args(&args).output().expect("run clusster token create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    created["token"].as_str().unwrap().to_owned()
+}
+
+fn write(path: &Path, data: &[u8], mtime_ms: u64) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    (&file).write_all(data).unwrap();
+    file.set_modified(UNIX_EPOCH + Duration::from_millis(mtime_ms)).unwrap();
+}
+
+fn mtime_ms(path: &Path) -> u64 {
+    let meta = std::fs::metadata(path).unwrap();
+    meta.modified().unwrap().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Every file under `root` (symlinks followed): relative path, bytes, mtime in ms.
+fn tree(root: &Path) -> Vec<(String, Vec<u8>, u64)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>, u64)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+                out.push((rel, std::fs::read(&path).unwrap(), mtime_ms(&path)));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tree_stages_out_and_back_in_resumes_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(BIN, &dir.path().join("site"), &[]);
+    let env = Env {
+        endpoint: daemon.admin_url(),
+        token: token(&daemon, "climate", &["stage"]),
+        home: dir.path().join("home"),
+    };
+
+    // The project already stores the big file as an S3 object: stage-out finds its chunks
+    // there, which it can only if it cuts them exactly as the store did.
+    let big = content(1, 5 << 20, 1);
+    let (id, secret) = daemon.create_key(BIN, "climate");
+    let s3 = common::s3_client(&daemon, &id, &secret);
+    s3.create_bucket().bucket("data").send().await.unwrap();
+    s3.put_object().bucket("data").key("big.bin").body(ByteStream::from(big.clone())).send().await.unwrap();
+
+    // Nested directories, an empty file, unicode names, a symlink inside, an empty dir.
+    let src = dir.path().join("src");
+    let notes = content(2, 4096, 2);
+    write(&src.join("big.bin"), &big, 1_700_000_000_123);
+    write(&src.join("empty"), b"", 1_600_000_000_001);
+    write(&src.join("a/b/c/deep.txt"), b"deep down\n", 1_650_000_000_999);
+    write(&src.join("données/été.csv"), "ville,°C\nLyon,31\n".as_bytes(), 1_690_000_000_500);
+    write(&src.join("notes.txt"), &notes, 1_710_000_000_007);
+    std::os::unix::fs::symlink("notes.txt", src.join("link-to-notes")).unwrap();
+    std::fs::create_dir_all(src.join("nothing-here")).unwrap();
+    let total = (big.len() + notes.len() * 2 + 10 + "ville,°C\nLyon,31\n".len()) as u64;
+
+    let src_s = src.to_str().unwrap();
+    let (code, out, err) =
+        run(&env, &["stage-out", src_s, "local.jobs/results", "--tag", "v1", "--job", "42", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.is_empty(), "nothing on stderr with --json: {err}");
+    assert_eq!(out["files"], 6, "{out}");
+    assert_eq!(out["bytes"], total, "{out}");
+    assert_eq!(out["new"], true);
+    // All but the big file (found in the bucket) and the link's copy of notes.txt.
+    assert_eq!(out["bytes_sent"], total - big.len() as u64 - notes.len() as u64, "{out}");
+    let v1 = out["version"].as_str().unwrap().to_owned();
+
+    // Back in: the same files, bytes and mtimes; the empty directory is not stored.
+    let dest = dir.path().join("dest");
+    let dest_s = dest.to_str().unwrap();
+    let (code, out, err) = run(&env, &["stage-in", "local.jobs/results@v1", dest_s, "--job", "42", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out["version"], v1.as_str(), "{out}");
+    assert_eq!((out["files"].as_u64(), out["bytes_written"].as_u64()), (Some(6), Some(total)), "{out}");
+    assert_eq!(tree(&dest), tree(&src));
+    assert!(!dest.join("nothing-here").exists());
+    assert!(!dest.join("link-to-notes").is_symlink(), "a symlink comes back as the file it pointed to");
+
+    // Again, by version id, with the endpoint and token from a client config file: it
+    // writes nothing.
+    let config = dir.path().join("client.toml");
+    std::fs::write(dir.path().join("token"), format!("{}\n", env.token)).unwrap();
+    std::fs::write(&config, format!("endpoint = \"{}\"\ntoken_file = \"token\"\n", env.endpoint)).unwrap();
+    let by_id = format!("local.jobs/results@{v1}");
+    let out = command(&env)
+        .env_remove("CLUSSTER_ENDPOINT")
+        .env_remove("CLUSSTER_TOKEN")
+        .env("CLUSSTER_CLIENT_CONFIG", &config)
+        .env("SLURM_JOB_ID", "42")
+        .args(["stage-in", &by_id, dest_s, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((out["bytes_written"].as_u64(), out["files_skipped"].as_u64()), (Some(0), Some(6)), "{out}");
+
+    // A part file cut short, its last bytes damaged: kept up to the damage, the rest asked.
+    std::fs::remove_file(dest.join("big.bin")).unwrap();
+    let mut part = big[..3_000_000].to_vec();
+    for b in &mut part[2_999_000..] {
+        *b ^= 0xff;
+    }
+    std::fs::write(dest.join(".big.bin.clusster-part"), &part).unwrap();
+    let (code, out, err) = run(&env, &["stage-in", "local.jobs/results@v1", dest_s, "--job", "42", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let resumed = out["bytes_resumed"].as_u64().unwrap();
+    assert!(resumed > 2_000_000 && resumed < 2_999_000, "{out}");
+    assert_eq!(out["bytes_written"].as_u64(), Some(big.len() as u64 - resumed), "{out}");
+    assert_eq!(out["files_written"].as_u64(), Some(1), "{out}");
+    assert_eq!(tree(&dest), tree(&src));
+    assert!(!dest.join(".big.bin.clusster-part").exists());
+
+    // About 1% changed (a few bytes of the big file, a new small file): only that is sent.
+    let mut changed = big.clone();
+    changed[2_500_000..2_500_100].fill(7);
+    write(&src.join("big.bin"), &changed, 1_700_000_100_000);
+    write(&src.join("a/new.txt"), &content(3, 40_000, 3), 1_700_000_100_001);
+    let (code, out, err) = run(&env, &["stage-out", src_s, "local.jobs/results", "--tag", "v2", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (sent, all) = (out["bytes_sent"].as_u64().unwrap(), out["bytes"].as_u64().unwrap());
+    assert!(sent * 20 < all, "{sent} bytes sent of {all}: {out}");
+    assert_ne!(out["version"], v1.as_str());
+    // Into the directory holding v1, without --json (stderr is no terminal: plain lines).
+    let out = command(&env).args(["stage-in", "local.jobs/results@v2", dest_s, "--job", "43"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("staged local.jobs/results@v2"));
+    assert_eq!(tree(&dest), tree(&src));
+
+    // Bad input.
+    let stage_in = |version: &str, dest: &str, env: &Env| run(env, &["stage-in", version, dest, "--job", "42"]);
+    let (code, _, err) = stage_in("local.jobs/nothing@v1", dest_s, &env);
+    assert_eq!(code, Some(4), "{err}");
+    let (code, _, err) = stage_in("local.jobs/results@v9", dest_s, &env);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("v9"), "{err}");
+    let (code, _, err) = stage_in("results@v1", dest_s, &env);
+    assert_eq!(code, Some(2), "{err}");
+    // DEST not writable: under a file, or a file itself, or (not as root) a read-only dir.
+    let under_file = src.join("notes.txt/dest");
+    let (code, _, err) = stage_in("local.jobs/results@v1", under_file.to_str().unwrap(), &env);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot write into DEST"), "{err}");
+    let (code, _, err) = stage_in("local.jobs/results@v1", src.join("notes.txt").to_str().unwrap(), &env);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is not a directory"), "{err}");
+    let read_only = dir.path().join("read-only");
+    std::fs::create_dir(&read_only).unwrap();
+    std::fs::set_permissions(&read_only, std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
+    if std::fs::write(read_only.join("probe"), b"").is_err() {
+        let (code, _, err) = stage_in("local.jobs/results@v1", read_only.to_str().unwrap(), &env);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("cannot write into DEST"), "{err}");
+    }
+    // No job: refused before anything is asked.
+    let (code, _, err) = run(&env, &["stage-in", "local.jobs/results@v1", dest_s]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--job"), "{err}");
+    // A token without the stage scope.
+    let reader = Env { token: token(&daemon, "climate", &["catalog:read"]), ..env.clone() };
+    let (code, _, err) = stage_in("local.jobs/results@v1", dest_s, &reader);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("scope stage"), "{err}");
+    // A symlink out of SRC, a name with a newline, a bad rule: refused, nothing sent.
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(src.join("notes.txt"), outside.join("escape")).unwrap();
+    let (code, _, err) = run(&env, &["stage-out", outside.to_str().unwrap(), "local.jobs/other"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("escape") && err.contains("outside SRC"), "{err}");
+    let newline = dir.path().join("newline");
+    write(&newline.join("bad\nname"), b"x", 1_700_000_000_000);
+    let (code, _, err) = run(&env, &["stage-out", newline.to_str().unwrap(), "local.jobs/other"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("bad\\nname") && err.contains("newline"), "{err}");
+    let (code, _, err) = run(&env, &["stage-out", src_s, "local.jobs/other", "--rule", "two copies"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = stage_in("local.jobs/other", dest_s, &env);
+    assert_eq!(code, Some(4), "nothing was published: {err}");
+}
+
+// ---------------------------------------------------------------- a daemon misbehaving
+
+/// A one-route-at-a-time HTTP server: `answer` gets the request line and gives the
+/// status, content type and body. Serves until the test ends.
+fn fake_daemon(answer: impl Fn(&str) -> (u16, &'static str, Vec<u8>) + Send + 'static) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut length = 0usize;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+                if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let (status, kind, body) = answer(line.trim());
+            let head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A ready answer naming one file at `path` whose one chunk is `data`'s BLAKE3 (or not).
+fn ready(path: &str, data: &[u8], id_of: &[u8]) -> Vec<u8> {
+    serde_json::json!({
+        "version": "ab".repeat(32), "state": "ready", "pin": "p", "bytes_missing": 0, "source": null,
+        "files": [{ "path": path, "size": data.len(), "mtime_ms": 1_700_000_000_000u64, "etag": "x",
+            "chunks": [{ "id": blake3::hash(id_of).to_hex().to_string(), "len": data.len() }] }],
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn a_daemon_misbehaving_gets_its_exit_code_and_nothing_is_written_outside_dest() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = |endpoint: String| Env { endpoint, token: "t".into(), home: dir.path().to_owned() };
+    let dest = dir.path().join("dest");
+    let dest_s = dest.to_str().unwrap();
+    let json = "application/json";
+
+    // Bytes that do not hash to the manifest's id, however often asked: exit 7.
+    let bad = env(fake_daemon(move |line| match line.starts_with("POST /catalog/stage/in") {
+        true => (200, json, ready("data.bin", b"the bytes", b"other bytes")),
+        false => (200, "application/octet-stream", b"the bytes".to_vec()),
+    }));
+    let (code, _, err) = run(&bad, &["stage-in", "x.y/z@v1", dest_s, "--job", "1"]);
+    assert_eq!(code, Some(7), "{err}");
+    assert!(err.contains("BLAKE3"), "{err}");
+    assert!(!dest.join("data.bin").exists());
+
+    // A path out of DEST: refused before anything is written.
+    let hostile = env(fake_daemon(move |_| (200, json, ready("../escaped", b"evil", b"evil"))));
+    let (code, _, err) = run(&hostile, &["stage-in", "x.y/z@v1", dest_s, "--job", "1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("../escaped"), "{err}");
+    assert!(!dir.path().join("escaped").exists());
+
+    // Still fetching when the timeout comes: exit 8; a fetch that failed: exit 6.
+    let slow = env(fake_daemon(move |_| {
+        let answer = serde_json::json!({ "version": "ab".repeat(32), "state": "fetching", "pin": "p",
+            "bytes_missing": 1000, "source": "paris", "files": [] });
+        (200, json, answer.to_string().into_bytes())
+    }));
+    let (code, _, err) = run(&slow, &["stage-in", "x.y/z@v1", dest_s, "--job", "1", "--timeout", "2s"]);
+    assert_eq!(code, Some(8), "{err}");
+    let failed = env(fake_daemon(move |_| {
+        let problem = r#"{"status":502,"title":"transfer failed","detail":"paris is down"}"#;
+        (502, "application/problem+json", problem.as_bytes().to_vec())
+    }));
+    let (code, _, err) = run(&failed, &["stage-in", "x.y/z@v1", dest_s, "--job", "1"]);
+    assert_eq!(code, Some(6), "{err}");
+    assert!(err.contains("paris is down"), "{err}");
+    let full = env(fake_daemon(move |_| (507, json, br#"{"detail":"disk full"}"#.to_vec())));
+    let src = dir.path().join("src");
+    write(&src.join("one"), b"1", 1_700_000_000_000);
+    let (code, _, err) = run(&full, &["stage-out", src.to_str().unwrap(), "x.y/z"]);
+    assert_eq!(code, Some(5), "{err}");
+    // Nobody listening: exit 6.
+    let (code, _, err) = run(&env("http://127.0.0.1:1".into()), &["stage-in", "x.y/z@v1", dest_s, "--job", "1"]);
+    assert_eq!(code, Some(6), "{err}");
+}
