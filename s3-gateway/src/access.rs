@@ -1,10 +1,14 @@
 //! Who may do what.
 //!
 //! - [`KeyAuth`] gives s3s the secret of an access key (SigV4 verification is s3s's).
-//! - [`ProjectAccess`] runs before any body is read: it refuses anonymous requests,
-//!   SigV2, browser form uploads and presigned URLs valid for more than the limit; then
-//!   lets a key reach only buckets its project owns or was granted, and delete only buckets
-//!   its project owns.
+//! - [`ProjectAccess`] runs before any body is read: it refuses SigV2, browser form uploads
+//!   and presigned URLs valid for more than the limit; then lets a key reach the buckets its
+//!   project owns or was granted, and only the owner delete a bucket or change its ACLs or
+//!   CORS rules. Beyond those, what the ACLs open (acl.rs): a `public-read` or
+//!   `public-read-write` bucket may be listed and its objects read by anyone, an
+//!   `authenticated-read` one by any key of this site, likewise an object by its own ACL;
+//!   `public-read-write` lets any key of this site write (anonymous writes stay refused).
+//!   Anything else unsigned is refused.
 
 use crate::GatewayConfig;
 use s3s::access::{S3Access, S3AccessContext};
@@ -65,13 +69,130 @@ impl ProjectAccess {
         }
     }
 
+    /// A copy reads its source: from a bucket of the project's, or one its ACL lets any
+    /// key read (an object's own ACL does not reach copies).
     fn check_copy_source<T>(&self, req: &S3Request<T>, source: &CopySource) -> S3Result<()> {
         let Some(credentials) = &req.credentials else { return Err(s3_error!(AccessDenied)) };
         let project = self.project_of(&credentials.access_key)?;
         match source {
-            CopySource::Bucket { bucket, .. } => self.check_bucket(&project, bucket).map(drop),
+            CopySource::Bucket { bucket, .. } => match self.check_bucket(&project, bucket) {
+                Ok(_) => Ok(()),
+                Err(refusal) => {
+                    let acl = match self.store.bucket(bucket) {
+                        Ok(_) => self.store.bucket_settings(bucket).map_err(crate::error::from_store)?.acl,
+                        Err(_) => store::CannedAcl::Private,
+                    };
+                    if acl.lets_read(true) { Ok(()) } else { Err(refusal) }
+                }
+            },
             _ => Err(s3_error!(NotImplemented, "copy sources other than buckets are not supported")),
         }
+    }
+}
+
+/// Operations only a bucket's owner may do, and what they do, for the refusal.
+const OWNER_ONLY: [(&str, &str); 5] = [
+    ("DeleteBucket", "delete it"),
+    ("PutBucketAcl", "change its ACL"),
+    ("PutObjectAcl", "change the ACLs of its objects"),
+    ("PutBucketCors", "change its CORS configuration"),
+    ("DeleteBucketCors", "change its CORS configuration"),
+];
+
+/// What a bucket's ACL lets anyone who may read it do.
+const PUBLIC_READS: [&str; 5] = ["ListObjects", "ListObjectsV2", "HeadBucket", "GetObject", "HeadObject"];
+
+/// What `public-read-write` lets any key of this site do besides reading: write, replace
+/// and delete objects, as S3's WRITE on a bucket does.
+const PUBLIC_WRITES: [&str; 11] = [
+    "PutObject",
+    "CopyObject",
+    "DeleteObject",
+    "DeleteObjects",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "UploadPartCopy",
+    "CompleteMultipartUpload",
+    "AbortMultipartUpload",
+    "ListParts",
+    "ListMultipartUploads",
+];
+
+fn anonymous_refused() -> s3s::S3Error {
+    s3_error!(AccessDenied, "anonymous access is off here; sign the request with an access key")
+}
+
+/// Whether a request's headers ask for an ACL other than private.
+fn sets_acl(headers: &http::HeaderMap) -> bool {
+    let grants = headers.keys().any(|name| name.as_str().starts_with("x-amz-grant-"));
+    let canned = headers.get("x-amz-acl").and_then(|v| v.to_str().ok());
+    grants || canned.is_some_and(|c| !matches!(crate::acl::canned_acl(c), Ok(store::CannedAcl::Private)))
+}
+
+/// An object read through the object's own ACL, which speaks for that object only: the
+/// read must open the one checked.
+#[derive(Clone)]
+pub(crate) struct ReadThroughObjectAcl {
+    etag: String,
+    mtime_ms: i64,
+}
+
+/// Refuses the read of `info` if the access check let it through another object's ACL.
+pub(crate) fn check_object_read<T>(req: &S3Request<T>, info: &store::ObjectInfo) -> S3Result<()> {
+    match req.extensions.get::<ReadThroughObjectAcl>() {
+        Some(seen) if (&seen.etag, seen.mtime_ms) != (&info.head.etag, info.head.mtime_ms) => {
+            Err(s3_error!(AccessDenied, "the object changed and is not public"))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl ProjectAccess {
+    /// What the bucket's and object's ACLs let a request from outside the bucket's
+    /// projects do: `project` signed it, or no one did.
+    fn check_public(&self, cx: &mut S3AccessContext<'_>, project: Option<&str>, bucket: &str) -> S3Result<()> {
+        let denied = || match project {
+            None => anonymous_refused(),
+            Some(project) => s3_error!(AccessDenied, "project {project} has no access to bucket {bucket}"),
+        };
+        let op = cx.s3_op().name();
+        let record = match self.store.bucket(bucket) {
+            Ok(record) => record,
+            Err(store::StoreError::NoSuchBucket(_)) => return Err(denied()),
+            Err(e) => return Err(crate::error::from_store(e)),
+        };
+        let acl = self.store.bucket_settings(bucket).map_err(crate::error::from_store)?.acl;
+        let signed = project.is_some();
+        let bucket_allows = (acl.lets_read(signed) && PUBLIC_READS.contains(&op))
+            || (acl == store::CannedAcl::PublicReadWrite && PUBLIC_WRITES.contains(&op));
+        if bucket_allows {
+            if !signed && !PUBLIC_READS.contains(&op) {
+                // Anyone could fill the bucket, unaccounted for, and replace or delete what
+                // is in it: public-read-write lets keys of this site write, not everyone.
+                return Err(s3_error!(
+                    AccessDenied,
+                    "anonymous writes are refused, even to public-read-write buckets; sign with an access key"
+                ));
+            }
+            if sets_acl(cx.headers()) {
+                return Err(s3_error!(AccessDenied, "only the project that owns bucket {bucket} may set ACLs"));
+            }
+            cx.extensions_mut().insert(BucketSeen(record));
+            return Ok(());
+        }
+        if let ("GetObject" | "HeadObject", S3Path::Object { key, .. }) = (op, cx.s3_path()) {
+            let key = key.to_string();
+            let info = match self.store.head_object(bucket, &key) {
+                Ok(info) => info,
+                Err(store::StoreError::NoSuchKey { .. }) => return Err(denied()),
+                Err(e) => return Err(crate::error::from_store(e)),
+            };
+            if self.store.object_acl(bucket, &key, &info.head).map_err(crate::error::from_store)?.lets_read(signed) {
+                cx.extensions_mut().insert(ReadThroughObjectAcl { etag: info.head.etag, mtime_ms: info.head.mtime_ms });
+                return Ok(());
+            }
+        }
+        Err(denied())
     }
 }
 
@@ -114,30 +235,40 @@ impl S3Access for ProjectAccess {
                 ));
             }
         }
-        let Some(credentials) = cx.credentials() else {
-            return Err(s3_error!(AccessDenied, "anonymous access is off; sign the request with an access key"));
+        let project = match cx.credentials() {
+            Some(credentials) => Some(self.project_of(&credentials.access_key)?),
+            None => None,
         };
-        let project = self.project_of(&credentials.access_key)?;
-        match cx.s3_path() {
-            S3Path::Root => Ok(()),
+        let op = cx.s3_op().name();
+        let bucket = match cx.s3_path() {
+            S3Path::Root if project.is_some() => return Ok(()),
             // Anyone with a key may create a bucket; it belongs to their project.
-            S3Path::Bucket { .. } if cx.s3_op().name() == "CreateBucket" => Ok(()),
-            // A grant lets a project use a bucket, not remove it (and take the name over).
-            S3Path::Bucket { bucket } if cx.s3_op().name() == "DeleteBucket" => {
-                let bucket = bucket.to_string();
-                match self.store.bucket(&bucket).map_err(crate::error::from_store)? {
-                    record if record.owner == project => Ok(()),
-                    _ => Err(s3_error!(AccessDenied, "only the project that owns bucket {bucket} may delete it")),
-                }
+            S3Path::Bucket { .. } if project.is_some() && op == "CreateBucket" => return Ok(()),
+            S3Path::Root => return Err(anonymous_refused()),
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => bucket.to_string(),
+        };
+        let Some(project) = project else { return self.check_public(cx, None, &bucket) };
+        // A grant lets a project use a bucket, not remove it (and take the name over), nor
+        // open it or its objects to others.
+        if let Some(what) = OWNER_ONLY.iter().find_map(|(name, what)| (*name == op).then_some(what)) {
+            let record = self.store.bucket(&bucket).map_err(crate::error::from_store)?;
+            if record.owner != project {
+                return Err(s3_error!(AccessDenied, "only the project that owns bucket {bucket} may {what}"));
             }
-            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => {
-                let bucket = bucket.to_string();
-                let record = self.check_bucket(&project, &bucket)?;
+            cx.extensions_mut().insert(BucketSeen(record));
+            return Ok(());
+        }
+        match self.store.bucket_for(&bucket, &project).map_err(crate::error::from_store)? {
+            Some(record) => {
+                if record.owner != project && sets_acl(cx.headers()) {
+                    return Err(s3_error!(AccessDenied, "only the project that owns bucket {bucket} may set ACLs"));
+                }
                 // The operation commits against the bucket checked here, not against one
                 // of the same name created while its body was read.
                 cx.extensions_mut().insert(BucketSeen(record));
                 Ok(())
             }
+            None => self.check_public(cx, Some(&project), &bucket),
         }
     }
 

@@ -1,5 +1,7 @@
-//! Bucket operations: ListBuckets (paginated), CreateBucket, DeleteBucket, HeadBucket, GetBucketLocation.
+//! Bucket operations: ListBuckets (paginated), CreateBucket (with an ACL), DeleteBucket, HeadBucket,
+//! GetBucketLocation.
 
+use crate::acl::AclRequest;
 use crate::error::from_store;
 use crate::{Gateway, access};
 use base64::Engine as _;
@@ -73,8 +75,19 @@ impl Gateway {
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let project = access::project(&self.store, &req)?;
-        let bucket = &req.input.bucket;
-        match self.store.create_bucket(bucket, &project).await {
+        let input = &req.input;
+        let bucket = &input.bucket;
+        let acl = AclRequest::headers(
+            input.acl.as_ref().map(BucketCannedACL::as_str),
+            &input.grant_full_control,
+            &input.grant_read,
+            &input.grant_read_acp,
+            &input.grant_write,
+            &input.grant_write_acp,
+        )
+        .resolve(&project)?
+        .unwrap_or_default();
+        match self.store.create_bucket_with_acl(bucket, &project, acl).await {
             Ok(()) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{bucket}")) })),
             Err(StoreError::BucketExists(_)) => {
                 let owner = self.store.bucket(bucket).map_err(from_store)?.owner;

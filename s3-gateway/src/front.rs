@@ -3,26 +3,62 @@
 //!   the same, as clients (and the SDKs' error reports) expect;
 //! - the refusal of a presigned URL whose `X-Amz-Expires` is outside SigV4's range, before
 //!   s3s checks its signature: an edited value is then refused for what it is, not as a
-//!   signature mismatch.
+//!   signature mismatch;
+//! - CORS (cors.rs): the answer to preflight OPTIONS requests, which s3s does not route and
+//!   which carry no signature, and the CORS headers of requests that carry an `Origin`.
 
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use s3s::service::S3Service;
 use s3s::{HttpError, HttpResponse, S3Error, s3_error};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use store::Store;
+
+use crate::cors;
 
 /// SigV4's longest presigned URL validity, 7 days.
 const MAX_PRESIGN_SECS: i64 = 7 * 24 * 3600;
 
-/// The S3 service as the listener serves it.
+/// The S3 service as the listener serves it (built by [`crate::service`]).
 #[derive(Clone)]
-pub(crate) struct Front {
+pub struct Front {
     s3: S3Service,
+    store: Arc<Store>,
+    /// for the bucket of a virtual-hosted-style request
+    domain: Option<String>,
 }
 
 impl Front {
-    pub(crate) fn new(s3: S3Service) -> Self {
-        Self { s3 }
+    pub(crate) fn new(s3: S3Service, store: Arc<Store>, domain: Option<String>) -> Self {
+        Self { s3, store, domain }
+    }
+
+    /// The bucket a request addresses, as s3s reads it: from the host name under the
+    /// configured domain, else from the path's first segment.
+    fn bucket_of<B>(&self, req: &http::Request<B>) -> Option<String> {
+        let host = req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).or(req.uri().host());
+        if let (Some(domain), Some(host)) = (&self.domain, host) {
+            let host = host.to_ascii_lowercase();
+            if let Some(bucket) = host.strip_suffix(domain.as_str()).and_then(|h| h.strip_suffix('.')) {
+                return Some(bucket.to_owned());
+            }
+        }
+        let first = req.uri().path().trim_start_matches('/').split('/').next()?;
+        let bucket = percent_encoding::percent_decode_str(first).decode_utf8().ok()?;
+        (!bucket.is_empty()).then(|| bucket.into_owned())
+    }
+
+    /// The bucket's CORS rules; none for a missing bucket or on a failure to read them.
+    fn cors_rules(&self, bucket: Option<&str>) -> Vec<store::CorsRule> {
+        let Some(bucket) = bucket else { return Vec::new() };
+        match self.store.bucket_settings(bucket) {
+            Ok(settings) => settings.cors,
+            Err(e) => {
+                tracing::error!(error = %e, bucket, "cannot read the bucket's CORS rules");
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -33,13 +69,27 @@ impl hyper::service::Service<http::Request<Incoming>> for Front {
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         let request_id = next_request_id();
-        let refusal = presign_expiry_refusal(req.uri().query().unwrap_or(""));
-        let s3 = self.s3.clone();
+        let front = self.clone();
         Box::pin(async move {
-            let mut resp = match refusal {
-                Some(e) => e.to_http_response().map_err(|e| HttpError::new(Box::new(e)))?,
-                None => hyper::service::Service::call(&s3, req).await?,
+            let to_http = |e: S3Error| e.to_http_response().map_err(|e| HttpError::new(Box::new(e)));
+            let bucket = front.bucket_of(&req);
+            if req.method() == http::Method::OPTIONS {
+                let rules = front.cors_rules(bucket.as_deref());
+                let mut resp = cors::preflight(req.headers(), &rules).or_else(to_http)?;
+                tag_with_request_id(&mut resp, &request_id);
+                return Ok(resp);
+            }
+            let origin = req.headers().get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let method = req.method().clone();
+            let mut resp = match presign_expiry_refusal(req.uri().query().unwrap_or("")) {
+                Some(e) => to_http(e)?,
+                None => hyper::service::Service::call(&front.s3, req).await?,
             };
+            if let Some(origin) = origin {
+                let rules = front.cors_rules(bucket.as_deref());
+                let ask = cors::CorsAsk { origin: &origin, method: method.as_str(), headers: Vec::new() };
+                cors::add_headers(&mut resp, &rules, &ask, false);
+            }
             tag_with_request_id(&mut resp, &request_id);
             Ok(resp)
         })

@@ -8,14 +8,17 @@
 //! - `error`: store errors to S3 error codes, in one place;
 //! - `checksum`: Content-MD5 and `x-amz-checksum-*` in headers and trailers;
 //! - `buckets`, `objects`, `list`, `multipart`: the operations, by group;
+//! - `acl`, `cors`: canned ACLs of buckets and objects, CORS rules;
 //! - `ops`: the `s3s::S3` trait, delegating to the groups;
-//! - `front`: around s3s: request ids, presigned URL expiries out of range;
+//! - `front`: around s3s: request ids, presigned URL expiries out of range, CORS preflights;
 //! - [`server`]: the HTTP(S) accept loop with graceful shutdown.
 
 pub mod access;
+mod acl;
 mod buckets;
 mod checksum;
 pub mod config;
+mod cors;
 mod error;
 mod front;
 mod list;
@@ -25,6 +28,7 @@ mod ops;
 pub mod server;
 
 pub use config::GatewayConfig;
+pub use front::Front;
 
 use std::sync::Arc;
 use store::Store;
@@ -73,10 +77,10 @@ pub enum SetupError {
 }
 
 /// Builds the S3 service for `store`.
-pub fn service(store: Arc<Store>, config: GatewayConfig) -> Result<s3s::service::S3Service, SetupError> {
+pub fn service(store: Arc<Store>, config: GatewayConfig) -> Result<Front, SetupError> {
     let mut builder = s3s::service::S3ServiceBuilder::new(Gateway { store: store.clone(), config: config.clone() });
     builder.set_auth(access::KeyAuth::new(store.clone()));
-    builder.set_access(access::ProjectAccess::new(store, &config));
+    builder.set_access(access::ProjectAccess::new(store.clone(), &config));
     if let Some(domain) = &config.domain {
         let host = s3s::host::SingleDomain::new(domain)
             .map_err(|e| SetupError::Domain { domain: domain.clone(), reason: e.to_string() })?;
@@ -87,5 +91,5 @@ pub fn service(store: Arc<Store>, config: GatewayConfig) -> Result<s3s::service:
     // Browser form uploads are refused (see access.rs); keep s3s from buffering one.
     s3_config.post_object_max_file_size = 0;
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3_config))));
-    Ok(builder.build())
+    Ok(Front::new(builder.build(), store, config.domain.map(|d| d.to_ascii_lowercase())))
 }

@@ -25,6 +25,15 @@ impl Gateway {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
+        let owner = self.store.bucket(&input.bucket).map_err(from_store)?.owner;
+        let acl = crate::objects::object_acl(
+            &input.acl,
+            &input.grant_full_control,
+            &input.grant_read,
+            &input.grant_read_acp,
+            &input.grant_write_acp,
+            &owner,
+        )?;
         let algorithm = input.checksum_algorithm.as_ref().map(checksum::algo_from_s3).transpose()?;
         let meta = object_meta(
             input.content_type,
@@ -35,8 +44,11 @@ impl Gateway {
             input.expires,
             input.metadata,
         );
-        let upload_id =
-            self.store.create_upload(&input.bucket, &input.key, meta, algorithm).await.map_err(from_store)?;
+        let upload_id = self
+            .store
+            .create_upload_with_acl(&input.bucket, &input.key, meta, algorithm, acl)
+            .await
+            .map_err(from_store)?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),

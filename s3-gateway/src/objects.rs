@@ -122,7 +122,15 @@ impl Gateway {
     pub(crate) async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let mut pre = crate::access::same_bucket(&req);
         let input = req.input;
-        self.store.bucket(&input.bucket).map_err(from_store)?;
+        let owner = self.store.bucket(&input.bucket).map_err(from_store)?.owner;
+        let acl = object_acl(
+            &input.acl,
+            &input.grant_full_control,
+            &input.grant_read,
+            &input.grant_read_acp,
+            &input.grant_write_acp,
+            &owner,
+        )?;
         write_conditions(&mut pre, &input.if_match, &input.if_none_match);
         // Conditional writes fail early, before the body is read, and again at the commit,
         // under the key lock, so that of two racing writes exactly one wins.
@@ -157,6 +165,7 @@ impl Gateway {
             .commit_object(&input.bucket, &input.key, meta, ingested, etag, Vec::new(), &pre)
             .await
             .map_err(from_store)?;
+        self.set_written_acl(&pre, &info, &input.bucket, acl).await?;
         let (fields, checksum_type) = checksum::to_fields(&info.head.checksums, 0);
         let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] = fields;
         Ok(S3Response::new(PutObjectOutput {
@@ -174,8 +183,9 @@ impl Gateway {
 
     #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
     pub(crate) async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let open = self.store.open_object(&req.input.bucket, &req.input.key).map_err(from_store)?;
+        crate::access::check_object_read(&req, &open.info)?;
         let input = req.input;
-        let open = self.store.open_object(&input.bucket, &input.key).map_err(from_store)?;
         let info = &open.info;
         check_conditions(
             info,
@@ -218,8 +228,9 @@ impl Gateway {
     }
 
     pub(crate) async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let info = self.store.head_object(&req.input.bucket, &req.input.key).map_err(from_store)?;
+        crate::access::check_object_read(&req, &info)?;
         let input = req.input;
-        let info = self.store.head_object(&input.bucket, &input.key).map_err(from_store)?;
         check_conditions(
             &info,
             &input.if_match,
@@ -357,7 +368,18 @@ impl Gateway {
 
     #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
     pub(crate) async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let pre = crate::access::same_bucket(&req);
         let input = req.input;
+        let owner = self.store.bucket(&input.bucket).map_err(from_store)?.owner;
+        // A copy gets the ACL it asks for, not its source's (as in S3).
+        let acl = object_acl(
+            &input.acl,
+            &input.grant_full_control,
+            &input.grant_read,
+            &input.grant_read_acp,
+            &input.grant_write_acp,
+            &owner,
+        )?;
         let (src_bucket, src_key) = copy_source(&input.copy_source)?;
         let source = self.store.head_object(src_bucket, src_key).map_err(from_store)?;
         check_copy_conditions(
@@ -387,6 +409,7 @@ impl Gateway {
         });
         let info =
             self.store.copy_object(src_bucket, src_key, &input.bucket, &input.key, meta).await.map_err(from_store)?;
+        self.set_written_acl(&pre, &info, &input.bucket, acl).await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(info.head.etag)),
@@ -452,6 +475,20 @@ impl Head {
             checksum_type,
         }
     }
+}
+
+/// The ACL an object write asks for (private when none).
+pub(crate) fn object_acl(
+    canned: &Option<ObjectCannedACL>,
+    full_control: &Option<String>,
+    read: &Option<String>,
+    read_acp: &Option<String>,
+    write_acp: &Option<String>,
+    owner: &str,
+) -> S3Result<store::CannedAcl> {
+    let canned = canned.as_ref().map(ObjectCannedACL::as_str);
+    let asked = crate::acl::AclRequest::headers(canned, full_control, read, read_acp, &None, write_acp);
+    Ok(asked.resolve(owner)?.unwrap_or_default())
 }
 
 pub(crate) fn copy_source(source: &CopySource) -> S3Result<(&str, &str)> {

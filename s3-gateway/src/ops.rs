@@ -132,4 +132,42 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         Gateway::list_multipart_uploads(self, req).await
     }
+
+    #[tracing::instrument(level = "debug", name = "GetBucketAcl", skip_all)]
+    async fn get_bucket_acl(&self, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
+        Gateway::get_bucket_acl(self, req).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "PutBucketAcl", skip_all)]
+    async fn put_bucket_acl(&self, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
+        Gateway::put_bucket_acl(self, req).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "GetObjectAcl", skip_all)]
+    async fn get_object_acl(&self, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
+        Gateway::get_object_acl(self, req).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "PutObjectAcl", skip_all)]
+    async fn put_object_acl(&self, req: S3Request<PutObjectAclInput>) -> S3Result<S3Response<PutObjectAclOutput>> {
+        Gateway::put_object_acl(self, req).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "PutBucketCors", skip_all)]
+    async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        Gateway::put_bucket_cors(self, req).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "GetBucketCors", skip_all)]
+    async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        Gateway::get_bucket_cors(self, req).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "DeleteBucketCors", skip_all)]
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        Gateway::delete_bucket_cors(self, req).await
+    }
 }

@@ -13,7 +13,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use parking_lot::Mutex;
-use s3s::service::S3Service;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
@@ -120,7 +119,7 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Se
 /// Serves `service` on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
-    service: S3Service,
+    service: crate::Front,
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
@@ -132,7 +131,6 @@ pub async fn serve(
     let http1 = Arc::new(builder.clone().http1_only());
     let http2 = Arc::new(builder.http2_only());
     let graceful = GracefulShutdown::new();
-    let service = crate::front::Front::new(service);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let open = Arc::new(OpenConnections::default());
     loop {

@@ -10,6 +10,7 @@
 //! - [`ingest`]: the streaming write pipeline (chunk, hash, compress, dedup, pack);
 //! - [`objects`]: buckets and objects: commit, read, list, copy, delete;
 //! - [`multipart`]: multipart uploads;
+//! - [`public`]: canned ACLs of buckets and objects, CORS rules;
 //! - `read`: the read path: coalesced ranged reads of neighbouring chunks, verified in batches;
 //! - [`gc`]: garbage collection of unreferenced chunks and packs;
 //! - [`scrub`]: verification of every stored chunk, quarantine of bad ones;
@@ -43,6 +44,7 @@ mod meta;
 pub mod metrics;
 pub mod multipart;
 pub mod objects;
+pub mod public;
 mod read;
 pub mod scrub;
 pub mod transfer;
@@ -54,8 +56,8 @@ pub use config::StoreConfig;
 pub use error::StoreError;
 pub use ingest::{IngestOptions, Ingested};
 pub use meta::values::{
-    AccessKeyRecord, ApiTokenRecord, Body, BucketRecord, ChunkRef, ObjectHead, ObjectMeta, ObjectRecord,
-    SiteShareRecord, TransferRecord,
+    AccessKeyRecord, ApiTokenRecord, Body, BucketRecord, BucketSettingsRecord, CannedAcl, ChunkRef, CorsRule,
+    ObjectHead, ObjectMeta, ObjectRecord, SiteShareRecord, TransferRecord,
 };
 pub use metrics::StoreMetrics;
 pub use objects::{EtagMatch, ListPage, ObjectInfo, ObjectStream, OpenObject, Precondition, PutOptions, check_digests};

@@ -5,7 +5,9 @@
 use crate::Store;
 use crate::error::StoreError;
 use crate::ingest::{Ingested, IngestedBody};
-use crate::meta::values::{CompletionRecord, ObjectHead, ObjectMeta, ObjectRecord, PartRecord, UploadRecord};
+use crate::meta::values::{
+    CannedAcl, CompletionRecord, ObjectHead, ObjectMeta, ObjectRecord, PartRecord, UploadRecord,
+};
 use crate::meta::{cf, keys};
 use crate::objects::{ObjectInfo, Precondition, PutOptions};
 use bytes::Bytes;
@@ -87,6 +89,18 @@ impl Store {
         meta: ObjectMeta,
         checksum: Option<ChecksumAlgo>,
     ) -> Result<String, StoreError> {
+        self.create_upload_with_acl(bucket, key, meta, checksum, CannedAcl::Private).await
+    }
+
+    /// Starts an upload whose object gets `acl`; returns its id.
+    pub async fn create_upload_with_acl(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: ObjectMeta,
+        checksum: Option<ChecksumAlgo>,
+        acl: CannedAcl,
+    ) -> Result<String, StoreError> {
         let _bucket_stays = self.bucket_lock(bucket).read().await;
         self.bucket(bucket)?;
         let id: [u8; keys::UPLOAD_ID_LEN] = rand::random();
@@ -94,7 +108,7 @@ impl Store {
         batch.put(
             cf::UPLOADS,
             &keys::upload_key(bucket, key, &id),
-            &UploadRecord { created_ms: crate::now_ms(), meta, checksum },
+            &UploadRecord { created_ms: crate::now_ms(), meta, checksum, acl },
         );
         self.commit(batch).await?;
         Ok(hex::encode(id))
@@ -283,7 +297,12 @@ impl Store {
         };
         batch.put(cf::COMPLETIONS, &keys::object_key(bucket, key), &completion);
         let record = ObjectRecord { head, body };
-        self.replace_object(bucket, key, record, batch, deltas, pre).await
+        let info = self.replace_object(bucket, key, record, batch, deltas, pre).await?;
+        // Like a PUT's: the object is private from its commit until this (see `set_object_acl`).
+        if upload.acl != CannedAcl::Private {
+            self.set_object_acl(bucket, key, upload.acl, Some(&info.head), pre).await?;
+        }
+        Ok(info)
     }
 
     /// The answer to a retried completion of an upload that is gone (see

@@ -60,7 +60,7 @@ pub enum EtagMatch {
 
 impl Precondition {
     /// Checks that `bucket` (its record, read under the bucket lock) is the one seen.
-    fn check_bucket(&self, bucket: &str, current: &BucketRecord) -> Result<(), StoreError> {
+    pub(crate) fn check_bucket(&self, bucket: &str, current: &BucketRecord) -> Result<(), StoreError> {
         if self.bucket.as_ref().is_some_and(|seen| seen != current) {
             return Err(StoreError::NoSuchBucket(bucket.to_owned()));
         }
@@ -117,17 +117,7 @@ impl Store {
 
     /// Creates a bucket owned by `owner`.
     pub async fn create_bucket(&self, bucket: &str, owner: &str) -> Result<(), StoreError> {
-        let _guard = self.lock_key(bucket, "").await;
-        if self.meta.contains(cf::BUCKETS, bucket.as_bytes())? {
-            return Err(StoreError::BucketExists(bucket.to_owned()));
-        }
-        let mut batch = self.meta.batch();
-        batch.put(
-            cf::BUCKETS,
-            bucket.as_bytes(),
-            &BucketRecord { created_ms: crate::now_ms(), owner: owner.to_owned() },
-        );
-        self.commit(batch).await
+        self.create_bucket_with_acl(bucket, owner, crate::CannedAcl::Private).await
     }
 
     /// A bucket's record.
@@ -158,6 +148,7 @@ impl Store {
         }
         let mut batch = self.meta.batch();
         batch.delete(cf::BUCKETS, bucket.as_bytes());
+        batch.delete(cf::BUCKET_SETTINGS, bucket.as_bytes());
         // A bucket of the same name created later starts with no grants and no shares.
         for family in [cf::GRANTS, cf::SITE_SHARES] {
             for entry in self.meta.scan_raw(family, &prefix, keys::prefix_successor(&prefix)) {
@@ -168,6 +159,7 @@ impl Store {
         if let Some(end) = keys::prefix_successor(&prefix) {
             batch.delete_range(cf::BUCKET_CHUNKS, &prefix, &end);
             batch.delete_range(cf::COMPLETIONS, &prefix, &end);
+            batch.delete_range(cf::OBJECT_ACLS, &prefix, &end);
         }
         self.commit(batch).await
     }
@@ -345,6 +337,10 @@ impl Store {
         if let Some(old) = self.meta.get::<ObjectRecord>(cf::OBJECTS, &okey)? {
             self.release_body(&mut batch, bucket, &old.body, &mut deltas)?;
         }
+        // A new object starts private: the ACL of the one it replaces is not its.
+        if self.meta.contains(cf::OBJECT_ACLS, &okey)? {
+            batch.delete(cf::OBJECT_ACLS, &okey);
+        }
         batch.put(cf::OBJECTS, &okey, &record);
         for (id, delta) in deltas {
             batch.add_ref(&id, delta);
@@ -407,6 +403,7 @@ impl Store {
         self.release_body(&mut batch, bucket, &old.body, &mut deltas)?;
         batch.delete(cf::OBJECTS, &okey);
         batch.delete(cf::COMPLETIONS, &okey);
+        batch.delete(cf::OBJECT_ACLS, &okey);
         for (id, delta) in deltas {
             batch.add_ref(&id, delta);
         }

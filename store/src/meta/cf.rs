@@ -63,6 +63,14 @@ pub const LINK_RATES: &str = "link_rates";
 /// speaks for the object only while the object is still the one it made.
 pub const COMPLETIONS: &str = "completions";
 
+/// bucket name → [`BucketSettingsRecord`](super::values::BucketSettingsRecord): the ACL
+/// and CORS rules its owner set; none is private and no CORS
+pub const BUCKET_SETTINGS: &str = "bucket_settings";
+
+/// [`object_key`](super::keys::object_key) → [`ObjectAclRecord`](super::values::ObjectAclRecord):
+/// the ACL of an object that is not private, for as long as the object is the one it names
+pub const OBJECT_ACLS: &str = "object_acls";
+
 /// The catalog's tables (`catalog::storage::Table`), kept here so that a version's hold on
 /// its chunks and the catalog records that describe it commit in one write.
 pub const CATALOG: [&str; 13] = [
@@ -82,7 +90,7 @@ pub const CATALOG: [&str; 13] = [
 ];
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 33] = [
+pub const ALL: [&str; 35] = [
     BUCKETS,
     OBJECTS,
     MANIFESTS,
@@ -116,4 +124,6 @@ pub const ALL: [&str; 33] = [
     CATALOG[11],
     CATALOG[12],
     COMPLETIONS,
+    BUCKET_SETTINGS,
+    OBJECT_ACLS,
 ];

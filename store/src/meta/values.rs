@@ -27,12 +27,18 @@ pub trait Record: Serialize + DeserializeOwned {
 
     /// Decodes a value written by [`Record::encode`].
     fn decode(raw: &[u8]) -> Result<Self, StoreError> {
-        match raw.split_first() {
-            Some((&v, body)) if (Self::OLDEST_READABLE..=Self::VERSION).contains(&v) => postcard::from_bytes(body)
-                .map_err(|e| StoreError::CorruptMetadata { kind: Self::KIND, reason: e.to_string() }),
-            Some((&v, _)) => Err(StoreError::UnknownFormat { kind: Self::KIND, version: v }),
-            None => Err(StoreError::CorruptMetadata { kind: Self::KIND, reason: "empty value".into() }),
+        decode_as::<Self, Self>(raw, Self::OLDEST_READABLE)
+    }
+}
+
+/// `raw` decoded as `R`'s encoding, for the versions from `oldest` to `R::VERSION`.
+fn decode_as<R: Record, T: DeserializeOwned>(raw: &[u8], oldest: u8) -> Result<T, StoreError> {
+    match raw.split_first() {
+        Some((&v, body)) if (oldest..=R::VERSION).contains(&v) => {
+            postcard::from_bytes(body).map_err(|e| StoreError::CorruptMetadata { kind: R::KIND, reason: e.to_string() })
         }
+        Some((&v, _)) => Err(StoreError::UnknownFormat { kind: R::KIND, version: v }),
+        None => Err(StoreError::CorruptMetadata { kind: R::KIND, reason: "empty value".into() }),
     }
 }
 
@@ -228,10 +234,104 @@ pub struct UploadRecord {
     pub meta: ObjectMeta,
     /// the checksum algorithm the client declared for its parts, if any
     pub checksum: Option<ChecksumAlgo>,
+    /// the ACL the completed object gets
+    pub acl: CannedAcl,
 }
 
 impl Record for UploadRecord {
     const KIND: &'static str = "upload";
+    /// 2 added `acl`; a version-1 record (an upload started before) reads as private.
+    const VERSION: u8 = 2;
+    const OLDEST_READABLE: u8 = 1;
+
+    fn decode(raw: &[u8]) -> Result<Self, StoreError> {
+        #[derive(Deserialize)]
+        struct Version1 {
+            created_ms: i64,
+            meta: ObjectMeta,
+            checksum: Option<ChecksumAlgo>,
+        }
+        if raw.first() == Some(&1) {
+            let Version1 { created_ms, meta, checksum } = decode_as::<Self, Version1>(raw, 1)?;
+            return Ok(Self { created_ms, meta, checksum, acl: CannedAcl::Private });
+        }
+        decode_as::<Self, Self>(raw, Self::VERSION)
+    }
+}
+
+/// Who besides the bucket's projects may read or write: S3's canned ACLs. New variants go
+/// at the end (postcard encodes the variant's index).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CannedAcl {
+    /// the owner and the projects granted the bucket only
+    #[default]
+    Private,
+    /// anyone may read (and list, on a bucket)
+    PublicRead,
+    /// anyone may read; any key of this site may write too (not anonymous requests)
+    PublicReadWrite,
+    /// any key of this site may read
+    AuthenticatedRead,
+}
+
+impl CannedAcl {
+    /// Whether it lets a request read: `signed` by any key of this site, or anonymous.
+    pub fn lets_read(self, signed: bool) -> bool {
+        match self {
+            Self::Private => false,
+            Self::PublicRead | Self::PublicReadWrite => true,
+            Self::AuthenticatedRead => signed,
+        }
+    }
+}
+
+/// A CORS rule, as PutBucketCors gives it (checked by the gateway).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorsRule {
+    /// the rule's name, if given
+    pub id: Option<String>,
+    /// origins, each with at most one `*`
+    pub allowed_origins: Vec<String>,
+    /// HTTP methods
+    pub allowed_methods: Vec<String>,
+    /// request headers a preflight may ask for, each with at most one `*`
+    pub allowed_headers: Vec<String>,
+    /// response headers a browser may show the page
+    pub expose_headers: Vec<String>,
+    /// how long a browser may keep a preflight's answer
+    pub max_age_seconds: Option<i32>,
+}
+
+/// What a bucket's owner opened to others (see [`cf::BUCKET_SETTINGS`](super::cf::BUCKET_SETTINGS)).
+/// Kept out of [`BucketRecord`]: that is compared whole as a write's precondition, and an
+/// ACL change must not fail the writes in flight.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketSettingsRecord {
+    /// the bucket's ACL
+    pub acl: CannedAcl,
+    /// its CORS rules; none is no CORS configuration
+    pub cors: Vec<CorsRule>,
+}
+
+impl Record for BucketSettingsRecord {
+    const KIND: &'static str = "bucket settings";
+    const VERSION: u8 = 1;
+}
+
+/// An object's ACL (see [`cf::OBJECT_ACLS`](super::cf::OBJECT_ACLS)), for the object known
+/// by its ETag and modification time: it says nothing of another object at the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectAclRecord {
+    /// the object's ETag
+    pub etag: String,
+    /// the object's modification time, ms since the Unix epoch
+    pub mtime_ms: i64,
+    /// its ACL
+    pub acl: CannedAcl,
+}
+
+impl Record for ObjectAclRecord {
+    const KIND: &'static str = "object acl";
     const VERSION: u8 = 1;
 }
 
@@ -450,6 +550,30 @@ mod tests {
         };
         let nested = ObjectRecord { head: h, body: Body::Manifest(9) };
         assert_eq!(postcard::to_allocvec(&flat).unwrap(), postcard::to_allocvec(&nested).unwrap());
+    }
+
+    #[test]
+    fn upload_records_of_version_1_read_as_private() {
+        #[derive(Serialize)]
+        struct Version1 {
+            created_ms: i64,
+            meta: ObjectMeta,
+            checksum: Option<ChecksumAlgo>,
+        }
+        let meta = ObjectMeta { content_type: Some("text/csv".into()), ..ObjectMeta::default() };
+        let mut v1 = vec![1];
+        let old = Version1 { created_ms: 7, meta: meta.clone(), checksum: Some(ChecksumAlgo::Crc32) };
+        v1.extend(postcard::to_allocvec(&old).unwrap());
+        let read = UploadRecord::decode(&v1).unwrap();
+        assert_eq!(
+            read,
+            UploadRecord { created_ms: 7, meta, checksum: Some(ChecksumAlgo::Crc32), acl: CannedAcl::Private }
+        );
+        let public = UploadRecord { acl: CannedAcl::PublicRead, ..read };
+        assert_eq!(UploadRecord::decode(&public.encode()).unwrap(), public);
+        let mut v3 = public.encode();
+        v3[0] = 3;
+        assert!(matches!(UploadRecord::decode(&v3), Err(StoreError::UnknownFormat { kind: "upload", version: 3 })));
     }
 
     #[test]
