@@ -26,16 +26,16 @@ cpu_of() { # user+system seconds of a pid, from /proc
 
 for _ in $(seq 1 "$ROUNDS"); do
   site="$WORK/site"
-  rm -rf "$site" "$WORK/cp" "$WORK/in" "$WORK/src2"
+  rm -rf "$site" "$WORK/cp" "$WORK/in" "$WORK/src2" "$WORK/listeners"
   mkdir -p "$site"
   chmod 700 "$site"
   "$BIN" serve --data-dir "$site" --admin-listen 127.0.0.1:0 --s3-listen 127.0.0.1:0 >"$WORK/listeners" 2>"$WORK/serve.log" &
   daemon=$!
   trap 'kill $daemon 2>/dev/null || true' EXIT
-  while [ ! -s "$WORK/listeners" ]; do sleep 0.1; done
+  until python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$WORK/listeners" 2>/dev/null; do sleep 0.1; done
   admin=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin"])' "$WORK/listeners")
   export CLUSSTER_ENDPOINT="http://$admin"
-  CLUSSTER_TOKEN=$("$BIN" token create --project bench --scope stage --json --data-dir "$site" |
+  CLUSSTER_TOKEN=$(env -u CLUSSTER_TOKEN "$BIN" token create --project bench --scope stage --json --data-dir "$site" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
   export CLUSSTER_TOKEN
 
@@ -45,12 +45,12 @@ for _ in $(seq 1 "$ROUNDS"); do
 
   sync
   t=$(now)
-  out=$("$BIN" stage-out "$WORK/src" local.bench/tree --tag v1 --job bench --json)
+  out=$(/usr/bin/time -f "%U %S" -o "$WORK/client-out" "$BIN" stage-out "$WORK/src" local.bench/tree --tag v1 --job bench --json)
   sync; out_secs=$(echo "$(now) - $t" | bc)
   daemon_cpu_out=$(cpu_of $daemon)
 
   t=$(now)
-  "$BIN" stage-in local.bench/tree@v1 "$WORK/in" --job bench --json >/dev/null
+  /usr/bin/time -f "%U %S" -o "$WORK/client-in" "$BIN" stage-in local.bench/tree@v1 "$WORK/in" --job bench --json >/dev/null
   sync; in_secs=$(echo "$(now) - $t" | bc)
   daemon_cpu_in=$(echo "$(cpu_of $daemon) - $daemon_cpu_out" | bc)
   cmp <(cd "$WORK/src" && find . -type f | sort | xargs sha256sum) <(cd "$WORK/in" && find . -type f | sort | xargs sha256sum)
@@ -63,9 +63,10 @@ for _ in $(seq 1 "$ROUNDS"); do
   packs_after=$(du -sb "$site/chunks" | cut -f1)
 
   python3 - "$cp_secs" "$out_secs" "$in_secs" "$daemon_cpu_out" "$daemon_cpu_in" "$out" "$again" \
-    "$packs_before" "$packs_after" <<'EOF'
+    "$packs_before" "$packs_after" "$(cat "$WORK/client-out")" "$(cat "$WORK/client-in")" <<'EOF'
 import json, sys
 cp, out_s, in_s, cpu_out, cpu_in = map(float, sys.argv[1:6])
+client_out, client_in = (sum(map(float, a.split())) for a in sys.argv[10:12])
 first, again = json.loads(sys.argv[6]), json.loads(sys.argv[7])
 before, after = int(sys.argv[8]), int(sys.argv[9])
 total = 64 * 16 << 20
@@ -73,6 +74,7 @@ print(json.dumps({
     "cp_r_s": round(cp, 2), "stage_out_s": round(out_s, 2), "stage_in_s": round(in_s, 2),
     "stage_in_vs_cp": round(cp / in_s, 2), "stage_out_vs_cp": round(cp / out_s, 2),
     "daemon_cpu_s": {"stage_out": cpu_out, "stage_in": cpu_in},
+    "client_cpu_s": {"stage_out": round(client_out, 2), "stage_in": round(client_in, 2)},
     "first_sent_bytes": first.get("bytes_sent"),
     "changed_1pct_sent_pct": round(100 * again.get("bytes_sent", 0) / total, 2),
     "changed_1pct_stored_pct": round(100 * (after - before) / total, 2),
