@@ -235,24 +235,29 @@ impl<S: CatalogStorage> Catalog<S> {
 
     /// What this site holds of each log.
     pub fn heads(&self) -> Result<Heads, CatalogError> {
-        let mut heads = Heads::new();
-        for (k, v) in self.storage.scan(Table::Heads, b"", None, usize::MAX)? {
-            let origin = String::from_utf8_lossy(&k).into_owned();
-            let head: Head = decode(|| format!("head of {origin}"), &v)?;
-            heads.insert(origin, head.seq);
-        }
-        Ok(heads)
+        Ok(self.heads_and_digest()?.0)
     }
 
     /// A digest of every log held: equal at two sites exactly when they hold the same events.
     pub fn digest(&self) -> Result<[u8; 32], CatalogError> {
+        Ok(self.heads_and_digest()?.1)
+    }
+
+    /// [`Self::heads`] and [`Self::digest`] from one read: taken apart, an event appended in
+    /// between would pair heads with the digest of other ones (and a peer comparing them
+    /// would report a divergence that is not there).
+    pub fn heads_and_digest(&self) -> Result<(Heads, [u8; 32]), CatalogError> {
+        let mut heads = Heads::new();
         let mut hasher = blake3::Hasher::new();
         for (k, v) in self.storage.scan(Table::Heads, b"", None, usize::MAX)? {
             hasher.update(&(k.len() as u32).to_be_bytes());
             hasher.update(&k);
             hasher.update(&v);
+            let origin = String::from_utf8_lossy(&k).into_owned();
+            let head: Head = decode(|| format!("head of {origin}"), &v)?;
+            heads.insert(origin, head.seq);
         }
-        Ok(*hasher.finalize().as_bytes())
+        Ok((heads, *hasher.finalize().as_bytes()))
     }
 
     /// Appends an event to this site's own log, signed, and applies it.

@@ -293,7 +293,8 @@ impl CatalogSync {
                     let PullAnswer { mut events, snapshots } =
                         catalog.pull_answer(&heads, limit.min(PULL_LIMIT) as usize)?;
                     within_frame(&mut events);
-                    Answer::Events { events, heads: catalog.heads()?, digest: catalog.digest()?, snapshots }
+                    let (heads, digest) = catalog.heads_and_digest()?;
+                    Answer::Events { events, heads, digest, snapshots }
                 }
                 Request::Snapshot { origin, checkpoint, after, limit } => {
                     let mut page = catalog.snapshot_page(&origin, checkpoint, after, limit.min(PULL_LIMIT) as usize)?;
@@ -386,8 +387,8 @@ impl CatalogSync {
             if (full && accepted.applied > 0) || installed {
                 continue;
             }
-            let ours = self.catalog.heads().map_err(|e| e.to_string())?;
-            if ours == theirs && self.catalog.digest().map_err(|e| e.to_string())? != digest {
+            let (ours, our_digest) = self.catalog.heads_and_digest().map_err(|e| e.to_string())?;
+            if ours == theirs && our_digest != digest {
                 self.counters.diverged.fetch_add(1, Relaxed);
                 tracing::error!(%peer, "the catalog logs here and at the peer hold as many events but not the same ones");
             }
