@@ -1,16 +1,21 @@
 //! Who may do what.
 //!
 //! - [`KeyAuth`] gives s3s the secret of an access key (SigV4 verification is s3s's).
-//! - [`ProjectAccess`] runs before any body is read: it refuses SigV2, browser form uploads
-//!   and presigned URLs valid for more than the limit; then lets a key reach the buckets its
-//!   project owns or was granted, and only the owner delete a bucket or change its ACLs or
-//!   CORS rules. Beyond those, what the ACLs open (acl.rs): a `public-read` or
-//!   `public-read-write` bucket may be listed and its objects read by anyone, an
-//!   `authenticated-read` one by any key of this site, likewise an object by its own ACL;
-//!   `public-read-write` lets any key of this site write (anonymous writes stay refused).
+//! - [`ProjectAccess`] runs before any body is read (a form upload's file excepted: s3s
+//!   reads it to check the form's policy): it refuses SigV2 and presigned URLs valid for
+//!   more than the limit; then applies the bucket's policy's Deny statements (policy.rs),
+//!   which keep out everyone they name, the owner included; then lets a key reach the
+//!   buckets its project owns or was granted, and only the owner delete a bucket or change
+//!   its ACLs, CORS rules or policy. Beyond those, what the ACLs open (acl.rs): a
+//!   `public-read` or `public-read-write` bucket may be listed and its objects read by
+//!   anyone, an `authenticated-read` one by any key of this site, likewise an object by its
+//!   own ACL; `public-read-write` lets any key of this site write (anonymous writes stay
+//!   refused).
+//!   Last, what the policy's Allow statements open (to anonymous requests, reads only).
 //!   Anything else unsigned is refused.
 
 use crate::GatewayConfig;
+use crate::policy::{Ask, Policy, PolicyGate};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::dto::{CopyObjectInput, CopySource, UploadPartCopyInput};
@@ -69,43 +74,74 @@ impl ProjectAccess {
         }
     }
 
+    /// The policy of `bucket`, if it exists and has one.
+    fn policy(&self, bucket: &str) -> S3Result<Option<Arc<Policy>>> {
+        match self.store.bucket_policy(bucket).map_err(crate::error::from_store)? {
+            None => Ok(None),
+            Some(document) => Policy::parse(&document, bucket).map(|p| Some(Arc::new(p))).map_err(|e| {
+                tracing::error!(bucket, error = %e, "a stored bucket policy does not parse");
+                s3_error!(InternalError, "the bucket policy cannot be read")
+            }),
+        }
+    }
+
     /// A copy reads its source: from a bucket of the project's, or one its ACL lets any
-    /// key read (an object's own ACL does not reach copies).
+    /// key read (an object's own ACL does not reach copies), or its policy does; never
+    /// what its policy denies.
     fn check_copy_source<T>(&self, req: &S3Request<T>, source: &CopySource) -> S3Result<()> {
         let Some(credentials) = &req.credentials else { return Err(s3_error!(AccessDenied)) };
         let project = self.project_of(&credentials.access_key)?;
         match source {
-            CopySource::Bucket { bucket, .. } => match self.check_bucket(&project, bucket) {
-                Ok(_) => Ok(()),
-                Err(refusal) => {
-                    let acl = match self.store.bucket(bucket) {
-                        Ok(_) => self.store.bucket_settings(bucket).map_err(crate::error::from_store)?.acl,
-                        Err(_) => store::CannedAcl::Private,
-                    };
-                    if acl.lets_read(true) { Ok(()) } else { Err(refusal) }
+            CopySource::Bucket { bucket, key, .. } => {
+                let policy = self.policy(bucket)?;
+                let ask = Ask { principal: Some(&project), action: "s3:getobject", key: Some(Some(key)) };
+                if policy.as_ref().is_some_and(|p| p.denies(&ask, bucket)) {
+                    return Err(s3_error!(AccessDenied, "the policy of bucket {bucket} denies reading {key}"));
                 }
-            },
+                match self.check_bucket(&project, bucket) {
+                    Ok(_) => Ok(()),
+                    Err(refusal) => {
+                        let acl = match self.store.bucket(bucket) {
+                            Ok(_) => self.store.bucket_settings(bucket).map_err(crate::error::from_store)?.acl,
+                            Err(_) => store::CannedAcl::Private,
+                        };
+                        let allowed = acl.lets_read(true) || policy.is_some_and(|p| p.allows(&ask, bucket));
+                        if allowed { Ok(()) } else { Err(refusal) }
+                    }
+                }
+            }
             _ => Err(s3_error!(NotImplemented, "copy sources other than buckets are not supported")),
         }
     }
 }
 
 /// Operations only a bucket's owner may do, and what they do, for the refusal.
-const OWNER_ONLY: [(&str, &str); 5] = [
+const OWNER_ONLY: [(&str, &str); 8] = [
     ("DeleteBucket", "delete it"),
     ("PutBucketAcl", "change its ACL"),
     ("PutObjectAcl", "change the ACLs of its objects"),
     ("PutBucketCors", "change its CORS configuration"),
     ("DeleteBucketCors", "change its CORS configuration"),
+    ("PutBucketPolicy", "change its policy"),
+    ("GetBucketPolicy", "read its policy"),
+    ("DeleteBucketPolicy", "change its policy"),
 ];
+
+/// What a bucket's policy does not govern: its owner manages the policy even when the
+/// policy denies the owner everything else (AWS's root user can).
+const POLICY_OPS: [&str; 3] = ["PutBucketPolicy", "GetBucketPolicy", "DeleteBucketPolicy"];
+
+/// Operations whose keys are known only to the operation: it asks the policy about each.
+const KEYS_IN_BODY: [&str; 2] = ["PostObject", "DeleteObjects"];
 
 /// What a bucket's ACL lets anyone who may read it do.
 const PUBLIC_READS: [&str; 5] = ["ListObjects", "ListObjectsV2", "HeadBucket", "GetObject", "HeadObject"];
 
 /// What `public-read-write` lets any key of this site do besides reading: write, replace
 /// and delete objects, as S3's WRITE on a bucket does.
-const PUBLIC_WRITES: [&str; 11] = [
+const PUBLIC_WRITES: [&str; 12] = [
     "PutObject",
+    "PostObject",
     "CopyObject",
     "DeleteObject",
     "DeleteObjects",
@@ -220,9 +256,6 @@ impl S3Access for ProjectAccess {
         {
             return Err(s3_error!(AccessDenied, "signature version 2 is not accepted; sign requests with SigV4"));
         }
-        if cx.s3_op().name() == "PostObject" {
-            return Err(s3_error!(NotImplemented, "browser form uploads (POST Object) are not supported; use PUT"));
-        }
         if let Some(expires) = query_param(query, "X-Amz-Expires") {
             let secs: u64 = expires
                 .parse()
@@ -239,7 +272,8 @@ impl S3Access for ProjectAccess {
             Some(credentials) => Some(self.project_of(&credentials.access_key)?),
             None => None,
         };
-        let op = cx.s3_op().name();
+        let op = cx.s3_op().name().to_owned();
+        let op = op.as_str();
         let bucket = match cx.s3_path() {
             S3Path::Root if project.is_some() => return Ok(()),
             // Anyone with a key may create a bucket; it belongs to their project.
@@ -247,7 +281,56 @@ impl S3Access for ProjectAccess {
             S3Path::Root => return Err(anonymous_refused()),
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => bucket.to_string(),
         };
-        let Some(project) = project else { return self.check_public(cx, None, &bucket) };
+        let policy = if POLICY_OPS.contains(&op) { None } else { self.policy(&bucket)? };
+        let key = match cx.s3_path() {
+            S3Path::Object { key, .. } => Some(key.to_string()),
+            _ => None,
+        };
+        let (action, on_object) = crate::policy::action_of(op);
+        let key_known = !KEYS_IN_BODY.contains(&op);
+        let ask = Ask {
+            principal: project.as_deref(),
+            action: &action,
+            key: on_object.then_some(key.as_deref().filter(|_| key_known)),
+        };
+        if let Some(policy) = &policy {
+            if policy.denies(&ask, &bucket) {
+                return Err(s3_error!(AccessDenied, "the policy of bucket {bucket} denies this request"));
+            }
+            if !key_known {
+                let gate = PolicyGate {
+                    policy: policy.clone(),
+                    bucket: bucket.clone(),
+                    principal: project.clone(),
+                    needs_allow: false,
+                };
+                cx.extensions_mut().insert(gate);
+            }
+        }
+        let through_policy = |cx: &mut S3AccessContext<'_>, refused: s3s::S3Error| -> S3Result<()> {
+            let Some(policy) = &policy else { return Err(refused) };
+            if refused.code() != &s3s::S3ErrorCode::AccessDenied || !policy.allows(&ask, &bucket) {
+                return Err(refused);
+            }
+            if sets_acl(cx.headers()) {
+                return Err(s3_error!(AccessDenied, "only the project that owns bucket {bucket} may set ACLs"));
+            }
+            let record = self.store.bucket(&bucket).map_err(crate::error::from_store)?;
+            cx.extensions_mut().insert(BucketSeen(record));
+            if !key_known {
+                let gate = PolicyGate {
+                    policy: policy.clone(),
+                    bucket: bucket.clone(),
+                    principal: ask.principal.map(str::to_owned),
+                    needs_allow: true,
+                };
+                cx.extensions_mut().insert(gate);
+            }
+            Ok(())
+        };
+        let Some(project) = project.as_deref() else {
+            return self.check_public(cx, None, &bucket).or_else(|refused| through_policy(cx, refused));
+        };
         // A grant lets a project use a bucket, not remove it (and take the name over), nor
         // open it or its objects to others.
         if let Some(what) = OWNER_ONLY.iter().find_map(|(name, what)| (*name == op).then_some(what)) {
@@ -258,7 +341,7 @@ impl S3Access for ProjectAccess {
             cx.extensions_mut().insert(BucketSeen(record));
             return Ok(());
         }
-        match self.store.bucket_for(&bucket, &project).map_err(crate::error::from_store)? {
+        match self.store.bucket_for(&bucket, project).map_err(crate::error::from_store)? {
             Some(record) => {
                 if record.owner != project && sets_acl(cx.headers()) {
                     return Err(s3_error!(AccessDenied, "only the project that owns bucket {bucket} may set ACLs"));
@@ -268,7 +351,7 @@ impl S3Access for ProjectAccess {
                 cx.extensions_mut().insert(BucketSeen(record));
                 Ok(())
             }
-            None => self.check_public(cx, Some(&project), &bucket),
+            None => self.check_public(cx, Some(project), &bucket).or_else(|refused| through_policy(cx, refused)),
         }
     }
 

@@ -4,6 +4,9 @@
 //! - the refusal of a presigned URL whose `X-Amz-Expires` is outside SigV4's range, before
 //!   s3s checks its signature: an edited value is then refused for what it is, not as a
 //!   signature mismatch;
+//! - a browser form whose policy condition is not met refused as AWS does, 403
+//!   AccessDenied "Invalid according to Policy", where s3s (which checks the conditions)
+//!   answers 400 InvalidPolicyDocument;
 //! - CORS (cors.rs): the answer to preflight OPTIONS requests, which s3s does not route and
 //!   which carry no signature, and the CORS headers of requests that carry an `Origin`.
 
@@ -85,6 +88,9 @@ impl hyper::service::Service<http::Request<Incoming>> for Front {
                 Some(e) => to_http(e)?,
                 None => hyper::service::Service::call(&front.s3, req).await?,
             };
+            if method == http::Method::POST && resp.status() == http::StatusCode::BAD_REQUEST {
+                policy_condition_refusal(&mut resp);
+            }
             if let Some(origin) = origin {
                 let rules = front.cors_rules(bucket.as_deref());
                 let ask = cors::CorsAsk { origin: &origin, method: method.as_str(), headers: Vec::new() };
@@ -131,6 +137,31 @@ fn with_request_id(body: &[u8], request_id: &str) -> Option<Vec<u8>> {
     }
     let end = text.rfind("</Error>")?;
     Some(format!("{}<RequestId>{request_id}</RequestId>{}", &text[..end], &text[end..]).into_bytes())
+}
+
+/// Turns s3s's refusal of a form whose policy condition failed (400 InvalidPolicyDocument,
+/// "Policy condition ...") into AWS's: 403 AccessDenied, "Invalid according to Policy:
+/// Policy Condition failed". A policy that does not parse stays InvalidPolicyDocument.
+fn policy_condition_refusal(resp: &mut HttpResponse) {
+    let Some(body) = resp.body().bytes() else { return };
+    let Ok(text) = std::str::from_utf8(&body) else { return };
+    if !text.contains("<Code>InvalidPolicyDocument</Code>") || !text.contains("<Message>Policy condition") {
+        return;
+    }
+    let detail = text
+        .split_once("<Message>")
+        .and_then(|(_, rest)| rest.split_once("</Message>"))
+        .map_or("", |(message, _)| message);
+    let e = s3_error!(AccessDenied, "Invalid according to Policy: {detail}");
+    if let Ok(mut refused) = e.to_http_response() {
+        refused.headers_mut().extend(
+            resp.headers()
+                .iter()
+                .filter(|(name, _)| name.as_str().starts_with("x-amz-"))
+                .map(|(n, v)| (n.clone(), v.clone())),
+        );
+        *resp = refused;
+    }
 }
 
 /// The error for a presigned URL whose `X-Amz-Expires` no valid URL has (AWS's codes:

@@ -8,7 +8,8 @@
 //! - `error`: store errors to S3 error codes, in one place;
 //! - `checksum`: Content-MD5 and `x-amz-checksum-*` in headers and trailers;
 //! - `buckets`, `objects`, `list`, `multipart`: the operations, by group;
-//! - `acl`, `cors`: canned ACLs of buckets and objects, CORS rules;
+//! - `acl`, `cors`, `policy`: canned ACLs of buckets and objects, CORS rules, bucket
+//!   policies;
 //! - `ops`: the `s3s::S3` trait, delegating to the groups;
 //! - `front`: around s3s: request ids, presigned URL expiries out of range, CORS preflights;
 //! - [`server`]: the HTTP(S) accept loop with graceful shutdown.
@@ -25,6 +26,7 @@ mod list;
 mod multipart;
 mod objects;
 mod ops;
+mod policy;
 pub mod server;
 
 pub use config::GatewayConfig;
@@ -76,6 +78,9 @@ pub enum SetupError {
     Tls(#[from] rustls::Error),
 }
 
+/// The largest file a browser form upload (POST Object) takes; larger files go by PUT.
+pub const MAX_FORM_FILE_BYTES: u64 = 64 << 20;
+
 /// Builds the S3 service for `store`.
 pub fn service(store: Arc<Store>, config: GatewayConfig) -> Result<Front, SetupError> {
     let mut builder = s3s::service::S3ServiceBuilder::new(Gateway { store: store.clone(), config: config.clone() });
@@ -88,8 +93,9 @@ pub fn service(store: Arc<Store>, config: GatewayConfig) -> Result<Front, SetupE
     }
     let mut s3_config = s3s::config::S3Config::default();
     s3_config.xml_max_body_size = config.xml_max_body_bytes;
-    // Browser form uploads are refused (see access.rs); keep s3s from buffering one.
-    s3_config.post_object_max_file_size = 0;
+    // s3s holds a form upload's file in memory to check the form's policy before the
+    // upload runs: bound it below PutObject's limit.
+    s3_config.post_object_max_file_size = config.max_object_bytes.min(MAX_FORM_FILE_BYTES);
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3_config))));
     Ok(Front::new(builder.build(), store, config.domain.map(|d| d.to_ascii_lowercase())))
 }

@@ -181,6 +181,64 @@ impl Gateway {
         }))
     }
 
+    /// A browser form upload: s3s checked the form's signature and every condition of its
+    /// policy (expiry, eq, starts-with, content-length-range, no field left uncovered)
+    /// before any of this runs; what is left is who may write and the write itself, as
+    /// PutObject's.
+    #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
+    pub(crate) async fn post_object(&self, req: S3Request<PostObjectInput>) -> S3Result<S3Response<PostObjectOutput>> {
+        // A multipart POST has credentials only from the form's signature, which s3s checks
+        // only with a policy (s3s does not hand the policy on: it is not in the input).
+        if req.credentials.is_none() {
+            return Err(s3_error!(AccessDenied, "a form upload must be signed with SigV4 and carry a policy"));
+        }
+        // A SigV4 form's credential scope names a region; a SigV2 form's nothing (and the
+        // single domain served here names none either).
+        if req.region.is_none() {
+            return Err(s3_error!(AccessDenied, "signature version 2 is not accepted; sign forms with SigV4"));
+        }
+        crate::policy::check_key(&req, "s3:putobject", &req.input.key)?;
+        let owner = self.store.bucket(&req.input.bucket).map_err(from_store)?.owner;
+        let project = crate::access::project(&self.store, &req)?;
+        let asks_acl = req.input.acl.as_ref().is_some_and(|acl| acl.as_str() != ObjectCannedACL::PRIVATE);
+        if asks_acl && project != owner {
+            return Err(s3_error!(AccessDenied, "only the project that owns bucket {owner} may set ACLs"));
+        }
+        let req = req.map_input(|p| PutObjectInput {
+            acl: p.acl,
+            body: p.body,
+            bucket: p.bucket,
+            cache_control: p.cache_control,
+            checksum_algorithm: p.checksum_algorithm,
+            checksum_crc32: p.checksum_crc32,
+            checksum_crc32c: p.checksum_crc32c,
+            checksum_crc64nvme: p.checksum_crc64nvme,
+            checksum_sha1: p.checksum_sha1,
+            checksum_sha256: p.checksum_sha256,
+            content_disposition: p.content_disposition,
+            content_encoding: p.content_encoding,
+            content_language: p.content_language,
+            content_length: p.content_length,
+            content_md5: p.content_md5,
+            content_type: p.content_type,
+            expires: p.expires,
+            key: p.key,
+            metadata: p.metadata,
+            ..Default::default()
+        });
+        let out = self.put_object(req).await?;
+        Ok(out.map_output(|o| PostObjectOutput {
+            e_tag: o.e_tag,
+            checksum_crc32: o.checksum_crc32,
+            checksum_crc32c: o.checksum_crc32c,
+            checksum_crc64nvme: o.checksum_crc64nvme,
+            checksum_sha1: o.checksum_sha1,
+            checksum_sha256: o.checksum_sha256,
+            checksum_type: o.checksum_type,
+            ..Default::default()
+        }))
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(bucket = %req.input.bucket, key = %req.input.key))]
     pub(crate) async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let open = self.store.open_object(&req.input.bucket, &req.input.key).map_err(from_store)?;
@@ -341,6 +399,7 @@ impl Gateway {
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let pre = crate::access::same_bucket(&req);
+        let gate = req.extensions.get::<crate::policy::PolicyGate>().cloned();
         let input = req.input;
         self.store.bucket(&input.bucket).map_err(from_store)?;
         if input.delete.objects.len() > 1000 {
@@ -349,11 +408,15 @@ impl Gateway {
         let quiet = input.delete.quiet.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for object in input.delete.objects {
-            match self.store.delete_object_if(&input.bucket, &object.key, &pre).await {
+            let allowed = gate.as_ref().map_or(Ok(()), |gate| gate.check_key("s3:deleteobject", &object.key));
+            let deleted_here = match allowed {
+                Ok(()) => self.store.delete_object_if(&input.bucket, &object.key, &pre).await.map_err(from_store),
+                Err(refusal) => Err(refusal),
+            };
+            match deleted_here {
                 Ok(()) if quiet => {}
                 Ok(()) => deleted.push(DeletedObject { key: Some(object.key), ..Default::default() }),
                 Err(e) => {
-                    let e = from_store(e);
                     errors.push(Error {
                         code: Some(e.code().as_str().to_owned()),
                         key: Some(object.key),

@@ -170,4 +170,33 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
         Gateway::delete_bucket_cors(self, req).await
     }
+
+    #[tracing::instrument(level = "debug", name = "PostObject", skip_all)]
+    async fn post_object(&self, req: S3Request<PostObjectInput>) -> S3Result<S3Response<PostObjectOutput>> {
+        Gateway::post_object(self, req).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "PutBucketPolicy", skip_all)]
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        Gateway::put_bucket_policy(self, req).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "GetBucketPolicy", skip_all)]
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        Gateway::get_bucket_policy(self, req).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "DeleteBucketPolicy", skip_all)]
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        Gateway::delete_bucket_policy(self, req).await
+    }
 }

@@ -149,6 +149,7 @@ impl Store {
         let mut batch = self.meta.batch();
         batch.delete(cf::BUCKETS, bucket.as_bytes());
         batch.delete(cf::BUCKET_SETTINGS, bucket.as_bytes());
+        batch.delete(cf::BUCKET_POLICIES, bucket.as_bytes());
         // A bucket of the same name created later starts with no grants and no shares.
         for family in [cf::GRANTS, cf::SITE_SHARES] {
             for entry in self.meta.scan_raw(family, &prefix, keys::prefix_successor(&prefix)) {

@@ -5,7 +5,9 @@ use crate::Store;
 use crate::error::StoreError;
 use crate::meta::cf;
 use crate::meta::keys;
-use crate::meta::values::{BucketRecord, BucketSettingsRecord, CannedAcl, CorsRule, ObjectAclRecord, ObjectHead};
+use crate::meta::values::{
+    BucketPolicyRecord, BucketRecord, BucketSettingsRecord, CannedAcl, CorsRule, ObjectAclRecord, ObjectHead,
+};
 use crate::objects::Precondition;
 
 impl Store {
@@ -63,6 +65,29 @@ impl Store {
             batch.delete(cf::BUCKET_SETTINGS, bucket.as_bytes());
         } else {
             batch.put(cf::BUCKET_SETTINGS, bucket.as_bytes(), &settings);
+        }
+        self.commit(batch).await
+    }
+
+    /// A bucket's policy document, if its owner set one.
+    pub fn bucket_policy(&self, bucket: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.meta.get::<BucketPolicyRecord>(cf::BUCKET_POLICIES, bucket.as_bytes())?.map(|r| r.document))
+    }
+
+    /// Sets a bucket's policy (none deletes it), if the bucket is still the one `pre` saw.
+    pub async fn set_bucket_policy(
+        &self,
+        bucket: &str,
+        document: Option<String>,
+        pre: &Precondition,
+    ) -> Result<(), StoreError> {
+        // The lock bucket creation and deletion take: the policy cannot outlive the bucket.
+        let _guard = self.lock_key(bucket, "").await;
+        pre.check_bucket(bucket, &self.bucket(bucket)?)?;
+        let mut batch = self.meta.batch();
+        match document {
+            Some(document) => batch.put(cf::BUCKET_POLICIES, bucket.as_bytes(), &BucketPolicyRecord { document }),
+            None => batch.delete(cf::BUCKET_POLICIES, bucket.as_bytes()),
         }
         self.commit(batch).await
     }

@@ -71,6 +71,10 @@ pub const BUCKET_SETTINGS: &str = "bucket_settings";
 /// the ACL of an object that is not private, for as long as the object is the one it names
 pub const OBJECT_ACLS: &str = "object_acls";
 
+/// bucket name → [`BucketPolicyRecord`](super::values::BucketPolicyRecord): the bucket
+/// policy its owner set, as given (the gateway parses and enforces it); none is no policy
+pub const BUCKET_POLICIES: &str = "bucket_policies";
+
 /// The catalog's tables (`catalog::storage::Table`), kept here so that a version's hold on
 /// its chunks and the catalog records that describe it commit in one write.
 pub const CATALOG: [&str; 13] = [
@@ -90,7 +94,7 @@ pub const CATALOG: [&str; 13] = [
 ];
 
 /// Every column family, in creation order.
-pub const ALL: [&str; 35] = [
+pub const ALL: [&str; 36] = [
     BUCKETS,
     OBJECTS,
     MANIFESTS,
@@ -126,4 +130,5 @@ pub const ALL: [&str; 35] = [
     COMPLETIONS,
     BUCKET_SETTINGS,
     OBJECT_ACLS,
+    BUCKET_POLICIES,
 ];

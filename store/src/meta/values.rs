@@ -318,6 +318,19 @@ impl Record for BucketSettingsRecord {
     const VERSION: u8 = 1;
 }
 
+/// A bucket's policy (see [`cf::BUCKET_POLICIES`](super::cf::BUCKET_POLICIES)): the JSON
+/// document as its owner gave it, kept whole so that GetBucketPolicy answers it unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketPolicyRecord {
+    /// the policy document (JSON)
+    pub document: String,
+}
+
+impl Record for BucketPolicyRecord {
+    const KIND: &'static str = "bucket policy";
+    const VERSION: u8 = 1;
+}
+
 /// An object's ACL (see [`cf::OBJECT_ACLS`](super::cf::OBJECT_ACLS)), for the object known
 /// by its ETag and modification time: it says nothing of another object at the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
