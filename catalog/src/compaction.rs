@@ -4,10 +4,9 @@
 //! Every record has one writer and most events only replace a record an earlier one wrote
 //! (a replica's state, a tag), so most of a long log is dead: replaying it yields nothing
 //! its later events do not overwrite. An event is *live* while it is the one that gives its
-//! record its value: the last write of the record ([`Writes::Last`]), the first creation
-//! of a namespace ([`Writes::First`]), and none for a record removed since
-//! ([`Writes::Clears`]). Which events are live is a function of the log alone, so every
-//! site holding it finds the same ones.
+//! record its value: the last write of the record, the first creation of a namespace, and
+//! none for a record removed since. Which events are live is a function of the log alone,
+//! so every site holding it finds the same ones.
 //!
 //! Every [`checkpoint_every`](Catalog::checkpoint_if_due) events, a site appends a
 //! [`EventBody::Checkpoint`] to its own log: its chain so far and a hash of its live events

@@ -302,7 +302,7 @@ pub struct CorsRule {
     pub max_age_seconds: Option<i32>,
 }
 
-/// What a bucket's owner opened to others (see [`cf::BUCKET_SETTINGS`](super::cf::BUCKET_SETTINGS)).
+/// What a bucket's owner opened to others (the `BUCKET_SETTINGS` column family).
 /// Kept out of [`BucketRecord`]: that is compared whole as a write's precondition, and an
 /// ACL change must not fail the writes in flight.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -318,7 +318,7 @@ impl Record for BucketSettingsRecord {
     const VERSION: u8 = 1;
 }
 
-/// A bucket's policy (see [`cf::BUCKET_POLICIES`](super::cf::BUCKET_POLICIES)): the JSON
+/// A bucket's policy (the `BUCKET_POLICIES` column family): the JSON
 /// document as its owner gave it, kept whole so that GetBucketPolicy answers it unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketPolicyRecord {
@@ -331,7 +331,7 @@ impl Record for BucketPolicyRecord {
     const VERSION: u8 = 1;
 }
 
-/// An object's ACL (see [`cf::OBJECT_ACLS`](super::cf::OBJECT_ACLS)), for the object known
+/// An object's ACL (the `OBJECT_ACLS` column family), for the object known
 /// by its ETag and modification time: it says nothing of another object at the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectAclRecord {
@@ -348,7 +348,7 @@ impl Record for ObjectAclRecord {
     const VERSION: u8 = 1;
 }
 
-/// What a multipart completion made at a key (see [`cf::COMPLETIONS`](super::cf::COMPLETIONS)).
+/// What a multipart completion made at a key (the `COMPLETIONS` column family).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompletionRecord {
     /// the completed upload
