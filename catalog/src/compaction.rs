@@ -380,6 +380,16 @@ impl<S: CatalogStorage> Catalog<S> {
         if let Err(refusal) = Self::verify_checkpoint(&page.checkpoint, origin, checkpoint, keys) {
             return Ok(Err(refusal));
         }
+        // A relay answering empty pages that are not the last would stall the load for good.
+        // (What it may pad pages with is bounded: genuine events of the origin below the
+        // checkpoint, strictly increasing, so at most the log's length; the hash refuses them.)
+        if page.events.is_empty() && !page.done {
+            return Ok(Err(Refusal::Snapshot {
+                origin: origin.into(),
+                seq: checkpoint,
+                reason: "an empty page that is not the last".into(),
+            }));
+        }
         let mut last = after;
         let mut ops = Vec::with_capacity(page.events.len());
         for signed in &page.events {

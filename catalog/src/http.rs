@@ -121,6 +121,8 @@ pub fn router(state: Arc<CatalogState>) -> Router {
         .route("/catalog/stage/out/{session}/chunks", post(stage::receive_chunks))
         .route("/catalog/stage/out/{session}/publish", post(stage::publish))
         .route("/catalog/stage/out/{session}", axum::routing::delete(stage::abort))
+        // A `missing` list of 65,536 ids is 4.4 MB of JSON, a publish's file list more.
+        .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
         .route_layer(axum::middleware::from_fn_with_state((state.clone(), "stage"), authorize));
     let open = Router::new().route("/catalog/openapi.json", get(openapi_json));
     reads.merge(writes).merge(stage).merge(open).with_state(state)

@@ -344,6 +344,8 @@ struct Session {
     /// the chunks the project may read here through the dataset's namespace's versions
     readable: Option<HashSet<hw_offload::ChunkId>>,
     last_used: Instant,
+    /// published or aborted: a request that waited for the lock meanwhile finds it gone
+    ended: bool,
 }
 
 type SessionGuard = tokio::sync::OwnedMutexGuard<Session>;
@@ -571,6 +573,7 @@ impl Stager {
             allowed: HashSet::new(),
             readable: None,
             last_used: Instant::now(),
+            ended: false,
         };
         let id = hex::encode(id);
         self.sessions.lock().insert(id.clone(), Arc::new(tokio::sync::Mutex::new(session)));
@@ -596,8 +599,9 @@ impl Stager {
             stale.iter().filter_map(|id| sessions.remove(id)).collect()
         };
         for session in idle {
-            let transfer = session.lock().await.transfer;
-            if let Err(e) = self.store().release_transfer(transfer).await {
+            let mut s = session.lock().await;
+            s.ended = true;
+            if let Err(e) = self.store().release_transfer(s.transfer).await {
                 tracing::warn!(error = %e, "could not let go of an idle stage-out session's chunks");
             }
         }
@@ -610,6 +614,9 @@ impl Stager {
             CatalogError::NotFound(format!("no stage-out session {id:?} here (it ended, or was idle too long)"))
         })?;
         let mut guard = session.lock_owned().await;
+        if guard.ended {
+            return Err(CatalogError::NotFound(format!("stage-out session {id:?} has ended")).into());
+        }
         if project.is_some_and(|project| guard.project != project) {
             // Said as for a session that does not exist: its id tells nothing to others.
             return Err(CatalogError::NotFound(format!("no stage-out session {id:?} of this project")).into());
@@ -632,6 +639,17 @@ impl Stager {
         let mut s = self.session(id, project).await?;
         let store = self.store().clone();
         let indexed = store.hold_chunks(&mut s.pin, &ids)?;
+        // The namespace may have been created for another project since the session opened:
+        // its versions' chunks are then none of this project's business.
+        if let Some(namespace) = self.catalog.namespace(&s.ns)?
+            && namespace.project != s.project
+        {
+            return Err(CatalogError::Refused(format!(
+                "namespace {} is project {:?}'s now; this session cannot publish into it",
+                s.ns, namespace.project
+            ))
+            .into());
+        }
         if s.readable.is_none() {
             s.readable = Some(self.readable_through_versions(&s.ns)?);
         }
@@ -745,7 +763,7 @@ impl Stager {
         project: Option<&str>,
         request: StageOutPublish,
     ) -> Result<StageOutPublished, StageError> {
-        let s = self.session(id, project).await?;
+        let mut s = self.session(id, project).await?;
         if let Some(tag) = &request.tag {
             check_name("tag", tag).map_err(CatalogError::Refused)?;
         }
@@ -805,12 +823,15 @@ impl Stager {
                 Ok(())
             })
             .await?;
-        drop(s);
+        s.ended = true;
         self.sessions.lock().remove(id);
+        drop(s);
         let now = crate::now_ms();
         let rule = match rule {
             Some((copies, sites)) => {
-                let rule_id = format!("stage-{}", &version.to_hex()[..12]);
+                // Per dataset and version: the same files published by another namespace
+                // must not replace this rule.
+                let rule_id = format!("stage.{ns}.{name}.{}", &version.to_hex()[..16]);
                 let rule = Rule { target: RuleTarget::Version(version), copies, sites, until_ms: None };
                 crate::rules::add(&self.catalog, &rule_id, rule, now).await?;
                 Some(rule_id)
@@ -820,7 +841,13 @@ impl Stager {
         let mut unpinned = 0;
         if let Some(job) = &request.job {
             for pin in self.catalog.pins()? {
-                if pin.site == self.catalog.site() && pin.record.job == *job {
+                // Only pins on versions of this project's namespaces: job ids are easy to
+                // guess, and another project's job keeps its inputs.
+                let ours =
+                    self.catalog.publications(&pin.record.version)?.iter().any(|(pns, _)| {
+                        self.catalog.namespace(pns).ok().flatten().is_some_and(|n| n.project == project)
+                    });
+                if pin.site == self.catalog.site() && pin.record.job == *job && ours {
                     self.catalog.append(EventBody::PinRemoved { id: pin.id }, now).await?;
                     unpinned += 1;
                 }
@@ -838,9 +865,10 @@ impl Stager {
 
     /// Ends a session without publishing; what it brought is let go.
     pub async fn abort(&self, id: &str, project: Option<&str>) -> Result<(), StageError> {
-        let transfer = self.session(id, project).await?.transfer;
+        let mut s = self.session(id, project).await?;
+        s.ended = true;
         self.sessions.lock().remove(id);
-        self.store().release_transfer(transfer).await?;
+        self.store().release_transfer(s.transfer).await?;
         Ok(())
     }
 }
