@@ -816,10 +816,15 @@ impl Stager {
                     )));
                 }
                 ops.push(Op::Put(Table::Manifests, version.0.to_vec(), encoded));
-                store
-                    .commit_transfer_version(transfer, &version.0, chunks, writes(ops))
-                    .await
-                    .map_err(|e| CatalogError::Data(e.to_string()))?;
+                store.commit_transfer_version(transfer, &version.0, chunks, writes(ops)).await.map_err(
+                    |e| match e {
+                        // What the client's file list says, not this site's fault.
+                        e @ (StoreError::ChunkLengthMismatch { .. }
+                        | StoreError::ConflictingLengths { .. }
+                        | StoreError::MissingChunk(_)) => CatalogError::Refused(e.to_string()),
+                        e => CatalogError::Data(e.to_string()),
+                    },
+                )?;
                 Ok(())
             })
             .await?;
