@@ -2,10 +2,10 @@
 #![allow(missing_docs)]
 
 //! Criterion benches of the CPU kernels, one core each: FastCDC, BLAKE3, the S3
-//! digests and zstd. Run: `cargo bench -p benches --bench kernels`.
+//! digests (MD5 also over several streams at once, the multi-buffer kernel) and zstd. Run: `cargo bench -p benches --bench kernels`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use hw_offload::kernels::{cdc, codec};
+use hw_offload::kernels::{cdc, codec, md5};
 use hw_offload::{ChecksumAlgo, ChunkId, ChunkerConfig, StreamDigests};
 use rand::{RngCore, SeedableRng};
 
@@ -44,6 +44,23 @@ fn kernels(c: &mut Criterion) {
             s.finish()
         })
     });
+    // The same 64 MiB as `streams` independent MD5 streams, fed 2 MiB per stream and
+    // batch, as the gateway's concurrent uploads are.
+    for streams in [1usize, 2, 4, 8, 16] {
+        g.bench_with_input(BenchmarkId::new("md5_streams", streams), &streams, |b, &streams| {
+            b.iter(|| {
+                let per = data.len() / streams;
+                let mut states: Vec<md5::Md5State> = (0..streams).map(|_| md5::Md5State::new()).collect();
+                for offset in (0..per).step_by(2 << 20) {
+                    let pieces: Vec<&[u8]> = (0..streams)
+                        .map(|s| &data[s * per + offset..s * per + (offset + (2 << 20)).min(per)])
+                        .collect();
+                    md5::update_many(&mut states.iter_mut().collect::<Vec<_>>(), &pieces);
+                }
+                states.into_iter().map(md5::Md5State::finalize).count()
+            })
+        });
+    }
     for algo in ChecksumAlgo::ALL {
         g.bench_with_input(BenchmarkId::new("checksum", algo.name()), &data, |b, d| b.iter(|| algo.checksum(d)));
     }

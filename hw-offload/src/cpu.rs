@@ -6,7 +6,7 @@
 use crate::Codec;
 use crate::engine::{Batch, Completion, Engine};
 use crate::job::{Job, JobError, JobOutput, Step};
-use crate::kernels::{cdc, codec, digest::ChunkId};
+use crate::kernels::{cdc, codec, digest::ChunkId, digest::StreamDigests, md5};
 use crate::metrics::{EngineMetrics, OpKind};
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -54,9 +54,25 @@ impl CpuEngine {
                 .spawn(move || {
                     let mut worker = Worker::new(metrics);
                     // Ends when the engine (the only sender) is dropped.
-                    for work in rx {
-                        let result = worker.run(work.job);
-                        work.batch.complete(work.index, result);
+                    while let Ok(first) = rx.recv() {
+                        // Digests of other streams queued behind this one are taken
+                        // along and advanced together by the multi-buffer MD5 kernel.
+                        let mut taken = vec![first];
+                        while taken.len() < md5::LANES
+                            && is_lone_digest(&taken[0].job)
+                            && let Ok(next) = rx.try_recv()
+                        {
+                            let also_digest = is_lone_digest(&next.job);
+                            taken.push(next);
+                            if !also_digest {
+                                break;
+                            }
+                        }
+                        let (jobs, slots): (Vec<Job>, Vec<(Arc<Batch>, usize)>) =
+                            taken.into_iter().map(|w| (w.job, (w.batch, w.index))).unzip();
+                        for (result, (batch, index)) in worker.run_many(jobs).into_iter().zip(slots) {
+                            batch.complete(index, result);
+                        }
                     }
                 })
                 .expect("spawn offload worker thread");
@@ -84,7 +100,7 @@ impl Engine for CpuEngine {
         if jobs.iter().map(work_bytes).sum::<usize>() <= INLINE_MAX_BYTES
             && let Some(mut worker) = self.inline.try_lock()
         {
-            let _ = tx.send(jobs.into_iter().map(|job| worker.run(job)).collect());
+            let _ = tx.send(worker.run_many(jobs));
             return completion;
         }
         let batch = Batch::new(jobs.len(), tx);
@@ -124,6 +140,47 @@ impl Worker {
             self.compressor = Some((level, c));
         }
         Ok(&mut self.compressor.as_mut().expect("set above").1)
+    }
+
+    /// Runs `jobs`, their results in the same order. Jobs that only feed running digests
+    /// (of different streams: one stream's jobs must run in order, and a batch holds its
+    /// state once) are run together through the multi-buffer MD5 kernel.
+    pub(crate) fn run_many(&mut self, jobs: Vec<Job>) -> Vec<Result<JobOutput, JobError>> {
+        let digests = jobs.iter().filter(|job| is_lone_digest(job)).count();
+        if digests < 2 {
+            return jobs.into_iter().map(|job| self.run(job)).collect();
+        }
+        let mut results: Vec<Option<Result<JobOutput, JobError>>> = Vec::with_capacity(jobs.len());
+        let mut together: Vec<(usize, Box<StreamDigests>, JobOutput)> = Vec::with_capacity(digests);
+        for (index, mut job) in jobs.into_iter().enumerate() {
+            if is_lone_digest(&job)
+                && let Some(Step::Digest(state)) = job.steps.pop()
+            {
+                together.push((index, state, JobOutput::start(job.data, job.codec)));
+                results.push(None);
+            } else {
+                results.push(Some(self.run(job)));
+            }
+        }
+        let started = Instant::now();
+        let mut states: Vec<Box<StreamDigests>> = Vec::with_capacity(together.len());
+        let mut outs = Vec::with_capacity(together.len());
+        for (index, state, out) in together {
+            states.push(state);
+            outs.push((index, out));
+        }
+        let inputs: Vec<&[u8]> = outs.iter().map(|(_, out)| &out.data[..]).collect();
+        let total: usize = inputs.iter().map(|d| d.len()).sum();
+        StreamDigests::update_many(&mut states.iter_mut().map(|s| &mut **s).collect::<Vec<_>>(), &inputs);
+        let elapsed = started.elapsed();
+        for ((index, mut out), state) in outs.into_iter().zip(states) {
+            // Each job is charged its share of the batch's time.
+            let share = elapsed.mul_f64(out.data.len() as f64 / total.max(1) as f64);
+            self.metrics.record(OpKind::Digest, out.data.len(), share);
+            out.digests = Some(state);
+            results[index] = Some(Ok(out));
+        }
+        results.into_iter().map(|r| r.expect("every job has a result")).collect()
     }
 
     pub(crate) fn run(&mut self, job: Job) -> Result<JobOutput, JobError> {
@@ -235,6 +292,11 @@ impl Worker {
     }
 }
 
+/// A job that only feeds plain data to running digests.
+fn is_lone_digest(job: &Job) -> bool {
+    job.codec == Codec::Raw && matches!(job.steps.as_slice(), [Step::Digest(_)])
+}
+
 fn require_plain(out: &JobOutput, step: &str) -> Result<(), JobError> {
     if out.codec == Codec::Raw {
         Ok(())
@@ -314,6 +376,29 @@ mod tests {
         let results = offload.submit(jobs).await;
         for (i, r) in results.into_iter().enumerate() {
             assert_eq!(r.unwrap().chunk_id.unwrap(), ChunkId::of(&(i as u32).to_be_bytes()));
+        }
+    }
+
+    #[tokio::test]
+    async fn digests_of_many_streams_run_together_and_agree() {
+        // One batch: twelve streams' digest jobs of uneven lengths, with a chunk job among
+        // them, so the worker advances the digests through the multi-buffer kernel.
+        let offload = Offload::cpu(1);
+        let inputs: Vec<Vec<u8>> = (0..12u8).map(|i| vec![i; 40_000 + 977 * i as usize]).collect();
+        let mut jobs: Vec<Job> = inputs
+            .iter()
+            .map(|data| {
+                Job::new(data.clone(), vec![Step::Digest(Box::new(StreamDigests::new(&[ChecksumAlgo::Crc32])))])
+            })
+            .collect();
+        jobs.insert(5, Job::new(vec![9u8; 70_000], vec![Step::ChunkId]));
+        let mut results = offload.submit(jobs).await;
+        let chunk = results.remove(5).unwrap();
+        assert_eq!(chunk.chunk_id, Some(ChunkId::of(&[9u8; 70_000])));
+        for (data, result) in inputs.iter().zip(results) {
+            let mut alone = StreamDigests::new(&[ChecksumAlgo::Crc32]);
+            alone.update(data);
+            assert_eq!(result.unwrap().digests.unwrap().finish(), alone.finish());
         }
     }
 

@@ -1,6 +1,7 @@
 //! Digests: BLAKE3 chunk ids, and the whole-object digests S3 clients check (MD5 for the
 //! ETag; CRC32, CRC32C, CRC64NVME, SHA1, SHA256 for `x-amz-checksum-*`).
 
+use super::md5::Md5State;
 use md5::Digest as _;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -160,7 +161,7 @@ impl ChecksumState {
 /// MD5 is always kept (it is the S3 ETag); the S3 checksums only when asked for.
 #[derive(Clone)]
 pub struct StreamDigests {
-    md5: md5::Md5,
+    md5: Md5State,
     checksums: Vec<(ChecksumAlgo, ChecksumState)>,
     bytes: u64,
 }
@@ -171,7 +172,7 @@ impl StreamDigests {
         let mut algos = checksums.to_vec();
         algos.dedup();
         Self {
-            md5: md5::Md5::new(),
+            md5: Md5State::new(),
             checksums: algos.into_iter().map(|a| (a, ChecksumState::new(a))).collect(),
             bytes: 0,
         }
@@ -180,6 +181,24 @@ impl StreamDigests {
     /// Feeds the next bytes of the object.
     pub fn update(&mut self, data: &[u8]) {
         self.md5.update(data);
+        self.update_checksums(data);
+    }
+
+    /// Feeds `inputs[i]` to `streams[i]` for every `i`: the same result as
+    /// [`Self::update`] on each, with the MD5s advanced together by the multi-buffer
+    /// kernel ([`super::md5`]).
+    ///
+    /// # Panics
+    /// If the two slices differ in length.
+    pub fn update_many(streams: &mut [&mut StreamDigests], inputs: &[&[u8]]) {
+        let mut md5s: Vec<&mut Md5State> = streams.iter_mut().map(|s| &mut s.md5).collect();
+        super::md5::update_many(&mut md5s, inputs);
+        for (stream, data) in streams.iter_mut().zip(inputs) {
+            stream.update_checksums(data);
+        }
+    }
+
+    fn update_checksums(&mut self, data: &[u8]) {
         for (_, state) in &mut self.checksums {
             state.update(data);
         }
@@ -194,7 +213,7 @@ impl StreamDigests {
     /// The final values.
     pub fn finish(self) -> Digests {
         Digests {
-            md5: self.md5.finalize().into(),
+            md5: self.md5.finalize(),
             checksums: self.checksums.into_iter().map(|(a, s)| (a, s.finish())).collect(),
         }
     }

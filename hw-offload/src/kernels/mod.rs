@@ -4,3 +4,4 @@
 pub mod cdc;
 pub mod codec;
 pub mod digest;
+pub mod md5;
