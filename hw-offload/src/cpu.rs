@@ -1,7 +1,9 @@
 //! The portable engine: a pool of worker threads running the kernels, so the async
 //! reactor threads never hash or compress more than a few microseconds' worth: batches
 //! of at most [`INLINE_MAX_BYTES`] run on the submitting thread, where handing them to a
-//! worker (a queue push, two thread wake-ups) would cost more than the work.
+//! worker (a queue push, two thread wake-ups) would cost more than the work. Jobs that
+//! only feed running whole-object digests go to a thread of their own, which hashes the
+//! concurrent streams' MD5s together (see [`crate::kernels::md5`]).
 
 use crate::Codec;
 use crate::engine::{Batch, Completion, Engine};
@@ -11,7 +13,7 @@ use crate::metrics::{EngineMetrics, OpKind};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 struct Work {
     job: Job,
@@ -34,6 +36,8 @@ fn work_bytes(job: &Job) -> usize {
 /// A pool of threads running jobs in FIFO order.
 pub struct CpuEngine {
     queue: crossbeam_channel::Sender<Work>,
+    /// Jobs that only feed running digests, for the thread that batches them.
+    digests: crossbeam_channel::Sender<Work>,
     metrics: Arc<EngineMetrics>,
     /// codec contexts for the small batches run on the submitting thread; a submitter
     /// that finds it taken hands its batch to the pool instead of waiting
@@ -54,31 +58,21 @@ impl CpuEngine {
                 .spawn(move || {
                     let mut worker = Worker::new(metrics);
                     // Ends when the engine (the only sender) is dropped.
-                    while let Ok(first) = rx.recv() {
-                        // Digests of other streams queued behind this one are taken
-                        // along and advanced together by the multi-buffer MD5 kernel.
-                        let mut taken = vec![first];
-                        while taken.len() < md5::LANES
-                            && is_lone_digest(&taken[0].job)
-                            && let Ok(next) = rx.try_recv()
-                        {
-                            let also_digest = is_lone_digest(&next.job);
-                            taken.push(next);
-                            if !also_digest {
-                                break;
-                            }
-                        }
-                        let (jobs, slots): (Vec<Job>, Vec<(Arc<Batch>, usize)>) =
-                            taken.into_iter().map(|w| (w.job, (w.batch, w.index))).unzip();
-                        for (result, (batch, index)) in worker.run_many(jobs).into_iter().zip(slots) {
-                            batch.complete(index, result);
-                        }
+                    for work in rx {
+                        let result = worker.run(work.job);
+                        work.batch.complete(work.index, result);
                     }
                 })
                 .expect("spawn offload worker thread");
         }
+        let (digests, rx) = crossbeam_channel::unbounded::<Work>();
+        let worker = Worker::new(metrics.clone());
+        std::thread::Builder::new()
+            .name("offload-digests".into())
+            .spawn(move || run_digests(worker, rx))
+            .expect("spawn offload digest thread");
         let inline = Mutex::new(Worker::new(metrics.clone()));
-        Self { queue, metrics, inline }
+        Self { queue, digests, metrics, inline }
     }
 }
 
@@ -105,14 +99,57 @@ impl Engine for CpuEngine {
         }
         let batch = Batch::new(jobs.len(), tx);
         for (index, job) in jobs.into_iter().enumerate() {
+            let queue = if is_lone_digest(&job) { &self.digests } else { &self.queue };
             // Fails only when every worker is gone; the completion then reports EngineGone.
-            let _ = self.queue.send(Work { job, batch: batch.clone(), index });
+            let _ = queue.send(Work { job, batch: batch.clone(), index });
         }
         completion
     }
 
     fn metrics(&self) -> &EngineMetrics {
         &self.metrics
+    }
+}
+
+/// How long the digest thread may wait for the other streams' next jobs before it hashes
+/// a batch without them. A stream submits its next segment only when its last one is
+/// done, and the segments of concurrent uploads arrive spread out in time; hashed as
+/// they come, most would run alone, at the scalar kernel's cost. The wait costs no CPU.
+/// A stream queues a few segments ahead (the store's digest queue), so its body is not
+/// held up; what it may add is this much latency to the end of an upload.
+const DIGEST_LINGER: Duration = Duration::from_millis(5);
+/// A stream counts as active, one the thread waits for, this long after its last job.
+const STREAM_ACTIVE: Duration = Duration::from_millis(100);
+
+/// The digest thread: runs queued digest-only jobs of different streams together
+/// through the multi-buffer MD5 kernel ([`Worker::run_many`]), one batch at a time.
+fn run_digests(mut worker: Worker, rx: crossbeam_channel::Receiver<Work>) {
+    // Streams by the address of their state, which each job moves back and forth in
+    // the same box, with when their last job came.
+    let mut active: std::collections::HashMap<usize, Instant> = std::collections::HashMap::new();
+    let stream = |work: &Work| match work.job.steps.first() {
+        Some(Step::Digest(state)) => &**state as *const StreamDigests as usize,
+        _ => 0,
+    };
+    // Ends when the engine (the only sender) is dropped.
+    while let Ok(first) = rx.recv() {
+        let now = Instant::now();
+        active.retain(|_, last| now.duration_since(*last) < STREAM_ACTIVE);
+        active.insert(stream(&first), now);
+        let expected = active.len().min(md5::LANES);
+        let mut taken = vec![first];
+        let deadline = now + DIGEST_LINGER;
+        while taken.len() < md5::LANES {
+            let next = if taken.len() < expected { rx.recv_deadline(deadline).ok() } else { rx.try_recv().ok() };
+            let Some(work) = next else { break };
+            active.insert(stream(&work), Instant::now());
+            taken.push(work);
+        }
+        let (jobs, slots): (Vec<Job>, Vec<(Arc<Batch>, usize)>) =
+            taken.into_iter().map(|w| (w.job, (w.batch, w.index))).unzip();
+        for (result, (batch, index)) in worker.run_many(jobs).into_iter().zip(slots) {
+            batch.complete(index, result);
+        }
     }
 }
 
