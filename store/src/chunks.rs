@@ -125,8 +125,19 @@ impl ChunkBackend {
         pack.seal().await
     }
 
-    /// Reads `len` bytes at `offset` of a pack.
+    /// Reads `len` bytes at `offset` of a pack. A local pack is mapped rather than read
+    /// into a buffer (see `mapped.rs`).
     pub async fn read(&self, pack: u64, offset: u64, len: u32) -> Result<Bytes, StoreError> {
+        if let Some(root) = &self.local_root {
+            let path = root.join(Self::pack_path(pack).as_ref());
+            return tokio::task::spawn_blocking(move || {
+                let file = std::fs::File::open(&path)?;
+                crate::mapped::map_range(&file, offset, len as usize)
+            })
+            .await
+            .map_err(|e| StoreError::Backend(format!("pack reader task: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("pack {pack:016x}, {len} bytes at {offset}: {e}")));
+        }
         let range = offset..offset + len as u64;
         let bytes = self.store.get_range(&Self::pack_path(pack), range).await?;
         Ok(bytes)
@@ -213,16 +224,23 @@ impl PackWriter {
 
     /// Appends a frame.
     pub async fn append(&mut self, frame: Bytes) -> Result<(), StoreError> {
-        self.bytes += frame.len() as u64;
+        self.append_pieces([frame]).await
+    }
+
+    /// Appends one frame given as pieces (a header and the payload where it already is),
+    /// written out as they are, without joining them.
+    pub async fn append_pieces<const N: usize>(&mut self, pieces: [Bytes; N]) -> Result<(), StoreError> {
+        let len: usize = pieces.iter().map(Bytes::len).sum();
+        self.bytes += len as u64;
         match &mut self.sink {
             Sink::Local { pending, pending_bytes, .. } => {
-                *pending_bytes += frame.len();
-                pending.push(frame);
+                *pending_bytes += len;
+                pending.extend(pieces);
                 if *pending_bytes >= LOCAL_WRITE_BYTES {
                     self.write_pending().await?;
                 }
             }
-            Sink::Remote { frames, .. } => frames.push(frame),
+            Sink::Remote { frames, .. } => frames.extend(pieces),
         }
         Ok(())
     }
@@ -233,9 +251,7 @@ impl PackWriter {
         *pending_bytes = 0;
         let mut f = file.take().expect("the file is put back after every write");
         let f = tokio::task::spawn_blocking(move || -> Result<std::fs::File, StoreError> {
-            for frame in &frames {
-                f.write_all(frame)?;
-            }
+            write_all_vectored(&mut f, &frames)?;
             Ok(f)
         })
         .await
@@ -268,6 +284,24 @@ impl PackWriter {
         }
         Ok(self.bytes)
     }
+}
+
+/// Writes every piece in order with as few system calls as the kernel allows.
+fn write_all_vectored(file: &mut std::fs::File, pieces: &[Bytes]) -> std::io::Result<()> {
+    // The kernel takes at most IOV_MAX (1024) pieces per call.
+    for group in pieces.chunks(1024) {
+        let mut slices: Vec<std::io::IoSlice<'_>> = group.iter().map(|p| std::io::IoSlice::new(p)).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match file.write_vectored(slices) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => std::io::IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` and its missing parents, each made durable in its parent: a pack fsynced

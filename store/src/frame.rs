@@ -73,15 +73,27 @@ pub enum FrameError {
 /// Encodes a frame around `payload`.
 pub fn encode(id: &ChunkId, codec: Codec, plain_len: u32, payload: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());
+    put_header(&mut out, id, codec, plain_len, payload.len());
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// The header of a frame around a payload of `payload_len` bytes: a writer that sends
+/// the header and the payload as two pieces never copies the payload.
+pub fn header(id: &ChunkId, codec: Codec, plain_len: u32, payload_len: usize) -> Bytes {
+    let mut out = BytesMut::with_capacity(HEADER_LEN);
+    put_header(&mut out, id, codec, plain_len, payload_len);
+    out.freeze()
+}
+
+fn put_header(out: &mut BytesMut, id: &ChunkId, codec: Codec, plain_len: u32, payload_len: usize) {
     out.put_slice(&MAGIC);
     out.put_u8(VERSION);
     out.put_u8(codec.tag());
     out.put_u16(0);
     out.put_u32(plain_len);
-    out.put_u32(payload.len() as u32);
+    out.put_u32(payload_len as u32);
     out.put_slice(&id.0);
-    out.put_slice(payload);
-    out.freeze()
 }
 
 /// Checks and decodes the header at the start of `raw`.

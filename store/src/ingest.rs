@@ -163,7 +163,7 @@ impl Packer<'_> {
         &mut self,
         claims: &mut ClaimSet,
         id: ChunkId,
-        frame: Bytes,
+        frame: [Bytes; 2],
         plain_len: u32,
     ) -> Result<(), StoreError> {
         if self.pack.is_none() {
@@ -172,8 +172,9 @@ impl Packer<'_> {
             self.pack = Some(self.store.chunks.start_pack(pack)?);
         }
         let pack = self.pack.as_mut().expect("opened above");
-        let loc = ChunkLoc { pack: pack.id(), offset: pack.len(), frame_len: frame.len() as u32, plain_len };
-        pack.append(frame).await?;
+        let frame_len = frame.iter().map(Bytes::len).sum::<usize>() as u32;
+        let loc = ChunkLoc { pack: pack.id(), offset: pack.len(), frame_len, plain_len };
+        pack.append_pieces(frame).await?;
         self.new_chunks.push((id, loc));
         if pack.len() >= self.store.config.pack_target_bytes {
             self.seal().await?;
@@ -332,7 +333,9 @@ impl Store {
             stats.chunks_deduplicated += 1;
             return Ok(());
         }
-        let frame = frame::encode(&done.id, done.codec, done.plain_len, &done.payload);
+        // The payload is usually a slice of the body's segment (a chunk kept raw), and
+        // goes to the pack file as it is.
+        let frame = [frame::header(&done.id, done.codec, done.plain_len, done.payload.len()), done.payload.clone()];
         stats.payload_written += done.payload.len() as u64;
         stats.compression_saved += (done.plain_len as u64).saturating_sub(done.payload.len() as u64);
         stats.chunks_written += 1;

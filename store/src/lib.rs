@@ -40,6 +40,7 @@ pub mod frame;
 pub mod gc;
 pub mod ingest;
 pub mod links;
+mod mapped;
 mod meta;
 pub mod metrics;
 pub mod multipart;

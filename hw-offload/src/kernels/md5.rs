@@ -355,9 +355,11 @@ mod x16 {
             macro_rules! step {
                 ($func:expr, $i:expr) => {{
                     let f = _mm512_ternarylogic_epi32::<{ $func }>(b, c, d);
+                    // a + K + m does not wait for the step before (f does): adding f
+                    // last keeps the chain between steps to four instructions.
                     let sum = _mm512_add_epi32(
-                        _mm512_add_epi32(a, f),
-                        _mm512_add_epi32(_mm512_set1_epi32(K[$i] as i32), m[word($i)]),
+                        _mm512_add_epi32(a, _mm512_add_epi32(_mm512_set1_epi32(K[$i] as i32), m[word($i)])),
+                        f,
                     );
                     let rotated = _mm512_rolv_epi32(sum, _mm512_set1_epi32(rotation($i) as i32));
                     (a, b, c, d) = (d, _mm512_add_epi32(b, rotated), b, c);
