@@ -43,8 +43,14 @@ const SEGMENT_BUFFER_BYTES: usize = SEGMENT_BYTES + (1 << 20);
 /// of CPU with cold caches on a loaded VM) rather than per job, and the agent rings once
 /// its queue is drained: the deeper the window, the fewer doorbells per GiB.
 pub const CHUNK_JOBS_IN_FLIGHT: usize = 64;
-/// Segments queued for the whole-object digests.
-const DIGEST_QUEUE: usize = 4;
+/// Chunk jobs in flight per writer when the engine is the host's own CPU pool, which
+/// pays per job, not per wake-up: enough for its threads, and each job holds its
+/// segment (2 MiB) in memory until it is polled.
+const CHUNK_JOBS_IN_FLIGHT_ON_HOST: usize = 16;
+/// Segments queued for the whole-object digests. The digest engine hashes concurrent
+/// bodies together and may wait a few milliseconds for company: two segments keep a
+/// body from waiting on it, and each holds 2 MiB.
+const DIGEST_QUEUE: usize = 2;
 
 /// What an ingest should compute and allow.
 #[derive(Debug, Clone)]
@@ -223,6 +229,7 @@ impl Store {
         let mut size = 0u64;
         let mut eof = false;
         let mut first = true;
+        let in_flight = if offload.runs_off_host() { CHUNK_JOBS_IN_FLIGHT } else { CHUNK_JOBS_IN_FLIGHT_ON_HOST };
         let inline_max = if opts.allow_inline { self.config.inline_max_bytes as usize } else { 0 };
 
         while !eof {
@@ -265,7 +272,7 @@ impl Store {
                 let chunk = segment.slice(offset..offset + len as usize);
                 offset += len as usize;
                 jobs.push_back(self.chunk_job(chunk));
-                while jobs.len() >= CHUNK_JOBS_IN_FLIGHT {
+                while jobs.len() >= in_flight {
                     let done = jobs.next().await.expect("queue is not empty");
                     self.keep_chunk(done?, &mut claims, &mut seen, &mut packer, &mut manifest, &mut stats).await?;
                 }
