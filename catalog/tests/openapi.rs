@@ -80,7 +80,12 @@ async fn site(dir: &Path) -> (Arc<Store>, Arc<Catalog<InStore>>, Router) {
         auth: Arc::new(OneToken),
         federation: None,
         rules: None,
-        stager: Arc::new(catalog::stage::Stager::new(catalog.clone(), None, None)),
+        stager: Arc::new(catalog::stage::Stager::new(
+            catalog.clone(),
+            None,
+            None,
+            catalog::stage::stage_chunker(catalog::stage::STAGE_CHUNK_AVG_BYTES).unwrap(),
+        )),
     };
     (store, catalog, catalog::http::router(Arc::new(state)))
 }

@@ -363,7 +363,25 @@ impl Store {
         claimed: ChunkId,
         plain: Bytes,
     ) -> Result<(), StoreError> {
-        let done = self.confirm(self.chunk_job(plain).await?).await;
+        self.keep_plain_chunk(sink, claimed, self.start_plain_chunk(plain)).await
+    }
+
+    /// Starts hashing and compressing a chunk a client cut itself, on the offload engine;
+    /// [`Self::keep_plain_chunk`] stores it. Several started at once keep the engine's
+    /// threads busy while the caller reads the next.
+    pub fn start_plain_chunk(&self, plain: Bytes) -> PlainChunkJob {
+        PlainChunkJob(self.chunk_job(plain))
+    }
+
+    /// Stores into `sink` a chunk [`Self::start_plain_chunk`] started: refused, nothing
+    /// appended, if its bytes do not hash to `claimed`.
+    pub async fn keep_plain_chunk(
+        &self,
+        sink: &mut crate::transfer::ChunkSink,
+        claimed: ChunkId,
+        job: PlainChunkJob,
+    ) -> Result<(), StoreError> {
+        let done = self.confirm(job.0.await?).await;
         if done.id != claimed {
             return Err(StoreError::DigestMismatch {
                 algo: "BLAKE3",
@@ -371,8 +389,8 @@ impl Store {
                 actual: done.id.to_string(),
             });
         }
-        let frame = frame::encode(&done.id, done.codec, done.plain_len, &done.payload);
-        sink.append(done.id, frame, done.plain_len).await
+        let header = frame::header(&done.id, done.codec, done.plain_len, done.payload.len());
+        sink.append_pieces(done.id, [header, done.payload], done.plain_len).await
     }
 
     /// Confirms on the host a chunk id an offload engine computed (see the module doc).
@@ -408,6 +426,9 @@ struct HashedChunk {
     /// The offload engine whose word `id` is (`None`: computed or confirmed on the host).
     from_engine: Option<Arc<str>>,
 }
+
+/// A client's chunk being hashed and compressed ([`Store::start_plain_chunk`]).
+pub struct PlainChunkJob(ChunkJob);
 
 /// A chunk's hash-and-compress job.
 struct ChunkJob {

@@ -500,6 +500,18 @@ pub struct ChunkSink {
 impl ChunkSink {
     /// Appends a chunk frame the caller has verified (id, lengths and content).
     pub async fn append(&mut self, id: ChunkId, frame: Bytes, plain_len: u32) -> Result<(), StoreError> {
+        self.append_pieces(id, [frame], plain_len).await
+    }
+
+    /// [`Self::append`] of a frame given as pieces (a header and the payload where it
+    /// already is), written out without joining them.
+    pub async fn append_pieces<const N: usize>(
+        &mut self,
+        id: ChunkId,
+        frame: [Bytes; N],
+        plain_len: u32,
+    ) -> Result<(), StoreError> {
+        let frame_len: u64 = frame.iter().map(|piece| piece.len() as u64).sum();
         // The chunk itself needs no claim yet: GC cannot see it until its group is
         // flushed, and the flush claims the group before it looks at the index.
         if self.pack.is_none() {
@@ -508,9 +520,9 @@ impl ChunkSink {
             self.pack = Some(self.store.chunks.start_pack(pack)?);
         }
         let pack = self.pack.as_mut().expect("opened above");
-        let loc = ChunkLoc { pack: pack.id(), offset: pack.len(), frame_len: frame.len() as u32, plain_len };
-        self.unflushed_bytes += frame.len() as u64;
-        pack.append(frame).await?;
+        let loc = ChunkLoc { pack: pack.id(), offset: pack.len(), frame_len: frame_len as u32, plain_len };
+        self.unflushed_bytes += frame_len;
+        pack.append_pieces(frame).await?;
         self.unflushed.push((id, loc));
         Ok(())
     }

@@ -45,11 +45,17 @@ pub struct RawCatalog {
     /// Events of this site's catalog log between two checkpoints, after each of which every
     /// site drops the events later ones undid, and a site that lacks them loads a snapshot.
     pub checkpoint_every: u64,
+    /// The average size of the chunks stage-out clients cut (a power of two; a quarter of
+    /// it at least, four times at most).
+    pub stage_chunk_avg_bytes: u32,
 }
 
 impl Default for RawCatalog {
     fn default() -> Self {
-        Self { checkpoint_every: catalog::compaction::CHECKPOINT_EVERY }
+        Self {
+            checkpoint_every: catalog::compaction::CHECKPOINT_EVERY,
+            stage_chunk_avg_bytes: catalog::stage::STAGE_CHUNK_AVG_BYTES,
+        }
     }
 }
 
@@ -309,6 +315,8 @@ pub struct Settings {
     pub transfer: TransportSettings,
     /// events of this site's catalog log between two checkpoints
     pub catalog_checkpoint_every: u64,
+    /// how stage-out clients cut files
+    pub stage_chunker: ChunkerConfig,
 }
 
 impl RawConfig {
@@ -456,8 +464,13 @@ max_active_transfers = {active}
 # the events that later ones undid (a replica's old states, moved tags), and a site that
 # lacks them catches up from a snapshot plus the log's tail.
 checkpoint_every = {checkpoint_every}
+# Average size of the chunks stage-out clients cut (a power of two). Smaller than the
+# store's, so that job outputs staged out again with small changes send little; staged
+# files do not dedup against the same bytes uploaded through S3.
+stage_chunk_avg_bytes = {stage_avg}
 "#,
             checkpoint_every = d.catalog.checkpoint_every,
+            stage_avg = d.catalog.stage_chunk_avg_bytes,
             name = d.site.name,
             data_dir = data_dir.display(),
             min = d.store.chunk_min_bytes,
@@ -567,6 +580,8 @@ checkpoint_every = {checkpoint_every}
         if self.catalog.checkpoint_every == 0 {
             anyhow::bail!("[catalog] checkpoint_every must be 1 or more events");
         }
+        let stage_chunker = catalog::stage::stage_chunker(self.catalog.stage_chunk_avg_bytes)
+            .with_context(|| format!("[catalog] stage_chunk_avg_bytes = {}", self.catalog.stage_chunk_avg_bytes))?;
         let s = self.store;
         let mut store = StoreConfig::new(&data_dir);
         store.chunk_store_url = (!s.chunk_store_url.is_empty()).then_some(s.chunk_store_url);
@@ -597,6 +612,7 @@ checkpoint_every = {checkpoint_every}
             federation,
             transfer: self.transfer,
             catalog_checkpoint_every: self.catalog.checkpoint_every,
+            stage_chunker,
         })
     }
 }

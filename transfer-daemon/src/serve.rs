@@ -103,6 +103,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         site_catalog.clone(),
         sync.clone(),
         rules.as_ref().map(|r| r.replicator()),
+        settings.stage_chunker,
     ));
     let catalog = Arc::new(catalog::http::CatalogState {
         stager,

@@ -55,8 +55,9 @@ impl Codec {
     }
 }
 
-/// Bytes compressed from the head of the data to judge whether compression pays.
-const SAMPLE_BYTES: usize = 8 << 10;
+/// Bytes compressed from the head of the data to judge whether compression pays: an
+/// eighth of a 32 KiB chunk (staged data), a sixteenth of a 64 KiB one.
+const SAMPLE_BYTES: usize = 4 << 10;
 /// Keep the compressed form only if it saves at least 1/32 (3%) of the bytes: below
 /// that, the decompression on every read costs more than the space saved is worth.
 const MIN_SAVING_DIVISOR: usize = 32;
