@@ -334,24 +334,32 @@ const FETCH_ATTEMPTS: u32 = 4;
 
 /// One stage-out: the chunks it brought are held by a transfer of the store until the
 /// publish lands them as a version (or the session ends and they are let go).
+/// A stage-out session. Its `missing` and `chunks` requests run at once (a client sends
+/// several bodies in parallel) under the session's read lock; publish, abort and the idle
+/// sweep take its write lock, so they wait for the bodies in flight and none starts after.
 struct Session {
     project: String,
     ns: String,
     name: String,
     transfer: store::transfer::TransferId,
+    /// what the concurrent requests change, each briefly
+    state: parking_lot::Mutex<SessionState>,
+    /// published or aborted: a request that waited for the lock meanwhile finds it gone
+    ended: bool,
+}
+
+struct SessionState {
     /// keeps the chunks found present from GC until the publish
     pin: TransferPin,
     /// chunks the files may name: sent in this session, or found present and readable
     /// by the project
     allowed: HashSet<hw_offload::ChunkId>,
     /// the chunks the project may read here through the dataset's namespace's versions
-    readable: Option<HashSet<hw_offload::ChunkId>>,
+    readable: Option<Arc<HashSet<hw_offload::ChunkId>>>,
     last_used: Instant,
-    /// published or aborted: a request that waited for the lock meanwhile finds it gone
-    ended: bool,
 }
 
-type SessionGuard = tokio::sync::OwnedMutexGuard<Session>;
+type SessionLock = Arc<tokio::sync::RwLock<Session>>;
 
 /// Staging for jobs at this site: stage-in's fetches and stage-out's sessions.
 pub struct Stager {
@@ -361,7 +369,7 @@ pub struct Stager {
     sync: Option<Arc<CatalogSync>>,
     replicator: Option<Arc<dyn Replicator>>,
     fetching: parking_lot::Mutex<HashMap<VersionId, Fetch>>,
-    sessions: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    sessions: parking_lot::Mutex<HashMap<String, SessionLock>>,
 }
 
 /// The chunks stage-out clients cut, from their average size: a quarter of it at least,
@@ -593,14 +601,16 @@ impl Stager {
             ns: ns.to_owned(),
             name: name.to_owned(),
             transfer: rand::random(),
-            pin: self.store().transfer_pin(),
-            allowed: HashSet::new(),
-            readable: None,
-            last_used: Instant::now(),
+            state: parking_lot::Mutex::new(SessionState {
+                pin: self.store().transfer_pin(),
+                allowed: HashSet::new(),
+                readable: None,
+                last_used: Instant::now(),
+            }),
             ended: false,
         };
         let id = hex::encode(id);
-        self.sessions.lock().insert(id.clone(), Arc::new(tokio::sync::Mutex::new(session)));
+        self.sessions.lock().insert(id.clone(), Arc::new(tokio::sync::RwLock::new(session)));
         let chunker = &self.chunker;
         Ok(StageOutSession {
             session: id,
@@ -612,18 +622,19 @@ impl Stager {
 
     /// Lets go of sessions nobody used for [`SESSION_IDLE_SECS`], and what they brought.
     async fn drop_idle(&self) {
-        let idle: Vec<Arc<tokio::sync::Mutex<Session>>> = {
+        let idle: Vec<SessionLock> = {
             let mut sessions = self.sessions.lock();
             let cutoff = Duration::from_secs(SESSION_IDLE_SECS);
+            // A session with a request in flight is not idle, whatever its last use.
             let stale: Vec<String> = sessions
                 .iter()
-                .filter(|(_, s)| s.try_lock().is_ok_and(|s| s.last_used.elapsed() > cutoff))
+                .filter(|(_, s)| s.try_write().is_ok_and(|s| s.state.lock().last_used.elapsed() > cutoff))
                 .map(|(id, _)| id.clone())
                 .collect();
             stale.iter().filter_map(|id| sessions.remove(id)).collect()
         };
         for session in idle {
-            let mut s = session.lock().await;
+            let mut s = session.write().await;
             s.ended = true;
             if let Err(e) = self.store().release_transfer(s.transfer).await {
                 tracing::warn!(error = %e, "could not let go of an idle stage-out session's chunks");
@@ -631,21 +642,46 @@ impl Stager {
         }
     }
 
-    /// The session `id`, locked, if `project` (`None`: the operator) owns it.
-    async fn session(&self, id: &str, project: Option<&str>) -> Result<SessionGuard, StageError> {
+    /// The session `id`, if `project` (`None`: the operator) owns it.
+    fn find_session(&self, id: &str) -> Result<SessionLock, StageError> {
         let session = self.sessions.lock().get(id).cloned();
-        let session = session.ok_or_else(|| {
+        Ok(session.ok_or_else(|| {
             CatalogError::NotFound(format!("no stage-out session {id:?} here (it ended, or was idle too long)"))
-        })?;
-        let mut guard = session.lock_owned().await;
-        if guard.ended {
+        })?)
+    }
+
+    /// Checks a session once its lock is held (ended meanwhile, or another project's).
+    fn check_session(session: &Session, id: &str, project: Option<&str>) -> Result<(), StageError> {
+        if session.ended {
             return Err(CatalogError::NotFound(format!("stage-out session {id:?} has ended")).into());
         }
-        if project.is_some_and(|project| guard.project != project) {
+        if project.is_some_and(|project| session.project != project) {
             // Said as for a session that does not exist: its id tells nothing to others.
             return Err(CatalogError::NotFound(format!("no stage-out session {id:?} of this project")).into());
         }
-        guard.last_used = Instant::now();
+        session.state.lock().last_used = Instant::now();
+        Ok(())
+    }
+
+    /// The session, read-locked: for requests that may run beside each other.
+    async fn session(
+        &self,
+        id: &str,
+        project: Option<&str>,
+    ) -> Result<tokio::sync::OwnedRwLockReadGuard<Session>, StageError> {
+        let guard = self.find_session(id)?.read_owned().await;
+        Self::check_session(&guard, id, project)?;
+        Ok(guard)
+    }
+
+    /// The session, write-locked: for the requests that end it.
+    async fn session_alone(
+        &self,
+        id: &str,
+        project: Option<&str>,
+    ) -> Result<tokio::sync::OwnedRwLockWriteGuard<Session>, StageError> {
+        let guard = self.find_session(id)?.write_owned().await;
+        Self::check_session(&guard, id, project)?;
         Ok(guard)
     }
 
@@ -660,9 +696,9 @@ impl Stager {
         if ids.len() > MAX_ASKED {
             return Err(CatalogError::Refused(format!("{} chunk ids, at most {MAX_ASKED} at once", ids.len())).into());
         }
-        let mut s = self.session(id, project).await?;
+        let s = self.session(id, project).await?;
         let store = self.store().clone();
-        let indexed = store.hold_chunks(&mut s.pin, &ids)?;
+        let indexed = store.hold_chunks(&mut s.state.lock().pin, &ids)?;
         // The namespace may have been created for another project since the session opened:
         // its versions' chunks are then none of this project's business.
         if let Some(namespace) = self.catalog.namespace(&s.ns)?
@@ -674,9 +710,14 @@ impl Stager {
             ))
             .into());
         }
-        if s.readable.is_none() {
-            s.readable = Some(self.readable_through_versions(&s.ns)?);
-        }
+        let known = s.state.lock().readable.clone();
+        let through_versions = match known {
+            Some(known) => known,
+            None => {
+                let found = Arc::new(self.readable_through_versions(&s.ns)?);
+                s.state.lock().readable.get_or_insert(found).clone()
+            }
+        };
         let mut readable = vec![false; ids.len()];
         for (bucket, record) in store.list_buckets()? {
             if record.owner != s.project {
@@ -687,11 +728,11 @@ impl Stager {
             }
         }
         let mut missing = Vec::new();
+        let mut state = s.state.lock();
         for (i, id) in ids.into_iter().enumerate() {
-            let present = indexed[i]
-                && (readable[i] || s.readable.as_ref().is_some_and(|r| r.contains(&id)) || s.allowed.contains(&id));
+            let present = indexed[i] && (readable[i] || through_versions.contains(&id) || state.allowed.contains(&id));
             if present {
-                s.allowed.insert(id);
+                state.allowed.insert(id);
             } else {
                 missing.push(id);
             }
@@ -723,7 +764,8 @@ impl Stager {
         project: Option<&str>,
         body: impl Stream<Item = Result<Bytes, E>>,
     ) -> Result<ChunksStored, StageError> {
-        let mut s = self.session(id, project).await?;
+        // Read-locked: the client's other bodies are received beside this one.
+        let s = self.session(id, project).await?;
         let mut sink = self.store().chunk_sink(s.transfer);
         let mut stored = ChunksStored { chunks: 0, bytes: 0 };
         let mut buffer = BytesMut::new();
@@ -787,7 +829,7 @@ impl Stager {
             received.push(chunk_id);
         }
         sink.flush().await?;
-        s.allowed.extend(received);
+        s.state.lock().allowed.extend(received);
         Ok(stored)
     }
 
@@ -799,7 +841,7 @@ impl Stager {
         project: Option<&str>,
         request: StageOutPublish,
     ) -> Result<StageOutPublished, StageError> {
-        let mut s = self.session(id, project).await?;
+        let mut s = self.session_alone(id, project).await?;
         if let Some(tag) = &request.tag {
             check_name("tag", tag).map_err(CatalogError::Refused)?;
         }
@@ -815,7 +857,7 @@ impl Stager {
         let mut chunks: Vec<ChunkRef> = Vec::new();
         for file in &manifest.files {
             for (chunk, len) in &file.chunks {
-                if !s.allowed.contains(chunk) {
+                if !s.state.get_mut().allowed.contains(chunk) {
                     return Err(StageError::Conflict(format!(
                         "{}: chunk {chunk} was neither sent in this session nor found here for this project",
                         file.path
@@ -906,7 +948,7 @@ impl Stager {
 
     /// Ends a session without publishing; what it brought is let go.
     pub async fn abort(&self, id: &str, project: Option<&str>) -> Result<(), StageError> {
-        let mut s = self.session(id, project).await?;
+        let mut s = self.session_alone(id, project).await?;
         s.ended = true;
         self.sessions.lock().remove(id);
         self.store().release_transfer(s.transfer).await?;

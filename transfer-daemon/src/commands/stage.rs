@@ -381,6 +381,26 @@ impl Progress {
         }
     }
 
+    /// Two at once, shown one above the other on a terminal.
+    fn pair(json: bool, first: (&str, Option<u64>), second: (&str, Option<u64>)) -> (Self, Self) {
+        let (a, b) = (Self::new(json, first.0, first.1), Self::new(json, second.0, second.1));
+        if let (Shown::Bar(x), Shown::Bar(y)) = (&*a.0, &*b.0) {
+            let multi = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
+            multi.add(x.clone());
+            multi.add(y.clone());
+        }
+        (a, b)
+    }
+
+    /// More to do than said so far.
+    fn grow(&self, bytes: u64) {
+        match &*self.0 {
+            Shown::Quiet => {}
+            Shown::Bar(bar) => bar.inc_length(bytes),
+            Shown::Lines(lines) => lines.lock().unwrap_or_else(|e| e.into_inner()).total += bytes,
+        }
+    }
+
     /// Says what is going on (the site fetching, …).
     fn note(&self, text: &str) {
         match &*self.0 {
@@ -932,74 +952,183 @@ async fn send_and_publish(
         ChunkerConfig { min_bytes: session.chunk_min, avg_bytes: session.chunk_avg, max_bytes: session.chunk_max };
     config.validate().map_err(|e| anyhow!("the site cuts chunks in a way this client cannot: {e}"))?;
     let parallel = common.parallel as usize;
-
-    // Cut and hash, on threads.
-    let total: u64 = files.iter().map(|f| f.size).sum();
-    let progress = Progress::new(common.json, "stage-out: hashing", Some(total));
-    let files = Arc::new(files);
-    let (shared, shown) = (files.clone(), progress.clone());
-    let scanned = tokio::task::spawn_blocking(move || scan_all(&shared, &config, parallel, &shown))
-        .await
-        .context("hashing the files")
-        .and_then(|r| r);
-    progress.finish();
-    let scanned = scanned?;
-
-    // Each distinct chunk once, where it is first found.
-    let mut location: HashMap<ChunkId, (usize, u64, u32)> = HashMap::new();
-    let mut order = Vec::new();
-    for (i, s) in scanned.iter().enumerate() {
-        let mut offset = 0u64;
-        for c in &s.chunks {
-            location.entry(c.id).or_insert_with(|| {
-                order.push(c.id);
-                (i, offset, c.len)
-            });
-            offset += c.len as u64;
-        }
-    }
     let sid = session.session.as_str();
-    let mut missing: Vec<(ChunkId, usize, u64, u32)> = Vec::new();
-    for batch in order.chunks(MAX_ASKED) {
-        let answer: ChunkList = api
-            .json(
-                Method::POST,
-                &["catalog", "stage", "out", sid, "missing"],
-                &ChunkList { chunks: batch.to_vec() },
-                "asking which chunks the site lacks",
-                None,
-            )
-            .await?;
-        // Only chunks asked about are sent, whatever the answer names.
-        missing.extend(answer.chunks.into_iter().filter_map(|id| location.remove(&id).map(|(f, o, l)| (id, f, o, l))));
-    }
-    missing.sort_by_key(|&(_, f, o, _)| (f, o));
 
-    // Bodies of whole records, read back from the files.
-    let mut bodies: Vec<Vec<(ChunkId, usize, u64, u32)>> = Vec::new();
-    let mut size = 0usize;
-    for record in missing.iter().copied() {
-        let len = 36 + record.3 as usize;
-        if bodies.is_empty() || size + len > BODY_BYTES {
-            bodies.push(Vec::new());
-            size = 0;
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let (hashing, sending) =
+        Progress::pair(common.json, ("stage-out: hashing", Some(total)), ("stage-out: sending", Some(0)));
+    let files = Arc::new(files);
+    let sent = scan_and_send(api, sid, &files, config, parallel, &hashing, &sending).await;
+    hashing.finish();
+    sending.finish();
+    let (scanned, chunks, chunks_sent, bytes_sent) = sent?;
+
+    let staged: Vec<StagedFile> = files
+        .iter()
+        .zip(scanned)
+        .map(|(f, s)| StagedFile {
+            path: f.rel.clone(),
+            size: f.size,
+            mtime_ms: f.mtime_ms,
+            etag: s.etag,
+            chunks: s.chunks,
+        })
+        .collect();
+    let request = StageOutPublish { files: staged, tag, rule, job };
+    let published: StageOutPublished =
+        api.json(Method::POST, &["catalog", "stage", "out", sid, "publish"], &request, "publishing", None).await?;
+    Ok((published, chunks, chunks_sent, bytes_sent))
+}
+
+/// A chunk to send: its id, file, offset and length.
+type Record = (ChunkId, usize, u64, u32);
+
+/// Chunks not yet asked about: a batch is asked once this many bytes of them wait (or
+/// [`MAX_ASKED`] of them, or the hashing ended), or a quarter of it while nothing is
+/// being sent: each request costs a round trip and a look-up of the project's buckets.
+const ASK_BYTES: u64 = BODY_BYTES as u64;
+
+/// Cuts and hashes the files and, as their chunks are found, asks the site which it lacks
+/// (each distinct chunk once, where it is first found) and sends those, while the rest
+/// is hashed; answers with the files' scans in their order, the distinct chunks, and the
+/// chunks and bytes sent. The first failure, here or there, stops the rest.
+async fn scan_and_send(
+    api: &Api,
+    sid: &str,
+    files: &Arc<Vec<LocalFile>>,
+    config: ChunkerConfig,
+    parallel: usize,
+    hashing: &Progress,
+    sending: &Progress,
+) -> anyhow::Result<(Vec<Scanned>, u64, u64, u64)> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (shared, shown) = (files.clone(), hashing.clone());
+    // Its sender goes with it: the channel closes once the hashing ends.
+    let mut scan = Some(tokio::task::spawn_blocking(move || scan_all(&shared, &config, parallel, &shown, &tx)));
+    let mut scanned: Vec<Option<Scanned>> = (0..files.len()).map(|_| None).collect();
+    let mut seen: HashSet<ChunkId> = HashSet::new();
+    let (mut pending, mut pending_bytes): (Vec<Record>, u64) = (Vec::new(), 0);
+    let (mut body, mut body_bytes): (Vec<Record>, usize) = (Vec::new(), 0);
+    let mut sends = Sends {
+        set: tokio::task::JoinSet::new(),
+        semaphore: Arc::new(tokio::sync::Semaphore::new(parallel.clamp(1, 8))),
+        url: api.url(["catalog", "stage", "out", sid, "chunks"]),
+        files: files.clone(),
+        progress: sending.clone(),
+        chunks: 0,
+        bytes: 0,
+    };
+    let mut found = |what: Found, pending: &mut Vec<Record>, pending_bytes: &mut u64| match what {
+        Found::Chunks { file, mut offset, chunks } => {
+            for c in chunks {
+                if seen.insert(c.id) {
+                    pending.push((c.id, file, offset, c.len));
+                    *pending_bytes += c.len as u64;
+                }
+                offset += c.len as u64;
+            }
         }
-        bodies.last_mut().expect("a body").push(record);
-        size += len;
+        Found::Done { file, scanned: s } => scanned[file] = Some(s),
+    };
+    let mut hashed = false;
+    loop {
+        // What the hashing found meanwhile.
+        while !hashed {
+            match rx.try_recv() {
+                Ok(what) => found(what, &mut pending, &mut pending_bytes),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => hashed = true,
+            }
+        }
+        if hashed && let Some(handle) = scan.take() {
+            handle.await.context("hashing the files")??;
+            hashing.finish();
+        }
+        sends.reap()?;
+        let idle = sends.set.is_empty();
+        let ask = hashed
+            || pending_bytes >= ASK_BYTES
+            || pending.len() >= MAX_ASKED
+            || (idle && pending_bytes >= ASK_BYTES / 4);
+        if ask && !pending.is_empty() {
+            let batch = std::mem::take(&mut pending);
+            pending_bytes = 0;
+            for part in batch.chunks(MAX_ASKED) {
+                let answer: ChunkList = api
+                    .json(
+                        Method::POST,
+                        &["catalog", "stage", "out", sid, "missing"],
+                        &ChunkList { chunks: part.iter().map(|r| r.0).collect() },
+                        "asking which chunks the site lacks",
+                        None,
+                    )
+                    .await?;
+                // Only chunks asked about are sent, each once, whatever the answer names.
+                let mut asked: HashMap<ChunkId, Record> = part.iter().map(|&r| (r.0, r)).collect();
+                let mut missing: Vec<Record> = answer.chunks.iter().filter_map(|id| asked.remove(id)).collect();
+                missing.sort_by_key(|&(_, f, o, _)| (f, o));
+                // Bodies of whole records, read back from the files.
+                for record in missing {
+                    let len = 36 + record.3 as usize;
+                    if !body.is_empty() && body_bytes + len > BODY_BYTES {
+                        sends.spawn(api, std::mem::take(&mut body));
+                        body_bytes = 0;
+                    }
+                    body.push(record);
+                    body_bytes += len;
+                }
+                sends.reap()?;
+            }
+        }
+        if !body.is_empty() && (hashed || (sends.set.is_empty() && body_bytes >= BODY_BYTES / 4)) {
+            sends.spawn(api, std::mem::take(&mut body));
+            body_bytes = 0;
+        }
+        if hashed {
+            // All asked about, all sent or being sent.
+            break;
+        }
+        tokio::select! {
+            what = rx.recv() => match what {
+                Some(what) => found(what, &mut pending, &mut pending_bytes),
+                None => hashed = true,
+            },
+            Some(done) = sends.set.join_next(), if !sends.set.is_empty() => {
+                done.context("a sender failed").and_then(|r| r)?;
+            }
+        }
     }
-    let to_send: u64 = missing.iter().map(|r| r.3 as u64).sum();
-    let progress = Progress::new(common.json, "stage-out: sending", Some(to_send));
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(parallel.min(8)));
-    let api_url = api.url(["catalog", "stage", "out", sid, "chunks"]);
-    let mut sends = tokio::task::JoinSet::new();
-    for body in bodies {
-        let permit = semaphore.clone().acquire_owned().await.expect("the semaphore stays open");
-        let (files, shown, url) = (files.clone(), progress.clone(), api_url.clone());
-        let request = api.http.post(url).header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+    while let Some(done) = sends.set.join_next().await {
+        done.context("a sender failed").and_then(|r| r)?;
+    }
+    let scanned = scanned.into_iter().map(|s| s.expect("every file scanned")).collect();
+    Ok((scanned, seen.len() as u64, sends.chunks, sends.bytes))
+}
+
+/// The `chunks` bodies being sent, at most so many at once.
+struct Sends {
+    set: tokio::task::JoinSet<anyhow::Result<()>>,
+    semaphore: Arc<tokio::sync::Semaphore>,
+    url: reqwest::Url,
+    files: Arc<Vec<LocalFile>>,
+    progress: Progress,
+    /// chunks and bytes handed out to send
+    chunks: u64,
+    bytes: u64,
+}
+
+impl Sends {
+    /// Sends `body` once a place is free, its records read back from the files then.
+    fn spawn(&mut self, api: &Api, body: Vec<Record>) {
+        let (count, bytes) = (body.len() as u64, body.iter().map(|r| r.3 as u64).sum::<u64>());
+        self.chunks += count;
+        self.bytes += bytes;
+        self.progress.grow(bytes);
+        let (semaphore, files, shown) = (self.semaphore.clone(), self.files.clone(), self.progress.clone());
+        let request = api.http.post(self.url.clone()).header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
         let token = api.token.clone();
-        sends.spawn(async move {
-            let _permit = permit;
-            let (count, bytes) = (body.len() as u64, body.iter().map(|r| r.3 as u64).sum::<u64>());
+        self.set.spawn(async move {
+            let _permit = semaphore.acquire_owned().await.expect("the semaphore stays open");
             let data = tokio::task::spawn_blocking(move || read_records(&files, &body))
                 .await
                 .context("reading chunks back")??;
@@ -1016,37 +1145,15 @@ async fn send_and_publish(
             shown.inc(bytes);
             Ok(())
         });
-        // A failure stops the rest at once.
-        while let Some(done) = sends.try_join_next() {
-            if let Err(e) = done.context("a sender failed").and_then(|r| r) {
-                progress.finish();
-                return Err(e);
-            }
-        }
     }
-    while let Some(done) = sends.join_next().await {
-        if let Err(e) = done.context("a sender failed").and_then(|r| r) {
-            progress.finish();
-            return Err(e);
-        }
-    }
-    progress.finish();
 
-    let staged: Vec<StagedFile> = files
-        .iter()
-        .zip(scanned)
-        .map(|(f, s)| StagedFile {
-            path: f.rel.clone(),
-            size: f.size,
-            mtime_ms: f.mtime_ms,
-            etag: s.etag,
-            chunks: s.chunks,
-        })
-        .collect();
-    let request = StageOutPublish { files: staged, tag, rule, job };
-    let published: StageOutPublished =
-        api.json(Method::POST, &["catalog", "stage", "out", sid, "publish"], &request, "publishing", None).await?;
-    Ok((published, order.len() as u64, missing.len() as u64, to_send))
+    /// The first failure of the sends that ended, if any.
+    fn reap(&mut self) -> anyhow::Result<()> {
+        while let Some(done) = self.set.try_join_next() {
+            done.context("a sender failed").and_then(|r| r)?;
+        }
+        Ok(())
+    }
 }
 
 /// The files under `src`, sorted by path: symlinks followed (refused if they lead out of
@@ -1123,14 +1230,29 @@ fn walk_dir(
 /// of a stage-out's CPU.
 const FILES_PER_THREAD: usize = 8;
 
+/// A hashing thread stopped by another's failure, or by the end of the stage-out.
+#[derive(Debug, thiserror::Error)]
+#[error("hashing stopped")]
+struct HashingStopped;
+
+/// What the hashing threads tell as they go.
+enum Found {
+    /// Chunks just cut from file `file`, the first at `offset`: final, whatever follows.
+    Chunks { file: usize, offset: u64, chunks: Vec<StagedChunk> },
+    /// File `file` cut and hashed to its end, and unchanged.
+    Done { file: usize, scanned: Scanned },
+}
+
 /// Cuts and hashes every file on `parallel` threads (at most one per core), each taking
-/// [`FILES_PER_THREAD`] files at a time; the first failure stops the rest.
+/// [`FILES_PER_THREAD`] files at a time, telling `found` what they find as they go (its
+/// receiver gone stops them); the first failure stops the rest.
 fn scan_all(
     files: &[LocalFile],
     config: &ChunkerConfig,
     parallel: usize,
     progress: &Progress,
-) -> anyhow::Result<Vec<Scanned>> {
+    found: &tokio::sync::mpsc::UnboundedSender<Found>,
+) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = parallel.min(cores).min(files.len().div_ceil(FILES_PER_THREAD)).max(1);
     let next = AtomicUsize::new(0);
@@ -1146,7 +1268,13 @@ fn scan_all(
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         files.get(i).map(|file| (i, file))
                     };
-                    let scanned = scan_files(take, config, progress);
+                    let tell = |what: Found| {
+                        if failed.load(Ordering::Relaxed) {
+                            return Err(HashingStopped.into());
+                        }
+                        found.send(what).map_err(|_| HashingStopped.into())
+                    };
+                    let scanned = scan_files(take, tell, config, progress);
                     if scanned.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -1156,24 +1284,29 @@ fn scan_all(
             .collect();
         workers.into_iter().map(|w| w.join().expect("a hashing thread panicked")).collect::<Vec<_>>()
     });
-    let mut all: Vec<Option<Scanned>> = (0..files.len()).map(|_| None).collect();
+    // The first failure is the one that is not only "stopped" by another.
+    let mut first = None;
     for result in results {
-        for (i, scanned) in result? {
-            all[i] = Some(scanned);
+        if let Err(e) = result {
+            let stopped = e.is::<HashingStopped>();
+            if first.as_ref().is_none_or(|(was_stopped, _)| *was_stopped && !stopped) {
+                first = Some((stopped, e));
+            }
         }
     }
-    Ok(all.into_iter().map(|s| s.expect("every file scanned")).collect())
+    first.map_or(Ok(()), |(_, e)| Err(e))
 }
 
 /// Cuts and hashes the files `take` hands out, up to [`FILES_PER_THREAD`] at a time,
 /// each as the store's ingest would cut it (segments of [`SEGMENT_BYTES`], what a
 /// segment's cut points leave carried to the next): BLAKE3 per chunk, MD5 of it all.
+/// Tells `tell` the chunks of each segment as they are cut, and each file once done.
 fn scan_files<'f>(
     mut take: impl FnMut() -> Option<(usize, &'f LocalFile)>,
+    mut tell: impl FnMut(Found) -> anyhow::Result<()>,
     config: &ChunkerConfig,
     progress: &Progress,
-) -> anyhow::Result<Vec<(usize, Scanned)>> {
-    let mut done = Vec::new();
+) -> anyhow::Result<()> {
     let mut open: Vec<FileScan<'f>> = Vec::new();
     loop {
         while open.len() < FILES_PER_THREAD
@@ -1182,7 +1315,7 @@ fn scan_files<'f>(
             open.push(FileScan::open(index, file)?);
         }
         if open.is_empty() {
-            return Ok(done);
+            return Ok(());
         }
         let fresh: Vec<usize> = open.iter_mut().map(|scan| scan.fill(progress)).collect::<anyhow::Result<_>>()?;
         let (mut states, mut inputs) = (Vec::with_capacity(open.len()), Vec::with_capacity(open.len()));
@@ -1193,12 +1326,20 @@ fn scan_files<'f>(
         multi_md5::update_many(&mut states, &inputs);
         for scan in &mut open {
             scan.cut(config);
+            if scan.told < scan.chunks.len() {
+                let chunks = scan.chunks[scan.told..].to_vec();
+                let offset = scan.told_bytes;
+                scan.told = scan.chunks.len();
+                scan.told_bytes += chunks.iter().map(|c| c.len as u64).sum::<u64>();
+                tell(Found::Chunks { file: scan.index, offset, chunks })?;
+            }
         }
         let mut i = 0;
         while i < open.len() {
             if open[i].eof {
                 let scan = open.swap_remove(i);
-                done.push((scan.index, scan.finish()?));
+                let file = scan.index;
+                tell(Found::Done { file, scanned: scan.finish()? })?;
             } else {
                 i += 1;
             }
@@ -1215,6 +1356,9 @@ struct FileScan<'f> {
     /// Bytes read and not yet cut into chunks.
     carry: Vec<u8>,
     chunks: Vec<StagedChunk>,
+    /// Chunks told so far, and their bytes.
+    told: usize,
+    told_bytes: u64,
     size: u64,
     eof: bool,
 }
@@ -1229,6 +1373,8 @@ impl<'f> FileScan<'f> {
             md5: multi_md5::Md5State::new(),
             carry: Vec::with_capacity(SEGMENT_BYTES + (1 << 20)),
             chunks: Vec::new(),
+            told: 0,
+            told_bytes: 0,
             size: 0,
             eof: false,
         })
@@ -1343,8 +1489,26 @@ mod tests {
             let meta = fs::metadata(&path).unwrap();
             let file = LocalFile { rel: "f".into(), path, size: len as u64, mtime_ms: mtime_ms(&meta).unwrap() };
             let mut one = Some((0, &file));
-            let (_, scanned) =
-                scan_files(|| one.take(), &config, &Progress::new(true, "test", None)).unwrap().pop().unwrap();
+            let (mut told, mut done) = (Vec::new(), None);
+            let tell = |found| {
+                match found {
+                    Found::Chunks { file: 0, offset, chunks } => told.push((offset, chunks)),
+                    Found::Done { file: 0, scanned } => done = Some(scanned),
+                    _ => panic!("another file"),
+                }
+                Ok(())
+            };
+            scan_files(|| one.take(), tell, &config, &Progress::new(true, "test", None)).unwrap();
+            let scanned = done.expect("the file done");
+            // What was told as it went is the file's chunks, in order, at their offsets.
+            let mut at = 0u64;
+            let mut all = Vec::new();
+            for (offset, chunks) in told {
+                assert_eq!(offset, at, "{len}");
+                at += chunks.iter().map(|c| c.len as u64).sum::<u64>();
+                all.extend(chunks);
+            }
+            assert_eq!(all, scanned.chunks, "{len}");
             let whole = cut_points(&data[..len], &config, true);
             assert_eq!(scanned.chunks.iter().map(|c| c.len).collect::<Vec<_>>(), whole, "{len}");
             let mut offset = 0;
