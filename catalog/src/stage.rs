@@ -555,20 +555,11 @@ impl Stager {
                 if chunks.is_empty() {
                     skip = (offset - start) as usize;
                 }
-                chunks.push(*id);
+                chunks.push(ChunkRef { id: *id, len: *len });
             }
             start = end;
         }
-        let store = self.store().clone();
-        let stream = futures::stream::iter(chunks)
-            .map(move |id| {
-                let store = store.clone();
-                async move { store.read_chunk_by_id(&id).await?.ok_or(StoreError::MissingChunk(id)) }
-            })
-            .buffered(4)
-            .enumerate()
-            .map(move |(i, bytes)| bytes.map(|b| if i == 0 { b.slice(skip..) } else { b }));
-        Ok((file.size - offset, stream))
+        Ok((file.size - offset, self.store().read_chunks(chunks, skip)))
     }
 
     // ------------------------------------------------------------ stage-out

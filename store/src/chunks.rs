@@ -132,6 +132,11 @@ impl ChunkBackend {
             let path = root.join(Self::pack_path(pack).as_ref());
             return tokio::task::spawn_blocking(move || {
                 let file = std::fs::File::open(&path)?;
+                if (len as usize) < MAP_MIN_BYTES {
+                    let mut buffer = vec![0u8; len as usize];
+                    std::os::unix::fs::FileExt::read_exact_at(&file, &mut buffer, offset)?;
+                    return Ok(Bytes::from(buffer));
+                }
                 crate::mapped::map_range(&file, offset, len as usize)
             })
             .await
@@ -189,6 +194,11 @@ impl Drop for TempGuard {
         }
     }
 }
+
+/// Reads from this size on map the pack rather than copy it: a mapping costs two system
+/// calls and, once unmapped, a TLB flush on every core running the daemon, more than
+/// copying a single chunk's frame.
+const MAP_MIN_BYTES: usize = 256 << 10;
 
 /// Bytes a local pack buffers before writing them out.
 const LOCAL_WRITE_BYTES: usize = 1 << 20;

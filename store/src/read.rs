@@ -30,11 +30,29 @@ struct Run {
 }
 
 impl Store {
+    /// Streams the plain bytes of `chunks` in order from `skip` bytes into the first,
+    /// verified; neighbours in a pack are read together.
+    pub fn read_chunks(
+        self: &Arc<Self>,
+        chunks: Vec<ChunkRef>,
+        skip: usize,
+    ) -> impl futures::Stream<Item = Result<Bytes, StoreError>> + Send + 'static + use<> {
+        let pieces = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, chunk)| {
+                let from = if i == 0 { skip.min(chunk.len as usize) } else { 0 };
+                (chunk, from..chunk.len as usize)
+            })
+            .collect();
+        self.stream_chunks(pieces)
+    }
+
     /// Streams `pieces` (chunks and the slice of each wanted), verified.
     pub(crate) fn stream_chunks(
         self: &Arc<Self>,
         pieces: Vec<(ChunkRef, Range<usize>)>,
-    ) -> impl futures::Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
+    ) -> impl futures::Stream<Item = Result<Bytes, StoreError>> + Send + 'static + use<> {
         let windows: Vec<Vec<(ChunkRef, Range<usize>)>> = pieces.chunks(WINDOW_CHUNKS).map(<[_]>::to_vec).collect();
         let planner = self.clone();
         let reader = self.clone();

@@ -173,10 +173,11 @@ pub struct EndpointArgs {
     /// The job's id (else $SLURM_JOB_ID, else $FLUX_JOB_ID).
     #[arg(long)]
     pub job: Option<String>,
-    /// Files read (stage-in), or files hashed and chunk bodies sent (stage-out, at most 8
-    /// bodies), at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub parallel: u16,
+    /// Files read at once (stage-in, default 16: each file's fsync overlaps the others'
+    /// reads), or hashing threads and chunk bodies sent at once (stage-out, default 4; at
+    /// most one thread per core and 8 bodies of 16 MiB).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: Option<u16>,
     /// Print the result as JSON, and no progress.
     #[arg(long)]
     pub json: bool,

@@ -89,6 +89,13 @@ const SEGMENT_BYTES: usize = 2 << 20;
 /// bodies in memory stay small.
 const BODY_BYTES: usize = MAX_CHUNKS_BODY / 4;
 
+/// Files a stage-in reads at once, by default: each is fsynced before its rename, and
+/// with 4 at once the fsyncs left the daemon and the disk idle (1 GiB in 64 files: 1.19 s
+/// with 4, 0.87 s with 16).
+const STAGE_IN_PARALLEL: u16 = 16;
+/// Hashing threads (at most one per core) and chunk bodies in flight of a stage-out.
+const STAGE_OUT_PARALLEL: u16 = 4;
+
 /// Suffix of the file a stage-in writes before its rename.
 const PART_SUFFIX: &str = ".clusster-part";
 
@@ -508,7 +515,7 @@ pub(super) async fn stage_in(args: StageInArgs) -> anyhow::Result<()> {
     let files = Arc::new(answer.files);
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..(common.parallel as usize).min(files.len()).max(1) {
+    for _ in 0..(common.parallel.unwrap_or(STAGE_IN_PARALLEL) as usize).min(files.len()).max(1) {
         let (reader, files, next) = (reader.clone(), files.clone(), next.clone());
         workers.spawn(async move {
             loop {
@@ -951,7 +958,7 @@ async fn send_and_publish(
     let config =
         ChunkerConfig { min_bytes: session.chunk_min, avg_bytes: session.chunk_avg, max_bytes: session.chunk_max };
     config.validate().map_err(|e| anyhow!("the site cuts chunks in a way this client cannot: {e}"))?;
-    let parallel = common.parallel as usize;
+    let parallel = common.parallel.unwrap_or(STAGE_OUT_PARALLEL) as usize;
     let sid = session.session.as_str();
 
     let total: u64 = files.iter().map(|f| f.size).sum();
