@@ -533,6 +533,20 @@ pub(super) async fn stage_in(args: StageInArgs) -> anyhow::Result<()> {
         }
     }
     progress.finish();
+    // The renames made durable, each directory once, before saying the files are there
+    // (a crash before this leaves part files, which a run again renames).
+    let directories: std::collections::BTreeSet<PathBuf> =
+        files.iter().filter_map(|f| reader.dest.join(&f.path).parent().map(Path::to_path_buf)).collect();
+    tokio::task::spawn_blocking(move || {
+        for dir in directories {
+            // Not every filesystem can sync a directory; the files themselves are synced.
+            if let Ok(dir) = File::open(&dir) {
+                let _ = dir.sync_all();
+            }
+        }
+    })
+    .await
+    .context("syncing DEST's directories")?;
 
     let c = &reader.counters;
     let report = StagedIn {
@@ -733,13 +747,11 @@ async fn read_file(reader: &Reader, file: &StagedFile) -> anyhow::Result<()> {
     let (from, to) = (part.clone(), target.clone());
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         out.set_modified(mtime)?;
+        // Synced before the rename: a file under its own name is whole, whatever crashes.
+        // Its directory is synced once at the end, with the others'.
         out.sync_all()?;
         drop(out);
         fs::rename(&from, &to)?;
-        // The rename itself made durable, where the directory can be synced.
-        if let Ok(dir) = File::open(to.parent().unwrap_or(Path::new("."))) {
-            let _ = dir.sync_all();
-        }
         Ok(())
     })
     .await
