@@ -380,11 +380,23 @@ pub struct Stager {
 /// changed in four places sends 3.9 % of its bytes; at 32 KiB, about 2 %. The price is
 /// twice the chunk records per byte for staged data, and no dedup between staged files
 /// and the same bytes uploaded through S3 (cut at other points).
-pub fn stage_chunker(avg_bytes: u32) -> Result<ChunkerConfig, hw_offload::ChunkerConfigError> {
+pub fn stage_chunker(avg_bytes: u32) -> Result<ChunkerConfig, String> {
     let config = ChunkerConfig { min_bytes: avg_bytes / 4, avg_bytes, max_bytes: avg_bytes.saturating_mul(4) };
-    config.validate()?;
+    config.validate().map_err(|e| e.to_string())?;
+    // Clients cut 2 MiB segments as the store's ingest does: a chunk may not be longer.
+    if config.max_bytes > STAGE_CHUNK_MAX_BYTES {
+        return Err(format!(
+            "chunks of up to {} bytes: at most {} for staging (an average of {} or less)",
+            config.max_bytes,
+            STAGE_CHUNK_MAX_BYTES,
+            STAGE_CHUNK_MAX_BYTES / 4
+        ));
+    }
     Ok(config)
 }
+
+/// The longest chunk a stage-out client may be asked to cut: its segment.
+const STAGE_CHUNK_MAX_BYTES: u32 = 2 << 20;
 
 /// The average chunk size stage-out clients are asked to cut at, by default.
 pub const STAGE_CHUNK_AVG_BYTES: u32 = 32 << 10;

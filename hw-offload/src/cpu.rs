@@ -36,8 +36,11 @@ fn work_bytes(job: &Job) -> usize {
 /// A pool of threads running jobs in FIFO order.
 pub struct CpuEngine {
     queue: crossbeam_channel::Sender<Work>,
-    /// Jobs that only feed running digests, for the thread that batches them.
+    /// Jobs that only feed running digests, for the thread that batches them (see
+    /// [`to_digest_thread`]).
     digests: crossbeam_channel::Sender<Work>,
+    /// Whether this CPU has a multi-lane MD5 kernel, which is what batching is for.
+    batch_digests: bool,
     metrics: Arc<EngineMetrics>,
     /// codec contexts for the small batches run on the submitting thread; a submitter
     /// that finds it taken hands its batch to the pool instead of waiting
@@ -72,7 +75,8 @@ impl CpuEngine {
             .spawn(move || run_digests(worker, rx))
             .expect("spawn offload digest thread");
         let inline = Mutex::new(Worker::new(metrics.clone()));
-        Self { queue, digests, metrics, inline }
+        let batch_digests = md5::kernel_name() != "scalar";
+        Self { queue, digests, batch_digests, metrics, inline }
     }
 }
 
@@ -99,7 +103,7 @@ impl Engine for CpuEngine {
         }
         let batch = Batch::new(jobs.len(), tx);
         for (index, job) in jobs.into_iter().enumerate() {
-            let queue = if is_lone_digest(&job) { &self.digests } else { &self.queue };
+            let queue = if self.batch_digests && to_digest_thread(&job) { &self.digests } else { &self.queue };
             // Fails only when every worker is gone; the completion then reports EngineGone.
             let _ = queue.send(Work { job, batch: batch.clone(), index });
         }
@@ -327,6 +331,14 @@ impl Worker {
         }
         Ok(out)
     }
+}
+
+/// A job for the digest thread: one that only feeds running digests, whose work besides
+/// MD5 is at most CRCs. One thread batches them for every upload of the process; a
+/// stream that also computes SHA-256 runs in the pool, as does everything on a CPU
+/// without a multi-lane kernel.
+fn to_digest_thread(job: &Job) -> bool {
+    is_lone_digest(job) && matches!(job.steps.first(), Some(Step::Digest(state)) if state.only_crcs())
 }
 
 /// A job that only feeds plain data to running digests.

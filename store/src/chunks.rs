@@ -197,8 +197,9 @@ impl Drop for TempGuard {
 
 /// Reads from this size on map the pack rather than copy it: a mapping costs two system
 /// calls and, once unmapped, a TLB flush on every core running the daemon, more than
-/// copying a single chunk's frame.
-const MAP_MIN_BYTES: usize = 256 << 10;
+/// copying a single chunk's frame (at most 256 KiB with the default chunk sizes): reads
+/// of whole runs of neighbouring chunks map, single chunks copy.
+const MAP_MIN_BYTES: usize = 512 << 10;
 
 /// Bytes a local pack buffers before writing them out.
 const LOCAL_WRITE_BYTES: usize = 1 << 20;
@@ -250,7 +251,15 @@ impl PackWriter {
                     self.write_pending().await?;
                 }
             }
-            Sink::Remote { frames, .. } => frames.extend(pieces),
+            // Kept until the pack is sealed: joined into a buffer of their own, so that a
+            // payload does not hold the whole body segment it was cut from.
+            Sink::Remote { frames, .. } => {
+                let mut frame = bytes::BytesMut::with_capacity(len);
+                for piece in &pieces {
+                    frame.extend_from_slice(piece);
+                }
+                frames.push(frame.freeze());
+            }
         }
         Ok(())
     }

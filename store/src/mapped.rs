@@ -6,7 +6,12 @@
 //! and renamed into place once complete, and GC deletes whole files (a mapping keeps a
 //! deleted file's data alive). The range is checked against the file's size when it is
 //! mapped; a pack truncated behind the daemon's back while a read holds its mapping
-//! would fault the process, as it would any database that maps its files.
+//! would fault the process, as it would any database that maps its files. So would a
+//! disk error on a page while it is mapped, which a copying read reports as an error
+//! (and the chunk is then quarantined and repaired). Only reads of whole runs of chunks
+//! map; a single chunk's read (the scrubber's, a repair's, a transfer's) copies unless
+//! the store was configured for chunks over 512 KiB (`MAP_MIN_BYTES` in `chunks.rs`).
+//! Only local packs are mapped, never a network object store's.
 
 use bytes::Bytes;
 use std::fs::File;

@@ -581,6 +581,7 @@ stage_chunk_avg_bytes = {stage_avg}
             anyhow::bail!("[catalog] checkpoint_every must be 1 or more events");
         }
         let stage_chunker = catalog::stage::stage_chunker(self.catalog.stage_chunk_avg_bytes)
+            .map_err(anyhow::Error::msg)
             .with_context(|| format!("[catalog] stage_chunk_avg_bytes = {}", self.catalog.stage_chunk_avg_bytes))?;
         let s = self.store;
         let mut store = StoreConfig::new(&data_dir);

@@ -102,6 +102,11 @@ fn bad_configs_are_usage_errors_with_the_reason() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("stage_chunk_avg_bytes = 40000") && err.contains("power of two"), "{err}");
+    std::fs::write(&config, "[catalog]\nstage_chunk_avg_bytes = 1048576\n").unwrap();
+    let out = clusster(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("at most 2097152 for staging"), "{err}");
 
     std::fs::write(&config, "[stroe]\n").unwrap();
     let out = clusster(&["serve", "--config", config.to_str().unwrap()]);

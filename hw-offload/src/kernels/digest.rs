@@ -205,6 +205,15 @@ impl StreamDigests {
         self.bytes += data.len() as u64;
     }
 
+    /// Whether every checksum besides MD5 is a CRC, cheap next to MD5. The CPU engine
+    /// batches the MD5s of such streams on one thread; a stream that also computes SHA-1
+    /// or SHA-256 would load that thread with work it cannot batch.
+    pub fn only_crcs(&self) -> bool {
+        self.checksums
+            .iter()
+            .all(|(algo, _)| matches!(algo, ChecksumAlgo::Crc32 | ChecksumAlgo::Crc32c | ChecksumAlgo::Crc64Nvme))
+    }
+
     /// How many bytes were fed.
     pub fn bytes(&self) -> u64 {
         self.bytes

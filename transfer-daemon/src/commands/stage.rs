@@ -533,8 +533,9 @@ pub(super) async fn stage_in(args: StageInArgs) -> anyhow::Result<()> {
         }
     }
     progress.finish();
-    // The renames made durable, each directory once, before saying the files are there
-    // (a crash before this leaves part files, which a run again renames).
+    // The renames made durable, each directory once, before saying the files are there.
+    // A crash before this may lose renames (and part files): a run again fetches what it
+    // does not find whole under its own name.
     let directories: std::collections::BTreeSet<PathBuf> =
         files.iter().filter_map(|f| reader.dest.join(&f.path).parent().map(Path::to_path_buf)).collect();
     tokio::task::spawn_blocking(move || {
@@ -1286,9 +1287,10 @@ enum Found {
     Done { file: usize, scanned: Scanned },
 }
 
-/// Cuts and hashes every file on `parallel` threads (at most one per core), each taking
-/// [`FILES_PER_THREAD`] files at a time, telling `found` what they find as they go (its
-/// receiver gone stops them); the first failure stops the rest.
+/// Cuts and hashes every file on `parallel` threads (at most one per core and one per
+/// file), each taking up to [`FILES_PER_THREAD`] files at a time (fewer when there are
+/// few files, so that every thread has some), telling `found` what they find as they go
+/// (its receiver gone stops them); the first failure stops the rest.
 fn scan_all(
     files: &[LocalFile],
     config: &ChunkerConfig,
@@ -1297,7 +1299,8 @@ fn scan_all(
     found: &tokio::sync::mpsc::UnboundedSender<Found>,
 ) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = parallel.min(cores).min(files.len().div_ceil(FILES_PER_THREAD)).max(1);
+    let threads = parallel.min(cores).min(files.len()).max(1);
+    let at_once = files.len().div_ceil(threads).clamp(1, FILES_PER_THREAD);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let results = std::thread::scope(|s| {
@@ -1317,7 +1320,7 @@ fn scan_all(
                         }
                         found.send(what).map_err(|_| HashingStopped.into())
                     };
-                    let scanned = scan_files(take, tell, config, progress);
+                    let scanned = scan_files(take, tell, at_once, config, progress);
                     if scanned.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -1340,19 +1343,20 @@ fn scan_all(
     first.map_or(Ok(()), |(_, e)| Err(e))
 }
 
-/// Cuts and hashes the files `take` hands out, up to [`FILES_PER_THREAD`] at a time,
+/// Cuts and hashes the files `take` hands out, up to `at_once` at a time,
 /// each as the store's ingest would cut it (segments of [`SEGMENT_BYTES`], what a
 /// segment's cut points leave carried to the next): BLAKE3 per chunk, MD5 of it all.
 /// Tells `tell` the chunks of each segment as they are cut, and each file once done.
 fn scan_files<'f>(
     mut take: impl FnMut() -> Option<(usize, &'f LocalFile)>,
     mut tell: impl FnMut(Found) -> anyhow::Result<()>,
+    at_once: usize,
     config: &ChunkerConfig,
     progress: &Progress,
 ) -> anyhow::Result<()> {
     let mut open: Vec<FileScan<'f>> = Vec::new();
     loop {
-        while open.len() < FILES_PER_THREAD
+        while open.len() < at_once
             && let Some((index, file)) = take()
         {
             open.push(FileScan::open(index, file)?);
@@ -1541,7 +1545,7 @@ mod tests {
                 }
                 Ok(())
             };
-            scan_files(|| one.take(), tell, &config, &Progress::new(true, "test", None)).unwrap();
+            scan_files(|| one.take(), tell, 1, &config, &Progress::new(true, "test", None)).unwrap();
             let scanned = done.expect("the file done");
             // What was told as it went is the file's chunks, in order, at their offsets.
             let mut at = 0u64;
