@@ -28,9 +28,10 @@ enum Kernel {
 }
 
 impl Kernel {
-    /// The widest one here.
+    /// The widest one here (found once: every batch asks).
     fn best() -> Self {
-        Self::available().pop().expect("the scalar kernel runs anywhere")
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| Self::available().pop().expect("the scalar kernel runs anywhere"))
     }
 
     /// Every kernel this CPU can run, narrowest first.
