@@ -34,6 +34,7 @@ use super::UsageError;
 use super::dataset::parse_duration;
 use crate::cli::{EndpointArgs, StageInArgs, StageOutArgs};
 use anyhow::{Context, anyhow};
+use bytes::{Bytes, BytesMut};
 use catalog::stage::{
     ChunkList, ChunksStored, MAX_ASKED, MAX_CHUNKS_BODY, StageInAnswer, StageInRequest, StageInState, StageOutPublish,
     StageOutPublished, StageOutRequest, StageOutSession, StagedChunk, StagedFile,
@@ -44,10 +45,9 @@ use hw_offload::{ChunkId, ChunkerConfig};
 use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, IsTerminal, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,9 +81,10 @@ pub struct TimedOut(pub String);
 /// How often a file's request is tried again after a bad chunk, or a broken answer.
 const RETRIES: u32 = 3;
 
-/// Bytes the store's ingest cuts at once (`store::ingest`'s `SEGMENT_BYTES`): the same
-/// segments give the same cut points (any segments of at least `max_bytes` would).
-const SEGMENT_BYTES: usize = 2 << 20;
+/// Bytes of a file read and cut at once, or the site's largest chunk if more: segments of
+/// at least `max_bytes` give the cut points of the whole file (a cut depends only on the
+/// bytes from the chunk's start to at most `max_bytes` on).
+const SEGMENT_BYTES: usize = 1 << 20;
 
 /// Largest `chunks` body sent: a quarter of what the site takes, so that `--parallel`
 /// bodies in memory stay small.
@@ -1024,8 +1025,8 @@ async fn send_and_publish(
     Ok((published, chunks, chunks_sent, bytes_sent))
 }
 
-/// A chunk to send: its id, file, offset and length.
-type Record = (ChunkId, usize, u64, u32);
+/// A chunk to send: its id and its bytes, kept as they were read and hashed.
+type Record = (ChunkId, Bytes);
 
 /// Chunks not yet asked about: a batch is asked once this many bytes of them wait (or
 /// [`MAX_ASKED`] of them, or the hashing ended), or a quarter of it while nothing is
@@ -1045,7 +1046,9 @@ async fn scan_and_send(
     hashing: &Progress,
     sending: &Progress,
 ) -> anyhow::Result<(Vec<Scanned>, u64, u64, u64)> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // Bounded, as the sends are: what is read waits in memory until it is sent or found
+    // present, so the hashing waits for a slow network rather than hold every file.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(FOUND_QUEUE);
     let (shared, shown) = (files.clone(), hashing.clone());
     // Its sender goes with it: the channel closes once the hashing ends.
     let mut scan = Some(tokio::task::spawn_blocking(move || scan_all(&shared, &config, parallel, &shown, &tx)));
@@ -1053,31 +1056,33 @@ async fn scan_and_send(
     let mut seen: HashSet<ChunkId> = HashSet::new();
     let (mut pending, mut pending_bytes): (Vec<Record>, u64) = (Vec::new(), 0);
     let (mut body, mut body_bytes): (Vec<Record>, usize) = (Vec::new(), 0);
+    let in_flight = parallel.clamp(1, 8);
     let mut sends = Sends {
         set: tokio::task::JoinSet::new(),
-        semaphore: Arc::new(tokio::sync::Semaphore::new(parallel.clamp(1, 8))),
+        semaphore: Arc::new(tokio::sync::Semaphore::new(in_flight)),
         url: api.url(["catalog", "stage", "out", sid, "chunks"]),
-        files: files.clone(),
         progress: sending.clone(),
         chunks: 0,
         bytes: 0,
     };
     let mut found = |what: Found, pending: &mut Vec<Record>, pending_bytes: &mut u64| match what {
-        Found::Chunks { file, mut offset, chunks } => {
+        Found::Chunks { chunks, data } => {
+            let mut at = 0;
             for c in chunks {
+                let end = at + c.len as usize;
                 if seen.insert(c.id) {
-                    pending.push((c.id, file, offset, c.len));
+                    pending.push((c.id, data.slice(at..end)));
                     *pending_bytes += c.len as u64;
                 }
-                offset += c.len as u64;
+                at = end;
             }
         }
         Found::Done { file, scanned: s } => scanned[file] = Some(s),
     };
     let mut hashed = false;
     loop {
-        // What the hashing found meanwhile.
-        while !hashed {
+        // What the hashing found meanwhile, unless bodies already wait for their turn.
+        while !hashed && sends.set.len() <= in_flight {
             match rx.try_recv() {
                 Ok(what) => found(what, &mut pending, &mut pending_bytes),
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
@@ -1108,17 +1113,14 @@ async fn scan_and_send(
                     )
                     .await?;
                 // Only chunks asked about are sent, each once, whatever the answer names.
-                let mut asked: HashMap<ChunkId, Record> = part.iter().map(|&r| (r.0, r)).collect();
-                let mut missing: Vec<Record> = answer.chunks.iter().filter_map(|id| asked.remove(id)).collect();
-                missing.sort_by_key(|&(_, f, o, _)| (f, o));
-                // Bodies of whole records, read back from the files.
-                for record in missing {
-                    let len = 36 + record.3 as usize;
+                let missing: HashSet<ChunkId> = answer.chunks.into_iter().collect();
+                for record in part.iter().filter(|r| missing.contains(&r.0)) {
+                    let len = 36 + record.1.len();
                     if !body.is_empty() && body_bytes + len > BODY_BYTES {
                         sends.spawn(api, std::mem::take(&mut body));
                         body_bytes = 0;
                     }
-                    body.push(record);
+                    body.push(record.clone());
                     body_bytes += len;
                 }
                 sends.reap()?;
@@ -1133,7 +1135,7 @@ async fn scan_and_send(
             break;
         }
         tokio::select! {
-            what = rx.recv() => match what {
+            what = rx.recv(), if sends.set.len() <= in_flight => match what {
                 Some(what) => found(what, &mut pending, &mut pending_bytes),
                 None => hashed = true,
             },
@@ -1154,7 +1156,6 @@ struct Sends {
     set: tokio::task::JoinSet<anyhow::Result<()>>,
     semaphore: Arc<tokio::sync::Semaphore>,
     url: reqwest::Url,
-    files: Arc<Vec<LocalFile>>,
     progress: Progress,
     /// chunks and bytes handed out to send
     chunks: u64,
@@ -1162,20 +1163,18 @@ struct Sends {
 }
 
 impl Sends {
-    /// Sends `body` once a place is free, its records read back from the files then.
+    /// Sends `body` once a place is free.
     fn spawn(&mut self, api: &Api, body: Vec<Record>) {
-        let (count, bytes) = (body.len() as u64, body.iter().map(|r| r.3 as u64).sum::<u64>());
+        let (count, bytes) = (body.len() as u64, body.iter().map(|r| r.1.len() as u64).sum::<u64>());
         self.chunks += count;
         self.bytes += bytes;
         self.progress.grow(bytes);
-        let (semaphore, files, shown) = (self.semaphore.clone(), self.files.clone(), self.progress.clone());
+        let (semaphore, shown) = (self.semaphore.clone(), self.progress.clone());
         let request = api.http.post(self.url.clone()).header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
         let token = api.token.clone();
         self.set.spawn(async move {
             let _permit = semaphore.acquire_owned().await.expect("the semaphore stays open");
-            let data = tokio::task::spawn_blocking(move || read_records(&files, &body))
-                .await
-                .context("reading chunks back")??;
+            let data = reqwest::Body::wrap(RecordsBody::new(body));
             let response = request.bearer_auth(token).body(data).send().await.map_err(|e| {
                 TransferFailed(format!("sending chunks: cannot reach the site daemon: {:#}", anyhow::Error::from(e)))
             })?;
@@ -1270,9 +1269,13 @@ fn walk_dir(
 }
 
 /// Files one hashing thread cuts at once, their MD5s advanced together by the
-/// multi-buffer kernel ([`multi_md5`]): MD5, serial within a file, was half
-/// of a stage-out's CPU.
-const FILES_PER_THREAD: usize = 8;
+/// multi-buffer kernel ([`multi_md5`]), whose widest takes 16: MD5, serial within a
+/// file, was half of a stage-out's CPU.
+const FILES_PER_THREAD: usize = 16;
+
+/// What the hashing threads may have told and not yet been heard, at most: a segment
+/// of each file of two threads.
+const FOUND_QUEUE: usize = 2 * FILES_PER_THREAD;
 
 /// A hashing thread stopped by another's failure, or by the end of the stage-out.
 #[derive(Debug, thiserror::Error)]
@@ -1281,8 +1284,9 @@ struct HashingStopped;
 
 /// What the hashing threads tell as they go.
 enum Found {
-    /// Chunks just cut from file `file`, the first at `offset`: final, whatever follows.
-    Chunks { file: usize, offset: u64, chunks: Vec<StagedChunk> },
+    /// Chunks just cut from a file, following those told before, and their bytes: final,
+    /// whatever follows.
+    Chunks { chunks: Vec<StagedChunk>, data: Bytes },
     /// File `file` cut and hashed to its end, and unchanged.
     Done { file: usize, scanned: Scanned },
 }
@@ -1296,7 +1300,7 @@ fn scan_all(
     config: &ChunkerConfig,
     parallel: usize,
     progress: &Progress,
-    found: &tokio::sync::mpsc::UnboundedSender<Found>,
+    found: &tokio::sync::mpsc::Sender<Found>,
 ) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = parallel.min(cores).min(files.len()).max(1);
@@ -1318,7 +1322,7 @@ fn scan_all(
                         if failed.load(Ordering::Relaxed) {
                             return Err(HashingStopped.into());
                         }
-                        found.send(what).map_err(|_| HashingStopped.into())
+                        found.blocking_send(what).map_err(|_| HashingStopped.into())
                     };
                     let scanned = scan_files(take, tell, at_once, config, progress);
                     if scanned.is_err() {
@@ -1343,10 +1347,10 @@ fn scan_all(
     first.map_or(Ok(()), |(_, e)| Err(e))
 }
 
-/// Cuts and hashes the files `take` hands out, up to `at_once` at a time,
-/// each as the store's ingest would cut it (segments of [`SEGMENT_BYTES`], what a
-/// segment's cut points leave carried to the next): BLAKE3 per chunk, MD5 of it all.
-/// Tells `tell` the chunks of each segment as they are cut, and each file once done.
+/// Cuts and hashes the files `take` hands out, up to `at_once` at a time, in segments of
+/// [`SEGMENT_BYTES`] (what a segment's cut points leave carried to the next): BLAKE3 per
+/// chunk, MD5 of it all. Tells `tell` the chunks of each segment as they are cut, with
+/// their bytes, and each file once done.
 fn scan_files<'f>(
     mut take: impl FnMut() -> Option<(usize, &'f LocalFile)>,
     mut tell: impl FnMut(Found) -> anyhow::Result<()>,
@@ -1364,7 +1368,9 @@ fn scan_files<'f>(
         if open.is_empty() {
             return Ok(());
         }
-        let fresh: Vec<usize> = open.iter_mut().map(|scan| scan.fill(progress)).collect::<anyhow::Result<_>>()?;
+        let segment = SEGMENT_BYTES.max(config.max_bytes as usize);
+        let fresh: Vec<usize> =
+            open.iter_mut().map(|scan| scan.fill(segment, progress)).collect::<anyhow::Result<_>>()?;
         let (mut states, mut inputs) = (Vec::with_capacity(open.len()), Vec::with_capacity(open.len()));
         for (scan, &from) in open.iter_mut().zip(&fresh) {
             states.push(&mut scan.md5);
@@ -1372,13 +1378,11 @@ fn scan_files<'f>(
         }
         multi_md5::update_many(&mut states, &inputs);
         for scan in &mut open {
-            scan.cut(config);
+            let data = scan.cut(config, segment);
             if scan.told < scan.chunks.len() {
                 let chunks = scan.chunks[scan.told..].to_vec();
-                let offset = scan.told_bytes;
                 scan.told = scan.chunks.len();
-                scan.told_bytes += chunks.iter().map(|c| c.len as u64).sum::<u64>();
-                tell(Found::Chunks { file: scan.index, offset, chunks })?;
+                tell(Found::Chunks { chunks, data })?;
             }
         }
         let mut i = 0;
@@ -1400,12 +1404,11 @@ struct FileScan<'f> {
     file: &'f LocalFile,
     input: File,
     md5: multi_md5::Md5State,
-    /// Bytes read and not yet cut into chunks.
+    /// Bytes read and not yet cut into chunks (read into, never zeroed first).
     carry: Vec<u8>,
     chunks: Vec<StagedChunk>,
-    /// Chunks told so far, and their bytes.
+    /// Chunks told so far.
     told: usize,
-    told_bytes: u64,
     size: u64,
     eof: bool,
 }
@@ -1418,48 +1421,51 @@ impl<'f> FileScan<'f> {
             file,
             input,
             md5: multi_md5::Md5State::new(),
-            carry: Vec::with_capacity(SEGMENT_BYTES + (1 << 20)),
+            carry: Vec::new(),
             chunks: Vec::new(),
             told: 0,
-            told_bytes: 0,
             size: 0,
             eof: false,
         })
     }
 
-    /// Reads up to a segment's worth, or to the end; returns where the new bytes start.
-    fn fill(&mut self, progress: &Progress) -> anyhow::Result<usize> {
+    /// Reads up to `segment` bytes in all, or to the end; returns where the new bytes start.
+    fn fill(&mut self, segment: usize, progress: &Progress) -> anyhow::Result<usize> {
         let from = self.carry.len();
-        while !self.eof && self.carry.len() < SEGMENT_BYTES {
-            let have = self.carry.len();
-            self.carry.resize(SEGMENT_BYTES, 0);
-            let n = loop {
-                match self.input.read(&mut self.carry[have..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(anyhow!("reading {}: {e}", self.file.path.display())),
-                }
-            };
-            self.carry.truncate(have + n);
-            if n == 0 {
-                self.eof = true;
-            } else {
-                self.size += n as u64;
-                progress.inc(n as u64);
-            }
+        if !self.eof && from < segment {
+            self.carry.reserve_exact(segment - from);
+            let want = (segment - from) as u64;
+            // `Take` over `File` reads into the spare capacity as it is, without zeroing it.
+            let n = (&mut self.input)
+                .take(want)
+                .read_to_end(&mut self.carry)
+                .map_err(|e| anyhow!("reading {}: {e}", self.file.path.display()))?;
+            self.eof = (n as u64) < want;
+            self.size += n as u64;
+            progress.inc(n as u64);
         }
         Ok(from)
     }
 
-    /// Cuts what was read (all of it at the end of the file), hashing each chunk.
-    fn cut(&mut self, config: &ChunkerConfig) {
+    /// Cuts what was read (all of it at the end of the file), hashing each chunk; answers
+    /// with the bytes of the chunks cut, and carries the rest into a buffer of its own.
+    fn cut(&mut self, config: &ChunkerConfig, segment: usize) -> Bytes {
         let mut offset = 0usize;
         for len in cut_points(&self.carry, config, self.eof) {
             let end = offset + len as usize;
             self.chunks.push(StagedChunk { id: ChunkId::of(&self.carry[offset..end]), len });
             offset = end;
         }
-        self.carry.drain(..offset);
+        if offset == 0 {
+            return Bytes::new();
+        }
+        let rest = self.carry.len() - offset;
+        let capacity = if self.eof { rest } else { segment.max(rest) };
+        let mut cut = std::mem::replace(&mut self.carry, Vec::with_capacity(capacity));
+        self.carry.extend_from_slice(&cut[offset..]);
+        cut.truncate(offset);
+        // Its chunks go on being sent from this buffer; the file is read on into the next.
+        Bytes::from(cut)
     }
 
     fn finish(self) -> anyhow::Result<Scanned> {
@@ -1476,32 +1482,55 @@ impl<'f> FileScan<'f> {
     }
 }
 
-/// A `chunks` body: each record's id, length (u32 big-endian) and bytes, read back from
-/// the files and checked again (a file changed since it was hashed is refused).
-fn read_records(files: &[LocalFile], records: &[(ChunkId, usize, u64, u32)]) -> anyhow::Result<Vec<u8>> {
-    let size = records.iter().map(|r| 36 + r.3 as usize).sum();
-    let mut body = Vec::with_capacity(size);
-    let mut open: Option<(usize, File)> = None;
-    for &(id, f, offset, len) in records {
-        let file = &files[f];
-        if open.as_ref().is_none_or(|(at, _)| *at != f) {
-            let handle = File::open(&file.path).with_context(|| format!("opening {}", file.path.display()))?;
-            open = Some((f, handle));
+/// A `chunks` body: each record's id, length (u32 big-endian) and bytes, handed to the
+/// connection piece by piece as they are held, not copied into one buffer first.
+struct RecordsBody {
+    pieces: std::collections::VecDeque<Bytes>,
+    /// bytes of the pieces left
+    left: u64,
+}
+
+impl RecordsBody {
+    fn new(records: Vec<Record>) -> Self {
+        let mut headers = BytesMut::with_capacity(36 * records.len());
+        for (id, bytes) in &records {
+            headers.extend_from_slice(&id.0);
+            headers.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
         }
-        let (_, handle) = open.as_ref().expect("opened above");
-        body.extend_from_slice(&id.0);
-        body.extend_from_slice(&len.to_be_bytes());
-        let start = body.len();
-        body.resize(start + len as usize, 0);
-        handle.read_exact_at(&mut body[start..], offset).with_context(|| format!("reading {}", file.path.display()))?;
-        if ChunkId::of(&body[start..]) != id {
-            anyhow::bail!(
-                "{} changed while it was staged out: stage out again once it is written",
-                file.path.display()
-            );
+        let mut headers = headers.freeze();
+        let mut pieces = std::collections::VecDeque::with_capacity(2 * records.len());
+        for (_, bytes) in records {
+            pieces.push_back(headers.split_to(36));
+            pieces.push_back(bytes);
         }
+        let left = pieces.iter().map(|p| p.len() as u64).sum();
+        Self { pieces, left }
     }
-    Ok(body)
+}
+
+impl http_body::Body for RecordsBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let piece = self.pieces.pop_front();
+        if let Some(piece) = &piece {
+            self.left -= piece.len() as u64;
+        }
+        std::task::Poll::Ready(piece.map(|p| Ok(http_body::Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// Exact: the request carries a `Content-Length`.
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
 }
 
 #[cfg(test)]
@@ -1539,7 +1568,7 @@ mod tests {
             let (mut told, mut done) = (Vec::new(), None);
             let tell = |found| {
                 match found {
-                    Found::Chunks { file: 0, offset, chunks } => told.push((offset, chunks)),
+                    Found::Chunks { chunks, data } => told.push((chunks, data)),
                     Found::Done { file: 0, scanned } => done = Some(scanned),
                     _ => panic!("another file"),
                 }
@@ -1547,12 +1576,13 @@ mod tests {
             };
             scan_files(|| one.take(), tell, 1, &config, &Progress::new(true, "test", None)).unwrap();
             let scanned = done.expect("the file done");
-            // What was told as it went is the file's chunks, in order, at their offsets.
-            let mut at = 0u64;
+            // What was told as it went is the file's chunks, in order, with their bytes.
+            let mut at = 0;
             let mut all = Vec::new();
-            for (offset, chunks) in told {
-                assert_eq!(offset, at, "{len}");
-                at += chunks.iter().map(|c| c.len as u64).sum::<u64>();
+            for (chunks, bytes) in told {
+                let end = at + chunks.iter().map(|c| c.len as usize).sum::<usize>();
+                assert!(bytes[..] == data[at..end], "{len}");
+                at = end;
                 all.extend(chunks);
             }
             assert_eq!(all, scanned.chunks, "{len}");
