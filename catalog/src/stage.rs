@@ -264,6 +264,42 @@ pub fn parse_rule(text: &str) -> Result<(u32, String), String> {
 mod tests {
     use super::*;
 
+    /// Records come out the same however the body is cut into frames, slices of the
+    /// frames where they are whole in one; a bad length is refused wherever it falls.
+    #[test]
+    fn records_come_out_whole_however_the_body_is_framed() {
+        let chunks: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![i; 40 * i as usize]).collect();
+        let mut body = Vec::new();
+        for c in &chunks {
+            body.extend_from_slice(&ChunkId::of(c).0);
+            body.extend_from_slice(&(c.len() as u32).to_be_bytes());
+            body.extend_from_slice(c);
+        }
+        for frame_len in [1, 7, 35, 36, 37, 76, 100, 1000, body.len()] {
+            let mut reader = RecordReader { partial: BytesMut::new(), max_chunk: 200 };
+            let mut got = Vec::new();
+            for frame in body.chunks(frame_len) {
+                let mut frame = Bytes::copy_from_slice(frame);
+                while let Some((id, bytes)) = reader.next(&mut frame).unwrap() {
+                    got.push((id, bytes.to_vec()));
+                }
+                assert!(frame.is_empty(), "{frame_len}: a frame used up");
+            }
+            assert!(reader.partial.is_empty(), "{frame_len}");
+            let want: Vec<_> = chunks.iter().map(|c| (ChunkId::of(c), c.clone())).collect();
+            assert_eq!(got, want, "{frame_len}");
+        }
+        let too_long = [&[0u8; 32][..], &201u32.to_be_bytes()].concat();
+        for frame_len in [1, 36] {
+            let mut reader = RecordReader { partial: BytesMut::new(), max_chunk: 200 };
+            let refused = too_long.chunks(frame_len).find_map(|frame| {
+                let mut frame = Bytes::copy_from_slice(frame);
+                reader.next(&mut frame).err()
+            });
+            assert!(refused.expect("refused").to_string().contains("201 bytes"), "{frame_len}");
+        }
+    }
+
     #[test]
     fn rules_read_as_written() {
         assert_eq!(parse_rule("2 copies on tier=hpc"), Ok((2, "tier=hpc".into())));
@@ -771,61 +807,41 @@ impl Stager {
         let s = self.session(id, project).await?;
         let mut sink = self.store().chunk_sink(s.transfer);
         let mut stored = ChunksStored { chunks: 0, bytes: 0 };
-        let mut buffer = BytesMut::new();
         let mut total = 0usize;
         // Chunks are cut as this site asks stage-out clients to, or as its store cuts.
         let max_chunk = self.chunker.max_bytes.max(self.store().config().chunker.max_bytes) as usize;
+        let mut records = RecordReader { partial: BytesMut::new(), max_chunk };
         futures::pin_mut!(body);
         let mut received = Vec::new();
         // Chunks being hashed and compressed on the offload engine, stored in order.
         let mut hashing: std::collections::VecDeque<(hw_offload::ChunkId, store::ingest::PlainChunkJob)> =
             std::collections::VecDeque::new();
-        loop {
-            // A whole record in the buffer: store it.
-            if buffer.len() >= 36 {
-                let len = u32::from_be_bytes(buffer[32..36].try_into().expect("4 bytes")) as usize;
-                if len == 0 || len > max_chunk {
-                    return Err(CatalogError::Refused(format!(
-                        "a chunk of {len} bytes: chunks are 1 to {max_chunk} bytes here"
-                    ))
-                    .into());
-                }
-                if buffer.len() >= 36 + len {
-                    let chunk_id = hw_offload::ChunkId(buffer[..32].try_into().expect("32 bytes"));
-                    buffer.advance(36);
-                    let bytes = buffer.split_to(len).freeze();
-                    hashing.push_back((chunk_id, self.store().start_plain_chunk(bytes)));
-                    if hashing.len() >= CHUNKS_HASHED_AT_ONCE {
-                        let (chunk_id, job) = hashing.pop_front().expect("not empty");
-                        self.store().keep_plain_chunk(&mut sink, chunk_id, job).await?;
-                        received.push(chunk_id);
-                    }
-                    stored.chunks += 1;
-                    stored.bytes += len as u64;
-                    continue;
+        while let Some(frame) = body.next().await {
+            let mut frame = frame.map_err(|e| CatalogError::Refused(format!("reading the body: {e}")))?;
+            total += frame.len();
+            if total > MAX_CHUNKS_BODY {
+                return Err(CatalogError::Refused(format!(
+                    "a body of more than {MAX_CHUNKS_BODY} bytes: send the chunks in several requests"
+                ))
+                .into());
+            }
+            while let Some((chunk_id, bytes)) = records.next(&mut frame)? {
+                stored.chunks += 1;
+                stored.bytes += bytes.len() as u64;
+                hashing.push_back((chunk_id, self.store().start_plain_chunk(bytes)));
+                if hashing.len() >= CHUNKS_HASHED_AT_ONCE {
+                    let (chunk_id, job) = hashing.pop_front().expect("not empty");
+                    self.store().keep_plain_chunk(&mut sink, chunk_id, job).await?;
+                    received.push(chunk_id);
                 }
             }
-            match body.next().await {
-                Some(Ok(bytes)) => {
-                    total += bytes.len();
-                    if total > MAX_CHUNKS_BODY {
-                        return Err(CatalogError::Refused(format!(
-                            "a body of more than {MAX_CHUNKS_BODY} bytes: send the chunks in several requests"
-                        ))
-                        .into());
-                    }
-                    buffer.extend_from_slice(&bytes);
-                }
-                Some(Err(e)) => return Err(CatalogError::Refused(format!("reading the body: {e}")).into()),
-                None if buffer.is_empty() => break,
-                None => {
-                    return Err(CatalogError::Refused(format!(
-                        "the body ends {} bytes into a record: send whole records (id, u32 length, bytes)",
-                        buffer.len()
-                    ))
-                    .into());
-                }
-            }
+        }
+        if !records.partial.is_empty() {
+            return Err(CatalogError::Refused(format!(
+                "the body ends {} bytes into a record: send whole records (id, u32 length, bytes)",
+                records.partial.len()
+            ))
+            .into());
         }
         for (chunk_id, job) in hashing {
             self.store().keep_plain_chunk(&mut sink, chunk_id, job).await?;
@@ -956,5 +972,55 @@ impl Stager {
         self.sessions.lock().remove(id);
         self.store().release_transfer(s.transfer).await?;
         Ok(())
+    }
+}
+
+/// Splits a `chunks` body into its records as its frames come: a record whole in a frame
+/// is a slice of it; only a record split across frames is copied, to put it together.
+struct RecordReader {
+    /// the start of a record the frames so far have cut short
+    partial: BytesMut,
+    max_chunk: usize,
+}
+
+impl RecordReader {
+    /// The next record, from what came before and `frame`; `None` once `frame` is used up.
+    fn next(&mut self, frame: &mut Bytes) -> Result<Option<(ChunkId, Bytes)>, CatalogError> {
+        if self.partial.is_empty() && frame.len() >= 36 {
+            let len = self.length(&frame[32..36])?;
+            if frame.len() >= 36 + len {
+                let id = ChunkId(frame[..32].try_into().expect("32 bytes"));
+                frame.advance(36);
+                return Ok(Some((id, frame.split_to(len))));
+            }
+        }
+        if self.partial.len() < 36 {
+            let header = (36 - self.partial.len()).min(frame.len());
+            self.partial.extend_from_slice(&frame.split_to(header));
+            if self.partial.len() < 36 {
+                return Ok(None);
+            }
+        }
+        let len = self.length(&self.partial[32..36])?;
+        let rest = (36 + len - self.partial.len()).min(frame.len());
+        self.partial.extend_from_slice(&frame.split_to(rest));
+        if self.partial.len() < 36 + len {
+            return Ok(None);
+        }
+        let mut record = self.partial.split().freeze();
+        let id = ChunkId(record[..32].try_into().expect("32 bytes"));
+        record.advance(36);
+        Ok(Some((id, record)))
+    }
+
+    fn length(&self, field: &[u8]) -> Result<usize, CatalogError> {
+        let len = u32::from_be_bytes(field.try_into().expect("4 bytes")) as usize;
+        if len == 0 || len > self.max_chunk {
+            return Err(CatalogError::Refused(format!(
+                "a chunk of {len} bytes: chunks are 1 to {} bytes here",
+                self.max_chunk
+            )));
+        }
+        Ok(len)
     }
 }
