@@ -35,6 +35,15 @@ const CHUNKS_HASHED_AT_ONCE: usize = 16;
 /// A stage-out session with no request for this long is dropped, and what it sent with it.
 pub const SESSION_IDLE_SECS: u64 = 600;
 
+/// Stage-out sessions one project may have open at once: each holds memory and chunks
+/// until it ends or goes idle.
+pub const MAX_SESSIONS_PER_PROJECT: usize = 16;
+
+/// Chunk ids one stage-out session may name, asked about and sent (an honest client
+/// names each distinct chunk at most twice): what the session remembers stays bounded.
+/// At the default 32 KiB chunks, a tree of 128 GiB or more.
+pub const MAX_SESSION_CHUNKS: u64 = 1 << 23;
+
 /// `POST /catalog/stage/in`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -340,6 +349,9 @@ pub enum StageError {
     /// this site's disk is full
     #[error("{0}")]
     NoSpace(String),
+    /// a limit on what one project or session may hold here was reached
+    #[error("{0}")]
+    TooMany(String),
     /// the request does not fit the session's state
     #[error("{0}")]
     Conflict(String),
@@ -392,7 +404,24 @@ struct SessionState {
     allowed: HashSet<hw_offload::ChunkId>,
     /// the chunks the project may read here through the dataset's namespace's versions
     readable: Option<Arc<HashSet<hw_offload::ChunkId>>>,
+    /// chunk ids named so far, asked about and sent: at most [`MAX_SESSION_CHUNKS`]
+    named: u64,
     last_used: Instant,
+}
+
+impl SessionState {
+    /// Counts `more` chunk ids named, unless that goes past [`MAX_SESSION_CHUNKS`].
+    fn name_chunks(&mut self, more: u64) -> Result<(), StageError> {
+        if self.named + more > MAX_SESSION_CHUNKS {
+            return Err(StageError::TooMany(format!(
+                "this stage-out session has named {} chunks, and may name {MAX_SESSION_CHUNKS} in all: \
+                 stage the tree out as several datasets, or in a new session",
+                self.named
+            )));
+        }
+        self.named += more;
+        Ok(())
+    }
 }
 
 type SessionLock = Arc<tokio::sync::RwLock<Session>>;
@@ -405,7 +434,8 @@ pub struct Stager {
     sync: Option<Arc<CatalogSync>>,
     replicator: Option<Arc<dyn Replicator>>,
     fetching: parking_lot::Mutex<HashMap<VersionId, Fetch>>,
-    sessions: parking_lot::Mutex<HashMap<String, SessionLock>>,
+    /// by id, with the project that owns each
+    sessions: parking_lot::Mutex<HashMap<String, (String, SessionLock)>>,
 }
 
 /// The chunks stage-out clients cut, from their average size: a quarter of it at least,
@@ -644,12 +674,23 @@ impl Stager {
                 pin: self.store().transfer_pin(),
                 allowed: HashSet::new(),
                 readable: None,
+                named: 0,
                 last_used: Instant::now(),
             }),
             ended: false,
         };
         let id = hex::encode(id);
-        self.sessions.lock().insert(id.clone(), Arc::new(tokio::sync::RwLock::new(session)));
+        {
+            let mut sessions = self.sessions.lock();
+            let open = sessions.values().filter(|(owner, _)| owner == project).count();
+            if open >= MAX_SESSIONS_PER_PROJECT {
+                return Err(StageError::TooMany(format!(
+                    "project {project:?} has {open} stage-out sessions open here, the most it may: \
+                     let some end (or abort them), or wait {SESSION_IDLE_SECS} s for idle ones to go"
+                )));
+            }
+            sessions.insert(id.clone(), (project.to_owned(), Arc::new(tokio::sync::RwLock::new(session))));
+        }
         let chunker = &self.chunker;
         Ok(StageOutSession {
             session: id,
@@ -660,17 +701,18 @@ impl Stager {
     }
 
     /// Lets go of sessions nobody used for [`SESSION_IDLE_SECS`], and what they brought.
-    async fn drop_idle(&self) {
+    /// Runs at each open and every minute or so (the daemon's sweep).
+    pub async fn drop_idle(&self) {
         let idle: Vec<SessionLock> = {
             let mut sessions = self.sessions.lock();
             let cutoff = Duration::from_secs(SESSION_IDLE_SECS);
             // A session with a request in flight is not idle, whatever its last use.
             let stale: Vec<String> = sessions
                 .iter()
-                .filter(|(_, s)| s.try_write().is_ok_and(|s| s.state.lock().last_used.elapsed() > cutoff))
+                .filter(|(_, (_, s))| s.try_write().is_ok_and(|s| s.state.lock().last_used.elapsed() > cutoff))
                 .map(|(id, _)| id.clone())
                 .collect();
-            stale.iter().filter_map(|id| sessions.remove(id)).collect()
+            stale.iter().filter_map(|id| sessions.remove(id)).map(|(_, s)| s).collect()
         };
         for session in idle {
             let mut s = session.write().await;
@@ -683,20 +725,16 @@ impl Stager {
 
     /// The session `id`, if `project` (`None`: the operator) owns it.
     fn find_session(&self, id: &str) -> Result<SessionLock, StageError> {
-        let session = self.sessions.lock().get(id).cloned();
-        Ok(session.ok_or_else(|| {
-            CatalogError::NotFound(format!("no stage-out session {id:?} here (it ended, or was idle too long)"))
-        })?)
+        let session = self.sessions.lock().get(id).map(|(_, s)| s.clone());
+        Ok(session.ok_or_else(|| no_session(id))?)
     }
 
     /// Checks a session once its lock is held (ended meanwhile, or another project's).
     fn check_session(session: &Session, id: &str, project: Option<&str>) -> Result<(), StageError> {
-        if session.ended {
-            return Err(CatalogError::NotFound(format!("stage-out session {id:?} has ended")).into());
-        }
-        if project.is_some_and(|project| session.project != project) {
-            // Said as for a session that does not exist: its id tells nothing to others.
-            return Err(CatalogError::NotFound(format!("no stage-out session {id:?} of this project")).into());
+        // Another project's, or ended, is said as for a session that does not exist:
+        // an id tells nothing to others.
+        if session.ended || project.is_some_and(|project| session.project != project) {
+            return Err(no_session(id).into());
         }
         session.state.lock().last_used = Instant::now();
         Ok(())
@@ -736,6 +774,7 @@ impl Stager {
             return Err(CatalogError::Refused(format!("{} chunk ids, at most {MAX_ASKED} at once", ids.len())).into());
         }
         let s = self.session(id, project).await?;
+        s.state.lock().name_chunks(ids.len() as u64)?;
         let store = self.store().clone();
         let indexed = store.hold_chunks(&mut s.state.lock().pin, &ids)?;
         // The namespace may have been created for another project since the session opened:
@@ -826,6 +865,7 @@ impl Stager {
                 .into());
             }
             while let Some((chunk_id, bytes)) = records.next(&mut frame)? {
+                s.state.lock().name_chunks(1)?;
                 stored.chunks += 1;
                 stored.bytes += bytes.len() as u64;
                 hashing.push_back((chunk_id, self.store().start_plain_chunk(bytes)));
@@ -973,6 +1013,14 @@ impl Stager {
         self.store().release_transfer(s.transfer).await?;
         Ok(())
     }
+}
+
+/// The answer for a session that is not there for the caller: never was, ended, or is
+/// another project's, said alike.
+fn no_session(id: &str) -> CatalogError {
+    CatalogError::NotFound(format!(
+        "no stage-out session {id:?} of this project here (it ended, or was idle for {SESSION_IDLE_SECS} s)"
+    ))
 }
 
 /// Splits a `chunks` body into its records as its frames come: a record whole in a frame

@@ -204,7 +204,9 @@ impl Store {
             .collect()
     }
 
-    /// Starts receiving chunks for `transfer`.
+    /// Starts receiving chunks for `transfer`. A transfer that is to resume after a
+    /// restart saves its record first ([`Store::save_transfer`]); the chunks of one that
+    /// did not are let go at the next start ([`Store::release_unrecorded_transfers`]).
     pub fn chunk_sink(self: &Arc<Self>, transfer: TransferId) -> ChunkSink {
         ChunkSink {
             store: self.clone(),
@@ -247,6 +249,37 @@ impl Store {
         self.stage_release(&mut batch, &transfer, &self.transfer_markers(&transfer)?, &mut deltas);
         batch.add_refs(deltas);
         self.commit(batch).await
+    }
+
+    /// Releases the transfers that hold received chunks but saved no record
+    /// ([`Store::save_transfer`]): nothing can resume them after a restart (a stage-out
+    /// session lives in memory only), so nothing would ever commit or release them and
+    /// their chunks would never become garbage. Answers how many were released. Call it
+    /// at start, before anything receives into a transfer that saves no record.
+    pub async fn release_unrecorded_transfers(&self) -> Result<usize, StoreError> {
+        let mut holding = Vec::new();
+        let mut from = Vec::new();
+        // One seek per transfer, past its markers, not a read of every marker.
+        while let Some(entry) = self.meta.scan_raw(cf::TRANSFER_CHUNKS, &from, None).next() {
+            let (key, _) = entry?;
+            let Some((transfer, _)) = keys::decode_transfer_chunk_key(&key) else {
+                return Err(StoreError::CorruptMetadata {
+                    kind: "transfer chunk",
+                    reason: format!("key of {} bytes", key.len()),
+                });
+            };
+            holding.push(transfer);
+            from = markers_end(&transfer);
+        }
+        let recorded = self.meta.contains_many(cf::TRANSFERS, &holding)?;
+        let mut released = 0;
+        for (transfer, recorded) in holding.into_iter().zip(recorded) {
+            if !recorded {
+                self.release_transfer(transfer).await?;
+                released += 1;
+            }
+        }
+        Ok(released)
     }
 
     /// The chunks `transfer` holds a reference to (a marker each), in id order.
@@ -691,6 +724,30 @@ mod tests {
         store.release_transfer(second).await.unwrap();
         assert!(matches!(store.head_object("b", "lost"), Err(StoreError::NoSuchKey { .. })));
         assert_eq!(store.head_object("b", "kept").unwrap().head.size, kept.len as u64);
+        assert!(store.check().unwrap().is_clean(), "{:?}", store.check().unwrap());
+    }
+
+    /// A transfer that saved no record is released at start; one that did keeps its
+    /// chunks for when it resumes.
+    #[tokio::test]
+    async fn transfers_without_a_record_are_released_and_the_others_kept() {
+        let (_dir, store) = store_with_bucket().await;
+        let (recorded, unrecorded) = (rand::random::<TransferId>(), rand::random::<TransferId>());
+        store.save_transfer(recorded, b"spec".to_vec()).await.unwrap();
+        let kept = receive(&store, recorded, b"a chunk of a transfer that resumes").await;
+        let mut dropped = Vec::new();
+        for i in 0..3u8 {
+            dropped.push(receive(&store, unrecorded, &[b'x', i]).await);
+        }
+        assert_eq!(store.release_unrecorded_transfers().await.unwrap(), 1);
+        assert_eq!(store.meta.refcount(&kept.id).unwrap(), 1, "still held by its transfer");
+        for chunk in &dropped {
+            assert_eq!(store.meta.refcount(&chunk.id).unwrap(), 0, "garbage now");
+        }
+        assert_eq!(store.saved_transfers().unwrap().len(), 1);
+        assert_eq!(store.release_unrecorded_transfers().await.unwrap(), 0, "nothing left to release");
+        // (`check` counts the references of objects, not of transfers still open.)
+        store.release_transfer(recorded).await.unwrap();
         assert!(store.check().unwrap().is_clean(), "{:?}", store.check().unwrap());
     }
 

@@ -94,6 +94,19 @@ impl Daemon {
         (key["access_key_id"].as_str().unwrap().to_owned(), key["secret_access_key"].as_str().unwrap().to_owned())
     }
 
+    /// Creates a bearer token of `project` with `scopes` with the CLI; returns it.
+    pub fn create_token(&self, bin: &str, project: &str, scopes: &[&str]) -> String {
+        let out = Command::new(bin)
+            .args(["token", "create", "--project", project, "--json", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(scopes.iter().flat_map(|scope| ["--scope", scope]))
+            .output()
+            .expect("run clusster token create");
+        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+        let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("token create --json prints JSON");
+        created["token"].as_str().unwrap().to_owned()
+    }
+
     /// Sends SIGTERM and waits for a clean exit; returns the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id() as i32;

@@ -99,12 +99,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let replicator = Arc::new(crate::book::TransferReplicator(t.clone()));
         catalog::rules::RuleEngine::new(site_catalog.clone(), federation.clone(), sync.clone(), replicator)
     });
+    // Stage-out sessions live in memory: the chunks of those a stop ended are let go.
+    let released = store.release_unrecorded_transfers().await.context("releasing ended stage-out sessions")?;
+    if released > 0 {
+        tracing::info!(released, "let go of the chunks of stage-out sessions the last stop ended");
+    }
     let stager = Arc::new(catalog::stage::Stager::new(
         site_catalog.clone(),
         sync.clone(),
         rules.as_ref().map(|r| r.replicator()),
         settings.stage_chunker,
     ));
+    tokio::spawn(stage_sweep_loop(stager.clone()));
     let catalog = Arc::new(catalog::http::CatalogState {
         stager,
         catalog: site_catalog,
@@ -231,6 +237,17 @@ async fn compaction_loop(catalog: Arc<catalog::Catalog<catalog::in_store::InStor
             }
             Err(e) => tracing::warn!(error = %e, "could not compact the catalog logs"),
         }
+    }
+}
+
+/// Ends the stage-out sessions left idle, so that what they hold goes even when no new
+/// session is opened (each open sweeps too).
+async fn stage_sweep_loop(stager: Arc<catalog::stage::Stager>) {
+    let every = std::time::Duration::from_secs(catalog::stage::SESSION_IDLE_SECS / 10);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        stager.drop_idle().await;
     }
 }
 

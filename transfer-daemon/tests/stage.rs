@@ -44,19 +44,6 @@ fn command(env: &Env) -> Command {
     command
 }
 
-/// A token of `project` with `scopes`.
-fn token(daemon: &Daemon, project: &str, scopes: &[&str]) -> String {
-    let mut args = vec!["token", "create", "--project", project, "--json", "--data-dir"];
-    args.push(daemon.data_dir.to_str().unwrap());
-    for scope in scopes {
-        args.extend(["--scope", scope]);
-    }
-    let out = Command::new(BIN).args(&args).output().expect("run clusster token create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    created["token"].as_str().unwrap().to_owned()
-}
-
 fn write(path: &Path, data: &[u8], mtime_ms: u64) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let file = std::fs::File::create(path).unwrap();
@@ -98,7 +85,7 @@ async fn a_tree_stages_out_and_back_in_resumes_and_refuses_bad_input() {
     let daemon = Daemon::start(BIN, &dir.path().join("site"), &["--config", config.to_str().unwrap()]);
     let env = Env {
         endpoint: daemon.admin_url(),
-        token: token(&daemon, "climate", &["stage"]),
+        token: daemon.create_token(BIN, "climate", &["stage"]),
         home: dir.path().join("home"),
     };
 
@@ -225,7 +212,7 @@ async fn a_tree_stages_out_and_back_in_resumes_and_refuses_bad_input() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--job"), "{err}");
     // A token without the stage scope.
-    let reader = Env { token: token(&daemon, "climate", &["catalog:read"]), ..env.clone() };
+    let reader = Env { token: daemon.create_token(BIN, "climate", &["catalog:read"]), ..env.clone() };
     let (code, _, err) = stage_in("local.jobs/results@v1", dest_s, &reader);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("scope stage"), "{err}");
@@ -345,4 +332,184 @@ fn a_daemon_misbehaving_gets_its_exit_code_and_nothing_is_written_outside_dest()
     // Nobody listening: exit 6.
     let (code, _, err) = run(&env("http://127.0.0.1:1".into()), &["stage-in", "x.y/z@v1", dest_s, "--job", "1"]);
     assert_eq!(code, Some(6), "{err}");
+}
+
+// ---------------------------------------------------------------- a client lying
+
+/// A stage-out client that lies to the real daemon's HTTP routes, where a project's
+/// client meets the site, gets nothing it should not: bytes that do not hash to their id,
+/// records cut short, empty or too long are refused (400) and leave the chunk missing; a
+/// publish naming a chunk never sent nor found is refused (409) and publishes nothing;
+/// another project's token cannot use the session (404), nor learn through `missing`
+/// what this project stores; a token without `stage` gets 403. After all that an honest
+/// client's chunk, the id the lie used, publishes and stages back in byte for byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lying_stage_out_client_is_refused_and_the_site_is_not_damaged() {
+    /// Status and JSON of an answer; an error's must be a problem document of that status.
+    async fn send(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+        let response = request.send().await.expect("the daemon answers");
+        let status = response.status().as_u16();
+        let kind = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        let body = response.bytes().await.expect("the answer's body");
+        let json = match body.is_empty() {
+            true => serde_json::Value::Null,
+            false => serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("{status}: {:?} is not JSON: {e}", String::from_utf8_lossy(&body))),
+        };
+        if status >= 400 {
+            assert_eq!(kind.as_deref(), Some("application/problem+json"), "{status}: {json}");
+            assert_eq!(json["status"], status, "{json}");
+        }
+        (status, json)
+    }
+    /// Asserts `answer` is a problem of `status` whose detail says `phrase`.
+    fn refused(answer: &(u16, serde_json::Value), status: u16, phrase: &str) {
+        assert_eq!(answer.0, status, "{}", answer.1);
+        let detail = answer.1["detail"].as_str().unwrap_or_else(|| panic!("no detail: {}", answer.1));
+        assert!(detail.contains(phrase), "{phrase:?} not in {detail:?}");
+    }
+    /// A `chunks` record: id, u32 big-endian length, bytes.
+    fn record(id: &[u8; 32], len: u32, bytes: &[u8]) -> Vec<u8> {
+        [&id[..], &len.to_be_bytes(), bytes].concat()
+    }
+    fn hex_id(bytes: &[u8]) -> String {
+        blake3::hash(bytes).to_hex().to_string()
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    // The daemon takes chunks as long as its store cuts them too: stage-out clients are
+    // asked to cut at the store's size here, so the session's chunk_max is the limit.
+    let config = dir.path().join("clusster.toml");
+    std::fs::write(&config, "[catalog]\nstage_chunk_avg_bytes = 65536\n").unwrap();
+    let daemon = Daemon::start(BIN, &dir.path().join("site"), &["--config", config.to_str().unwrap()]);
+    let base = daemon.admin_url();
+    let env = Env {
+        endpoint: base.clone(),
+        token: daemon.create_token(BIN, "climate", &["stage"]),
+        home: dir.path().join("home"),
+    };
+    let (a, b) = (env.token.clone(), daemon.create_token(BIN, "rival", &["stage"]));
+    let reader = daemon.create_token(BIN, "climate", &["catalog:read"]);
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{base}/catalog/stage/out{path}");
+    let open = |token: &str, dataset: &str| {
+        http.post(url("")).bearer_auth(token).json(&serde_json::json!({ "dataset": dataset }))
+    };
+    let missing = |token: &str, session: &str, ids: &[&str]| {
+        http.post(url(&format!("/{session}/missing"))).bearer_auth(token).json(&serde_json::json!({ "chunks": ids }))
+    };
+    let chunks = |token: &str, session: &str, body: Vec<u8>| {
+        let request = http.post(url(&format!("/{session}/chunks"))).bearer_auth(token);
+        request.header("content-type", "application/octet-stream").body(body)
+    };
+    let publish = |token: &str, session: &str, data: &[u8], id: &str| {
+        use md5::Digest;
+        let file = serde_json::json!({ "path": "out.bin", "size": data.len(), "mtime_ms": 1_700_000_000_321u64,
+            "etag": hex::encode(md5::Md5::digest(data)), "chunks": [{ "id": id, "len": data.len() }] });
+        let body = serde_json::json!({ "files": [file], "tag": "v1", "job": "7" });
+        http.post(url(&format!("/{session}/publish"))).bearer_auth(token).json(&body)
+    };
+
+    // Each project opens a session for a dataset of its own.
+    let (status, session) = send(open(&a, "local.jobs/results")).await;
+    assert_eq!(status, 201, "{session}");
+    let sa = session["session"].as_str().unwrap().to_owned();
+    let (chunk_min, chunk_max) = (session["chunk_min"].as_u64().unwrap(), session["chunk_max"].as_u64().unwrap());
+    let (status, session) = send(open(&b, "local.rival/results")).await;
+    assert_eq!(status, 201, "{session}");
+    let sb = session["session"].as_str().unwrap().to_owned();
+    assert_ne!(sa, sb);
+
+    // The honest file: shorter than chunk_min, so one chunk, `h`. The lies use its id.
+    let data = content(9, 10_000, 9);
+    assert!((data.len() as u64) < chunk_min, "one chunk: {chunk_min}");
+    let h = hex_id(&data);
+    let h_bytes: [u8; 32] = *blake3::hash(&data).as_bytes();
+    let still_missing = async |token: &str, session: &str, id: &str| {
+        let (status, answer) = send(missing(token, session, &[id])).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["chunks"], serde_json::json!([id]), "{id} must still be missing");
+    };
+    still_missing(&a, &sa, &h).await;
+
+    // 1. Other bytes under h's id: refused, and h is still missing.
+    let mut other = data.clone();
+    other[5_000] ^= 1;
+    let answer = send(chunks(&a, &sa, record(&h_bytes, other.len() as u32, &other))).await;
+    refused(&answer, 400, "BLAKE3 of the body is");
+    refused(&answer, 400, &h);
+    still_missing(&a, &sa, &h).await;
+
+    // 2. A body ending in a record's header, or in its bytes.
+    let answer = send(chunks(&a, &sa, h_bytes[..20].to_vec())).await;
+    refused(&answer, 400, "into a record");
+    let answer = send(chunks(&a, &sa, record(&h_bytes, data.len() as u32, &data[..data.len() / 2]))).await;
+    refused(&answer, 400, "into a record");
+    still_missing(&a, &sa, &h).await;
+
+    // 3. An empty record, and a record longer than chunk_max (its header is enough).
+    let empty = *blake3::hash(b"").as_bytes();
+    let answer = send(chunks(&a, &sa, record(&empty, 0, b""))).await;
+    refused(&answer, 400, "a chunk of 0 bytes");
+    let too_long = content(10, chunk_max as usize + 1, 10);
+    let answer = send(chunks(&a, &sa, record(blake3::hash(&too_long).as_bytes(), too_long.len() as u32, b""))).await;
+    refused(&answer, 400, &format!("a chunk of {} bytes: chunks are 1 to {chunk_max} bytes", chunk_max + 1));
+    still_missing(&a, &sa, &hex_id(&too_long)).await;
+    still_missing(&a, &sa, &hex_id(b"")).await;
+
+    // 4. Publishing h, never sent: refused, nothing published.
+    let answer = send(publish(&a, &sa, &data, &h)).await;
+    refused(&answer, 409, &format!("chunk {h} was neither sent in this session nor found here"));
+    let dest = dir.path().join("dest");
+    let dest_s = dest.to_str().unwrap();
+    let (code, _, err) = run(&env, &["stage-in", "local.jobs/results", dest_s, "--job", "7"]);
+    assert_eq!(code, Some(4), "nothing was published: {err}");
+
+    // 5. Another project's token gets nothing of A's session (a proper record of its own
+    // is not stored there either); a token without stage, or no token of the site's, none.
+    let theirs = content(11, 3_000, 11);
+    let their_id = hex_id(&theirs);
+    let their_record = record(blake3::hash(&theirs).as_bytes(), theirs.len() as u32, &theirs);
+    let not_yours = format!("no stage-out session {sa:?} of this project");
+    refused(&send(missing(&b, &sa, &[&h])).await, 404, &not_yours);
+    refused(&send(chunks(&b, &sa, their_record.clone())).await, 404, &not_yours);
+    refused(&send(publish(&b, &sa, &data, &h)).await, 404, &not_yours);
+    refused(&send(http.delete(url(&format!("/{sa}"))).bearer_auth(&b)).await, 404, &not_yours);
+    // Said as for a session that does not exist: the id tells B nothing.
+    let unknown = "0".repeat(32);
+    let (_, for_theirs) = send(missing(&b, &sa, &[&h])).await;
+    let (_, for_unknown) = send(missing(&b, &unknown, &[&h])).await;
+    assert_eq!(for_theirs["detail"].as_str().unwrap().replace(&sa, &unknown), for_unknown["detail"].as_str().unwrap());
+    refused(&send(open(&reader, "local.jobs/results")).await, 403, "lacks the scope stage");
+    refused(&send(missing(&reader, &sa, &[&h])).await, 403, "lacks the scope stage");
+    refused(&send(chunks(&reader, &sa, their_record)).await, 403, "lacks the scope stage");
+    refused(&send(missing("not-a-token", &sa, &[&h])).await, 401, "Authorization: Bearer");
+    still_missing(&a, &sa, &their_id).await;
+    still_missing(&a, &sa, &h).await;
+
+    // 6. The honest client, in the same session (still open: nothing above ended it).
+    let (status, stored) = send(chunks(&a, &sa, record(&h_bytes, data.len() as u32, &data))).await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored, serde_json::json!({ "chunks": 1, "bytes": data.len() }));
+    let (status, answer) = send(missing(&a, &sa, &[&h])).await;
+    assert_eq!((status, answer), (200, serde_json::json!({ "chunks": [] })));
+    // Project B is not told A holds h now, nor may it publish it.
+    still_missing(&b, &sb, &h).await;
+    refused(&send(publish(&b, &sb, &data, &h)).await, 409, "neither sent in this session nor found here");
+
+    let (status, published) = send(publish(&a, &sa, &data, &h)).await;
+    assert_eq!(status, 200, "{published}");
+    assert_eq!((published["files"].as_u64(), published["bytes"].as_u64()), (Some(1), Some(data.len() as u64)));
+    assert_eq!(published["new"], true, "{published}");
+    let version = published["version"].as_str().unwrap().to_owned();
+    // Published: the session has ended; B still learns nothing of h through its own.
+    refused(&send(missing(&a, &sa, &[&h])).await, 404, "no stage-out session");
+    still_missing(&b, &sb, &h).await;
+    let (status, answer) = send(http.delete(url(&format!("/{sb}"))).bearer_auth(&b)).await;
+    assert_eq!((status, answer), (204, serde_json::Value::Null));
+
+    let (code, out, err) = run(&env, &["stage-in", "local.jobs/results@v1", dest_s, "--job", "7", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out["version"], version.as_str(), "{out}");
+    assert_eq!(tree(&dest), vec![("out.bin".to_owned(), data, 1_700_000_000_321)]);
 }

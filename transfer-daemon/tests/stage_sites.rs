@@ -41,13 +41,6 @@ fn admin(daemon: &Daemon, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
-fn stage_token(daemon: &Daemon) -> String {
-    admin(daemon, &["token", "create", "--project", "climate", "--scope", "stage"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 fn write(path: &Path, data: &[u8], mtime_ms: u64) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, data).unwrap();
@@ -121,7 +114,7 @@ async fn a_job_stages_in_at_one_site_what_another_staged_out() {
     let dir = tempfile::tempdir().unwrap();
     let fed = tests::Federation::new(BIN, dir.path(), &[("a", &[]), ("b", &[])], "");
     let (a, mut b) = (fed.start("a"), fed.start("b"));
-    let (token_a, token_b) = (stage_token(&a), stage_token(&b));
+    let (token_a, token_b) = (a.create_token(BIN, "climate", &["stage"]), b.create_token(BIN, "climate", &["stage"]));
 
     // A job's results at a: 40 files of 256 KiB and a few odd ones.
     let src = dir.path().join("results");

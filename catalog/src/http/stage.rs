@@ -20,6 +20,9 @@ type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 /// Longest a stage-in request waits for a fetch before answering `fetching`.
 const MAX_WAIT_SECS: u64 = 60;
 
+/// The 429 of a session's `missing` and `chunks`.
+const SESSION_FULL: &str = "the session has named as many chunks as one session may";
+
 /// The 403 of the staging routes.
 const NO_STAGE: &str = "the token lacks stage, or acts for another project than the dataset's";
 
@@ -30,6 +33,7 @@ impl From<StageError> for Problem {
             StageError::TransferFailed(_) => (StatusCode::BAD_GATEWAY, "transfer failed"),
             StageError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "no space"),
             StageError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            StageError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "too many"),
         };
         Problem { status, title, detail: e.to_string(), field: None }
     }
@@ -227,6 +231,8 @@ use futures::StreamExt;
             description = "a malformed body or dataset, or a namespace of another site"),
         (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 403, description = NO_STAGE, body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 429, description = "the project has as many sessions open as it may", body = ProblemDocument,
+            content_type = PROBLEM_JSON),
     )
 )]
 pub(super) async fn open_session(
@@ -241,7 +247,9 @@ pub(super) async fn open_session(
     let project = staging_project(&state, &caller, ns)?;
     let session = state.stager.open(&project, ns, name).await.map_err(|e| {
         let mut p = Problem::from(e);
-        p.field = p.field.or(Some("dataset"));
+        if p.status == StatusCode::BAD_REQUEST {
+            p.field = p.field.or(Some("dataset"));
+        }
         p
     })?;
     Ok((StatusCode::CREATED, Json(session)))
@@ -262,6 +270,7 @@ pub(super) async fn open_session(
         (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 403, description = NO_STAGE, body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 404, description = "no such session", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 429, description = SESSION_FULL, body = ProblemDocument, content_type = PROBLEM_JSON),
     )
 )]
 pub(super) async fn missing(
@@ -292,6 +301,7 @@ pub(super) async fn missing(
         (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 403, description = NO_STAGE, body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 404, description = "no such session", body = ProblemDocument, content_type = PROBLEM_JSON),
+        (status = 429, description = SESSION_FULL, body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 507, description = "this site's disk is full", body = ProblemDocument, content_type = PROBLEM_JSON),
     )
 )]
