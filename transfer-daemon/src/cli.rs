@@ -174,7 +174,7 @@ pub struct EndpointArgs {
     #[arg(long)]
     pub job: Option<String>,
     /// Files read at once (stage-in, default 16: each file's fsync overlaps the others'
-    /// reads), or hashing threads and chunk bodies sent at once (stage-out, default 4; at
+    /// reads), or hashing threads and chunk bodies sent at once (stage-out, default 8; at
     /// most one thread per core and 8 bodies of 16 MiB).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel: Option<u16>,

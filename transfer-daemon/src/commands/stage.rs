@@ -94,8 +94,11 @@ const BODY_BYTES: usize = MAX_CHUNKS_BODY / 4;
 /// with 4 at once the fsyncs left the daemon and the disk idle (1 GiB in 64 files: 1.19 s
 /// with 4, 0.87 s with 16).
 const STAGE_IN_PARALLEL: u16 = 16;
-/// Hashing threads (at most one per core) and chunk bodies in flight of a stage-out.
-const STAGE_OUT_PARALLEL: u16 = 4;
+/// Hashing threads (at most one per core) and chunk bodies in flight of a stage-out: the
+/// site seals each body's pack with an fsync before it answers, and with 4 bodies at once
+/// its CPU waited on them (1 GiB in 64 files, medians of 3 alternated: 1.34 s with 4,
+/// 1.22 s with 8).
+const STAGE_OUT_PARALLEL: u16 = 8;
 
 /// Suffix of the file a stage-in writes before its rename.
 const PART_SUFFIX: &str = ".clusster-part";
