@@ -22,6 +22,9 @@ pub fn attributes_of(federation: Option<&Federation>, site: &str) -> BTreeMap<St
     federation.and_then(|f| f.site(site)).map(|s| s.attributes.clone()).unwrap_or_default()
 }
 
+/// Longest a pin may hold, from when it is set (pinning again moves its end).
+pub const MAX_PIN_SECS: u64 = 366 * 24 * 3600;
+
 /// The id of the pin `job` holds on `version` at this site: pinning again moves its end.
 pub fn pin_id(job: &str, version: &VersionId) -> String {
     format!("{job}.{}", &version.to_hex()[..12])

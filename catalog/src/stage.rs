@@ -52,7 +52,7 @@ pub struct StageInRequest {
     pub version: String,
     /// the job the version is pinned for
     pub job: String,
-    /// how long the pin holds, seconds
+    /// how long the pin holds, seconds: 1 to 366 days' worth
     pub pin_secs: u64,
     /// how long to wait for the replica here to become complete before answering
     /// `fetching` (the client asks again)
@@ -434,6 +434,8 @@ pub struct Stager {
     sync: Option<Arc<CatalogSync>>,
     replicator: Option<Arc<dyn Replicator>>,
     fetching: parking_lot::Mutex<HashMap<VersionId, Fetch>>,
+    /// held while a fetch of the version is looked at or started, until it is complete here
+    fetch_gates: parking_lot::Mutex<HashMap<VersionId, Arc<tokio::sync::Mutex<()>>>>,
     /// by id, with the project that owns each
     sessions: parking_lot::Mutex<HashMap<String, (String, SessionLock)>>,
 }
@@ -482,6 +484,7 @@ impl Stager {
             sync,
             replicator,
             fetching: parking_lot::Mutex::default(),
+            fetch_gates: parking_lot::Mutex::default(),
             sessions: parking_lot::Mutex::default(),
         }
     }
@@ -516,6 +519,7 @@ impl Stager {
             let (state, bytes_missing) = self.replica_here(&version)?;
             if state == Some(ReplicaState::Complete) && self.store().version_chunks(&version.0)?.is_some() {
                 self.fetching.lock().remove(&version);
+                self.fetch_gates.lock().remove(&version);
                 let manifest = crate::publish::manifest(&self.catalog, &version)?.ok_or_else(|| {
                     CatalogError::Data(format!("the replica of {version} here is complete but its manifest is not"))
                 })?;
@@ -557,6 +561,10 @@ impl Stager {
     /// The copy bringing `version` here: the one running, or one started now from the
     /// best complete replica the placement names. A copy that failed is an error, once.
     async fn fetch(&self, version: &VersionId) -> Result<Fetch, StageError> {
+        // One at a time per version: two stage-ins of it finding no copy running would
+        // each start one.
+        let gate = self.fetch_gates.lock().entry(*version).or_default().clone();
+        let _alone = gate.lock().await;
         let running = self.fetching.lock().get(version).cloned();
         let replicator = self.replicator.as_ref().ok_or_else(|| {
             StageError::TransferFailed(format!(

@@ -211,6 +211,10 @@ async fn a_tree_stages_out_and_back_in_resumes_and_refuses_bad_input() {
     let (code, _, err) = run(&env, &["stage-in", "local.jobs/results@v1", dest_s]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--job"), "{err}");
+    // A pin longer than a site holds one.
+    let (code, _, err) = run(&env, &["stage-in", "local.jobs/results@v1", dest_s, "--job", "42", "--pin-for", "400d"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("pin_secs") && err.contains("366 days"), "{err}");
     // A token without the stage scope.
     let reader = Env { token: daemon.create_token(BIN, "climate", &["catalog:read"]), ..env.clone() };
     let (code, _, err) = stage_in("local.jobs/results@v1", dest_s, &reader);

@@ -106,7 +106,7 @@ pub(super) async fn pin(
         body.map_err(|e| bad_body(e, r#"{"version": "ns/name@v1", "job": "4242", "seconds": 3600}"#))?;
     let (ns, version) = resolve_ref(&state, &request.version, "version")?;
     acts_for_namespace(&state, &caller, &ns)?;
-    if request.seconds == 0 || request.seconds > 366 * 24 * 3600 {
+    if request.seconds == 0 || request.seconds > keeping::MAX_PIN_SECS {
         return Err(invalid("seconds", "a pin lasts 1 second to 366 days".into()));
     }
     let now = now_ms();

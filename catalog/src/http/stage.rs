@@ -86,7 +86,7 @@ fn caller_project(caller: &Caller) -> Option<&str> {
         (status = 200, description = "the version, pinned, with its files once the replica here is complete",
             body = StageInAnswer),
         (status = 400, body = ProblemDocument, content_type = PROBLEM_JSON,
-            description = "a malformed body, version or job"),
+            description = "a malformed body, version, job or pin_secs (1 s to 366 days)"),
         (status = 401, description = NO_TOKEN, body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 403, description = NO_STAGE, body = ProblemDocument, content_type = PROBLEM_JSON),
         (status = 404, description = "no such dataset, tag or version", body = ProblemDocument,
@@ -129,7 +129,16 @@ pub(super) async fn stage_in(
         })?,
     };
     crate::event::check_name("job", &request.job).map_err(|e| invalid("job", e))?;
-    let until = crate::now_ms().saturating_add(request.pin_secs.saturating_mul(1000));
+    if request.pin_secs == 0 || request.pin_secs > crate::keeping::MAX_PIN_SECS {
+        return Err(invalid(
+            "pin_secs",
+            format!(
+                "pin_secs {} (--pin-for): a pin lasts 1 second to 366 days; stage in again to hold it longer",
+                request.pin_secs
+            ),
+        ));
+    }
+    let until = crate::now_ms() + request.pin_secs * 1000;
     let wait = Duration::from_secs(request.wait_secs.min(MAX_WAIT_SECS));
     Ok(Json(state.stager.stage_in(version, &request.job, until, wait).await?))
 }
