@@ -1027,7 +1027,8 @@ impl Stager {
 /// another project's, said alike.
 fn no_session(id: &str) -> CatalogError {
     CatalogError::NotFound(format!(
-        "no stage-out session {id:?} of this project here (it ended, or was idle for {SESSION_IDLE_SECS} s)"
+        "no stage-out session {id:?} of this project here (it ended, the daemon restarted, or it was idle for \
+         {SESSION_IDLE_SECS} s)"
     ))
 }
 

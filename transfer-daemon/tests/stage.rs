@@ -333,6 +333,17 @@ fn a_daemon_misbehaving_gets_its_exit_code_and_nothing_is_written_outside_dest()
     write(&src.join("one"), b"1", 1_700_000_000_000);
     let (code, _, err) = run(&full, &["stage-out", src.to_str().unwrap(), "x.y/z"]);
     assert_eq!(code, Some(5), "{err}");
+    // The session gone once opened (the daemon restarted): exit 6, run it again.
+    let restarted = env(fake_daemon(move |line| match line.starts_with("POST /catalog/stage/out ") {
+        true => {
+            let session = r#"{"session":"s1","chunk_min":2048,"chunk_avg":8192,"chunk_max":32768}"#;
+            (201, json, session.as_bytes().to_vec())
+        }
+        false => (404, "application/problem+json", br#"{"status":404,"detail":"no stage-out session"}"#.to_vec()),
+    }));
+    let (code, _, err) = run(&restarted, &["stage-out", src.to_str().unwrap(), "x.y/z"]);
+    assert_eq!(code, Some(6), "{err}");
+    assert!(err.contains("no stage-out session; run the stage-out again"), "{err}");
     // Nobody listening: exit 6.
     let (code, _, err) = run(&env("http://127.0.0.1:1".into()), &["stage-in", "x.y/z@v1", dest_s, "--job", "1"]);
     assert_eq!(code, Some(6), "{err}");

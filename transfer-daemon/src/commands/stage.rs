@@ -26,7 +26,7 @@
 //! | 3    | (damage found: `scrub`/`check`, not these verbs)                             |
 //! | 4    | [`NotFound`]: dataset, tag or version unknown (a 404 problem)                 |
 //! | 5    | [`NoSpace`]: ENOSPC/EDQUOT here, or 507 from the site                         |
-//! | 6    | [`TransferFailed`]: the site could not fetch the data (502), or the connection failed |
+//! | 6    | [`TransferFailed`]: the site could not fetch the data (502), the connection failed, or the site ended a stage-out's session |
 //! | 7    | [`VerificationFailed`]: a chunk's BLAKE3 does not match, after 3 retries      |
 //! | 8    | [`TimedOut`]: the site did not hold the version within `--timeout`           |
 
@@ -63,7 +63,8 @@ pub struct NotFound(pub String);
 #[error("{0}")]
 pub struct NoSpace(pub String);
 
-/// The site could not fetch the data, or the connection to it failed: exit 6.
+/// The site could not fetch the data, the connection to it failed, or the site ended a
+/// stage-out's session (a restart): exit 6.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct TransferFailed(pub String);
@@ -950,7 +951,13 @@ pub(super) async fn stage_out(args: StageOutArgs) -> anyhow::Result<()> {
             None,
         )
         .await?;
-    let staged = send_and_publish(&api, &session, files, tag, rule, job, &common).await;
+    let staged = send_and_publish(&api, &session, files, tag, rule, job, &common).await.map_err(|e| {
+        // Once a session is open, the only thing not found is the session itself.
+        match e.downcast::<NotFound>() {
+            Ok(NotFound(message)) => TransferFailed(format!("{message}; run the stage-out again")).into(),
+            Err(e) => e,
+        }
+    });
     if staged.is_err() {
         // Best effort: the site drops an idle session's chunks anyway.
         let url = api.url(["catalog", "stage", "out", session.session.as_str()]);
