@@ -852,21 +852,41 @@ impl Stager {
     ) -> Result<ChunksStored, StageError> {
         // Read-locked: the client's other bodies are received beside this one.
         let s = self.session(id, project).await?;
+        futures::pin_mut!(body);
+        let mut total = 0usize;
+        let stored = self.store_records(&s, body.as_mut(), &mut total).await;
+        if stored.is_err() {
+            // Read to its end, as far as a body may go, before answering: a client still
+            // sending when its connection closed would see a broken pipe, not the answer.
+            while total <= MAX_CHUNKS_BODY
+                && let Some(Ok(frame)) = body.next().await
+            {
+                total += frame.len();
+            }
+        }
+        stored
+    }
+
+    /// Stores the records of `body` for session `s`, counting the bytes read in `total`.
+    async fn store_records<E: std::fmt::Display>(
+        &self,
+        s: &Session,
+        mut body: std::pin::Pin<&mut impl Stream<Item = Result<Bytes, E>>>,
+        total: &mut usize,
+    ) -> Result<ChunksStored, StageError> {
         let mut sink = self.store().chunk_sink(s.transfer);
         let mut stored = ChunksStored { chunks: 0, bytes: 0 };
-        let mut total = 0usize;
         // Chunks are cut as this site asks stage-out clients to, or as its store cuts.
         let max_chunk = self.chunker.max_bytes.max(self.store().config().chunker.max_bytes) as usize;
         let mut records = RecordReader { partial: BytesMut::new(), max_chunk };
-        futures::pin_mut!(body);
         let mut received = Vec::new();
         // Chunks being hashed and compressed on the offload engine, stored in order.
         let mut hashing: std::collections::VecDeque<(hw_offload::ChunkId, store::ingest::PlainChunkJob)> =
             std::collections::VecDeque::new();
         while let Some(frame) = body.next().await {
             let mut frame = frame.map_err(|e| CatalogError::Refused(format!("reading the body: {e}")))?;
-            total += frame.len();
-            if total > MAX_CHUNKS_BODY {
+            *total += frame.len();
+            if *total > MAX_CHUNKS_BODY {
                 return Err(CatalogError::Refused(format!(
                     "a body of more than {MAX_CHUNKS_BODY} bytes: send the chunks in several requests"
                 ))

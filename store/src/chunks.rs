@@ -308,9 +308,10 @@ impl PackWriter {
 }
 
 /// Asks the kernel to start writing `len` bytes at `offset` of `file` to disk now,
-/// without waiting: the fsync that seals the pack then waits for its tail, not for all of
-/// it at once. A hint; a filesystem that cannot is left alone.
-fn start_write_back(file: &std::fs::File, offset: u64, len: u64) {
+/// without waiting: the fsync that seals the file (a pack here, a staged file in the
+/// CLI) then waits for its tail, not for all of it at once. A hint; a filesystem that
+/// cannot is left alone.
+pub fn start_write_back(file: &std::fs::File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: sync_file_range reads no memory of ours; the descriptor is open.
     unsafe {

@@ -148,6 +148,14 @@ impl Store {
                 *counts.entry(c.id).or_default() += 1;
             }
         }
+        // A transfer holds one reference to each chunk it received (its marker) until it
+        // commits or is released: a stage-out session, a transfer being received.
+        for item in self.meta.scan_raw(cf::TRANSFER_CHUNKS, b"", None) {
+            let (k, _) = item?;
+            let (_, id) = keys::decode_transfer_chunk_key(&k)
+                .ok_or_else(|| StoreError::CorruptMetadata { kind: "transfer chunk key", reason: hex::encode(&k) })?;
+            *counts.entry(id).or_default() += 1;
+        }
         report.chunks_referenced = counts.len() as u64;
         for item in self.meta.scan_raw(cf::REFCOUNTS, b"", None) {
             let (k, v) = item?;

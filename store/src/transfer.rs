@@ -241,8 +241,16 @@ impl Store {
     }
 
     /// Forgets `transfer`: its record and the references its received chunks hold (they
-    /// become garbage unless an object uses them).
-    pub async fn release_transfer(&self, transfer: TransferId) -> Result<(), StoreError> {
+    /// become garbage unless an object uses them). Runs to its end even if the caller
+    /// goes away (see [`PendingFlush::finish`]).
+    pub async fn release_transfer(self: &Arc<Self>, transfer: TransferId) -> Result<(), StoreError> {
+        let store = self.clone();
+        tokio::spawn(async move { store.release_transfer_now(transfer).await })
+            .await
+            .map_err(|e| StoreError::Backend(format!("release task: {e}")))?
+    }
+
+    async fn release_transfer_now(&self, transfer: TransferId) -> Result<(), StoreError> {
         let _markers_stay = self.lock_transfer(&transfer).await;
         let mut batch = self.meta.batch();
         let mut deltas = HashMap::new();
@@ -256,7 +264,7 @@ impl Store {
     /// session lives in memory only), so nothing would ever commit or release them and
     /// their chunks would never become garbage. Answers how many were released. Call it
     /// at start, before anything receives into a transfer that saves no record.
-    pub async fn release_unrecorded_transfers(&self) -> Result<usize, StoreError> {
+    pub async fn release_unrecorded_transfers(self: &Arc<Self>) -> Result<usize, StoreError> {
         let mut holding = Vec::new();
         let mut from = Vec::new();
         // One seek per transfer, past its markers, not a read of every marker.
@@ -614,11 +622,21 @@ pub struct PendingFlush {
 impl PendingFlush {
     /// Seals the pack and commits its chunks to the index, each holding a reference for
     /// the transfer. Returns the ids now held.
+    ///
+    /// Runs in a task of its own, to its end even if the caller goes away (a client that
+    /// hung up): the transfer's lock must stay held until the commit has landed, or a
+    /// release reading the markers meanwhile would delete ones whose references it never
+    /// takes back, and those chunks could never be collected.
     pub async fn finish(self) -> Result<Vec<ChunkId>, StoreError> {
+        tokio::spawn(self.finish_now()).await.map_err(|e| StoreError::Backend(format!("flush task: {e}")))?
+    }
+
+    async fn finish_now(self) -> Result<Vec<ChunkId>, StoreError> {
+        // Markers are added under the transfer's lock (see `commit_transfer`), taken first
+        // thing: a release that comes after this flush started waits for it to land.
+        let _markers_stay = self.store.lock_transfer(&self.transfer).await;
         let pack_id = self.pack.id();
         let bytes = self.pack.seal().await?;
-        // Markers are added under the transfer's lock (see `commit_transfer`).
-        let _markers_stay = self.store.lock_transfer(&self.transfer).await;
         let mut batch = self.store.meta.batch();
         batch.put(cf::PACKS, &keys::pack_key(pack_id), &PackRecord { bytes, created_ms: crate::now_ms() });
         // In id order: the index, the markers and the counts are all keyed by the id, and
@@ -746,9 +764,41 @@ mod tests {
         }
         assert_eq!(store.saved_transfers().unwrap().len(), 1);
         assert_eq!(store.release_unrecorded_transfers().await.unwrap(), 0, "nothing left to release");
-        // (`check` counts the references of objects, not of transfers still open.)
+        assert!(store.check().unwrap().is_clean(), "an open transfer's references count: {:?}", store.check());
         store.release_transfer(recorded).await.unwrap();
         assert!(store.check().unwrap().is_clean(), "{:?}", store.check().unwrap());
+    }
+
+    /// A flush whose caller goes away (a client that hung up), wherever it stops, lands
+    /// whole before a release of its transfer reads the markers: no reference is left
+    /// behind that nothing holds.
+    #[tokio::test]
+    async fn a_flush_dropped_midway_then_released_leaves_no_reference_behind() {
+        let (_dir, store) = store_with_bucket().await;
+        for polls in 0..24 {
+            let transfer = rand::random::<TransferId>();
+            let data = format!("dropped after {polls} polls").into_bytes();
+            let id = ChunkId::of(&data);
+            let mut sink = store.chunk_sink(transfer);
+            let frame = crate::frame::encode(&id, Codec::Raw, data.len() as u32, &data);
+            sink.append(id, frame, data.len() as u32).await.unwrap();
+            let mut flush = Box::pin(sink.start_flush().expect("a pack to flush").finish());
+            for poll in 0..polls {
+                if poll > 0 {
+                    // Lets the blocking pool get on with the seal and the commit.
+                    tokio::time::sleep(std::time::Duration::from_micros(100 * (polls % 4) as u64)).await;
+                }
+                if futures::poll!(flush.as_mut()).is_ready() {
+                    break;
+                }
+            }
+            drop(flush);
+            store.release_transfer(transfer).await.unwrap();
+            // A commit that outlived its caller's lock would land about now.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            assert_eq!(store.meta.refcount(&id).unwrap(), 0, "after {polls} polls");
+            assert!(store.check().unwrap().is_clean(), "after {polls} polls: {:?}", store.check());
+        }
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@
 //! - [`raise_fd_limit`]: room for tests that open thousands of sockets.
 
 use rand::{RngCore, SeedableRng};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -232,4 +232,37 @@ pub fn raise_fd_limit(want: u64) {
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0, "setrlimit");
         }
     }
+}
+
+/// Writes `data` to `path` (making its directories) with the modification time `mtime_ms`.
+pub fn write_file(path: &Path, data: &[u8], mtime_ms: u64) {
+    std::fs::create_dir_all(path.parent().expect("a file in a directory")).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    (&file).write_all(data).unwrap();
+    file.set_modified(std::time::UNIX_EPOCH + Duration::from_millis(mtime_ms)).unwrap();
+}
+
+/// The modification time of `path`, in ms since the epoch.
+pub fn mtime_ms(path: &Path) -> u64 {
+    let meta = std::fs::metadata(path).unwrap();
+    meta.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Every file under `root`: relative path, bytes, mtime in ms, sorted by path.
+pub fn tree(root: &Path) -> Vec<(String, Vec<u8>, u64)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>, u64)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+                out.push((rel, std::fs::read(&path).unwrap(), mtime_ms(&path)));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
 }

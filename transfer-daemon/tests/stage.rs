@@ -8,10 +8,9 @@ mod common;
 
 use aws_sdk_s3::primitives::ByteStream;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, UNIX_EPOCH};
-use tests::{Daemon, content};
+use tests::{Daemon, content, tree, write_file};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clusster");
 
@@ -44,37 +43,6 @@ fn command(env: &Env) -> Command {
     command
 }
 
-fn write(path: &Path, data: &[u8], mtime_ms: u64) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let file = std::fs::File::create(path).unwrap();
-    (&file).write_all(data).unwrap();
-    file.set_modified(UNIX_EPOCH + Duration::from_millis(mtime_ms)).unwrap();
-}
-
-fn mtime_ms(path: &Path) -> u64 {
-    let meta = std::fs::metadata(path).unwrap();
-    meta.modified().unwrap().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// Every file under `root` (symlinks followed): relative path, bytes, mtime in ms.
-fn tree(root: &Path) -> Vec<(String, Vec<u8>, u64)> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>, u64)>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
-                out.push((rel, std::fs::read(&path).unwrap(), mtime_ms(&path)));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out.sort();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tree_stages_out_and_back_in_resumes_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,11 +68,11 @@ async fn a_tree_stages_out_and_back_in_resumes_and_refuses_bad_input() {
     // Nested directories, an empty file, unicode names, a symlink inside, an empty dir.
     let src = dir.path().join("src");
     let notes = content(2, 4096, 2);
-    write(&src.join("big.bin"), &big, 1_700_000_000_123);
-    write(&src.join("empty"), b"", 1_600_000_000_001);
-    write(&src.join("a/b/c/deep.txt"), b"deep down\n", 1_650_000_000_999);
-    write(&src.join("données/été.csv"), "ville,°C\nLyon,31\n".as_bytes(), 1_690_000_000_500);
-    write(&src.join("notes.txt"), &notes, 1_710_000_000_007);
+    write_file(&src.join("big.bin"), &big, 1_700_000_000_123);
+    write_file(&src.join("empty"), b"", 1_600_000_000_001);
+    write_file(&src.join("a/b/c/deep.txt"), b"deep down\n", 1_650_000_000_999);
+    write_file(&src.join("données/été.csv"), "ville,°C\nLyon,31\n".as_bytes(), 1_690_000_000_500);
+    write_file(&src.join("notes.txt"), &notes, 1_710_000_000_007);
     std::os::unix::fs::symlink("notes.txt", src.join("link-to-notes")).unwrap();
     std::fs::create_dir_all(src.join("nothing-here")).unwrap();
     let total = (big.len() + notes.len() * 2 + 10 + "ville,°C\nLyon,31\n".len()) as u64;
@@ -169,8 +137,8 @@ async fn a_tree_stages_out_and_back_in_resumes_and_refuses_bad_input() {
     // About 1% changed (a few bytes of the big file, a new small file): only that is sent.
     let mut changed = big.clone();
     changed[2_500_000..2_500_100].fill(7);
-    write(&src.join("big.bin"), &changed, 1_700_000_100_000);
-    write(&src.join("a/new.txt"), &content(3, 40_000, 3), 1_700_000_100_001);
+    write_file(&src.join("big.bin"), &changed, 1_700_000_100_000);
+    write_file(&src.join("a/new.txt"), &content(3, 40_000, 3), 1_700_000_100_001);
     let (code, out, err) = run(&env, &["stage-out", src_s, "local.jobs/results", "--tag", "v2", "--json"]);
     assert_eq!(code, Some(0), "{err}");
     let (sent, all) = (out["bytes_sent"].as_u64().unwrap(), out["bytes"].as_u64().unwrap());
@@ -228,7 +196,7 @@ async fn a_tree_stages_out_and_back_in_resumes_and_refuses_bad_input() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("escape") && err.contains("outside SRC"), "{err}");
     let newline = dir.path().join("newline");
-    write(&newline.join("bad\nname"), b"x", 1_700_000_000_000);
+    write_file(&newline.join("bad\nname"), b"x", 1_700_000_000_000);
     let (code, _, err) = run(&env, &["stage-out", newline.to_str().unwrap(), "local.jobs/other"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("bad\\nname") && err.contains("newline"), "{err}");
@@ -330,7 +298,7 @@ fn a_daemon_misbehaving_gets_its_exit_code_and_nothing_is_written_outside_dest()
     assert!(err.contains("paris is down"), "{err}");
     let full = env(fake_daemon(move |_| (507, json, br#"{"detail":"disk full"}"#.to_vec())));
     let src = dir.path().join("src");
-    write(&src.join("one"), b"1", 1_700_000_000_000);
+    write_file(&src.join("one"), b"1", 1_700_000_000_000);
     let (code, _, err) = run(&full, &["stage-out", src.to_str().unwrap(), "x.y/z"]);
     assert_eq!(code, Some(5), "{err}");
     // The session gone once opened (the daemon restarted): exit 6, run it again.

@@ -321,7 +321,13 @@ pub(super) async fn receive_chunks(
     body: axum::body::Body,
 ) -> Result<Json<ChunksStored>, Problem> {
     let stream = body.into_data_stream();
-    Ok(Json(state.stager.receive(&session, caller_project(&caller), stream).await?))
+    let (stager, project) = (state.stager.clone(), caller_project(&caller).map(str::to_owned));
+    // In a task of its own, holding the session until the chunks it stores have landed:
+    // a client hanging up mid-way must not let an abort or a publish of the session run
+    // between the two (the abort would miss what lands after it, held for ever).
+    let received = tokio::spawn(async move { stager.receive(&session, project.as_deref(), stream).await });
+    let stored = received.await.map_err(|e| Problem::from(CatalogError::Data(format!("receiving chunks: {e}"))))?;
+    Ok(Json(stored?))
 }
 
 /// Publishes the session's files as a version (the chunks they name were sent or found

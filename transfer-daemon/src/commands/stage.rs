@@ -861,7 +861,8 @@ async fn fetch_from(
                 reader.counters.bytes_written.fetch_add(chunk.len as u64, Ordering::Relaxed);
                 reader.progress.inc(chunk.len as u64);
                 if *good - written_back >= WRITE_BACK_BYTES {
-                    start_write_back(out, written_back, *good);
+                    // The fsync before the rename then waits for the tail only.
+                    store::chunks::start_write_back(out, written_back, *good - written_back);
                     written_back = *good;
                 }
             }
@@ -875,22 +876,6 @@ async fn fetch_from(
 
 /// Bytes of a part file after which the kernel is asked to start writing them out.
 const WRITE_BACK_BYTES: u64 = 8 << 20;
-
-/// Asks the kernel to start writing `from..to` of `file` to disk now, without waiting
-/// for it: the fsync before the file's rename then has only the tail left to wait for,
-/// instead of the whole file at once. A hint: a filesystem that cannot is left alone.
-fn start_write_back(file: &File, from: u64, to: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: sync_file_range reads no memory of ours; the descriptor is open.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            from as libc::off64_t,
-            (to - from) as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        )
-    };
-}
 
 // ------------------------------------------------------------------ stage-out
 
@@ -959,9 +944,15 @@ pub(super) async fn stage_out(args: StageOutArgs) -> anyhow::Result<()> {
         }
     });
     if staged.is_err() {
-        // Best effort: the site drops an idle session's chunks anyway.
+        // Best effort: the site drops an idle session's chunks anyway. Twice: the first may
+        // go down a pooled connection the site closed after its error.
         let url = api.url(["catalog", "stage", "out", session.session.as_str()]);
-        let _ = api.http.delete(url).bearer_auth(&api.token).timeout(Duration::from_secs(10)).send().await;
+        for _ in 0..2 {
+            let delete = api.http.delete(url.clone()).bearer_auth(&api.token).timeout(Duration::from_secs(10));
+            if delete.send().await.is_ok() {
+                break;
+            }
+        }
     }
     let (published, chunks, chunks_sent, bytes_sent) = staged?;
     let report = StagedOut { dataset: dataset.clone(), published, chunks_sent, bytes_sent, chunks };
