@@ -519,7 +519,11 @@ impl Stager {
             let (state, bytes_missing) = self.replica_here(&version)?;
             if state == Some(ReplicaState::Complete) && self.store().version_chunks(&version.0)?.is_some() {
                 self.fetching.lock().remove(&version);
-                self.fetch_gates.lock().remove(&version);
+                // Unless a stage-in is still at the gate: it would start a second one.
+                let mut gates = self.fetch_gates.lock();
+                if gates.get(&version).is_some_and(|gate| Arc::strong_count(gate) == 1) {
+                    gates.remove(&version);
+                }
                 let manifest = crate::publish::manifest(&self.catalog, &version)?.ok_or_else(|| {
                     CatalogError::Data(format!("the replica of {version} here is complete but its manifest is not"))
                 })?;
@@ -533,14 +537,14 @@ impl Stager {
                     files,
                 });
             }
-            let fetch = self.fetch(&version).await?;
+            let fetch = self.fetch(&version, deadline).await?;
             if Instant::now() >= deadline {
                 return Ok(StageInAnswer {
                     version,
                     state: StageInState::Fetching,
                     pin,
                     bytes_missing,
-                    source: Some(fetch.source),
+                    source: fetch.map(|f| f.source),
                     files: Vec::new(),
                 });
             }
@@ -560,11 +564,15 @@ impl Stager {
 
     /// The copy bringing `version` here: the one running, or one started now from the
     /// best complete replica the placement names. A copy that failed is an error, once.
-    async fn fetch(&self, version: &VersionId) -> Result<Fetch, StageError> {
+    /// `None`: another stage-in was starting it until `deadline`.
+    async fn fetch(&self, version: &VersionId, deadline: Instant) -> Result<Option<Fetch>, StageError> {
         // One at a time per version: two stage-ins of it finding no copy running would
         // each start one.
         let gate = self.fetch_gates.lock().entry(*version).or_default().clone();
-        let _alone = gate.lock().await;
+        let Ok(_alone) = tokio::time::timeout_at(deadline.into(), gate.lock()).await else {
+            // Another stage-in is starting it: asked again, this one finds it running.
+            return Ok(None);
+        };
         let running = self.fetching.lock().get(version).cloned();
         let replicator = self.replicator.as_ref().ok_or_else(|| {
             StageError::TransferFailed(format!(
@@ -587,7 +595,7 @@ impl Stager {
                 }
                 // Running, or done (the replica's record follows its landing in the same
                 // write) but the replica is not complete: a chunk went missing since.
-                Some(CopyState::Running) => return Ok(fetch),
+                Some(CopyState::Running) => return Ok(Some(fetch)),
                 Some(CopyState::Done) | None => {
                     self.fetching.lock().remove(version);
                     failed = fetch.failed;
@@ -606,7 +614,7 @@ impl Stager {
         tracing::info!(%version, %source, %transfer, "stage-in: fetching what is missing here");
         let fetch = Fetch { transfer, source, failed };
         self.fetching.lock().insert(*version, fetch.clone());
-        Ok(fetch)
+        Ok(Some(fetch))
     }
 
     /// The bytes of `path` in `version` from `offset` on, read from this site's chunks
@@ -850,11 +858,13 @@ impl Stager {
         project: Option<&str>,
         body: impl Stream<Item = Result<Bytes, E>>,
     ) -> Result<ChunksStored, StageError> {
-        // Read-locked: the client's other bodies are received beside this one.
-        let s = self.session(id, project).await?;
         futures::pin_mut!(body);
         let mut total = 0usize;
-        let stored = self.store_records(&s, body.as_mut(), &mut total).await;
+        // Read-locked: the client's other bodies are received beside this one.
+        let stored = match self.session(id, project).await {
+            Ok(s) => self.store_records(&s, body.as_mut(), &mut total).await,
+            Err(e) => Err(e),
+        };
         if stored.is_err() {
             // Read to its end, as far as a body may go, before answering: a client still
             // sending when its connection closed would see a broken pipe, not the answer.

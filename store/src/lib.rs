@@ -87,6 +87,11 @@ pub struct Store {
     /// or removes markers is written (flush, commit, release), so that none of them works
     /// from markers another is changing. Taken before bucket and key locks.
     transfer_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Flushes started and not yet landed, per transfer: a release waits for them, since
+    /// one whose caller went away still lands and must not add markers after it.
+    pub(crate) flushes: parking_lot::Mutex<std::collections::HashMap<transfer::TransferId, usize>>,
+    /// Told each time one of those lands.
+    pub(crate) flush_landed: tokio::sync::Notify,
     /// One GC or scrub pass at a time.
     pub(crate) maintenance: tokio::sync::Mutex<()>,
     metrics: Arc<StoreMetrics>,
@@ -141,6 +146,8 @@ impl Store {
             upload_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             bucket_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             transfer_locks: (0..KEY_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            flushes: parking_lot::Mutex::default(),
+            flush_landed: tokio::sync::Notify::new(),
             maintenance: tokio::sync::Mutex::new(()),
             metrics: Arc::default(),
             versions_lock: tokio::sync::Mutex::new(()),

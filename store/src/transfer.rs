@@ -241,16 +241,27 @@ impl Store {
     }
 
     /// Forgets `transfer`: its record and the references its received chunks hold (they
-    /// become garbage unless an object uses them). Runs to its end even if the caller
-    /// goes away (see [`PendingFlush::finish`]).
-    pub async fn release_transfer(self: &Arc<Self>, transfer: TransferId) -> Result<(), StoreError> {
-        let store = self.clone();
-        tokio::spawn(async move { store.release_transfer_now(transfer).await })
-            .await
-            .map_err(|e| StoreError::Backend(format!("release task: {e}")))?
+    /// become garbage unless an object uses them), once its flushes already started have
+    /// landed. Runs to its end even if the caller goes away (see [`PendingFlush::finish`]).
+    pub async fn release_transfer(&self, transfer: TransferId) -> Result<(), StoreError> {
+        match self.me.upgrade() {
+            Some(store) => tokio::spawn(async move { store.release_transfer_now(transfer).await })
+                .await
+                .map_err(|e| StoreError::Backend(format!("release task: {e}")))?,
+            None => self.release_transfer_now(transfer).await,
+        }
     }
 
     async fn release_transfer_now(&self, transfer: TransferId) -> Result<(), StoreError> {
+        loop {
+            let landed = self.flush_landed.notified();
+            tokio::pin!(landed);
+            landed.as_mut().enable();
+            if !self.flushes.lock().contains_key(&transfer) {
+                break;
+            }
+            landed.await;
+        }
         let _markers_stay = self.lock_transfer(&transfer).await;
         let mut batch = self.meta.batch();
         let mut deltas = HashMap::new();
@@ -264,7 +275,7 @@ impl Store {
     /// session lives in memory only), so nothing would ever commit or release them and
     /// their chunks would never become garbage. Answers how many were released. Call it
     /// at start, before anything receives into a transfer that saves no record.
-    pub async fn release_unrecorded_transfers(self: &Arc<Self>) -> Result<usize, StoreError> {
+    pub async fn release_unrecorded_transfers(&self) -> Result<usize, StoreError> {
         let mut holding = Vec::new();
         let mut from = Vec::new();
         // One seek per transfer, past its markers, not a read of every marker.
@@ -600,12 +611,14 @@ impl ChunkSink {
         let mut claims = ClaimSet::new(self.store.claims.clone());
         claims.open_pack(pack.id());
         claims.claim_all(self.unflushed.iter().map(|(id, _)| *id));
+        *self.store.flushes.lock().entry(self.transfer).or_default() += 1;
         Some(PendingFlush {
             store: self.store.clone(),
             transfer: self.transfer,
             pack,
             chunks: std::mem::take(&mut self.unflushed),
             _claims: claims,
+            _landing: Landing { store: self.store.clone(), transfer: self.transfer },
         })
     }
 }
@@ -617,6 +630,28 @@ pub struct PendingFlush {
     pack: PackWriter,
     chunks: Vec<(ChunkId, ChunkLoc)>,
     _claims: ClaimSet,
+    _landing: Landing,
+}
+
+/// Counts a flush of its transfer as started until it lands or is dropped unfinished
+/// (see `Store::flushes`).
+struct Landing {
+    store: Arc<Store>,
+    transfer: TransferId,
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        let mut flushes = self.store.flushes.lock();
+        if let Some(n) = flushes.get_mut(&self.transfer) {
+            *n -= 1;
+            if *n == 0 {
+                flushes.remove(&self.transfer);
+            }
+        }
+        drop(flushes);
+        self.store.flush_landed.notify_waiters();
+    }
 }
 
 impl PendingFlush {
@@ -624,19 +659,18 @@ impl PendingFlush {
     /// the transfer. Returns the ids now held.
     ///
     /// Runs in a task of its own, to its end even if the caller goes away (a client that
-    /// hung up): the transfer's lock must stay held until the commit has landed, or a
-    /// release reading the markers meanwhile would delete ones whose references it never
-    /// takes back, and those chunks could never be collected.
+    /// hung up), and a release of the transfer waits for it: a release reading the markers
+    /// before its commit lands would delete ones whose references it never takes back,
+    /// and those chunks could never be collected.
     pub async fn finish(self) -> Result<Vec<ChunkId>, StoreError> {
         tokio::spawn(self.finish_now()).await.map_err(|e| StoreError::Backend(format!("flush task: {e}")))?
     }
 
     async fn finish_now(self) -> Result<Vec<ChunkId>, StoreError> {
-        // Markers are added under the transfer's lock (see `commit_transfer`), taken first
-        // thing: a release that comes after this flush started waits for it to land.
-        let _markers_stay = self.store.lock_transfer(&self.transfer).await;
         let pack_id = self.pack.id();
         let bytes = self.pack.seal().await?;
+        // Markers are added under the transfer's lock (see `commit_transfer`).
+        let _markers_stay = self.store.lock_transfer(&self.transfer).await;
         let mut batch = self.store.meta.batch();
         batch.put(cf::PACKS, &keys::pack_key(pack_id), &PackRecord { bytes, created_ms: crate::now_ms() });
         // In id order: the index, the markers and the counts are all keyed by the id, and

@@ -100,9 +100,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         catalog::rules::RuleEngine::new(site_catalog.clone(), federation.clone(), sync.clone(), replicator)
     });
     // Stage-out sessions live in memory: the chunks of those a stop ended are let go.
-    let released = store.release_unrecorded_transfers().await.context("releasing ended stage-out sessions")?;
-    if released > 0 {
-        tracing::info!(released, "let go of the chunks of stage-out sessions the last stop ended");
+    // (A failure only leaves their chunks held until the next start: not worth not serving.)
+    match store.release_unrecorded_transfers().await {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(released, "let go of the chunks of stage-out sessions the last stop ended"),
+        Err(e) => {
+            tracing::error!(error = %e, "could not let go of the chunks of stage-out sessions the last stop ended")
+        }
     }
     let stager = Arc::new(catalog::stage::Stager::new(
         site_catalog.clone(),

@@ -1034,6 +1034,11 @@ type Record = (ChunkId, Bytes);
 /// being sent: each request costs a round trip and a look-up of the project's buckets.
 const ASK_BYTES: u64 = BODY_BYTES as u64;
 
+/// The site ends a session with no request for `SESSION_IDLE_SECS`: a long hash that finds
+/// nothing new to ask about (a tree of the same bytes over and over) asks about nothing
+/// this often.
+const KEEP_ALIVE: Duration = Duration::from_secs(catalog::stage::SESSION_IDLE_SECS / 4);
+
 /// Cuts and hashes the files and, as their chunks are found, asks the site which it lacks
 /// (each distinct chunk once, where it is first found) and sends those, while the rest
 /// is hashed; answers with the files' scans in their order, the distinct chunks, and the
@@ -1068,19 +1073,29 @@ async fn scan_and_send(
     };
     let mut found = |what: Found, pending: &mut Vec<Record>, pending_bytes: &mut u64| match what {
         Found::Chunks { chunks, data } => {
+            let mut fresh = Vec::new();
             let mut at = 0;
             for c in chunks {
                 let end = at + c.len as usize;
                 if seen.insert(c.id) {
-                    pending.push((c.id, data.slice(at..end)));
-                    *pending_bytes += c.len as u64;
+                    fresh.push((c.id, at..end));
                 }
                 at = end;
             }
+            // A slice keeps all of `data` in memory: where the new chunks are less than half
+            // of it (the rest found earlier in this tree), they are copied out instead.
+            let fresh_bytes: usize = fresh.iter().map(|(_, r)| r.len()).sum();
+            let copy = 2 * fresh_bytes < data.len();
+            for (id, range) in fresh {
+                let bytes = if copy { Bytes::copy_from_slice(&data[range]) } else { data.slice(range) };
+                pending.push((id, bytes));
+            }
+            *pending_bytes += fresh_bytes as u64;
         }
         Found::Done { file, scanned: s } => scanned[file] = Some(s),
     };
     let mut hashed = false;
+    let mut last_request = Instant::now();
     loop {
         // What the hashing found meanwhile, unless bodies already wait for their turn.
         while !hashed && sends.set.len() <= in_flight {
@@ -1101,6 +1116,7 @@ async fn scan_and_send(
             || pending.len() >= MAX_ASKED
             || (idle && pending_bytes >= ASK_BYTES / 4);
         if ask && !pending.is_empty() {
+            last_request = Instant::now();
             let batch = std::mem::take(&mut pending);
             pending_bytes = 0;
             for part in batch.chunks(MAX_ASKED) {
@@ -1115,13 +1131,16 @@ async fn scan_and_send(
                     .await?;
                 // Only chunks asked about are sent, each once, whatever the answer names.
                 let missing: HashSet<ChunkId> = answer.chunks.into_iter().collect();
-                for record in part.iter().filter(|r| missing.contains(&r.0)) {
-                    let len = 36 + record.1.len();
+                // Unless the site lacks them all (a first stage-out), the chunks to send are
+                // copied out of the buffers they were read into, which then go with the rest.
+                let all = part.iter().all(|r| missing.contains(&r.0));
+                for (id, bytes) in part.iter().filter(|r| missing.contains(&r.0)) {
+                    let len = 36 + bytes.len();
                     if !body.is_empty() && body_bytes + len > BODY_BYTES {
                         sends.spawn(api, std::mem::take(&mut body));
                         body_bytes = 0;
                     }
-                    body.push(record.clone());
+                    body.push((*id, if all { bytes.clone() } else { Bytes::copy_from_slice(bytes) }));
                     body_bytes += len;
                 }
                 sends.reap()?;
@@ -1142,6 +1161,19 @@ async fn scan_and_send(
             },
             Some(done) = sends.set.join_next(), if !sends.set.is_empty() => {
                 done.context("a sender failed").and_then(|r| r)?;
+                last_request = Instant::now();
+            }
+            () = tokio::time::sleep_until((last_request + KEEP_ALIVE).into()) => {
+                let _: ChunkList = api
+                    .json(
+                        Method::POST,
+                        &["catalog", "stage", "out", sid, "missing"],
+                        &ChunkList { chunks: Vec::new() },
+                        "keeping the session open",
+                        None,
+                    )
+                    .await?;
+                last_request = Instant::now();
             }
         }
     }
@@ -1434,8 +1466,12 @@ impl<'f> FileScan<'f> {
     fn fill(&mut self, segment: usize, progress: &Progress) -> anyhow::Result<usize> {
         let from = self.carry.len();
         if !self.eof && from < segment {
-            self.carry.reserve_exact(segment - from);
-            let want = (segment - from) as u64;
+            // No more than what is left of the file (and a byte to see its end): a small
+            // file's buffer is kept while its chunks wait to be sent.
+            let left = self.file.size.saturating_sub(self.size) as usize + 1;
+            let want = (segment - from).min(left);
+            self.carry.reserve_exact(want);
+            let want = want as u64;
             // `Take` over `File` reads into the spare capacity as it is, without zeroing it.
             let n = (&mut self.input)
                 .take(want)
