@@ -62,7 +62,7 @@ local FIXED_VARS = {
 	"SLURM_JOB_WORK_DIR",
 }
 local KNOWN_KEYS = {
-	endpoint = true, token = true, token_file = true, clusster = true, state_dir = true,
+	endpoint = true, token = true, token_file = true, ca_file = true, clusster = true, state_dir = true,
 	log_dir = true, stage_in_timeout = true, pin_for = true, stage_out_on_failure = true,
 	on_stage_in_failure = true, path = true,
 }
@@ -415,7 +415,9 @@ local function run_cli(conf, job_id, who, args)
 	-- The client config: the user's file, in the state dir (0711: no listing), gone after.
 	local client = conf.state_dir .. "/client." .. job_id .. ".toml"
 	os.remove(client)
-	local ok = write_file(client, string.format("endpoint = %q\ntoken = %q\n", conf.endpoint, conf.token))
+	local text = string.format("endpoint = %q\ntoken = %q\n", conf.endpoint, conf.token)
+	if conf.ca_file then text = text .. string.format("ca_file = %q\n", conf.ca_file) end
+	local ok = write_file(client, text)
 	if not ok or run("chmod 0400 " .. sh(client) .. " && chown " .. sh(who.uid .. ":" .. who.gid) .. " " .. sh(client)) ~= 0 then
 		os.remove(client)
 		return 1, "", "cannot write the client config " .. client

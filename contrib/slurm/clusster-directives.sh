@@ -15,7 +15,9 @@
 # Nothing in a directive is ever evaluated by a shell.
 #
 # The site config ($CLUSSTER_SLURM_CONF, else /etc/clusster/slurm.conf), KEY = VALUE lines:
-#   endpoint             the site daemon's admin URL, http://host:port (required)
+#   endpoint             the site daemon's admin URL, http://host:port or https://host:port
+#                        (its [admin] tls_listen) (required)
+#   ca_file              for https: the CA of the daemon's certificate (default: the system's)
 #   token_file           a file holding a stage-scoped token (keep it root's, 0600), or
 #   token                the token itself (then keep this file 0600)
 #   clusster             the CLI (default: clusster, found in `path`)
@@ -68,7 +70,7 @@ clusster_load_conf() {
         fi
         [ -n "${CL_CONF[$key]+x}" ] || CL_ENV_NAMES+=("${key#env.}")
         ;;
-      endpoint | token | token_file | clusster | state_dir | log_dir | stage_in_timeout | pin_for | \
+      endpoint | token | token_file | ca_file | clusster | state_dir | log_dir | stage_in_timeout | pin_for | \
         stage_out_on_failure | on_stage_in_failure | path) ;;
       *)
         CL_ERR="$CLUSSTER_SLURM_CONF:$n: unknown key $key"
@@ -275,6 +277,7 @@ clusster_cli_as_user() {
       "LOGNAME=${CL_VARS[USER]}" "SLURM_JOB_ID=${CL_VARS[SLURM_JOB_ID]}" RUST_LOG=warn \
       "CLUSSTER_ENDPOINT=${CL_CONF[endpoint]:-}" "CLUSSTER_TOKEN=${CL_CONF[token]:-}" \
       CLUSSTER_CLIENT_CONFIG=/dev/null
+    if [ -n "${CL_CONF[ca_file]:-}" ]; then export "CLUSSTER_CA_FILE=${CL_CONF[ca_file]}"; fi
     cd / && exec setpriv --reuid="${CL_VARS[SLURM_JOB_UID]}" --regid="${CL_VARS[SLURM_JOB_GID]}" \
       --init-groups -- "${CL_CONF[clusster]}" "$@"
   )

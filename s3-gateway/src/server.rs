@@ -116,14 +116,27 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Se
     Ok(Arc::new(config))
 }
 
-/// Serves `service` on `listener` until `shutdown` turns true.
-pub async fn serve(
+/// Serves `service` on `listener` until `shutdown` turns true: the S3 gateway, and the
+/// admin routes on their TLS listener. `what` names it in the logs.
+pub async fn serve<S, B>(
+    what: &'static str,
     listener: TcpListener,
-    service: crate::Front,
+    service: S,
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut builder = ConnBuilder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     // An h2 client that stops answering pings is gone.
@@ -139,7 +152,7 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "s3 accept failed");
+                    tracing::warn!(error = %e, "{what} accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -147,7 +160,7 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let Some(admitted) = open.admit(peer.ip(), &limits) else {
-            tracing::debug!(%peer, "s3 connection refused: too many open");
+            tracing::debug!(%peer, "{what} connection refused: too many open");
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -170,13 +183,13 @@ pub async fn serve(
                 }
             };
             if let Err(e) = ended {
-                tracing::debug!(%peer, error = %e, "s3 connection ended with an error");
+                tracing::debug!(%peer, error = %e, "{what} connection ended with an error");
             }
         });
     }
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("s3 connections still open after the grace period"),
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("{what} connections still open after the grace period"),
     }
 }

@@ -31,7 +31,7 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, watch) = watch::channel(false);
-        tokio::spawn(s3_gateway::server::serve(listener, service, None, Default::default(), watch));
+        tokio::spawn(s3_gateway::server::serve("s3", listener, service, None, Default::default(), watch));
         Self { store, url, _shutdown: shutdown, _dir: dir }
     }
 

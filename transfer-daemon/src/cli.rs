@@ -166,10 +166,15 @@ data, or the connection failed); 7 verification failed (a chunk's BLAKE3 does no
 /// Where the site daemon is (see the verb's help for the token).
 #[derive(clap::Args)]
 pub struct EndpointArgs {
-    /// The site daemon's admin URL, as http://host:port (else $CLUSSTER_ENDPOINT, else the
-    /// client config file's `endpoint`).
+    /// The site daemon's admin URL, as http://host:port or https://host:port (else
+    /// $CLUSSTER_ENDPOINT, else the client config file's `endpoint`).
     #[arg(long)]
     pub endpoint: Option<String>,
+    /// For an https endpoint: the CA certificates (PEM) its certificate is checked against
+    /// (else $CLUSSTER_CA_FILE, else the client config file's `ca_file`, else the system's
+    /// /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// The job's id (else $SLURM_JOB_ID, else $FLUX_JOB_ID).
     #[arg(long)]
     pub job: Option<String>,

@@ -198,11 +198,23 @@ pub struct OffloadSettings {
 pub struct RawAdmin {
     /// Address of the admin HTTP listener (port 0 picks a free port).
     pub listen: String,
+    /// Address of a second, HTTPS listener of the same routes, for clients off this host
+    /// (stage-in/out from compute nodes); empty: none.
+    pub tls_listen: String,
+    /// Its certificate chain (PEM).
+    pub tls_cert: PathBuf,
+    /// Its private key (PEM).
+    pub tls_key: PathBuf,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9470".into() }
+        Self {
+            listen: "127.0.0.1:9470".into(),
+            tls_listen: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+        }
     }
 }
 
@@ -297,6 +309,8 @@ pub struct Settings {
     pub offload: OffloadSettings,
     /// admin listener
     pub admin_listen: SocketAddr,
+    /// the admin routes' HTTPS listener: address, certificate and key
+    pub admin_tls: Option<(SocketAddr, PathBuf, PathBuf)>,
     /// GC period (None: off)
     pub gc_interval: Option<std::time::Duration>,
     /// scrub period (None: off)
@@ -398,6 +412,12 @@ disable_secs = {disable}
 # address is written to <data_dir>/{listen_file}. Maintenance endpoints need the token
 # in <data_dir>/admin.token, which the CLI reads.
 listen = "{admin}"
+# The same routes over HTTPS, for stage-in/out from compute nodes (whose bearer tokens
+# should not cross the network in clear): address, certificate chain and key (PEM, all
+# three or none). Clients name the CA with --ca-file or CLUSSTER_CA_FILE.
+tls_listen = ""
+tls_cert = ""
+tls_key = ""
 
 [s3]
 # The S3 gateway. Port 0 picks a free port.
@@ -536,6 +556,20 @@ stage_chunk_avg_bytes = {stage_avg}
             (false, false) => Some((resolve(self.s3.tls_cert), resolve(self.s3.tls_key))),
             _ => bail!("[s3] tls_cert and tls_key must be set together"),
         };
+        let admin_tls = match (
+            self.admin.tls_listen.is_empty(),
+            self.admin.tls_cert.as_os_str().is_empty(),
+            self.admin.tls_key.as_os_str().is_empty(),
+        ) {
+            (true, true, true) => None,
+            (false, false, false) => {
+                let addr = &self.admin.tls_listen;
+                let listen: SocketAddr =
+                    addr.parse().with_context(|| format!("[admin] tls_listen {addr:?} is not IP:PORT"))?;
+                Some((listen, resolve(self.admin.tls_cert), resolve(self.admin.tls_key)))
+            }
+            _ => bail!("[admin] tls_listen, tls_cert and tls_key must be set together"),
+        };
         let positive = |value: u64, name: &str| match value {
             0 => Err(anyhow::anyhow!("[s3] {name} must be positive")),
             v => Ok(v),
@@ -604,6 +638,7 @@ stage_chunk_avg_bytes = {stage_avg}
             store,
             offload,
             admin_listen,
+            admin_tls,
             gc_interval: period(s.gc_interval_secs),
             scrub_interval: period(s.scrub_interval_secs),
             s3_listen,

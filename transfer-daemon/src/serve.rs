@@ -34,6 +34,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some((cert, key)) => Some(s3_gateway::server::load_tls(cert, key)?),
         None => None,
     };
+    let admin_tls = match &settings.admin_tls {
+        Some((addr, cert, key)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind the admin TLS listener on {addr}"))?;
+            Some((listener, s3_gateway::server::load_tls(cert, key)?))
+        }
+        None => None,
+    };
     let s3_service = s3_gateway::service(store.clone(), settings.s3.clone())?;
     let transfers = match &settings.federation {
         Some(federation) => {
@@ -61,6 +70,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     if let Some(t) = &transfers {
         listeners["quic"] = t.local_addr()?.to_string().into();
+    }
+    if let Some((listener, _)) = &admin_tls {
+        listeners["admin_tls"] = format!("https://{}", listener.local_addr()?).into();
     }
     // The catalog signs with the site's federation key, or, for a site not federated, with
     // one of its own in the data dir (whose log a federation would not take: see
@@ -135,6 +147,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         catalog,
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    if let Some((listener, tls)) = admin_tls {
+        // The same routes, for clients off this host; the S3 listener's connection code.
+        let service = hyper_util::service::TowerToHyperService::new(admin::router(state.clone()));
+        let limits = s3_gateway::server::ConnectionLimits::default();
+        tokio::spawn(s3_gateway::server::serve("admin", listener, service, Some(tls), limits, shutdown_rx.clone()));
+    }
     let admin_server = tokio::spawn({
         let router = admin::router(state.clone());
         let mut rx = shutdown_rx.clone();
@@ -147,6 +165,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     });
     let s3_server = tokio::spawn(s3_gateway::server::serve(
+        "s3",
         s3_listener,
         s3_service,
         s3_tls,

@@ -140,6 +140,7 @@ struct ClientConfig {
     endpoint: Option<String>,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 impl ClientConfig {
@@ -166,6 +167,38 @@ impl ClientConfig {
     }
 }
 
+/// Where an https endpoint's CA is looked for when none is named.
+const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A TLS client configuration trusting the CA certificates of `ca_file` (PEM) only.
+fn tls_trusting(ca_file: &Path) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let unusable = |e: &dyn std::fmt::Display| {
+        UsageError(format!(
+            "CA file {}: {e} (name the CA of the site's certificate with --ca-file or CLUSSTER_CA_FILE)",
+            ca_file.display()
+        ))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| unusable(&e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| unusable(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    // A system bundle may hold a certificate this build cannot use: the others still count.
+    roots.add_parsable_certificates(certs);
+    if roots.is_empty() {
+        return Err(unusable(&"no CA certificate this client can use in it").into());
+    }
+    // ring explicitly, as the daemon's listeners do.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// The site daemon's staging routes, with the job's token.
 struct Api {
     base: reqwest::Url,
@@ -175,14 +208,19 @@ struct Api {
 
 impl Api {
     /// Endpoint: `--endpoint`, `$CLUSSTER_ENDPOINT`, the config file. Token:
-    /// `$CLUSSTER_TOKEN`, the config file's `token`, its `token_file`.
+    /// `$CLUSSTER_TOKEN`, the config file's `token`, its `token_file`. CA of an https
+    /// endpoint: `--ca-file`, `$CLUSSTER_CA_FILE`, the config file's `ca_file`, the system's.
     fn connect(args: &EndpointArgs) -> anyhow::Result<Self> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let mut endpoint = args.endpoint.clone().or_else(|| env("CLUSSTER_ENDPOINT"));
         let mut token = env("CLUSSTER_TOKEN");
-        if endpoint.is_none() || token.is_none() {
+        let mut ca_file = args.ca_file.clone().or_else(|| env("CLUSSTER_CA_FILE").map(PathBuf::from));
+        // The file is read only for what the flags and the environment leave unsaid.
+        let wants_https = |endpoint: &Option<String>| endpoint.as_ref().is_none_or(|e| e.starts_with("https://"));
+        if endpoint.is_none() || token.is_none() || (ca_file.is_none() && wants_https(&endpoint)) {
             let (config, base) = ClientConfig::load()?;
             endpoint = endpoint.or(config.endpoint);
+            ca_file = ca_file.or(config.ca_file.map(|file| base.join(file)));
             if token.is_none() {
                 token = match (config.token, config.token_file) {
                     (Some(token), _) => Some(token),
@@ -213,13 +251,14 @@ impl Api {
         let text = if endpoint.contains("://") { endpoint.clone() } else { format!("http://{endpoint}") };
         let base = reqwest::Url::parse(&text)
             .ok()
-            .filter(|u| u.scheme() == "http" && !u.cannot_be_a_base())
-            .ok_or_else(|| UsageError(format!("endpoint {endpoint:?}: give it as http://HOST:PORT")))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .context("cannot make an HTTP client")?;
-        Ok(Self { base, token, http })
+            .filter(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
+            .ok_or_else(|| UsageError(format!("endpoint {endpoint:?}: give it as http://HOST:PORT or https://…")))?;
+        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if base.scheme() == "https" {
+            let ca_file = ca_file.unwrap_or_else(|| PathBuf::from(SYSTEM_CA_FILE));
+            http = http.use_preconfigured_tls(tls_trusting(&ca_file)?).https_only(true);
+        }
+        Ok(Self { base, token, http: http.build().context("cannot make an HTTP client")? })
     }
 
     /// The URL of the route made of `segments`, each percent-encoded.

@@ -54,6 +54,17 @@ fn bad_values_are_refused_with_the_reason() {
     let raw: RawConfig = toml::from_str("[offload]\nengines = [\"gpu\"]\n").unwrap();
     let err = raw.settle(&Overrides::default(), Path::new("/")).unwrap_err();
     assert!(format!("{err:#}").contains("agent"), "{err:#}");
+    // The admin routes' HTTPS listener: all three or none, an address, paths from the config.
+    let raw: RawConfig = toml::from_str("[admin]\ntls_listen = \"0.0.0.0:9471\"\ntls_cert = \"c.pem\"\n").unwrap();
+    let err = raw.settle(&Overrides::default(), Path::new("/")).unwrap_err();
+    assert!(format!("{err:#}").contains("tls_listen, tls_cert and tls_key"), "{err:#}");
+    let text = "[admin]\ntls_listen = \"site:9471\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+    let err = toml::from_str::<RawConfig>(text).unwrap().settle(&Overrides::default(), Path::new("/")).unwrap_err();
+    assert!(format!("{err:#}").contains("tls_listen"), "{err:#}");
+    let text = "[admin]\ntls_listen = \"0.0.0.0:9471\"\ntls_cert = \"c.pem\"\ntls_key = \"/k.pem\"\n";
+    let s = toml::from_str::<RawConfig>(text).unwrap().settle(&Overrides::default(), Path::new("/etc/c")).unwrap();
+    let (addr, cert, key) = s.admin_tls.unwrap();
+    assert_eq!((addr.port(), cert.as_path(), key.as_path()), (9471, Path::new("/etc/c/c.pem"), Path::new("/k.pem")));
 }
 
 #[test]
