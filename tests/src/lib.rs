@@ -266,3 +266,20 @@ pub fn tree(root: &Path) -> Vec<(String, Vec<u8>, u64)> {
     out.sort();
     out
 }
+
+/// `bin` (the `clusster` CLI) as a batch job runs it: the endpoint and token from the
+/// environment, `home` as HOME, and nothing else of this process's that the CLI reads (a
+/// client config, a CA file, a scheduler's job id).
+pub fn job_command(bin: &str, endpoint: &str, token: &str, home: &Path) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .env("RUST_LOG", "warn")
+        .env("CLUSSTER_ENDPOINT", endpoint)
+        .env("CLUSSTER_TOKEN", token)
+        .env("HOME", home)
+        .env_remove("CLUSSTER_CLIENT_CONFIG")
+        .env_remove("CLUSSTER_CA_FILE")
+        .env_remove("SLURM_JOB_ID")
+        .env_remove("FLUX_JOB_ID");
+    command
+}

@@ -31,16 +31,7 @@ fn run(env: &Env, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
 }
 
 fn command(env: &Env) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env("RUST_LOG", "warn")
-        .env("CLUSSTER_ENDPOINT", &env.endpoint)
-        .env("CLUSSTER_TOKEN", &env.token)
-        .env("HOME", &env.home)
-        .env_remove("CLUSSTER_CLIENT_CONFIG")
-        .env_remove("SLURM_JOB_ID")
-        .env_remove("FLUX_JOB_ID");
-    command
+    tests::job_command(BIN, &env.endpoint, &env.token, &env.home)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -37,17 +37,7 @@ struct Env {
 /// Runs `clusster ARGS` as a job would (endpoint and token from the environment, no
 /// scheduler's job id, a HOME without a client config); its exit code, JSON and stderr.
 fn run(env: &Env, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
-    let out = Command::new(BIN)
-        .env("RUST_LOG", "warn")
-        .env("CLUSSTER_ENDPOINT", &env.endpoint)
-        .env("CLUSSTER_TOKEN", &env.token)
-        .env("HOME", &env.home)
-        .env_remove("CLUSSTER_CLIENT_CONFIG")
-        .env_remove("SLURM_JOB_ID")
-        .env_remove("FLUX_JOB_ID")
-        .args(args)
-        .output()
-        .expect("run clusster");
+    let out = tests::job_command(BIN, &env.endpoint, &env.token, &env.home).args(args).output().expect("run clusster");
     let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
     (out.status.code(), json, String::from_utf8_lossy(&out.stderr).into_owned())
 }

@@ -36,16 +36,7 @@ fn ca_and_site(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
 
 /// Runs `clusster ARGS` as a job would, with `ca` as its CA file if any; exit code, stderr.
 fn stage(endpoint: &str, token: &str, home: &Path, ca: Option<&Path>, args: &[&str]) -> (Option<i32>, String) {
-    let mut command = Command::new(BIN);
-    command
-        .env("RUST_LOG", "warn")
-        .env("CLUSSTER_ENDPOINT", endpoint)
-        .env("CLUSSTER_TOKEN", token)
-        .env("HOME", home)
-        .env_remove("CLUSSTER_CLIENT_CONFIG")
-        .env_remove("CLUSSTER_CA_FILE")
-        .env_remove("SLURM_JOB_ID")
-        .env_remove("FLUX_JOB_ID");
+    let mut command = tests::job_command(BIN, endpoint, token, home);
     if let Some(ca) = ca {
         command.env("CLUSSTER_CA_FILE", ca);
     }
