@@ -354,21 +354,10 @@ impl Store {
 }
 
 impl Store {
-    /// Stores into `sink` a chunk a client cut and hashed itself (a job's stage-out): its
-    /// id is a claim, so it is hashed again here, and compressed as an ingest would.
-    /// Refused, nothing appended, if the bytes do not hash to `claimed`.
-    pub async fn receive_plain_chunk(
-        &self,
-        sink: &mut crate::transfer::ChunkSink,
-        claimed: ChunkId,
-        plain: Bytes,
-    ) -> Result<(), StoreError> {
-        self.keep_plain_chunk(sink, claimed, self.start_plain_chunk(plain)).await
-    }
-
-    /// Starts hashing and compressing a chunk a client cut itself, on the offload engine;
-    /// [`Self::keep_plain_chunk`] stores it. Several started at once keep the engine's
-    /// threads busy while the caller reads the next.
+    /// Starts hashing and compressing a chunk a client cut and hashed itself (a job's
+    /// stage-out), on the offload engine: its id is a claim, so it is hashed again here,
+    /// and compressed as an ingest would. [`Self::keep_plain_chunk`] stores it. Several
+    /// started at once keep the engine's threads busy while the caller reads the next.
     pub fn start_plain_chunk(&self, plain: Bytes) -> PlainChunkJob {
         PlainChunkJob(self.chunk_job(plain))
     }

@@ -1159,15 +1159,8 @@ async fn scan_and_send(
             let batch = std::mem::take(&mut pending);
             pending_bytes = 0;
             for part in batch.chunks(MAX_ASKED) {
-                let answer: ChunkList = api
-                    .json(
-                        Method::POST,
-                        &["catalog", "stage", "out", sid, "missing"],
-                        &ChunkList { chunks: part.iter().map(|r| r.0).collect() },
-                        "asking which chunks the site lacks",
-                        None,
-                    )
-                    .await?;
+                let ids = part.iter().map(|r| r.0).collect();
+                let answer = ask_missing(api, sid, ids, "asking which chunks the site lacks").await?;
                 // Only chunks asked about are sent, each once, whatever the answer names.
                 let missing: HashSet<ChunkId> = answer.chunks.into_iter().collect();
                 // Unless the site lacks them all (a first stage-out), the chunks to send are
@@ -1203,15 +1196,7 @@ async fn scan_and_send(
                 last_request = Instant::now();
             }
             () = tokio::time::sleep_until((last_request + KEEP_ALIVE).into()) => {
-                let _: ChunkList = api
-                    .json(
-                        Method::POST,
-                        &["catalog", "stage", "out", sid, "missing"],
-                        &ChunkList { chunks: Vec::new() },
-                        "keeping the session open",
-                        None,
-                    )
-                    .await?;
+                ask_missing(api, sid, Vec::new(), "keeping the session open").await?;
                 last_request = Instant::now();
             }
         }
@@ -1221,6 +1206,11 @@ async fn scan_and_send(
     }
     let scanned = scanned.into_iter().map(|s| s.expect("every file scanned")).collect();
     Ok((scanned, seen.len() as u64, sends.chunks, sends.bytes))
+}
+
+/// Which of `chunks` the site lacks, for session `sid` (asking about none keeps it open).
+async fn ask_missing(api: &Api, sid: &str, chunks: Vec<ChunkId>, what: &str) -> anyhow::Result<ChunkList> {
+    api.json(Method::POST, &["catalog", "stage", "out", sid, "missing"], &ChunkList { chunks }, what, None).await
 }
 
 /// The `chunks` bodies being sent, at most so many at once.
